@@ -1,0 +1,37 @@
+# The two commands: `make engines` builds every recipe, `make test` runs the tests.
+# Both create .venv at the repository root on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+JOBS ?= 1
+
+.PHONY: engines test check validate status bench-build clean distclean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[samples,test]'
+	@touch $(STAMP)
+
+engines: $(STAMP)
+	$(BIN)/buildsys build -j $(JOBS)
+
+test: $(STAMP)
+	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+validate: $(STAMP)
+	$(BIN)/buildsys validate
+
+status: $(STAMP)
+	$(BIN)/buildsys status
+
+bench-build: $(STAMP)
+	$(BIN)/python benchmarks/bench_build.py
+
+clean:
+	rm -rf out
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,255 @@
+"""The scheduler: walks the step graph in topological order and runs what is stale.
+
+Ordering is graphlib's; the decision for each step is the rebuilder's; the
+running is a worker pool's. This module only wires the three together and
+keeps the record of what happened to every step.
+"""
+from __future__ import annotations
+
+import shutil
+from collections import deque
+from dataclasses import dataclass, field
+from graphlib import TopologicalSorter
+from pathlib import Path
+from typing import Any, Protocol
+
+from buildsys.canonical import digest_data
+from buildsys.rebuilder import Decision, Outputs, Rebuilder
+from buildsys.resolve import Graph, StepSpec
+from buildsys.state import State, Trace
+from buildsys.steps import step_class
+from buildsys.store import Store
+from buildsys.workers import Finished
+
+STATES = ("ran", "cached", "cutoff", "failed", "skipped", "unavailable", "would-run")
+
+
+@dataclass
+class Outcome:
+    step: str
+    state: str  # one of STATES
+    reason: str
+    seconds: float = 0.0
+    outputs: Outputs | None = None
+    verdict: dict | None = None
+    message: str | None = None  # failure message (with hint)
+    log: str | None = None
+    key: str | None = None  # the step's key, where it could be computed
+
+    @property
+    def blocks(self) -> bool:
+        """Whether steps that depend on this one cannot go ahead."""
+        if self.state in ("failed", "skipped", "unavailable"):
+            return True
+        return self.verdict is not None and not self.verdict.get("passed", True)
+
+    def as_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.step, "state": self.state, "reason": self.reason,
+                             "seconds": round(self.seconds, 3)}
+        if self.verdict is not None:
+            d["passed"] = bool(self.verdict.get("passed"))
+        if self.message:
+            d["message"] = self.message
+        if self.log:
+            d["log"] = self.log
+        return d
+
+
+class Runner(Protocol):
+    @property
+    def free(self) -> int: ...
+    def submit(self, job: dict[str, Any], timeout: float) -> None: ...
+    def wait(self) -> list[Finished]: ...
+    def shutdown(self) -> None: ...
+
+
+class Reporter(Protocol):
+    def started(self, step: StepSpec) -> None: ...
+    def finished(self, outcome: Outcome) -> None: ...
+
+
+@dataclass
+class Workspace:
+    root: Path
+    out: Path = field(init=False)
+    meta: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+        self.out = self.root / "out"
+        self.meta = self.out / ".buildsys"
+
+    @property
+    def tmp(self) -> Path:
+        return self.meta / "tmp"
+
+
+class Build:
+    def __init__(self, ws: Workspace, graph: Graph, state: State, store: Store, runner: Runner,
+                 reporter: Reporter, keep_going: bool = False, dry_run: bool = False):
+        self.ws = ws
+        self.graph = graph
+        self.state = state
+        self.store = store
+        self.runner = runner
+        self.reporter = reporter
+        self.keep_going = keep_going
+        self.dry_run = dry_run
+        self.rebuilder = Rebuilder(ws.root, ws.out, state, store)
+        self.outcomes: dict[str, Outcome] = {}
+        self.decisions: dict[str, Decision] = {}
+        self.stopped_by: str | None = None
+
+    def run(self, selected: set[str]) -> list[Outcome]:
+        if not self.dry_run and self.ws.tmp.exists():
+            shutil.rmtree(self.ws.tmp)  # scratch left by an interrupted build; we hold the lock
+        sorter = TopologicalSorter({s: self.graph.steps[s].upstream & selected for s in selected})
+        sorter.prepare()
+        ready: deque[str] = deque()
+        to_run: deque[str] = deque()
+        running = 0
+        try:
+            while sorter.is_active():
+                ready.extend(sorted(sorter.get_ready()))
+                while ready:
+                    sid = ready.popleft()
+                    outcome = self._prepare(self.graph.steps[sid])
+                    if outcome is None:
+                        to_run.append(sid)
+                    else:
+                        self._finish(sorter, outcome)
+                while to_run and self.runner.free > 0:
+                    sid = to_run.popleft()
+                    if self.stopped_by:
+                        self._finish(sorter, Outcome(sid, "skipped", f"build stopped after {self.stopped_by} failed"))
+                        continue
+                    self._submit(self.graph.steps[sid])
+                    running += 1
+                if running:
+                    for done in self.runner.wait():
+                        running -= 1
+                        self._finish(sorter, self._commit(done))
+        finally:
+            self.state.flush()
+        order = list(self.graph.steps)
+        return sorted(self.outcomes.values(), key=lambda o: order.index(o.step))
+
+    # -- before running ------------------------------------------------------
+
+    def _prepare(self, step: StepSpec) -> Outcome | None:
+        """Settle the step without running it, or return None when it must run."""
+        for up in sorted(step.upstream):
+            o = self.outcomes[up]
+            if o.state == "would-run":
+                return Outcome(step.id, "would-run", f"upstream {up} would run")
+            if o.blocks:
+                what = "failed parity" if o.state not in ("failed", "skipped", "unavailable") else o.state
+                return Outcome(step.id, "skipped", f"blocked: {up} {what}")
+        if self.stopped_by:
+            return Outcome(step.id, "skipped", f"build stopped after {self.stopped_by} failed")
+        cls = step_class(step.kind_path)
+        why_not = cls.unavailable(step.params)
+        if why_not:
+            return Outcome(step.id, "unavailable", why_not)
+        upstream = {up: self.outcomes[up].outputs for up in step.upstream if self.outcomes[up].outputs}
+        decision = self.rebuilder.decide(step, upstream)
+        cut = any(self.outcomes[u].state in ("ran", "cutoff") for u in step.upstream)
+        if decision.action in ("cached", "restore"):
+            if self.dry_run:
+                return Outcome(step.id, "cutoff" if cut else "cached", decision.reason,
+                               outputs=decision.outputs, verdict=decision.verdict)
+            if self.rebuilder.materialize(step, decision.outputs, verify=decision.action == "restore"):
+                if decision.action == "restore":
+                    self.state.record(Trace(step.id, decision.key, decision.doc, decision.deps or {},
+                                            decision.outputs, decision.verdict, 0.0), digest_data(decision.deps or {}))
+                state = "cutoff" if cut and decision.action == "cached" else "cached"
+                reason = "inputs unchanged after upstream re-ran" if state == "cutoff" else decision.reason
+                return Outcome(step.id, state, reason, outputs=decision.outputs, verdict=decision.verdict)
+            self.state.forget_action(decision.key)
+            decision = Decision("run", decision.key, decision.doc, "a stored artifact was damaged or missing")
+        if self.dry_run:
+            return Outcome(step.id, "would-run", decision.reason, key=decision.key)
+        self.decisions[step.id] = decision
+        return None
+
+    def _submit(self, step: StepSpec) -> None:
+        log = self.ws.out / step.log
+        log.unlink(missing_ok=True)
+        scratch = self.ws.tmp / step.id.replace(":", "__").replace("[", "-").replace("]", "")
+        inputs = {}
+        for name, ref in step.inputs.items():
+            sid, _, output = ref.partition("#")
+            inputs[name] = str(self.ws.out / self.graph.steps[sid].outputs[output])
+        job = {
+            "id": step.id, "kind_path": step.kind_path, "params": step.params,
+            "workspace": str(self.ws.root), "scratch": str(scratch), "inputs": inputs,
+            "files": {k: str(self.ws.root / v) for k, v in step.files.items()},
+            "outputs": {k: Path(v).name for k, v in step.outputs.items()}, "log": str(log),
+        }
+        self.reporter.started(step)
+        self.runner.submit(job, step.timeout)
+
+    # -- after running ---------------------------------------------------------
+
+    def _commit(self, done: Finished) -> Outcome:
+        step = self.graph.steps[done.job["id"]]
+        decision = self.decisions.pop(step.id)
+        answer = done.answer
+        scratch = Path(done.job["scratch"])
+        seconds = answer.get("seconds", 0.0)
+        try:
+            if not answer["ok"]:
+                return self._failed(step, decision, answer, seconds)
+            moved = self._changed_while_running(step, decision, answer.get("deps", {}))
+            if moved:
+                answer = {"error": f"{moved} while the step ran; its result was not recorded",
+                          "hint": "run the build again once the files are settled"}
+                return self._failed(step, decision, answer, seconds)
+            outputs: Outputs = answer["outputs"]
+            for name, files in outputs.items():
+                target_dir = (self.ws.out / step.outputs[name]).parent
+                for rel, digest, _ in files:
+                    self.store.put(scratch / rel, digest)
+                    self.store.materialize(digest, target_dir / rel)
+                    self.state.remember(target_dir / rel, digest)
+            deps = answer.get("deps") or {}
+            self.state.record(Trace(step.id, decision.key, decision.doc, deps, outputs, answer.get("verdict"),
+                                    seconds), digest_data(deps))
+            return Outcome(step.id, "ran", decision.reason, seconds, outputs, answer.get("verdict"),
+                           log=step.log)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _changed_while_running(self, step: StepSpec, decision: Decision, deps: dict) -> str | None:
+        for name, rel in step.files.items():
+            if (self.state.digest(self.ws.root / rel) or "missing") != decision.doc["files"][name]:
+                return f"{rel} changed"
+        for rel, digest in deps.get("files", {}).items():
+            if self.state.digest(self.ws.root / rel) != digest:
+                return f"source {rel} changed"
+        return None
+
+    def _failed(self, step: StepSpec, decision: Decision, answer: dict, seconds: float) -> Outcome:
+        message = answer["error"]
+        if answer.get("hint"):
+            message += f"\n  hint: {answer['hint']}"
+        if answer.get("traceback"):
+            message += "\n  this is a bug in buildsys; the traceback is in the log"
+        message += f"\n  log: {Path('out') / step.log}"
+        self.state.record_failure(step.id, decision.key, message, step.log)
+        if not self.keep_going and not self.stopped_by:
+            self.stopped_by = step.id
+        return Outcome(step.id, "failed", decision.reason, seconds, message=message, log=step.log)
+
+    def _finish(self, sorter: TopologicalSorter, outcome: Outcome) -> None:
+        self.outcomes[outcome.step] = outcome
+        sorter.done(outcome.step)
+        self.reporter.finished(outcome)
+
+
+def select(graph: Graph, only: list[str] | None) -> set[str]:
+    """The steps a build covers: all, or `--only` steps (by name or family) and what they need."""
+    if not only:
+        return set(graph.steps)
+    wanted = {s.id for s in graph.steps.values() if s.name in only or s.family in only}
+    return graph.closure(wanted)

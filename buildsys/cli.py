@@ -1,0 +1,333 @@
+"""The `buildsys` command line.
+
+Commands that do no model work (--help, validate, status, explain, graph and a
+no-op build) must not import torch, onnx, onnxruntime or onnxsim; the heavy
+libraries are only imported by step code running in worker processes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from buildsys.errors import BuildsysError, RecipeError, UsageError
+
+EXIT_OK, EXIT_PARITY, EXIT_USAGE, EXIT_STEP, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # usage errors exit 2 with our format, not argparse's traceback-free default
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from buildsys import __version__
+
+    p = _Parser(prog="buildsys", description="Declarative builds of verified deployment artifacts.")
+    p.add_argument("--version", action="version", version=f"buildsys {__version__}")
+    p.add_argument("-C", dest="directory", default=".", metavar="DIR",
+                   help="workspace root (holds recipes/ and out/); default: the current directory")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    b = sub.add_parser("build", help="bring artifacts up to date")
+    b.add_argument("recipes", nargs="*", help="recipe names or paths (default: every recipe)")
+    b.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="steps to run in parallel (default 1)")
+    b.add_argument("-k", "--keep-going", action="store_true", help="go on past failures; skip only what depends on them")
+    b.add_argument("--only", action="append", metavar="STEP",
+                   help="build only steps of this name (export, parity, parity[fp32], engine, ...) and what they need")
+    b.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
+    b.add_argument("--require-all", action="store_true", help="treat unavailable backends as failures")
+    b.add_argument("--json", action="store_true", help="print one JSON object describing every step")
+    b.add_argument("-v", "--verbose", action="store_true", help="also list steps that were up to date")
+
+    s = sub.add_parser("status", help="each step: up to date, stale (and why), failed or unavailable")
+    s.add_argument("recipes", nargs="*")
+    s.add_argument("--json", action="store_true")
+
+    e = sub.add_parser("explain", help="why a step would re-run: what changed, old → new")
+    e.add_argument("target", metavar="RECIPE[:STEP]")
+
+    g = sub.add_parser("graph", help="print the dependency graph")
+    g.add_argument("recipes", nargs="*")
+    g.add_argument("--format", choices=("mermaid", "dot", "text"), default="text")
+
+    v = sub.add_parser("validate", help="check recipes against the schema and semantic rules; nothing is built")
+    v.add_argument("recipes", nargs="*")
+
+    c = sub.add_parser("clean", help="remove build outputs (the cache keeps artifacts unless --cache)")
+    c.add_argument("recipes", nargs="*")
+    c.add_argument("--cache", action="store_true", help="also remove the artifact store and build state")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    root = Path(args.directory)
+    if not root.is_dir():
+        print(f"error: workspace {root} is not a directory", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _COMMANDS[args.command](root.resolve(), args)
+    except RecipeError as exc:
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except BuildsysError as exc:
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _open(root: Path):
+    from buildsys.build import Workspace
+    from buildsys.state import State
+    from buildsys.store import Store
+
+    ws = Workspace(root)
+    state = State(ws.meta)
+    return ws, state, Store(ws.meta / "store")
+
+
+def _graph(root: Path, state, selectors: list[str], keep_going: bool = False):
+    from buildsys import loading
+    from buildsys.resolve import resolve
+
+    recipes, problems = loading.load(root, state, selectors, keep_going)
+    return recipes, problems, resolve(recipes)
+
+
+def cmd_build(root: Path, args) -> int:
+    from buildsys.build import Build, select
+    from buildsys.progress import LiveReporter, PlainReporter
+    from buildsys.state import WorkspaceLock
+    from buildsys.workers import WorkerPool
+
+    if args.jobs < 1:
+        raise UsageError(f"-j takes a positive number of jobs, found {args.jobs}")
+    ws, state, store = _open(root)
+    with WorkspaceLock(ws.meta):
+        recipes, problems, graph = _graph(root, state, args.recipes, args.keep_going)
+        for pr in problems:
+            print(f"error: {pr.render()}", file=sys.stderr)
+        selected = select(graph, args.only)
+        if args.only and not selected:
+            raise UsageError(f"--only {', '.join(args.only)} matches no step",
+                             hint="step names: export, simplify, reference, parity, parity[fp32], engine, ...")
+        stream = sys.stderr
+        reporter = (LiveReporter if stream.isatty() and not args.json else PlainReporter)(stream, args.verbose)
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        runner = WorkerPool(args.jobs, threads, str(ws.root))
+        build = Build(ws, graph, state, store, runner, reporter, keep_going=args.keep_going, dry_run=args.dry_run)
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            outcomes = build.run(selected)
+        except KeyboardInterrupt:
+            reporter.close()
+            runner.shutdown()
+            state.close()
+            import shutil
+
+            shutil.rmtree(ws.tmp, ignore_errors=True)
+            print("interrupted: running steps were stopped; nothing they wrote was recorded", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        reporter.close()
+        runner.shutdown()
+        state.close()
+    code = _exit_code(outcomes, args.require_all)
+    if problems:
+        code = max(code, EXIT_USAGE) if code != EXIT_STEP else code
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.state] = counts.get(o.state, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    parity_failed = [o.step for o in outcomes if o.verdict is not None and not o.verdict.get("passed")]
+    if args.json:
+        print(json.dumps({"steps": [o.as_json() for o in outcomes], "exit": code,
+                          "problems": [pr.render() for pr in problems]}, indent=1))
+    else:
+        print(f"{len(outcomes)} steps: {summary or 'nothing to do'}", file=sys.stderr)
+        if parity_failed:
+            print(f"parity failed: {', '.join(parity_failed)}", file=sys.stderr)
+    return code
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _exit_code(outcomes, require_all: bool) -> int:
+    if any(o.state == "failed" for o in outcomes):
+        return EXIT_STEP
+    if require_all and any(o.state == "unavailable" for o in outcomes):
+        return EXIT_STEP
+    if any(o.verdict is not None and not o.verdict.get("passed") for o in outcomes):
+        return EXIT_PARITY
+    return EXIT_OK
+
+
+def _plan(root: Path, selectors: list[str]):
+    """What a build would do now, without running or writing anything."""
+    from buildsys.build import Build
+    from buildsys.progress import PlainReporter
+    from buildsys.workers import InlineRunner
+
+    ws, state, store = _open(root)
+    recipes, _, graph = _graph(root, state, selectors)
+    build = Build(ws, graph, state, store, InlineRunner(), _Silent(), dry_run=True)
+    outcomes = build.run(set(graph.steps))
+    failures = state.failures()
+    rows = []
+    for o in outcomes:
+        state_name, detail = _status_of(o, failures.get(o.step))
+        rows.append((o.step, state_name, detail))
+    return rows, graph, build
+
+
+def _status_of(o, failure) -> tuple[str, str]:
+    if o.state in ("cached", "cutoff"):
+        if o.verdict is not None and not o.verdict.get("passed"):
+            return "failed", o.verdict.get("summary", "parity failed")
+        return "up to date", ""
+    if o.state == "unavailable":
+        return "unavailable", o.reason
+    if o.state == "skipped":
+        return "blocked", o.reason
+    if failure is not None and failure[0] == o.key:
+        return "failed", failure[1].splitlines()[0] + f" (log: out/{failure[2]})"
+    return "stale", o.reason
+
+
+class _Silent:
+    def started(self, step) -> None:
+        pass
+
+    def finished(self, outcome) -> None:
+        pass
+
+
+def cmd_status(root: Path, args) -> int:
+    rows, _, _ = _plan(root, args.recipes)
+    if args.json:
+        print(json.dumps({"steps": [{"id": s, "status": st, "reason": d} for s, st, d in rows]}, indent=1))
+        return EXIT_OK
+    width = max((len(s) for s, _, _ in rows), default=10)
+    for sid, st, detail in rows:
+        print(f"{sid:<{width}}  {st:<11}  {detail}".rstrip())
+    return EXIT_OK
+
+
+def cmd_explain(root: Path, args) -> int:
+    recipe, _, step_name = args.target.partition(":")
+    rows, graph, build = _plan(root, [recipe])
+    wanted = [r for r in rows if not step_name or r[0] == f"{recipe}:{step_name}"
+              or graph.steps[r[0]].family == step_name]
+    if not wanted:
+        names = ", ".join(s.name for s in graph.steps.values() if s.recipe == recipe)
+        raise UsageError(f"{args.target}: no such step", hint=f"steps of {recipe}: {names}")
+    for sid, st, detail in wanted:
+        o = build.outcomes[sid]
+        if st == "up to date":
+            print(f"{sid}: up to date")
+        elif st == "stale":
+            print(f"{sid}: would re-run because")
+            for reason in detail.split("; "):
+                print(f"  - {reason}")
+        else:
+            print(f"{sid}: {st}: {detail}")
+        if o.verdict is not None:
+            print(f"  {o.verdict.get('summary', '')}")
+    return EXIT_OK
+
+
+def cmd_graph(root: Path, args) -> int:
+    from buildsys.state import State
+
+    _, _, graph = _graph(root, None, args.recipes)
+    steps = graph.steps.values()
+    if args.format == "text":
+        for s in steps:
+            ups = ", ".join(sorted(s.upstream))
+            print(f"{s.id}" + (f"  <- {ups}" if ups else ""))
+    elif args.format == "mermaid":
+        print("flowchart LR")
+        ids = {s.id: f"s{i}" for i, s in enumerate(steps)}
+        for s in steps:
+            print(f'  {ids[s.id]}["{s.id}"]')
+        for s in steps:
+            for ref in s.inputs.values():
+                print(f"  {ids[ref.partition('#')[0]]} --> {ids[s.id]}")
+            for gate in s.gates:
+                print(f"  {ids[gate]} -. gate .-> {ids[s.id]}")
+    else:
+        print("digraph buildsys {\n  rankdir=LR;")
+        for s in steps:
+            for ref in s.inputs.values():
+                print(f'  "{ref.partition("#")[0]}" -> "{s.id}";')
+            for gate in s.gates:
+                print(f'  "{gate}" -> "{s.id}" [style=dashed, label=gate];')
+        print("}")
+    return EXIT_OK
+
+
+def cmd_validate(root: Path, args) -> int:
+    from buildsys import loading
+
+    recipes, problems = loading.load(root, None, args.recipes, keep_going=True)
+    if problems:
+        raise RecipeError(problems)
+    for r in recipes:
+        print(f"ok  {r.file}  ({r.name}: {len(r.inputs)} inputs, {len(r.targets)} targets)")
+    return EXIT_OK
+
+
+def cmd_clean(root: Path, args) -> int:
+    import shutil
+
+    from buildsys.build import Workspace
+    from buildsys.state import State, WorkspaceLock
+
+    ws = Workspace(root)
+    if not ws.out.exists():
+        return EXIT_OK
+    with WorkspaceLock(ws.meta):
+        if args.cache and not args.recipes:
+            for child in ws.out.iterdir():
+                if child.name != ".buildsys":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            for child in ws.meta.iterdir():
+                if child.name != "lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            print(f"removed {ws.out} and the build cache", file=sys.stderr)
+            return EXIT_OK
+        state = State(ws.meta)
+        from buildsys import loading
+
+        recipes, _ = loading.load(root, state, args.recipes, keep_going=True)
+        names = [r.name for r in recipes]
+        for name in names:
+            shutil.rmtree(ws.out / name, ignore_errors=True)
+        steps = [s for (s,) in state.db.execute("SELECT step FROM traces")]
+        state.forget_traces([s for s in steps if s.partition(":")[0] in names])
+        state.close()
+        print(f"removed outputs of {', '.join(names) or 'nothing'} (the cache keeps their artifacts)",
+              file=sys.stderr)
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "build": cmd_build,
+    "status": cmd_status,
+    "explain": cmd_explain,
+    "graph": cmd_graph,
+    "validate": cmd_validate,
+    "clean": cmd_clean,
+}

@@ -1,0 +1,102 @@
+"""The exception kinds of buildsys and the exit status each one maps to.
+
+Every failure a user can cause or meet is a `BuildsysError`; anything else that
+escapes is a bug in buildsys itself and is shown with its traceback.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class BuildsysError(Exception):
+    """Root of the errors buildsys reports to the user (never a bug)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def render(self) -> str:
+        text = f"error: {self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a recipe, located as precisely as the input allows."""
+
+    file: str
+    line: int | None
+    column: int | None
+    field: str
+    message: str
+    hint: str | None = None
+
+    def render(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        head = f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        if self.hint:
+            head += f"\n  hint: {self.hint}"
+        return head
+
+
+class RecipeError(BuildsysError):
+    """One or more recipes are wrong; every problem found is reported at once."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(p.render() for p in self.problems))
+
+    def render(self) -> str:
+        n = len(self.problems)
+        return "\n".join(f"error: {p.render()}" for p in self.problems) + (
+            f"\n{n} problem{'s' if n != 1 else ''} found" if n > 1 else ""
+        )
+
+
+class UsageError(BuildsysError):
+    """The command line asks for something that does not exist or does not fit."""
+
+    exit_code = 2
+
+
+class StepStartError(BuildsysError):
+    """A step could not be started (a worker died on start, a tool is missing)."""
+
+    exit_code = 3
+
+
+class StepFailed(BuildsysError):
+    """A step ran and failed; the message says why and where its log is."""
+
+    exit_code = 3
+
+
+class ParityFailed(BuildsysError):
+    """A candidate model's outputs are outside the recipe's tolerances."""
+
+    exit_code = 1
+
+
+class StepError(Exception):
+    """Raised inside a step to fail it with a message meant for the user.
+
+    `field` names the recipe field the failure is about (for example
+    `export.opset`), so the message can point at it in the recipe.
+    """
+
+    def __init__(self, message: str, hint: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.field = field

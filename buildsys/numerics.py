@@ -1,0 +1,77 @@
+"""How a candidate output is compared with its reference: metrics and the verdict."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def compare(ref: np.ndarray, got: np.ndarray, tol: dict[str, Any]) -> dict[str, Any]:
+    """Error figures of `got` against `ref` and whether they meet `tol`.
+
+    Elementwise, an output passes where |got - ref| <= atol + rtol * |ref|
+    (numpy's allclose). The relative error divides by max(|ref|, atol) so that
+    reference values near zero do not make it explode.
+    """
+    failures: list[str] = []
+    m: dict[str, Any] = {"shape": list(got.shape), "reference_shape": list(ref.shape)}
+    if got.shape != ref.shape:
+        m.update(passed=False, failures=[f"shape {list(got.shape)} != reference {list(ref.shape)}"])
+        return m
+    r = ref.astype(np.float64, copy=False)
+    g = got.astype(np.float64, copy=False)
+    m["nan"] = int(np.isnan(g).sum())
+    m["inf"] = int(np.isinf(g).sum())
+    if m["nan"] or m["inf"]:
+        failures.append(f"{m['nan']} NaN and {m['inf']} Inf values")
+    diff = np.abs(g - r)
+    finite = np.where(np.isfinite(diff), diff, np.inf)
+    atol = tol.get("atol") or 0.0
+    rtol = tol.get("rtol") or 0.0
+    floor = max(atol, 1e-12)
+    if diff.size:
+        worst = np.unravel_index(int(np.argmax(finite)), diff.shape)
+        m["max_abs"] = float(finite.max())
+        m["mean_abs"] = float(np.nanmean(diff)) if np.isfinite(diff).any() else float("inf")
+        m["max_rel"] = float((finite / np.maximum(np.abs(r), floor)).max())
+        m["worst"] = {"index": [int(i) for i in worst], "reference": float(r[worst]), "candidate": float(g[worst])}
+    else:
+        m.update(max_abs=0.0, mean_abs=0.0, max_rel=0.0)
+    m["cosine"] = cosine(r, g)
+    if tol.get("atol") is not None or tol.get("rtol") is not None:
+        bad = int((~(diff <= atol + rtol * np.abs(r))).sum())
+        m["mismatched"] = bad
+        if bad:
+            failures.append(f"{bad} of {diff.size} values off by more than atol {atol:g} + rtol {rtol:g}·|ref| "
+                            f"(max abs {m['max_abs']:.3g})")
+    if tol.get("min_cosine") is not None and not m["cosine"] >= tol["min_cosine"]:
+        failures.append(f"cosine {m['cosine']:.6f} < {tol['min_cosine']}")
+    top1 = top1_agreement(r, g)
+    if top1 is not None:
+        m["top1"] = top1
+        if tol.get("min_top1") is not None and top1 < tol["min_top1"]:
+            failures.append(f"top-1 agreement {top1:.4f} < {tol['min_top1']}")
+    m["passed"] = not failures
+    m["failures"] = failures
+    return m
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel(), b.ravel()
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 and nb == 0.0:
+        return 1.0
+    if na == 0.0 or nb == 0.0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def top1_agreement(ref: np.ndarray, got: np.ndarray) -> float | None:
+    """Share of rows whose arg-max over the last axis agrees (class scores only)."""
+    if ref.ndim < 2 or ref.shape[-1] < 2 or not np.isfinite(got).all():
+        return None
+    a = ref.reshape(-1, ref.shape[-1]).argmax(axis=1)
+    b = got.reshape(-1, got.shape[-1]).argmax(axis=1)
+    return float((a == b).mean())

@@ -1,0 +1,187 @@
+"""The rebuilder: for one step, run it or restore it from a trace — and say why.
+
+A step's key is the digest of the canonical JSON of everything it declares it
+reads: its kind and VERSION, its parameters, the content digests of its input
+artifacts and named files, the versions of its tools and, for device-bound
+steps, the device. Steps that import project code also carry a trace of the
+source files they loaded; those are verified file by file (the "verifying
+traces" of Build systems à la carte), so a touched-but-unchanged file costs a
+stat and nothing re-runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from buildsys import toolchain
+from buildsys.canonical import canonical, digest_data
+from buildsys.resolve import StepSpec
+from buildsys.state import State, Trace
+from buildsys.steps import step_class
+from buildsys.store import Store
+
+Outputs = dict[str, list[list]]  # output name -> [[file name, digest, size], ...]
+
+
+def artifact_digest(files: list[list]) -> str:
+    """One digest for an artifact made of one or more files (model + external data)."""
+    return digest_data([[name, digest] for name, digest, _ in files])
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # "cached" | "restore" | "run"
+    key: str
+    doc: dict[str, Any]
+    reason: str
+    outputs: Outputs | None = None  # for cached / restore
+    deps: dict | None = None
+    verdict: dict | None = None
+
+
+class Rebuilder:
+    def __init__(self, workspace: Path, out: Path, state: State, store: Store):
+        self.workspace = workspace
+        self.out = out
+        self.state = state
+        self.store = store
+        self.traces = state.traces()
+
+    # -- keys -----------------------------------------------------------------
+
+    def key_doc(self, step: StepSpec, upstream: dict[str, Outputs]) -> dict[str, Any]:
+        cls = step_class(step.kind_path)
+        inputs = {}
+        for name, ref in step.inputs.items():
+            sid, _, output = ref.partition("#")
+            inputs[name] = artifact_digest(upstream[sid][output])
+        files = {name: self.state.digest(self.workspace / rel) or "missing" for name, rel in step.files.items()}
+        env: dict[str, Any] = {"tools": toolchain.versions(cls.TOOLS)}
+        if cls.TOOLS:
+            env["python"] = toolchain.python_version()
+        if cls.DEVICE:
+            env["device"] = toolchain.cpu()
+        return {"step": cls.KIND, "version": cls.VERSION, "params": step.params, "inputs": inputs,
+                "files": files, "env": env}
+
+    # -- the decision ------------------------------------------------------------
+
+    def decide(self, step: StepSpec, upstream: dict[str, Outputs]) -> Decision:
+        doc = self.key_doc(step, upstream)
+        key = digest_data(doc)
+        trace = self.traces.get(step.id)
+        if trace is not None and trace.key == key:
+            stale = self.changed_deps(trace.deps)
+            if not stale and self._outputs_present(trace.outputs):
+                return Decision("cached", key, doc, "up to date", trace.outputs, trace.deps, trace.verdict)
+        for deps, outputs, verdict in self.state.actions(key):
+            if not self.changed_deps(deps) and self._blobs_present(outputs):
+                return Decision("restore", key, doc, "restored from the cache: built before with these inputs",
+                                outputs, deps, verdict)
+        return Decision("run", key, doc, self.why(step, doc, trace))
+
+    def why(self, step: StepSpec, doc: dict[str, Any], trace: Trace | None) -> str:
+        if trace is None:
+            return "no earlier build"
+        reasons = diff_docs(trace.doc, doc, step)
+        reasons += self.changed_deps(trace.deps)
+        if not reasons:
+            reasons = ["outputs missing from the store"]
+        return "; ".join(reasons)
+
+    def changed_deps(self, deps: dict) -> list[str]:
+        """Discovered dependencies (project sources, packages) that no longer match."""
+        out = []
+        for rel, digest in sorted(deps.get("files", {}).items()):
+            now = self.state.digest(self.workspace / rel)
+            if now != digest:
+                out.append(f"source {rel} {'deleted' if now is None else 'changed'}")
+        if deps.get("dists"):
+            have = toolchain.installed()
+            for name, version in sorted(deps["dists"].items()):
+                now = have.get(toolchain.normalize(name), "absent")
+                if now != version:
+                    out.append(f"package {name} {version} → {now}")
+        return out
+
+    def _blobs_present(self, outputs: Outputs) -> bool:
+        return all(self.store.has(d) for files in outputs.values() for _, d, _ in files)
+
+    def _outputs_present(self, outputs: Outputs) -> bool:
+        return self._blobs_present(outputs)
+
+    # -- placing outputs under out/ ----------------------------------------------
+
+    def materialize(self, step: StepSpec, outputs: Outputs, verify: bool) -> bool:
+        """Make out/ hold exactly `outputs`; False when a store blob is damaged or gone.
+
+        A file under out/ whose digest (memoised by stat) already matches is left
+        alone, so a no-op build reads no artifact bytes.
+        """
+        for name, files in outputs.items():
+            target_dir = (self.out / step.outputs[name]).parent
+            for rel, digest, _ in files:
+                dst = target_dir / rel
+                if self.state.digest(dst) == digest:
+                    continue
+                if verify and not self.store.verify(digest):
+                    return False
+                if not self.store.has(digest):
+                    return False
+                self.store.materialize(digest, dst)
+                self.state.remember(dst, digest)
+        return True
+
+
+def diff_docs(old: dict[str, Any], new: dict[str, Any], step: StepSpec) -> list[str]:
+    """Human reasons for a key change, in recipe terms: `export.opset: 17 → 18`."""
+    reasons: list[str] = []
+    if old.get("version") != new.get("version"):
+        reasons.append(f"{new.get('step')} implementation v{old.get('version')} → v{new.get('version')}")
+    for path, a, b in _flat_diff(old.get("params", {}), new.get("params", {})):
+        reasons.append(f"{path}: {_short(a)} → {_short(b)}")
+    for name in sorted(set(old.get("inputs", {})) | set(new.get("inputs", {}))):
+        if old.get("inputs", {}).get(name) != new["inputs"].get(name):
+            ref = step.inputs.get(name, "")
+            reasons.append(f"input {name} changed (from {ref.partition('#')[0]})")
+    for name in sorted(set(old.get("files", {})) | set(new.get("files", {}))):
+        if old.get("files", {}).get(name) != new["files"].get(name):
+            reasons.append(f"{step.files.get(name, name)} changed")
+    old_env, new_env = old.get("env", {}), new.get("env", {})
+    for tool in sorted(set(old_env.get("tools", {})) | set(new_env.get("tools", {}))):
+        a, b = old_env.get("tools", {}).get(tool, "absent"), new_env.get("tools", {}).get(tool, "absent")
+        if a != b:
+            reasons.append(f"{tool} {a} → {b}")
+    if old_env.get("python") != new_env.get("python"):
+        reasons.append(f"python {old_env.get('python')} → {new_env.get('python')}")
+    if old_env.get("device") != new_env.get("device"):
+        reasons.append(f"device {_short(old_env.get('device'))} → {_short(new_env.get('device'))}")
+    return reasons
+
+
+def _flat_diff(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _flat_diff(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{path}.{k}" if path else str(k))
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        out = []
+        for i, (x, y) in enumerate(zip(a, b)):
+            out += _flat_diff(x, y, f"{path}.{i}")
+        return out
+    return [] if a == b else [(path, a, b)]
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "(unset)"
+
+
+_ABSENT = _Absent()
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value) if isinstance(value, _Absent) else canonical(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 1] + "…"

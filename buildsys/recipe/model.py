@@ -1,0 +1,214 @@
+"""The resolved recipe: frozen dataclasses with every default filled in.
+
+`buildsys.recipe.load` produces these from YAML after validation; everything
+downstream (resolver, steps, reports) reads only these objects, never the file.
+Defaults here mirror the defaults in `schemas/recipe.schema.json`; the schema
+tests check the two agree.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+POINTS = ("min", "opt", "max")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """How to produce values for one input (parity inputs or calibration)."""
+
+    kind: str = "uniform"  # uniform | normal | randint | npy | images
+    low: float = 0.0
+    high: float = 1.0
+    mean: float = 0.0
+    std: float = 1.0
+    path: str | None = None  # npy: a glob; images: a folder (workspace-relative)
+    preset: str | None = None  # images: preprocessing preset, e.g. "imagenet"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: str  # float32 | float16 | int64 | int32 | bool | ...
+    shape: tuple[int | str, ...]  # an int is fixed, a str names a dim
+    data: DataSpec = DataSpec()
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+
+
+@dataclass(frozen=True)
+class Dim:
+    name: str
+    min: int
+    opt: int
+    max: int
+
+    def at(self, point: str) -> int:
+        return getattr(self, point)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    factory: str  # "module.path:callable"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None  # workspace-relative state_dict file
+
+    @property
+    def module(self) -> str:
+        return self.factory.partition(":")[0]
+
+    @property
+    def attr(self) -> str:
+        return self.factory.partition(":")[2]
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    opset: int = 18
+    exporter: str = "dynamo"  # dynamo | torchscript
+
+
+@dataclass(frozen=True)
+class SimplifySpec:
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    data: DataSpec = DataSpec()
+    samples: int = 64
+    method: str = "minmax"  # minmax | entropy | percentile
+    per_channel: bool = True
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    backend: str  # onnxruntime | tensorrt | torchscript
+    precision: str = "fp32"  # fp32 | fp16 | int8 | best
+    workspace: int | None = None  # bytes (TensorRT)
+    mode: str | None = None  # torchscript: script | trace
+
+    @property
+    def id(self) -> str:
+        if self.backend == "torchscript":
+            return "torchscript"
+        return f"{self.backend}-{self.precision}"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float | None = None
+    rtol: float | None = None
+    min_cosine: float | None = None
+    min_top1: float | None = None
+
+
+@dataclass(frozen=True)
+class ParitySpec:
+    samples: int = 1
+    seed: int = 0
+    points: tuple[str, ...] = POINTS
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One model's build description, fully resolved."""
+
+    name: str
+    file: str  # workspace-relative path of the recipe file
+    sources: tuple[str, ...]  # the recipe file and every file it extends, in order
+    model: ModelSpec
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
+    dims: tuple[Dim, ...]
+    description: str = ""
+    version: int = 1
+    profiles: tuple[dict[str, dict[str, int]], ...] = ()
+    export: ExportSpec = ExportSpec()
+    simplify: SimplifySpec = SimplifySpec()
+    calibration: CalibrationSpec | None = None
+    targets: tuple[TargetSpec, ...] = (TargetSpec("onnxruntime", "fp32"),)
+    tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    parity: ParitySpec = ParitySpec()
+    # "field.path" -> (line, column) in the file that set it; not part of any key.
+    positions: dict[str, tuple[str, int, int]] = field(default_factory=dict, compare=False)
+
+    def dim(self, name: str) -> Dim:
+        for d in self.dims:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def shape_at(self, inp: InputSpec, point: str, profile: int = 0) -> tuple[int, ...]:
+        """The concrete shape of `inp` at a profile's min/opt/max point."""
+        dims = self.profile_dims(profile)
+        return tuple(s if isinstance(s, int) else dims[s].at(point) for s in inp.shape)
+
+    def profile_dims(self, profile: int = 0) -> dict[str, Dim]:
+        """Dims of profile 0 (the recipe's `dims`) or of an entry of `profiles:`."""
+        base = {d.name: d for d in self.dims}
+        if profile == 0:
+            return base
+        over = self.profiles[profile - 1]
+        return {n: dataclasses.replace(d, **over.get(n, {})) for n, d in base.items()}
+
+    def where(self, field_path: str) -> str:
+        """`file:line:col` of a field (or its nearest located parent), for messages."""
+        path = field_path
+        while path:
+            if path in self.positions:
+                f, line, col = self.positions[path]
+                return f"{f}:{line}:{col}"
+            path = path.rpartition(".")[0]
+        return self.file
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Recipe":
+        return recipe_from_dict(json.loads(text))
+
+
+def _data(d: dict) -> DataSpec:
+    return DataSpec(**d)
+
+
+def recipe_from_dict(d: dict) -> Recipe:
+    """Rebuild a Recipe from `dataclasses.asdict` output (the recipe cache)."""
+    cal = d.get("calibration")
+    return Recipe(
+        name=d["name"],
+        file=d["file"],
+        sources=tuple(d["sources"]),
+        model=ModelSpec(**d["model"]),
+        inputs=tuple(
+            InputSpec(i["name"], i["dtype"], tuple(i["shape"]), _data(i["data"])) for i in d["inputs"]
+        ),
+        outputs=tuple(OutputSpec(**o) for o in d["outputs"]),
+        dims=tuple(Dim(**x) for x in d["dims"]),
+        description=d.get("description", ""),
+        version=d.get("version", 1),
+        profiles=tuple(d.get("profiles", ())),
+        export=ExportSpec(**d["export"]),
+        simplify=SimplifySpec(**d["simplify"]),
+        calibration=None
+        if cal is None
+        else CalibrationSpec(
+            data=_data(cal["data"]),
+            samples=cal["samples"],
+            method=cal["method"],
+            per_channel=cal["per_channel"],
+        ),
+        targets=tuple(TargetSpec(**t) for t in d["targets"]),
+        tolerances={k: Tolerance(**v) for k, v in d["tolerances"].items()},
+        parity=ParitySpec(
+            samples=d["parity"]["samples"], seed=d["parity"]["seed"], points=tuple(d["parity"]["points"])
+        ),
+        positions={k: tuple(v) for k, v in d.get("positions", {}).items()},
+    )

@@ -1,0 +1,142 @@
+"""The step protocol: a small callable object that does its work in a scratch folder.
+
+A step declares what it reads (inputs, parameters, tools, device) as class
+attributes and constructor arguments; `run_job` wraps every step the same way:
+scratch folder, output redirected to the step's log, timing, hashing of what it
+wrote, and an answer the orchestrator can commit or report.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from buildsys.canonical import digest_file
+from buildsys.errors import StepError
+
+
+@dataclass(frozen=True)
+class StepContext:
+    workspace: Path
+    scratch: Path  # the step writes its outputs here, nowhere else
+    inputs: dict[str, Path]  # upstream artifacts, materialised under out/
+    files: dict[str, Path]  # workspace files the recipe names (a checkpoint)
+    outputs: dict[str, str]  # output name -> file name to write in scratch
+    threads: int = 1
+
+    def output(self, name: str) -> Path:
+        return self.scratch / self.outputs[name]
+
+
+@dataclass
+class StepResult:
+    # output name -> files written in scratch (primary first); default: the declared name
+    outputs: dict[str, list[str]] = field(default_factory=dict)
+    # what the step discovered it depends on: {"files": {path: digest}, "dists": {name: version}}
+    deps: dict[str, dict[str, str]] = field(default_factory=dict)
+    # a judgement on the artifact (parity): {"passed": bool, "summary": str}
+    verdict: dict[str, Any] | None = None
+    summary: str = ""
+
+
+class Step:
+    KIND = ""
+    VERSION = 1
+    TOOLS: tuple[str, ...] = ()
+    DEVICE = False  # the result depends on this machine's processor or GPU
+    DISCOVERS = False  # imports project code: its source files join the key
+
+    def __init__(self, params: dict[str, Any], ctx: StepContext):
+        self.params = params
+        self.ctx = ctx
+
+    def run(self) -> StepResult:
+        raise NotImplementedError
+
+    @classmethod
+    def unavailable(cls, params: dict[str, Any]) -> str | None:
+        """Why this machine cannot run the step, or None when it can."""
+        return None
+
+
+@contextlib.contextmanager
+def _redirected(log_path: Path):
+    """Send this process's stdout and stderr (native code's too) to the step's log."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab", buffering=0) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one step described by `job` and answer with its outputs or its failure.
+
+    Runs in a worker process (or inline, for tests). A `StepError` is a failure
+    meant for the user; any other exception is a bug and carries its traceback.
+    """
+    from buildsys.steps import step_class
+
+    started = time.perf_counter()
+    scratch = Path(job["scratch"])
+    scratch.mkdir(parents=True, exist_ok=True)
+    log_path = Path(job["log"])
+    ctx = StepContext(
+        workspace=Path(job["workspace"]),
+        scratch=scratch,
+        inputs={k: Path(v) for k, v in job["inputs"].items()},
+        files={k: Path(v) for k, v in job["files"].items()},
+        outputs=job["outputs"],
+        threads=job.get("threads", 1),
+    )
+    with _redirected(log_path):
+        print(f"== {job['id']}  ({time.strftime('%Y-%m-%d %H:%M:%S')})", flush=True)
+        try:
+            step = step_class(job["kind_path"])(job["params"], ctx)
+            result = step.run()
+            outputs = _hash_outputs(ctx, result)
+        except StepError as exc:
+            print(f"failed: {exc.message}", flush=True)
+            return {"ok": False, "error": exc.message, "hint": exc.hint, "field": exc.field,
+                    "seconds": time.perf_counter() - started}
+        except BaseException as exc:  # a bug, or an interrupt: report it with its traceback
+            text = traceback.format_exc()
+            print(text, flush=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": text,
+                    "seconds": time.perf_counter() - started}
+        seconds = time.perf_counter() - started
+        print(f"done in {seconds:.2f}s: {result.summary}", flush=True)
+    return {"ok": True, "outputs": outputs, "deps": result.deps, "verdict": result.verdict,
+            "summary": result.summary, "seconds": seconds}
+
+
+def _hash_outputs(ctx: StepContext, result: StepResult) -> dict[str, list[list]]:
+    hashed: dict[str, list[list]] = {}
+    for name, primary in ctx.outputs.items():
+        files = result.outputs.get(name) or [primary]
+        entries = []
+        for rel in files:
+            path = ctx.scratch / rel
+            if not path.is_file():
+                raise StepError(f"the step did not write its output {rel}")
+            entries.append([rel, digest_file(path), path.stat().st_size])
+        hashed[name] = entries
+    return hashed

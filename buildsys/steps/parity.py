@@ -1,0 +1,64 @@
+"""parity[precision]: the candidate ONNX in ONNX Runtime against the PyTorch reference.
+
+Every output at every shape point and sample is compared under the precision's
+tolerance; the full figures go to a JSON result, the verdict to the build.
+A model that cannot even run at a shape point (a sequence length baked in at
+export, say) fails that point with ONNX Runtime's message.
+"""
+from __future__ import annotations
+
+import json
+
+from buildsys.errors import StepError
+from buildsys.steps.base import Step, StepResult
+
+
+class ParityCheck(Step):
+    KIND = "parity"
+    VERSION = 1
+    TOOLS = ("onnxruntime", "numpy")
+
+    def run(self) -> StepResult:
+        from buildsys.numerics import compare
+        from buildsys.steps._ort import cpu_session
+        from buildsys.steps.reference import read_reference
+
+        p = self.params
+        precision = p["precision"]
+        tol = p["tolerances"][precision]
+        try:
+            session = cpu_session(self.ctx.inputs["model"], self.ctx.threads)
+        except Exception as exc:
+            raise StepError(f"ONNX Runtime cannot load the model: {str(exc).strip()[:500]}") from None
+        manifest, arrays = read_reference(self.ctx.inputs["reference"])
+        results, failed = [], []
+        for entry in manifest:
+            feeds = {name: arrays[key] for name, key in entry["inputs"].items()}
+            row = {"point": entry["point"], "sample": entry["sample"],
+                   "shapes": {k: list(v.shape) for k, v in feeds.items()}, "outputs": {}, "error": None}
+            try:
+                got = session.run(p["outputs"], feeds)
+            except Exception as exc:
+                row["error"] = " ".join(str(exc).split())[:800]
+                failed.append(f"{entry['point']}: ONNX Runtime failed: {row['error'][:300]}")
+                results.append(row)
+                continue
+            for name, value in zip(p["outputs"], got):
+                m = compare(arrays[entry["outputs"][name]], value, tol)
+                row["outputs"][name] = m
+                if not m["passed"]:
+                    failed.append(f"{entry['point']} {name}: {'; '.join(m['failures'])}")
+            results.append(row)
+        passed = not failed
+        worst = max((m.get("max_abs", 0.0) for r in results for m in r["outputs"].values()), default=0.0)
+        summary = (f"{precision} passed at {', '.join(sorted({r['point'] for r in results}, key=_order))}"
+                   f" (max abs error {worst:.3g})") if passed else f"{precision} FAILED: " + " | ".join(failed[:4])
+        doc = {"precision": precision, "tolerance": tol, "passed": passed, "failures": failed,
+               "candidate": self.ctx.inputs["model"].name, "results": results}
+        self.ctx.output("result").write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=True) + "\n")
+        print(summary)
+        return StepResult(verdict={"passed": passed, "summary": summary}, summary=summary)
+
+
+def _order(point: str) -> int:
+    return {"min": 0, "opt": 1, "max": 2}.get(point, 3)

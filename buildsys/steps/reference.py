@@ -1,0 +1,83 @@
+"""reference: PyTorch outputs on the seeded parity inputs at every shape point.
+
+Stored with the inputs in one `.npz` (written with fixed zip timestamps, so the
+same outputs give the same bytes), which lets parity run without torch.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+from buildsys.steps.base import Step, StepResult
+
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def write_npz(path: Path, arrays: dict) -> None:
+    """np.savez, but byte-for-byte reproducible."""
+    import numpy as np
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        for key in sorted(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(arrays[key]), allow_pickle=False)
+            z.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=_EPOCH), buf.getvalue())
+
+
+def read_reference(path: Path):
+    """(manifest, arrays) of a reference file: manifest lists each sample's keys."""
+    import numpy as np
+
+    data = np.load(path, allow_pickle=False)
+    manifest = json.loads(bytes(data["manifest"]).decode())
+    return manifest, data
+
+
+class ReferenceOutputs(Step):
+    KIND = "reference"
+    VERSION = 1
+    TOOLS = ("torch", "numpy")
+    DISCOVERS = True
+
+    def run(self) -> StepResult:
+        import numpy as np
+        import torch
+
+        from buildsys.errors import StepError
+        from buildsys.inputs import parity_inputs
+        from buildsys.steps._model import flatten_outputs, load_model
+
+        torch.set_num_threads(self.ctx.threads)
+        p = self.params
+        model, deps = load_model(p, self.ctx.workspace, self.ctx.files)
+        arrays, manifest = {}, []
+        for point in p["parity"]["points"]:
+            for sample in range(p["parity"]["samples"]):
+                inputs = parity_inputs(p, self.ctx.workspace, point, sample)
+                tag = f"{point}.{sample}"
+                with torch.inference_mode():
+                    try:
+                        result = model(*(torch.from_numpy(inputs[i["name"]]) for i in p["inputs"]))
+                    except Exception as exc:
+                        shapes = {k: list(v.shape) for k, v in inputs.items()}
+                        raise StepError(f"the PyTorch model failed at the {point} shape {shapes}: "
+                                        f"{type(exc).__name__}: {str(exc)[:300]}", field="dims") from None
+                outs = flatten_outputs(result)
+                if len(outs) != len(p["outputs"]):
+                    raise StepError(f"the model returned {len(outs)} tensors, the recipe names "
+                                    f"{len(p['outputs'])} outputs", field="outputs")
+                entry = {"point": point, "sample": sample, "inputs": {}, "outputs": {}}
+                for j, spec in enumerate(p["inputs"]):
+                    key = f"{tag}.in{j}"
+                    arrays[key] = inputs[spec["name"]]
+                    entry["inputs"][spec["name"]] = key
+                for j, name in enumerate(p["outputs"]):
+                    key = f"{tag}.out{j}"
+                    arrays[key] = outs[j].detach().cpu().numpy()
+                    entry["outputs"][name] = key
+                manifest.append(entry)
+        arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+        write_npz(self.ctx.output("reference"), arrays)
+        return StepResult(deps=deps, summary=f"{len(manifest)} samples at {', '.join(p['parity']['points'])}")

@@ -1,0 +1,67 @@
+"""What a step's result depends on besides its inputs: tool versions and the device.
+
+Versions are read from the names of installed `*.dist-info` folders, which is
+what importlib.metadata does too, without importing the tools themselves (torch
+alone takes seconds to import) and without importlib.metadata's own import cost.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+from functools import lru_cache
+
+_DIST = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+?)\.dist-info$")
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@lru_cache(maxsize=1)
+def installed() -> dict[str, str]:
+    """Every distribution on sys.path, normalised name -> version (first wins)."""
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        if not entry or not os.path.isdir(entry):
+            continue
+        try:
+            names = os.listdir(entry)
+        except OSError:
+            continue
+        for n in names:
+            m = _DIST.match(n)
+            if m:
+                found.setdefault(normalize(m["name"]), m["version"])
+    return found
+
+
+def versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Versions of the named tools; a tool that is not installed is "absent"."""
+    have = installed()
+    return {n: have.get(normalize(n), "absent") for n in names}
+
+
+def python_version() -> str:
+    return "%d.%d" % sys.version_info[:2]
+
+
+@lru_cache(maxsize=1)
+def cpu() -> dict[str, str]:
+    """The CPU an artifact was optimised for: model name and instruction-set flags."""
+    model, flags = platform.machine(), ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model == platform.machine():
+                    model = value.strip()
+                elif key == "flags":
+                    wanted = ("avx", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "fma", "f16c", "amx_tile", "amx_int8")
+                    flags = " ".join(f for f in value.split() if f in wanted)
+                    break
+    except OSError:
+        pass
+    return {"arch": platform.machine(), "model": model, "isa": flags}

@@ -1,0 +1,174 @@
+"""Persistent worker processes that run steps, and the in-process runner for tests.
+
+A worker imports torch and ONNX Runtime once and then serves step after step
+(Bazel's persistent workers): re-importing torch per step costs more than most
+steps take. Each worker is its own process group, so a step that hangs or
+outlives its timeout is killed together with anything it started.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen
+    conn: Connection
+    job: dict[str, Any] | None = None
+    started: float = 0.0
+    deadline: float = float("inf")
+    served: int = 0
+
+
+@dataclass
+class Finished:
+    job: dict[str, Any]
+    answer: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class WorkerPool:
+    """Up to `size` worker processes, started on first use and kept for the build."""
+
+    def __init__(self, size: int, threads: int, workspace: str):
+        self.size = size
+        self.threads = threads
+        self.workspace = workspace
+        self.idle: list[Worker] = []
+        self.busy: list[Worker] = []
+
+    def _spawn(self) -> Worker:
+        parent, child = socket.socketpair()
+        env = dict(os.environ)
+        env.update({
+            "OMP_NUM_THREADS": str(self.threads),
+            "MKL_NUM_THREADS": str(self.threads),
+            "BUILDSYS_WORKER_FD": str(child.fileno()),
+            "PYTHONUNBUFFERED": "1",
+        })
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "buildsys.worker"],
+            cwd=self.workspace, env=env, pass_fds=(child.fileno(),),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        child.close()
+        return Worker(proc, Connection(parent.detach()))
+
+    @property
+    def free(self) -> int:
+        return self.size - len(self.busy)
+
+    def submit(self, job: dict[str, Any], timeout: float) -> None:
+        worker = self.idle.pop() if self.idle else self._spawn()
+        job = {**job, "threads": self.threads}
+        worker.conn.send(job)
+        worker.job, worker.started, worker.deadline = job, time.monotonic(), time.monotonic() + timeout
+        self.busy.append(worker)
+
+    def wait(self) -> list[Finished]:
+        """Block until at least one running step finishes, dies or times out."""
+        if not self.busy:
+            return []
+        now = time.monotonic()
+        timeout = max(0.0, min(w.deadline for w in self.busy) - now)
+        handles = {}
+        for w in self.busy:
+            handles[w.conn] = w
+            handles[w.proc.pid] = w
+        ready = wait([w.conn for w in self.busy], timeout=timeout)
+        done: list[Finished] = []
+        for w in list(self.busy):
+            if w.conn in ready:
+                try:
+                    answer = w.conn.recv()
+                except (EOFError, OSError):
+                    answer = self._death(w)
+                    self._discard(w)
+                else:
+                    w.served += 1
+                    self.busy.remove(w)
+                    self.idle.append(w)
+                done.append(Finished(w.job, answer))
+            elif time.monotonic() >= w.deadline:
+                self._discard(w)
+                seconds = time.monotonic() - w.started
+                done.append(Finished(w.job, {
+                    "ok": False, "seconds": seconds,
+                    "error": f"timed out after {seconds:.0f}s; the step's process group was killed",
+                    "hint": "raise the step's timeout if the model is legitimately slow",
+                }))
+        return done
+
+    def _death(self, w: Worker) -> dict[str, Any]:
+        code = w.proc.wait(timeout=10)
+        what = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+        return {"ok": False, "seconds": time.monotonic() - w.started,
+                "error": f"the worker process running the step {what}"}
+
+    def _discard(self, w: Worker) -> None:
+        if w in self.busy:
+            self.busy.remove(w)
+        _kill_group(w.proc)
+        w.conn.close()
+
+    def shutdown(self) -> None:
+        for w in self.idle:
+            try:
+                w.conn.send(None)
+            except OSError:
+                pass
+        for w in self.idle:
+            try:
+                w.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                _kill_group(w.proc)
+            w.conn.close()
+        for w in list(self.busy):
+            self._discard(w)
+        self.idle.clear()
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+class InlineRunner:
+    """Runs steps in this process, one at a time: for tests and light steps."""
+
+    size = 1
+
+    def __init__(self) -> None:
+        self.pending: list[dict[str, Any]] = []
+
+    @property
+    def free(self) -> int:
+        return 1 - len(self.pending)
+
+    def submit(self, job: dict[str, Any], timeout: float) -> None:
+        self.pending.append(job)
+
+    def wait(self) -> list[Finished]:
+        from buildsys.steps.base import run_job
+
+        done = [Finished(job, run_job(job)) for job in self.pending]
+        self.pending.clear()
+        return done
+
+    def shutdown(self) -> None:
+        self.pending.clear()

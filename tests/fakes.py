@@ -1,0 +1,52 @@
+"""Tiny steps that count their runs: they drive the rebuilder tests in milliseconds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from buildsys.errors import StepError
+from buildsys.steps.base import Step, StepResult
+
+
+def runs(workspace: Path) -> list[str]:
+    log = workspace / "runs.log"
+    return log.read_text().split() if log.exists() else []
+
+
+class Counting(Step):
+    """Writes `params["text"]` plus its inputs' contents; records the run in runs.log.
+
+    `params["source"]` names a workspace file that is read and reported as a
+    discovered dependency, like a model's source file.
+    """
+
+    KIND = "counting"
+    VERSION = 1
+    TOOLS = ("numpy",)
+
+    def run(self) -> StepResult:
+        with open(self.ctx.workspace / "runs.log", "a") as f:
+            f.write(self.params["id"] + "\n")
+        if self.params.get("fail"):
+            raise StepError("asked to fail", field="fail", hint="remove fail: true")
+        parts = [self.params.get("text", "")]
+        for name in sorted(self.ctx.inputs):
+            parts.append(self.ctx.inputs[name].read_text())
+        deps = {}
+        if self.params.get("source"):
+            from buildsys.canonical import digest_file
+
+            src = self.ctx.workspace / self.params["source"]
+            parts.append(src.read_text())
+            deps = {"files": {self.params["source"]: digest_file(src)}}
+        for name in self.ctx.outputs:
+            self.ctx.output(name).write_text("|".join(parts))
+        verdict = None
+        if "passes" in self.params:
+            verdict = {"passed": self.params["passes"], "summary": "judged"}
+        return StepResult(deps=deps, verdict=verdict, summary="counted")
+
+
+class Unavailable(Counting):
+    @classmethod
+    def unavailable(cls, params):
+        return "no such device on this machine"
