@@ -230,7 +230,7 @@ class Build:
         return None
 
     def _failed(self, step: StepSpec, decision: Decision, answer: dict, seconds: float) -> Outcome:
-        message = answer["error"]
+        message = self.graph.locate(step.recipe, answer.get("field")) + answer["error"]
         if answer.get("hint"):
             message += f"\n  hint: {answer['hint']}"
         if answer.get("traceback"):

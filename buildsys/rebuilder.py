@@ -10,6 +10,7 @@ stat and nothing re-runs.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,9 @@ class Rebuilder:
             env["python"] = toolchain.python_version()
         if cls.DEVICE:
             env["device"] = toolchain.cpu()
-        return {"step": cls.KIND, "version": cls.VERSION, "params": step.params, "inputs": inputs,
+        # Through JSON and back, so tuples compare equal to the lists a stored trace holds.
+        params = json.loads(canonical(step.params))
+        return {"step": cls.KIND, "version": cls.VERSION, "params": params, "inputs": inputs,
                 "files": files, "env": env}
 
     # -- the decision ------------------------------------------------------------

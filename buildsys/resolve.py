@@ -44,6 +44,16 @@ class StepSpec:
 @dataclass(frozen=True)
 class Graph:
     steps: dict[str, StepSpec]  # in a valid topological order
+    recipes: dict[str, Recipe] = field(default_factory=dict)  # for locating fields in messages
+
+    def locate(self, recipe: str, field_path: str | None) -> str:
+        """`recipes/r.yaml:12:5: export.opset: ` for a step failure about a recipe field."""
+        r = self.recipes.get(recipe)
+        if r is None:
+            return ""
+        if not field_path:
+            return f"{r.file}: "
+        return f"{r.where(field_path)}: {field_path}: "
 
     def dependents(self, step_id: str) -> list[str]:
         return [s.id for s in self.steps.values() if step_id in s.upstream]
@@ -78,7 +88,7 @@ def resolve(recipes: list[Recipe]) -> Graph:
     for r in recipes:
         for s in resolve_recipe(r):
             steps[s.id] = s
-    return Graph(steps)
+    return Graph(steps, {r.name: r for r in recipes})
 
 
 def resolve_recipe(r: Recipe) -> list[StepSpec]:

@@ -108,6 +108,16 @@ class Tolerance:
     min_top1: float | None = None
 
 
+# Tolerances of each precision when the recipe gives none; an entry in the recipe
+# replaces its precision's default entirely (schema: `tolerances.default`).
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3),
+    "fp16": Tolerance(atol=1e-2, rtol=1e-2),
+    "int8": Tolerance(min_cosine=0.99),
+    "best": Tolerance(atol=1e-2, rtol=1e-2),
+}
+
+
 @dataclass(frozen=True)
 class ParitySpec:
     samples: int = 1
@@ -133,9 +143,9 @@ class Recipe:
     simplify: SimplifySpec = SimplifySpec()
     calibration: CalibrationSpec | None = None
     targets: tuple[TargetSpec, ...] = (TargetSpec("onnxruntime", "fp32"),)
-    tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     parity: ParitySpec = ParitySpec()
-    # "field.path" -> (line, column) in the file that set it; not part of any key.
+    # "field.path" -> (file, line, column) of the file that set it; not part of any key.
     positions: dict[str, tuple[str, int, int]] = field(default_factory=dict, compare=False)
 
     def dim(self, name: str) -> Dim:

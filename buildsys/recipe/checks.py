@@ -1,0 +1,295 @@
+"""The semantic checks of a recipe document: what its JSON Schema cannot express.
+
+Dim order, declared and used axes, unique input/output names, int8 targets with
+calibration, profiles over declared dims, data that fits its input's dtype, the
+factory's module found without importing it, and files that stay inside the
+workspace. Each check skips values the schema already rejected, so one mistake is
+reported once.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import sys
+from importlib.machinery import PathFinder
+from pathlib import Path
+from typing import Any
+
+from buildsys.errors import Problem
+from buildsys.recipe.validate import IDENT, NAME_PATTERN, Document, FieldPath, number_text, suggest
+
+_INT_DTYPES = {"int64", "int32", "int8", "uint8", "bool"}
+
+
+def semantic_problems(doc: Document, workspace: Path, default_name: str) -> list[Problem]:
+    """What the schema cannot say; each check skips values the schema already rejected."""
+    ws = workspace.resolve()
+    out: list[Problem] = []
+    for check in (_check_finite, _check_dims, _check_axes, _check_names, _check_targets,
+                  _check_profiles, _check_data):
+        out.extend(check(doc))
+    out.extend(_check_factory(doc, ws))
+    out.extend(_check_paths(doc, ws))
+    if "name" not in doc.data and not _valid_name(default_name):
+        out.append(Problem(doc.file, None, None, "name",
+                           f"the file name gives the recipe name '{default_name}', which is not a valid name",
+                           f"set name: {_slug(default_name)} in the recipe, or rename the file"))
+    return out
+
+
+def _valid_name(name: str) -> bool:
+    return bool(re.fullmatch(NAME_PATTERN, name)) and len(name) <= 64
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._") or "recipe"
+
+
+def _check_finite(doc: Document) -> list[Problem]:
+    out: list[Problem] = []
+
+    def walk(node: Any, path: FieldPath) -> None:
+        if isinstance(node, float) and not math.isfinite(node):
+            out.append(doc.problem(path, f"expected a finite number, found {number_text(node)}",
+                                   "recipes hold JSON numbers; .inf and .nan have no JSON form"))
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, (*path, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, (*path, i))
+
+    walk(doc.data, ())
+    return out
+
+
+def _ints(mapping: Any, names: tuple[str, ...]) -> bool:
+    return isinstance(mapping, dict) and all(
+        isinstance(mapping.get(n), int) and not isinstance(mapping.get(n), bool) for n in names)
+
+
+def _order_problems(sizes: dict[str, int]) -> list[str]:
+    out = []
+    if sizes["min"] > sizes["opt"]:
+        out.append(f"min ({sizes['min']}) > opt ({sizes['opt']})")
+    if sizes["opt"] > sizes["max"]:
+        out.append(f"opt ({sizes['opt']}) > max ({sizes['max']})")
+    return out
+
+
+def _dims(doc: Document) -> dict[str, Any]:
+    dims = doc.data.get("dims", {})
+    return dims if isinstance(dims, dict) else {}
+
+
+def _check_dims(doc: Document) -> list[Problem]:
+    return [doc.problem(("dims", name), message, "sizes must satisfy min <= opt <= max")
+            for name, d in _dims(doc).items() if _ints(d, ("min", "opt", "max"))
+            for message in _order_problems(d)]
+
+
+def _inputs(doc: Document) -> list[tuple[int, dict]]:
+    inputs = doc.data.get("inputs")
+    return [(i, x) for i, x in enumerate(inputs) if isinstance(x, dict)] if isinstance(inputs, list) else []
+
+
+def _check_axes(doc: Document) -> list[Problem]:
+    declared, used, out = [d for d in _dims(doc) if re.fullmatch(IDENT, d)], set(), []
+    complete = isinstance(doc.data.get("inputs"), list)
+    for i, inp in _inputs(doc):
+        shape = inp.get("shape")
+        if not isinstance(shape, list):
+            complete = False
+            continue
+        for j, axis in enumerate(shape):
+            if not isinstance(axis, str):
+                continue
+            used.add(axis)
+            if axis not in declared:
+                hint = suggest(axis, declared) or f"declare it: dims: {{{axis}: {{min: 1, opt: 1, max: 1}}}}"
+                out.append(doc.problem(("inputs", i, "shape", j), f"axis '{axis}' is not declared in dims", hint))
+    if complete:
+        out.extend(doc.problem(("dims", name), "declared but not used in any input shape",
+                               "remove it, or use it in an input's shape") for name in declared if name not in used)
+    return out
+
+
+def _check_names(doc: Document) -> list[Problem]:
+    out: list[Problem] = []
+    seen: dict[str, dict[str, int]] = {"inputs": {}, "outputs": {}}
+    for section, noun in (("inputs", "input"), ("outputs", "output")):
+        items = doc.data.get(section)
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            name = item.get("name") if isinstance(item, dict) else None
+            if not isinstance(name, str):
+                continue
+            if name in seen[section]:
+                out.append(doc.problem((section, i, "name"),
+                                       f"duplicate {noun} name '{name}' (also {section}.{seen[section][name]})",
+                                       f"every {noun} needs its own name"))
+            elif section == "outputs" and name in seen["inputs"]:
+                out.append(doc.problem((section, i, "name"),
+                                       f"'{name}' is also the name of inputs.{seen['inputs'][name]}",
+                                       "ONNX graph inputs and outputs need distinct names"))
+            seen[section].setdefault(name, i)
+    return out
+
+
+def _check_targets(doc: Document) -> list[Problem]:
+    targets = doc.data.get("targets")
+    out, ids = [], {}
+    for i, t in enumerate(targets if isinstance(targets, list) else []):
+        if not isinstance(t, dict) or not isinstance(t.get("backend"), str):
+            continue
+        precision = t.get("precision", "fp32")
+        if precision == "int8" and "calibration" not in doc.data:
+            out.append(doc.problem(("targets", i), "precision int8 needs a calibration block",
+                                   "add calibration: {data: {kind: uniform, low: 0, high: 1}, samples: 64}"))
+        tid = "torchscript" if t["backend"] == "torchscript" else f"{t['backend']}-{precision}"
+        if tid in ids:
+            out.append(doc.problem(("targets", i), f"duplicate target {tid} (also targets.{ids[tid]})",
+                                   "each target builds one artifact; remove one of them"))
+        ids.setdefault(tid, i)
+    return out
+
+
+def _check_profiles(doc: Document) -> list[Problem]:
+    profiles, dims, out = doc.data.get("profiles"), _dims(doc), []
+    for k, profile in enumerate(profiles if isinstance(profiles, list) else []):
+        for name, over in profile.items() if isinstance(profile, dict) else ():
+            if name not in dims:
+                hint = suggest(name, list(dims)) or "a profile overrides dims declared under dims:"
+                out.append(doc.problem(("profiles", k, name), f"dim '{name}' is not declared in dims", hint, key=True))
+                continue
+            merged = {**dims[name], **over} if isinstance(over, dict) else None
+            valid_base = _ints(dims[name], ("min", "opt", "max")) and not _order_problems(dims[name])
+            if valid_base and _ints(merged, ("min", "opt", "max")):
+                out.extend(doc.problem(("profiles", k, name), f"{m} after applying this profile to dims.{name}",
+                                       "sizes must satisfy min <= opt <= max") for m in _order_problems(merged))
+    return out
+
+
+def _data_specs(doc: Document) -> list[tuple[FieldPath, dict, str | None]]:
+    """(path, data mapping, dtype of its input) for every data block written."""
+    found = [(("inputs", i, "data"), inp["data"], inp.get("dtype")) for i, inp in _inputs(doc)
+             if isinstance(inp.get("data"), dict)]
+    cal = doc.data.get("calibration")
+    if isinstance(cal, dict) and isinstance(cal.get("data"), dict):
+        found.append((("calibration", "data"), cal["data"], None))
+    return found
+
+
+def _check_data(doc: Document) -> list[Problem]:
+    out: list[Problem] = []
+    for i, inp in _inputs(doc):
+        if inp.get("dtype") in _INT_DTYPES and "data" not in inp:
+            out.append(doc.problem(("inputs", i, "dtype"),
+                                   f"dtype {inp['dtype']} needs data: the default (kind uniform) gives fractions",
+                                   "add data: {kind: randint, low: 0, high: N} (high exclusive)"))
+    for path, data, dtype in _data_specs(doc):
+        kind = data.get("kind", "uniform")
+        if dtype in _INT_DTYPES and kind in ("uniform", "normal", "images"):
+            out.append(doc.problem((*path, "kind") if "kind" in data else path,
+                                   f"expected one of randint, npy for dtype {dtype}, found \"{kind}\"",
+                                   "token ids and masks take {kind: randint, low: 0, high: N} (high exclusive)"))
+        low, high = data.get("low", 0), data.get("high", 1)
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+        given = kind == "uniform" or (kind == "randint" and "high" in data)
+        if given and numbers and low >= high:
+            hint = "randint's high is exclusive: it must exceed low" if kind == "randint" else "low must be below high"
+            out.append(doc.problem(path, f"low ({low}) >= high ({high})", hint))
+    return out
+
+
+# -- files the recipe names ------------------------------------------------------------
+
+
+def _inside(path: Path, ws: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(ws)
+    except (OSError, ValueError):  # a symlink loop, a NUL in the name: not a usable path
+        return False
+
+
+def _check_paths(doc: Document, ws: Path) -> list[Problem]:
+    out: list[Problem] = []
+    ckpt = doc.get(("model", "checkpoint"))
+    if isinstance(ckpt, str) and ckpt:
+        target = ws / ckpt
+        if not _inside(target, ws):
+            out.append(doc.problem(("model", "checkpoint"), f"'{ckpt}' is outside the workspace",
+                                   "keep checkpoints inside the project so their content is tracked"))
+        elif target.is_dir():
+            out.append(doc.problem(("model", "checkpoint"), f"expected a file, found the folder '{ckpt}'"))
+        elif not target.is_file():
+            out.append(doc.problem(("model", "checkpoint"), f"file not found: '{ckpt}'",
+                                   "checkpoint paths are relative to the project root, not to the recipe"))
+    for path, data, _ in _data_specs(doc):
+        where = data.get("path")
+        if data.get("kind") in ("npy", "images") and isinstance(where, str) and where:
+            if not _inside(ws.joinpath(*_until_glob(Path(where).parts)), ws):
+                out.append(doc.problem((*path, "path"), f"'{where}' is outside the workspace",
+                                       "data paths are relative to the project root and must stay inside it"))
+    return out
+
+
+def _until_glob(parts: tuple[str, ...]) -> list[str]:
+    fixed = []
+    for part in parts:
+        if any(c in part for c in "*?["):
+            break
+        fixed.append(part)
+    return fixed or ["."]
+
+
+def _check_factory(doc: Document, ws: Path) -> list[Problem]:
+    factory = doc.get(("model", "factory"))
+    if not isinstance(factory, str) or not re.fullmatch(rf"{IDENT}(\.{IDENT})*:{IDENT}", factory):
+        return []
+    module = factory.partition(":")[0]
+    missing = _missing_module(module, ws)
+    if missing is None:
+        return []
+    return [doc.problem(("model", "factory"), missing[0], missing[1])]
+
+
+def _missing_module(module: str, ws: Path) -> tuple[str, str] | None:
+    """None when `module` can be found without importing it; else (message, hint)."""
+    parts = module.split(".")
+    if (ws / parts[0]).is_dir() or (ws / f"{parts[0]}.py").is_file():
+        as_file = ws.joinpath(*parts[:-1], f"{parts[-1]}.py")
+        as_package = ws.joinpath(*parts, "__init__.py")
+        if as_file.is_file() or as_package.is_file():
+            return None
+        rel = "/".join(parts)
+        hint = _module_suggestion(parts, ws) or f"create {rel}.py (or {rel}/__init__.py) in the project"
+        return f"module '{module}' not found: no {rel}.py or {rel}/__init__.py in the workspace", hint
+    if parts[0] in sys.builtin_module_names:
+        return None
+    # The workspace was looked at above; the current folder is not where steps import from.
+    here = {"", os.getcwd()}
+    spec = PathFinder.find_spec(parts[0], [p for p in sys.path if p not in here])
+    for depth in range(1, len(parts)):
+        if spec is None or spec.submodule_search_locations is None:
+            break  # a plain module: what follows may be an attribute, known only by importing
+        spec = PathFinder.find_spec(".".join(parts[: depth + 1]), list(spec.submodule_search_locations))
+    if spec is not None:
+        return None
+    return (f"module '{module}' not found in the workspace or on the Python path",
+            "the factory's module must be importable from the project root (a file under it, or an installed package)")
+
+
+def _module_suggestion(parts: list[str], ws: Path) -> str | None:
+    """'did you mean ...?' for the first part of a dotted module path that is missing."""
+    folder = ws
+    for depth, part in enumerate(parts):
+        if depth < len(parts) - 1 and (folder / part).is_dir():
+            folder = folder / part
+            continue
+        names = [p.stem for p in folder.glob("*.py") if p.stem != "__init__"]
+        names += [p.name for p in folder.iterdir() if p.is_dir() and (p / "__init__.py").is_file()]
+        close = [c for c in difflib.get_close_matches(part, names, n=2, cutoff=0.6) if c != part]
+        return f"did you mean '{'.'.join([*parts[:depth], close[0]])}'?" if close else None
+    return None

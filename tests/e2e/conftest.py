@@ -1,0 +1,82 @@
+"""A temporary workspace with tiny models, and a helper that runs the real command."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures" / "models"
+
+TINY = """\
+version: 1
+model: {{factory: "tm.tiny:tiny", kwargs: {{features: 4}}}}
+inputs:
+  - name: x
+    dtype: float32
+    shape: [batch, 4]
+    data: {{kind: normal, mean: 0.0, std: 1.0}}
+outputs:
+  - name: scores
+dims:
+  batch: {{min: 1, opt: 4, max: 8}}
+export: {{opset: {opset}, exporter: {exporter}}}
+tolerances:
+  fp32: {{atol: {atol}, rtol: 1.0e-3}}
+"""
+
+
+def tiny_recipe(opset: int = 18, exporter: str = "torchscript", atol: str = "1.0e-4") -> str:
+    return TINY.format(opset=opset, exporter=exporter, atol=atol)
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+    def states(self) -> dict[str, str]:
+        return {s["id"]: s["state"] for s in self.json["steps"]}
+
+    def ran(self) -> list[str]:
+        return sorted(s["id"] for s in self.json["steps"] if s["state"] == "ran")
+
+
+class Workspace:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def write(self, rel: str, text: str) -> Path:
+        p = self.root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(text))
+        return p
+
+    def run(self, *args: str, env: dict | None = None, timeout: float = 600) -> Result:
+        cmd = [sys.executable, *(env or {}).pop("_pyflags", []), "-m", "buildsys", "-C", str(self.root), *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def build(self, *args: str) -> Result:
+        return self.run("build", "--json", *args)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    ws = Workspace(tmp_path)
+    shutil.copytree(FIXTURES, tmp_path / "tm", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "recipes").mkdir()
+    return ws

@@ -1,0 +1,180 @@
+"""End to end on tiny models: the real command, real exporters, real ONNX Runtime."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tests.e2e.conftest import tiny_recipe
+
+ALL = ["tiny:engine[onnxruntime-fp32]", "tiny:export", "tiny:parity[fp32]", "tiny:reference", "tiny:simplify"]
+
+
+def test_build_then_noop_then_one_field_changes(workspace):
+    workspace.write("recipes/tiny.yaml", tiny_recipe())
+    r = workspace.build()
+    assert r.code == 0, r.stderr
+    assert r.ran() == ALL
+    out = workspace.root / "out" / "tiny"
+    for rel in ("model.onnx", "model.sim.onnx", "reference.npz", "parity/fp32.json",
+                "engines/onnxruntime-fp32.ort", "logs/export.log"):
+        assert (out / rel).is_file(), rel
+    parity = json.loads((out / "parity/fp32.json").read_text())
+    assert parity["passed"] is True
+    assert {row["point"] for row in parity["results"]} == {"min", "opt", "max"}
+    m = parity["results"][0]["outputs"]["scores"]
+    assert {"max_abs", "mean_abs", "max_rel", "cosine"} <= set(m)
+
+    r = workspace.build()
+    assert r.code == 0 and r.ran() == []
+    assert set(r.states().values()) == {"cached"}
+
+    # a tolerance touches only parity
+    workspace.write("recipes/tiny.yaml", tiny_recipe(atol="2.0e-4"))
+    r = workspace.build()
+    assert r.ran() == ["tiny:parity[fp32]"]
+    reason = next(s["reason"] for s in r.json["steps"] if s["id"] == "tiny:parity[fp32]")
+    assert reason == "tolerances.fp32.atol: 0.0001 → 0.0002"
+
+    # the opset touches export and everything that reads its model
+    workspace.write("recipes/tiny.yaml", tiny_recipe(opset=17, atol="2.0e-4"))
+    r = workspace.run("explain", "tiny:export")
+    assert r.code == 0
+    assert "export.opset: 18 → 17" in r.stdout
+    r = workspace.build()
+    assert "tiny:export" in r.ran() and "tiny:reference" not in r.ran()
+
+    # going back is a cache hit: nothing runs
+    workspace.write("recipes/tiny.yaml", tiny_recipe())
+    r = workspace.build()
+    assert r.code == 0 and r.ran() == []
+
+
+def test_dynamo_export_is_byte_identical_across_processes(workspace):
+    workspace.write("recipes/tiny.yaml", tiny_recipe(exporter="dynamo"))
+    assert workspace.build().code == 0
+    first = (workspace.root / "out/tiny/model.onnx").read_bytes()
+    assert workspace.run("clean", "--cache").code == 0
+    assert workspace.build().code == 0
+    assert (workspace.root / "out/tiny/model.onnx").read_bytes() == first
+
+
+def test_dynamo_at_opset_17_fails_naming_the_field_and_the_fix(workspace):
+    workspace.write("tm/convnet.py", """\
+        import torch
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 4, 3)
+
+            def forward(self, x):
+                return self.conv(x).mean(dim=(2, 3))
+
+        def net():
+            return Net()
+        """)
+    workspace.write("recipes/conv.yaml", """\
+        version: 1
+        model: {factory: "tm.convnet:net"}
+        inputs: [{name: x, dtype: float32, shape: [batch, 3, 8, 8]}]
+        outputs: [{name: scores}]
+        dims: {batch: {min: 1, opt: 2, max: 4}}
+        export: {opset: 17, exporter: dynamo}
+        """)
+    r = workspace.build()
+    assert r.code == 3
+    step = next(s for s in r.json["steps"] if s["id"] == "conv:export")
+    assert step["state"] == "failed"
+    assert "wrote opset 18, not the 17 asked for" in step["message"]
+    assert "hint: set export.opset: 18, or export.exporter: torchscript" in step["message"]
+    assert "recipes/conv.yaml" in step["message"]
+
+
+def test_baked_sequence_length_fails_parity_at_the_corners(workspace):
+    workspace.write("recipes/baked.yaml", """\
+        version: 1
+        model: {factory: "tm.baked:baked"}
+        inputs:
+          - {name: input_ids, dtype: int64, shape: [batch, seq], data: {kind: randint, low: 0, high: 100}}
+        outputs: [{name: logits}]
+        dims:
+          batch: {min: 1, opt: 2, max: 4}
+          seq: {min: 4, opt: 16, max: 32}
+        export: {opset: 17, exporter: torchscript}
+        """)
+    r = workspace.build("-k")
+    states = r.states()
+    assert r.code in (1, 3), r.stderr
+    if states["baked:export"] == "failed":
+        # the exporter or the tracer refused the model: said so, not a silently wrong graph
+        msg = next(s["message"] for s in r.json["steps"] if s["id"] == "baked:export")
+        assert "frozen" in msg or "tracer" in msg
+        return
+    assert r.code == 1
+    parity = json.loads((workspace.root / "out/baked/parity/fp32.json").read_text())
+    assert parity["passed"] is False
+    failing_points = {f.split(":")[0].split()[0] for f in parity["failures"]}
+    assert failing_points & {"min", "max"}
+    assert "opt" not in failing_points
+    assert states["baked:engine[onnxruntime-fp32]"] == "skipped"
+
+
+def test_keep_going_builds_good_recipes_past_a_broken_factory(workspace):
+    workspace.write("recipes/tiny.yaml", tiny_recipe())
+    workspace.write("tm/broken.py", "raise RuntimeError('weights server unreachable')\n")
+    workspace.write("recipes/broken.yaml", tiny_recipe().replace("tm.tiny:tiny", "tm.broken:net").replace(
+        "kwargs: {features: 4}", "kwargs: {}"))
+    r = workspace.build("-k")
+    assert r.code == 3
+    states = r.states()
+    assert states["tiny:engine[onnxruntime-fp32]"] == "ran"
+    assert states["broken:export"] == "failed"
+    msg = next(s["message"] for s in r.json["steps"] if s["id"] == "broken:export")
+    assert "RuntimeError: weights server unreachable" in msg
+    assert states["broken:parity[fp32]"] == "skipped"
+
+
+def test_status_and_explain_say_what_is_stale_and_why(workspace):
+    workspace.write("recipes/tiny.yaml", tiny_recipe())
+    r = workspace.run("status")
+    assert r.code == 0 and "tiny:export" in r.stdout and "no earlier build" in r.stdout
+    workspace.build()
+    r = workspace.run("status")
+    assert all("up to date" in line for line in r.stdout.strip().splitlines())
+    (workspace.root / "tm/tiny.py").write_text((workspace.root / "tm/tiny.py").read_text() + "\n# edited\n")
+    r = workspace.run("explain", "tiny")
+    assert "tiny:export: would re-run because" in r.stdout
+    assert "source tm/tiny.py changed" in r.stdout
+
+
+def test_checkpoint_that_does_not_fit_is_named(workspace):
+    import torch
+
+    torch.save({"fc1.weight": torch.zeros(3, 3)}, workspace.root / "bad.pt")
+    workspace.write("recipes/tiny.yaml", tiny_recipe().replace(
+        "kwargs: {features: 4}}", "kwargs: {features: 4}, checkpoint: bad.pt}"))
+    r = workspace.build()
+    assert r.code == 3
+    msg = next(s["message"] for s in r.json["steps"] if s["id"] == "tiny:export")
+    assert "checkpoint bad.pt does not fit the model" in msg
+    assert "recipes/tiny.yaml" in msg
+
+
+def test_noop_build_imports_no_heavy_library(workspace):
+    workspace.write("recipes/tiny.yaml", tiny_recipe())
+    assert workspace.build().code == 0
+    r = workspace.run("build", env={"_pyflags": ["-X", "importtime"]})
+    assert r.code == 0
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in r.stderr.splitlines() if "import time:" in line}
+    assert not imported & {"torch", "onnx", "onnxruntime", "onnxsim", "numpy", "jsonschema", "yaml"}
+
+
+def test_reference_inputs_are_seeded_and_shared_with_parity(workspace):
+    workspace.write("recipes/tiny.yaml", tiny_recipe())
+    workspace.build()
+    data = np.load(workspace.root / "out/tiny/reference.npz")
+    manifest = json.loads(bytes(data["manifest"]).decode())
+    shapes = {e["point"]: list(data[e["inputs"]["x"]].shape) for e in manifest}
+    assert shapes == {"min": [1, 4], "opt": [4, 4], "max": [8, 4]}
