@@ -48,6 +48,7 @@ class Outcome:
                              "seconds": round(self.seconds, 3)}
         if self.verdict is not None:
             d["passed"] = bool(self.verdict.get("passed"))
+            d["summary"] = self.verdict.get("summary", "")
         if self.message:
             d["message"] = self.message
         if self.log:

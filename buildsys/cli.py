@@ -13,8 +13,6 @@ import signal
 import sys
 from pathlib import Path
 
-from buildsys.errors import BuildsysError, RecipeError, UsageError
-
 EXIT_OK, EXIT_PARITY, EXIT_USAGE, EXIT_STEP, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -72,8 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     if not root.is_dir():
         print(f"error: workspace {root} is not a directory", file=sys.stderr)
         return EXIT_USAGE
+    root = root.resolve()
+    answered = _fast_noop(root, args)
+    if answered is not None:
+        return answered
+    from buildsys.errors import BuildsysError, RecipeError
+
     try:
-        return _COMMANDS[args.command](root.resolve(), args)
+        return _COMMANDS[args.command](root, args)
     except RecipeError as exc:
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
@@ -83,6 +87,40 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _signature(recipes: list[str], only: list[str] | None, require_all: bool) -> str:
+    return json.dumps([sorted(recipes), sorted(only or []), require_all])
+
+
+def _fast_noop(root: Path, args) -> int | None:
+    """Answer a no-op `build` or an all-up-to-date `status` from the stat manifest."""
+    from buildsys import fastpath
+
+    meta = str(root / "out" / ".buildsys")
+    if args.command == "build" and not args.dry_run and not args.verbose:
+        entry = fastpath.check(meta, _signature(args.recipes, args.only, args.require_all))
+        if entry is None:
+            return None
+        _print_build_result(entry["steps"], entry["exit"], [], args.json)
+        return entry["exit"]
+    if args.command == "status":
+        entry = fastpath.check(meta, _signature(args.recipes, None, False))
+        if entry is None:
+            return None
+        _print_status([(s["id"], *_status_of_json(s)) for s in entry["steps"]], args.json)
+        return EXIT_OK
+    return None
+
+
+def _status_of_json(step: dict) -> tuple[str, str]:
+    if step["state"] == "unavailable":
+        return "unavailable", step["reason"]
+    if step["state"] == "skipped":
+        return "blocked", step["reason"]
+    if step.get("passed") is False:
+        return "failed", step.get("summary", "parity failed")
+    return "up to date", ""
 
 
 def _open(root: Path):
@@ -109,10 +147,16 @@ def cmd_build(root: Path, args) -> int:
     from buildsys.state import WorkspaceLock
     from buildsys.workers import WorkerPool
 
+    from buildsys.errors import UsageError
+
     if args.jobs < 1:
         raise UsageError(f"-j takes a positive number of jobs, found {args.jobs}")
     ws, state, store = _open(root)
     with WorkspaceLock(ws.meta):
+        if not args.dry_run:
+            from buildsys import fastpath
+
+            fastpath.forget(str(ws.meta))
         recipes, problems, graph = _graph(root, state, args.recipes, args.keep_going)
         for pr in problems:
             print(f"error: {pr.render()}", file=sys.stderr)
@@ -145,19 +189,62 @@ def cmd_build(root: Path, args) -> int:
     code = _exit_code(outcomes, args.require_all)
     if problems:
         code = max(code, EXIT_USAGE) if code != EXIT_STEP else code
-    counts: dict[str, int] = {}
-    for o in outcomes:
-        counts[o.state] = counts.get(o.state, 0) + 1
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    parity_failed = [o.step for o in outcomes if o.verdict is not None and not o.verdict.get("passed")]
-    if args.json:
-        print(json.dumps({"steps": [o.as_json() for o in outcomes], "exit": code,
-                          "problems": [pr.render() for pr in problems]}, indent=1))
-    else:
-        print(f"{len(outcomes)} steps: {summary or 'nothing to do'}", file=sys.stderr)
-        if parity_failed:
-            print(f"parity failed: {', '.join(parity_failed)}", file=sys.stderr)
+    _print_build_result([o.as_json() for o in outcomes], code, [pr.render() for pr in problems], args.json)
+    if not args.dry_run and not problems and code != EXIT_STEP:
+        _record_noop(ws, graph, selected, outcomes, _signature(args.recipes, args.only, args.require_all), code)
     return code
+
+
+def _print_build_result(steps: list[dict], code: int, problems: list[str], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"steps": steps, "exit": code, "problems": problems}, indent=1))
+        return
+    counts: dict[str, int] = {}
+    for s in steps:
+        counts[s["state"]] = counts.get(s["state"], 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    print(f"{len(steps)} steps: {summary or 'nothing to do'}", file=sys.stderr)
+    parity_failed = [s["id"] for s in steps if s.get("passed") is False]
+    if parity_failed:
+        print(f"parity failed: {', '.join(parity_failed)}", file=sys.stderr)
+
+
+def _record_noop(ws, graph, selected: set[str], outcomes, signature: str, code: int) -> None:
+    """Remember what a repeat of this build would print, keyed by the stats of all it reads."""
+    from buildsys import fastpath
+    from buildsys.loading import SCHEMA
+    from buildsys.state import State
+
+    state = State(ws.meta)
+    traces = state.traces()
+    state.close()
+    files = {str(ws.root / "recipes"), str(SCHEMA)}
+    for r in graph.recipes.values():
+        files.update(str(ws.root / src) for src in r.sources)
+    steps = []
+    for o in outcomes:
+        step = graph.steps[o.step]
+        files.update(str(ws.root / rel) for rel in step.files.values())
+        if o.state in ("ran", "cached", "cutoff"):
+            trace = traces.get(o.step)
+            if trace is None:
+                return
+            files.update(str(ws.root / rel) for rel in trace.deps.get("files", {}))
+            for name, entries in trace.outputs.items():
+                folder = (ws.out / step.outputs[name]).parent
+                for rel, digest, _ in entries:
+                    files.add(str(folder / rel))
+                    files.add(str(ws.meta / "store" / digest[:2] / digest))
+            noop = {"id": o.step, "state": "cached", "reason": "up to date", "seconds": 0.0}
+            if o.verdict is not None:
+                noop["passed"] = bool(o.verdict.get("passed"))
+                noop["summary"] = o.verdict.get("summary", "")
+            steps.append(noop)
+        elif o.state in ("unavailable", "skipped"):
+            steps.append(o.as_json())
+        else:
+            return
+    fastpath.record(str(ws.meta), signature, files, {"steps": steps, "exit": code})
 
 
 def _raise_interrupt(signum, frame):
@@ -216,13 +303,17 @@ class _Silent:
 
 def cmd_status(root: Path, args) -> int:
     rows, _, _ = _plan(root, args.recipes)
-    if args.json:
+    _print_status(rows, args.json)
+    return EXIT_OK
+
+
+def _print_status(rows: list[tuple[str, str, str]], as_json: bool) -> None:
+    if as_json:
         print(json.dumps({"steps": [{"id": s, "status": st, "reason": d} for s, st, d in rows]}, indent=1))
-        return EXIT_OK
+        return
     width = max((len(s) for s, _, _ in rows), default=10)
     for sid, st, detail in rows:
         print(f"{sid:<{width}}  {st:<11}  {detail}".rstrip())
-    return EXIT_OK
 
 
 def cmd_explain(root: Path, args) -> int:
@@ -231,6 +322,8 @@ def cmd_explain(root: Path, args) -> int:
     wanted = [r for r in rows if not step_name or r[0] == f"{recipe}:{step_name}"
               or graph.steps[r[0]].family == step_name]
     if not wanted:
+        from buildsys.errors import UsageError
+
         names = ", ".join(s.name for s in graph.steps.values() if s.recipe == recipe)
         raise UsageError(f"{args.target}: no such step", hint=f"steps of {recipe}: {names}")
     for sid, st, detail in wanted:
@@ -280,6 +373,8 @@ def cmd_graph(root: Path, args) -> int:
 
 def cmd_validate(root: Path, args) -> int:
     from buildsys import loading
+
+    from buildsys.errors import RecipeError
 
     recipes, problems = loading.load(root, None, args.recipes, keep_going=True)
     if problems:

@@ -80,6 +80,7 @@ class ExportOnnx(Step):
         except Exception as exc:
             raise _export_error(exc, "dynamo") from None
         program.save(str(out), external_data=external)
+        strip_source_locations(out)
 
     def _torchscript(self, model, args, out: Path) -> None:
         import torch
@@ -101,6 +102,12 @@ class ExportOnnx(Step):
             except Exception as exc:
                 raise _export_error(exc, "torchscript") from None
         tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+        for w in tracer:
+            print(f"TracerWarning: {w.filename}:{w.lineno}: {w.message}", flush=True)
+        # Tensor-to-Python conversions freeze a value (a branch, a size) at the traced
+        # input: the graph is silently wrong elsewhere. Other tracer warnings (iterating
+        # a fixed-size dimension, say) are often benign; parity at the corners judges them.
+        tracer = [w for w in tracer if any(t in str(w.message) for t in _FREEZING)]
         if tracer:
             w = tracer[0]
             raise StepError(
@@ -145,6 +152,35 @@ class ExportOnnx(Step):
         if n_out != len(p["outputs"]):
             raise StepError(f"the exported graph has {n_out} outputs, the recipe names {len(p['outputs'])}",
                             field="outputs")
+
+
+def strip_source_locations(path: Path) -> None:
+    """Drop the dynamo exporter's per-node stack traces: absolute paths and line numbers.
+
+    Kept, they make the bytes depend on where the checkout lives and on edits to
+    comments, which defeats early cutoff and sharing the store between machines.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    graphs = [model.graph] + [f for f in model.functions]
+    changed = False
+    while graphs:
+        g = graphs.pop()
+        for node in g.node:
+            keep = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+            if len(keep) != len(node.metadata_props):
+                del node.metadata_props[:]
+                node.metadata_props.extend(keep)
+                changed = True
+            for attr in node.attribute:
+                graphs.extend([attr.g] if attr.HasField("g") else [])
+                graphs.extend(attr.graphs)
+    if changed:
+        onnx.save(model, str(path))
+
+
+_FREEZING = ("Converting a tensor to a Python", "registered as constants", "Python values")
 
 
 def check_onnx(path: Path, scratch: Path) -> None:

@@ -1,0 +1,1 @@
+"""Sample models built by the recipes under ``recipes/``."""
