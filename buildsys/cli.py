@@ -138,7 +138,7 @@ def _graph(root: Path, state, selectors: list[str], keep_going: bool = False):
     from buildsys.resolve import resolve
 
     recipes, problems = loading.load(root, state, selectors, keep_going)
-    return recipes, problems, resolve(recipes)
+    return recipes, problems, resolve(recipes, root)
 
 
 def cmd_build(root: Path, args) -> int:
@@ -224,7 +224,9 @@ def _record_noop(ws, graph, selected: set[str], outcomes, signature: str, code: 
     steps = []
     for o in outcomes:
         step = graph.steps[o.step]
-        files.update(str(ws.root / rel) for rel in step.files.values())
+        for rel in step.files.values():
+            # the folder too: a file added beside calibration data changes what the glob finds
+            files.update((str(ws.root / rel), str((ws.root / rel).parent)))
         if o.state in ("ran", "cached", "cutoff"):
             trace = traces.get(o.step)
             if trace is None:

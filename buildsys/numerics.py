@@ -38,6 +38,7 @@ def compare(ref: np.ndarray, got: np.ndarray, tol: dict[str, Any]) -> dict[str, 
     else:
         m.update(max_abs=0.0, mean_abs=0.0, max_rel=0.0)
     m["cosine"] = cosine(r, g)
+    m["histogram"] = histogram(diff)
     if tol.get("atol") is not None or tol.get("rtol") is not None:
         bad = int((~(diff <= atol + rtol * np.abs(r))).sum())
         m["mismatched"] = bad
@@ -75,3 +76,14 @@ def top1_agreement(ref: np.ndarray, got: np.ndarray) -> float | None:
     a = ref.reshape(-1, ref.shape[-1]).argmax(axis=1)
     b = got.reshape(-1, got.shape[-1]).argmax(axis=1)
     return float((a == b).mean())
+
+
+HISTOGRAM_EDGES = [0.0] + [10.0**e for e in range(-9, 2)] + [float("inf")]
+
+
+def histogram(diff: np.ndarray) -> dict[str, Any]:
+    """Counts of absolute errors in decades (0, 1e-9, …, 10, inf): the error distribution."""
+    finite = diff[np.isfinite(diff)]
+    counts, _ = np.histogram(finite, bins=np.array(HISTOGRAM_EDGES))
+    return {"edges": ["0"] + [f"1e{e}" for e in range(-9, 2)] + ["inf"],
+            "counts": [int(c) for c in counts], "non_finite": int(diff.size - finite.size)}

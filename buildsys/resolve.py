@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from buildsys.recipe.model import Recipe, TargetSpec
@@ -83,15 +84,16 @@ def model_params(r: Recipe) -> dict[str, Any]:
     }
 
 
-def resolve(recipes: list[Recipe]) -> Graph:
+def resolve(recipes: list[Recipe], root: Path) -> Graph:
+    """Every recipe's steps; `root` is the workspace the recipes' paths are relative to."""
     steps: dict[str, StepSpec] = {}
     for r in recipes:
-        for s in resolve_recipe(r):
+        for s in resolve_recipe(r, root):
             steps[s.id] = s
     return Graph(steps, {r.name: r for r in recipes})
 
 
-def resolve_recipe(r: Recipe) -> list[StepSpec]:
+def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
     n = r.name
     files = {"checkpoint": r.model.checkpoint} if r.model.checkpoint else {}
     base = model_params(r)
@@ -116,41 +118,97 @@ def resolve_recipe(r: Recipe) -> list[StepSpec]:
         steps.append(simplify)
         candidate = f"{simplify.id}#model"
 
-    parities: dict[str, StepSpec] = {}
-    for precision in _precisions(r):
-        p = StepSpec(
-            id=f"{n}:parity[{precision}]", recipe=n, name=f"parity[{precision}]", kind_path=KINDS["parity"],
-            params={
-                "precision": precision,
-                "tolerances": {precision: _asdict(r.tolerances[precision])},
-                "outputs": [o.name for o in r.outputs],
-            },
-            inputs={"model": candidate, "reference": f"{reference.id}#reference"},
-            outputs={"result": f"{n}/parity/{precision}.json"},
+    parities = {"fp32": _parity(r, "fp32", candidate, reference)}
+    steps.append(parities["fp32"])
+    quantized: dict[str, str] = {}
+    int8_targets = [t for t in r.targets if t.precision == "int8"]
+    if int8_targets:
+        calibrate = StepSpec(
+            id=f"{n}:calibrate", recipe=n, name="calibrate", kind_path=KINDS["calibrate"],
+            params={"calibration": _asdict(r.calibration), "inputs": base["inputs"], "dims": base["dims"]},
+            inputs={"model": candidate}, files=calibration_files(r, root), outputs={"ranges": f"{n}/calib.json"},
         )
-        parities[precision] = p
-        steps.append(p)
+        steps.append(calibrate)
+        # ONNX Runtime's flavour always exists: parity[int8] runs it on this machine.
+        flavours = ["onnxruntime"] + (["tensorrt"] if any(t.backend == "tensorrt" for t in int8_targets) else [])
+        for flavour in flavours:
+            q = StepSpec(
+                id=f"{n}:quantize[{flavour}]", recipe=n, name=f"quantize[{flavour}]", kind_path=KINDS["quantize"],
+                params={"flavour": flavour, "calibration": {"per_channel": r.calibration.per_channel}},
+                inputs={"model": candidate, "ranges": f"{calibrate.id}#ranges"},
+                outputs={"model": f"{n}/model.int8.onnx" if flavour == "onnxruntime"
+                         else f"{n}/model.int8.{flavour}.onnx"},
+            )
+            steps.append(q)
+            quantized[flavour] = f"{q.id}#model"
+        parities["int8"] = _parity(r, "int8", quantized["onnxruntime"], reference)
+        steps.append(parities["int8"])
 
     for t in r.targets:
-        if t.backend == "onnxruntime" and t.precision == "fp32":
-            steps.append(_ort_engine(r, t, candidate, parities["fp32"], reference))
+        steps.append(_engine(r, t, candidate, quantized, parities, reference, base))
     return steps
 
 
-def _precisions(r: Recipe) -> list[str]:
-    wanted = ["fp32"]
-    for t in r.targets:
-        if t.precision == "int8" and "int8" not in wanted:
-            wanted.append("int8")
-    return [p for p in wanted if p in ("fp32",)]
+def calibration_files(r: Recipe, root: Path) -> dict[str, str]:
+    """The calibration data files, by content in the key: a changed image re-calibrates."""
+    import glob
+
+    data = r.calibration.data if r.calibration else None
+    if data is None or data.kind not in ("npy", "images") or not data.path:
+        return {}
+    if data.kind == "npy":
+        found = sorted(glob.glob(str(root / data.path), recursive=True))
+    else:
+        folder = root / data.path
+        found = sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    if not found:
+        from buildsys.errors import Problem, RecipeError
+
+        f, line, col = r.positions.get("calibration.data.path", (r.file, None, None))
+        what = "glob" if data.kind == "npy" else "folder"
+        raise RecipeError([Problem(f, line, col, "calibration.data.path",
+                                   f"the {what} {data.path!r} matches no file",
+                                   hint="paths are relative to the workspace root")])
+    return {f"data.{i:04d}": Path(p).relative_to(root).as_posix() for i, p in enumerate(found)}
 
 
-def _ort_engine(r: Recipe, t: TargetSpec, candidate: str, parity: StepSpec, reference: StepSpec) -> StepSpec:
+def _parity(r: Recipe, precision: str, candidate: str, reference: StepSpec) -> StepSpec:
     n = r.name
     return StepSpec(
-        id=f"{n}:engine[{t.id}]", recipe=n, name=f"engine[{t.id}]", kind_path=KINDS["engine-onnxruntime"],
-        params={"target": _asdict(t)},
+        id=f"{n}:parity[{precision}]", recipe=n, name=f"parity[{precision}]", kind_path=KINDS["parity"],
+        params={
+            "precision": precision,
+            "tolerances": {precision: _asdict(r.tolerances[precision])},
+            "outputs": [o.name for o in r.outputs],
+        },
         inputs={"model": candidate, "reference": f"{reference.id}#reference"},
-        gates=(parity.id,),
-        outputs={"engine": f"{n}/engines/{t.id}.ort"},
+        outputs={"result": f"{n}/parity/{precision}.json"},
     )
+
+
+def _engine(r: Recipe, t: TargetSpec, candidate: str, quantized: dict[str, str], parities: dict[str, StepSpec],
+            reference: StepSpec, base: dict[str, Any]) -> StepSpec:
+    n = r.name
+    common = dict(id=f"{n}:engine[{t.id}]", recipe=n, name=f"engine[{t.id}]")
+    gate = parities["int8" if t.precision == "int8" else "fp32"].id
+    if t.backend == "onnxruntime":
+        model = quantized["onnxruntime"] if t.precision == "int8" else candidate
+        return StepSpec(**common, kind_path=KINDS["engine-onnxruntime"], params={"target": _asdict(t)},
+                        inputs={"model": model, "reference": f"{reference.id}#reference"}, gates=(gate,),
+                        outputs={"engine": f"{n}/engines/{t.id}.ort"})
+    if t.backend == "tensorrt":
+        model = quantized["tensorrt"] if t.precision == "int8" else candidate
+        profiles = [{k: _asdict(d) for k, d in r.profile_dims(i).items()} for i in range(1 + len(r.profiles))]
+        precision = "fp16" if t.precision == "best" else t.precision
+        return StepSpec(**common, kind_path=KINDS["engine-tensorrt"],
+                        params={"target": _asdict(t), "inputs": base["inputs"], "outputs": base["outputs"],
+                                "profiles": profiles,
+                                "tolerances": {precision: _asdict(r.tolerances[precision])}},
+                        inputs={"model": model, "reference": f"{reference.id}#reference"}, gates=(gate,),
+                        outputs={"engine": f"{n}/engines/{t.id}.plan", "result": f"{n}/parity/{t.id}.json"})
+    # torchscript: compiled from the PyTorch model itself and checked against eager
+    return StepSpec(**common, kind_path=KINDS["engine-torchscript"],
+                    params={**base, "target": _asdict(t), "tolerances": {"fp32": _asdict(r.tolerances["fp32"])}},
+                    inputs={"reference": f"{reference.id}#reference"},
+                    files={"checkpoint": r.model.checkpoint} if r.model.checkpoint else {},
+                    outputs={"engine": f"{n}/engines/torchscript.pt", "result": f"{n}/parity/torchscript.json"})

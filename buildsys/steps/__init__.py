@@ -14,6 +14,10 @@ KINDS: dict[str, str] = {
     "reference": "buildsys.steps.reference:ReferenceOutputs",
     "parity": "buildsys.steps.parity:ParityCheck",
     "engine-onnxruntime": "buildsys.steps.engine_onnxruntime:OrtFormatEngine",
+    "calibrate": "buildsys.steps.calibrate:CalibrateRanges",
+    "quantize": "buildsys.steps.quantize:QuantizeQdq",
+    "engine-tensorrt": "buildsys.steps.engine_tensorrt:TensorRTEngine",
+    "engine-torchscript": "buildsys.steps.engine_torchscript:TorchScriptEngine",
 }
 
 

@@ -15,7 +15,7 @@ from buildsys.steps.base import Step, StepResult
 
 class ParityCheck(Step):
     KIND = "parity"
-    VERSION = 1
+    VERSION = 2
     TOOLS = ("onnxruntime", "numpy")
 
     def run(self) -> StepResult:
