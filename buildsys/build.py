@@ -139,9 +139,10 @@ class Build:
 
     def _prepare(self, step: StepSpec) -> Outcome | None:
         """Settle the step without running it, or return None when it must run."""
+        data_upstream = {ref.partition("#")[0] for ref in step.inputs.values()}
         for up in sorted(step.upstream):
             o = self.outcomes[up]
-            if o.state == "would-run":
+            if o.state == "would-run" and up in data_upstream:
                 return Outcome(step.id, "would-run", f"upstream {up} would run")
             if o.blocks:
                 what = "failed parity" if o.state not in ("failed", "skipped", "unavailable") else o.state
@@ -154,7 +155,7 @@ class Build:
             return Outcome(step.id, "unavailable", why_not)
         upstream = {up: self.outcomes[up].outputs for up in step.upstream if self.outcomes[up].outputs}
         decision = self.rebuilder.decide(step, upstream)
-        cut = any(self.outcomes[u].state in ("ran", "cutoff") for u in step.upstream)
+        cut = any(self.outcomes[u].state in ("ran", "cutoff") for u in data_upstream)
         if decision.action in ("cached", "restore"):
             if self.dry_run:
                 return Outcome(step.id, "cutoff" if cut else "cached", decision.reason,

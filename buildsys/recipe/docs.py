@@ -92,3 +92,7 @@ def _default(node: dict[str, Any]) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+if __name__ == "__main__":
+    print(schema_table_markdown())

@@ -1,0 +1,120 @@
+"""The resolver and step keys: which recipe field reaches which step."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from buildsys.errors import RecipeError
+from buildsys.rebuilder import Rebuilder, diff_docs
+from buildsys.recipe.model import (CalibrationSpec, DataSpec, Dim, ExportSpec, InputSpec, ModelSpec, OutputSpec,
+                                   Recipe, TargetSpec, Tolerance)
+from buildsys.resolve import resolve
+from buildsys.state import State
+from buildsys.store import Store
+
+
+def recipe(**changes) -> Recipe:
+    base = Recipe(
+        name="net", file="recipes/net.yaml", sources=("recipes/net.yaml",),
+        model=ModelSpec("models.net:net", {"width": 8}),
+        inputs=(InputSpec("input", "float32", ("batch", 3, "side", "side")),),
+        outputs=(OutputSpec("logits"),),
+        dims=(Dim("batch", 1, 2, 8), Dim("side", 32, 64, 96)),
+        positions={"calibration.data.path": ("recipes/net.yaml", 14, 11)},
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def keys(tmp_path: Path, r: Recipe) -> dict[str, str]:
+    """Every step's key, with fixed digests standing in for upstream artifacts."""
+    graph = resolve([r], tmp_path)
+    state = State(tmp_path / "state")
+    rb = Rebuilder(tmp_path, tmp_path / "out", state, Store(tmp_path / "store"))
+    fake = {sid: {name: [["f", "0" * 64, 1]] for name in s.outputs} for sid, s in graph.steps.items()}
+    out = {sid: rb.decide(s, fake).key for sid, s in graph.steps.items()}
+    state.close()
+    return out
+
+
+def test_fp32_recipe_resolves_to_the_five_steps_in_order(tmp_path):
+    g = resolve([recipe()], tmp_path)
+    assert list(g.steps) == ["net:export", "net:reference", "net:simplify", "net:parity[fp32]",
+                             "net:engine[onnxruntime-fp32]"]
+    assert g.steps["net:parity[fp32]"].inputs == {"model": "net:simplify#model", "reference": "net:reference#reference"}
+    assert g.steps["net:engine[onnxruntime-fp32]"].gates == ("net:parity[fp32]",)
+    assert g.steps["net:export"].outputs == {"model": "net/model.onnx"}
+
+
+def test_simplify_off_feeds_the_exported_model_to_parity(tmp_path):
+    from buildsys.recipe.model import SimplifySpec
+
+    g = resolve([recipe(simplify=SimplifySpec(False))], tmp_path)
+    assert "net:simplify" not in g.steps
+    assert g.steps["net:parity[fp32]"].inputs["model"] == "net:export#model"
+
+
+def test_tolerance_change_touches_only_parity(tmp_path):
+    a = keys(tmp_path, recipe())
+    b = keys(tmp_path, recipe(tolerances={**recipe().tolerances, "fp32": Tolerance(atol=1e-3, rtol=1e-3)}))
+    assert {s for s in a if a[s] != b[s]} == {"net:parity[fp32]"}
+
+
+def test_opset_change_touches_export_only_directly(tmp_path):
+    # downstream steps change through their input digests once export produces new bytes
+    a = keys(tmp_path, recipe())
+    b = keys(tmp_path, recipe(export=ExportSpec(opset=17, exporter="torchscript")))
+    assert {s for s in a if a[s] != b[s]} == {"net:export"}
+
+
+def test_model_kwargs_touch_export_and_reference(tmp_path):
+    a = keys(tmp_path, recipe())
+    b = keys(tmp_path, recipe(model=ModelSpec("models.net:net", {"width": 16})))
+    assert {s for s in a if a[s] != b[s]} == {"net:export", "net:reference"}
+
+
+def test_reasons_speak_in_recipe_fields(tmp_path):
+    graph = resolve([recipe()], tmp_path)
+    step = graph.steps["net:export"]
+    old = {"step": "export", "version": 1, "params": {"export": {"opset": 17}}, "inputs": {}, "files": {},
+           "env": {"tools": {"torch": "2.12.0"}, "python": "3.11"}}
+    new = {"step": "export", "version": 2, "params": {"export": {"opset": 18}}, "inputs": {}, "files": {},
+           "env": {"tools": {"torch": "2.13.0"}, "python": "3.11"}}
+    assert diff_docs(old, new, step) == ["export implementation v1 → v2", "export.opset: 17 → 18",
+                                         "torch 2.12.0 → 2.13.0"]
+
+
+def test_int8_target_adds_calibrate_quantize_and_int8_parity(tmp_path):
+    (tmp_path / "calib").mkdir()
+    for i in range(3):
+        (tmp_path / f"calib/{i}.npy").write_bytes(b"x")
+    r = recipe(targets=(TargetSpec("onnxruntime", "fp32"), TargetSpec("onnxruntime", "int8"),
+                        TargetSpec("tensorrt", "int8")),
+               calibration=CalibrationSpec(data=DataSpec(kind="npy", path="calib/*.npy")))
+    g = resolve([r], tmp_path)
+    assert g.steps["net:calibrate"].files == {"data.0000": "calib/0.npy", "data.0001": "calib/1.npy",
+                                              "data.0002": "calib/2.npy"}
+    assert g.steps["net:parity[int8]"].inputs["model"] == "net:quantize[onnxruntime]#model"
+    trt = g.steps["net:engine[tensorrt-int8]"]
+    assert trt.inputs["model"] == "net:quantize[tensorrt]#model" and trt.gates == ("net:parity[int8]",)
+    assert g.steps["net:engine[onnxruntime-int8]"].outputs == {"engine": "net/engines/onnxruntime-int8.ort"}
+
+
+def test_calibration_glob_matching_nothing_is_a_located_recipe_error(tmp_path):
+    r = recipe(targets=(TargetSpec("onnxruntime", "int8"),),
+               calibration=CalibrationSpec(data=DataSpec(kind="npy", path="nowhere/*.npy")))
+    with pytest.raises(RecipeError) as err:
+        resolve([r], tmp_path)
+    assert err.value.problems[0].render() == (
+        "recipes/net.yaml:14:11: calibration.data.path: the glob 'nowhere/*.npy' matches no file\n"
+        "  hint: paths are relative to the workspace root")
+
+
+def test_tensorrt_profiles_come_from_dims_then_overrides(tmp_path):
+    r = recipe(targets=(TargetSpec("tensorrt", "fp16", workspace=1 << 30),),
+               profiles=({"batch": {"min": 16, "opt": 16, "max": 32}},))
+    step = resolve([r], tmp_path).steps["net:engine[tensorrt-fp16]"]
+    batch = [p["batch"] for p in step.params["profiles"]]
+    assert batch == [{"name": "batch", "min": 1, "opt": 2, "max": 8}, {"name": "batch", "min": 16, "opt": 16, "max": 32}]
+    assert step.params["target"]["workspace"] == 1 << 30
