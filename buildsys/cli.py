@@ -142,48 +142,33 @@ def _graph(root: Path, state, selectors: list[str], keep_going: bool = False):
 
 
 def cmd_build(root: Path, args) -> int:
-    from buildsys.build import Build, select
-    from buildsys.progress import LiveReporter, PlainReporter
+    from buildsys.errors import UsageError
     from buildsys.state import WorkspaceLock
     from buildsys.workers import WorkerPool
-
-    from buildsys.errors import UsageError
 
     if args.jobs < 1:
         raise UsageError(f"-j takes a positive number of jobs, found {args.jobs}")
     ws, state, store = _open(root)
-    with WorkspaceLock(ws.meta):
-        if not args.dry_run:
-            from buildsys import fastpath
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    runner = WorkerPool(args.jobs, threads, str(ws.root))
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with WorkspaceLock(ws.meta):
+            if not args.dry_run:
+                from buildsys import fastpath
 
-            fastpath.forget(str(ws.meta))
-        recipes, problems, graph = _graph(root, state, args.recipes, args.keep_going)
-        for pr in problems:
-            print(f"error: {pr.render()}", file=sys.stderr)
-        selected = select(graph, args.only)
-        if args.only and not selected:
-            raise UsageError(f"--only {', '.join(args.only)} matches no step",
-                             hint="step names: export, simplify, reference, parity, parity[fp32], engine, ...")
-        stream = sys.stderr
-        reporter = (LiveReporter if stream.isatty() and not args.json else PlainReporter)(stream, args.verbose)
-        threads = max(1, (os.cpu_count() or 1) // args.jobs)
-        runner = WorkerPool(args.jobs, threads, str(ws.root))
-        build = Build(ws, graph, state, store, runner, reporter, keep_going=args.keep_going, dry_run=args.dry_run)
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
-            outcomes = build.run(selected)
-        except KeyboardInterrupt:
-            reporter.close()
-            runner.shutdown()
-            state.close()
-            import shutil
+                fastpath.forget(str(ws.meta))
+                runner.prestart()
+            graph, selected, outcomes, problems = _run_build(ws, state, store, runner, args)
+    except KeyboardInterrupt:
+        import shutil
 
-            shutil.rmtree(ws.tmp, ignore_errors=True)
-            print("interrupted: running steps were stopped; nothing they wrote was recorded", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-        reporter.close()
+        runner.shutdown()
+        shutil.rmtree(ws.tmp, ignore_errors=True)
+        print("interrupted: running steps were stopped; nothing they wrote was recorded", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
         runner.shutdown()
         state.close()
     code = _exit_code(outcomes, args.require_all)
@@ -193,6 +178,28 @@ def cmd_build(root: Path, args) -> int:
     if not args.dry_run and not problems and code != EXIT_STEP:
         _record_noop(ws, graph, selected, outcomes, _signature(args.recipes, args.only, args.require_all), code)
     return code
+
+
+def _run_build(ws, state, store, runner, args):
+    from buildsys.build import Build, select
+    from buildsys.errors import UsageError
+    from buildsys.progress import LiveReporter, PlainReporter
+
+    recipes, problems, graph = _graph(ws.root, state, args.recipes, args.keep_going)
+    for pr in problems:
+        print(f"error: {pr.render()}", file=sys.stderr)
+    selected = select(graph, args.only)
+    if args.only and not selected:
+        raise UsageError(f"--only {', '.join(args.only)} matches no step",
+                         hint="step names: export, simplify, reference, parity, parity[fp32], engine, ...")
+    stream = sys.stderr
+    reporter = (LiveReporter if stream.isatty() and not args.json else PlainReporter)(stream, args.verbose)
+    build = Build(ws, graph, state, store, runner, reporter, keep_going=args.keep_going, dry_run=args.dry_run)
+    try:
+        outcomes = build.run(selected)
+    finally:
+        reporter.close()
+    return graph, selected, outcomes, problems
 
 
 def _print_build_result(steps: list[dict], code: int, problems: list[str], as_json: bool) -> None:

@@ -14,6 +14,11 @@ def main() -> int:
     sys.path.insert(0, os.getcwd())
     from buildsys.steps.base import run_job
 
+    # Most builds need these; importing them while the orchestrator still plans
+    # takes their cost off the critical path. Torch is left to the steps that use it.
+    import numpy  # noqa: F401
+    import onnxruntime  # noqa: F401
+
     while True:
         try:
             job = conn.recv()

@@ -67,6 +67,11 @@ class WorkerPool:
     def free(self) -> int:
         return self.size - len(self.busy)
 
+    def prestart(self) -> None:
+        """Start one worker now, so its start-up overlaps the orchestrator's planning."""
+        if not self.idle and not self.busy:
+            self.idle.append(self._spawn())
+
     def submit(self, job: dict[str, Any], timeout: float) -> None:
         worker = self.idle.pop() if self.idle else self._spawn()
         job = {**job, "threads": self.threads}
@@ -121,20 +126,12 @@ class WorkerPool:
         w.conn.close()
 
     def shutdown(self) -> None:
-        for w in self.idle:
-            try:
-                w.conn.send(None)
-            except OSError:
-                pass
-        for w in self.idle:
-            try:
-                w.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                _kill_group(w.proc)
+        """Stop every worker. Idle ones hold no state worth a graceful exit: kill them."""
+        for w in self.idle + list(self.busy):
+            _kill_group(w.proc)
             w.conn.close()
-        for w in list(self.busy):
-            self._discard(w)
         self.idle.clear()
+        self.busy.clear()
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

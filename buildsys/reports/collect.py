@@ -1,0 +1,335 @@
+"""The report document: every per-recipe parity result of one build, gathered into one tree.
+
+`build_document` reads the parity JSON each parity (or engine) step wrote and
+turns it into the document that `schemas/parity-report.schema.json` describes;
+the renderers (markdown, html, junit) and the baseline comparison only read
+that document. In memory, figures are Python floats (NaN and ±inf included);
+`to_json`/`from_json` spell the non-finite ones "NaN", "Infinity", "-Infinity"
+so the file is strict JSON that any CI tool can parse.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT = "buildsys-parity-report"
+FORMAT_VERSION = 1
+
+# Step outcome state (build --json) -> status of a check that produced no result.
+_NOT_RUN = {"failed": "error", "skipped": "blocked", "unavailable": "unavailable"}
+FAILING = ("failed", "error", "blocked")  # check statuses that fail the gate
+_FIGURES = ("max_abs", "mean_abs", "max_rel", "cosine", "top1")
+_COUNTS = ("nan", "inf", "mismatched")
+_TOLERANCE_KEYS = ("atol", "rtol", "min_cosine", "min_top1")
+
+
+@dataclass(frozen=True)
+class ReportInput:
+    """One parity check of one recipe, as the build left it."""
+
+    recipe: str
+    recipe_file: str  # workspace-relative path of the recipe
+    recipe_digest: str  # content digest of the resolved recipe (see recipe_digest)
+    check: str  # "fp32" / "int8" (parity[precision]) or a target id such as "tensorrt-fp16"
+    result: Path | None  # the parity JSON this build produced; None when the step did not run
+    state: str = "ran"  # the step's outcome state: ran, cached, cutoff, failed, skipped, unavailable
+    reason: str = ""  # for failed / skipped / unavailable: why (the outcome's message or reason)
+    outputs: tuple[str, ...] = ()  # the recipe's output names: the test cases of a check that did not run
+    random_calibration: bool = False  # int8: the calibration data was seeded random, not real data
+    divergence: dict[str, Any] | None = None  # diverge.first_divergence's answer (or {"error": reason})
+    description: str = ""
+
+
+def recipe_digest(recipe: Any) -> str:
+    """Content digest of a resolved recipe (buildsys.recipe.model.Recipe): what it asks for,
+    not where it was written (file, sources and source positions are left out)."""
+    from buildsys.canonical import digest_data
+
+    data = dataclasses.asdict(recipe)
+    for key in ("positions", "file", "sources"):
+        data.pop(key, None)
+    return digest_data(data)
+
+
+def gather_meta(timestamp: str | None = None) -> dict[str, Any]:
+    """The `meta` write_reports expects, read from this machine without importing any tool."""
+    import datetime
+    import platform
+
+    from buildsys import __version__, toolchain
+
+    tools = {k: v for k, v in toolchain.versions(("numpy", "onnx", "onnxruntime", "onnxsim", "torch",
+                                                   "tensorrt", "polygraphy")).items() if v != "absent"}
+    stamp = timestamp or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"buildsys": __version__, "timestamp": stamp, "tools": {"python": toolchain.python_version(), **tools},
+            "machine": {"host": platform.node(), "os": f"{platform.system()} {platform.release()}",
+                        **{f"cpu_{k}": v for k, v in toolchain.cpu().items()}}}
+
+
+def build_document(entries: list[ReportInput], meta: dict[str, Any]) -> dict[str, Any]:
+    """The report tree (see the schema); `summary` and `baseline` are filled in by the caller."""
+    recipes: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        r = recipes.setdefault(e.recipe, {"name": e.recipe, "file": e.recipe_file, "digest": e.recipe_digest,
+                                          "description": e.description, "checks": []})
+        r["checks"].append(_check(e))
+    for r in recipes.values():
+        r["status"] = _worst(c["status"] for c in r["checks"])
+    return {"format": FORMAT, "version": FORMAT_VERSION,
+            "generated": str(meta.get("timestamp", "")), "buildsys": str(meta.get("buildsys", "")),
+            "tools": {str(k): str(v) for k, v in (meta.get("tools") or {}).items()},
+            "machine": {str(k): str(v) for k, v in (meta.get("machine") or {}).items()},
+            "summary": {}, "baseline": None, "recipes": list(recipes.values())}
+
+
+def _check(e: ReportInput) -> dict[str, Any]:
+    c: dict[str, Any] = {"check": e.check, "state": e.state, "status": "passed", "reason": e.reason or None,
+                         "candidate": None, "tolerance": None, "random_calibration": bool(e.random_calibration),
+                         "divergence": _divergence(e.divergence), "failures": [], "results": [],
+                         "declared_outputs": list(e.outputs)}
+    if e.state in _NOT_RUN:
+        # A file left by an earlier build is not this build's result: trust the state.
+        c["status"] = _NOT_RUN[e.state]
+        c["reason"] = e.reason or f"the step was {e.state}"
+        return c
+    if e.result is None:
+        c.update(status="error", reason=e.reason or "the step produced no parity result")
+        return c
+    try:
+        doc = json.loads(Path(e.result).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        c.update(status="error", reason=f"cannot read the parity result {e.result}: {exc}")
+        return c
+    c["candidate"] = doc.get("candidate")
+    c["tolerance"] = {k: _num(doc.get("tolerance", {}).get(k)) for k in _TOLERANCE_KEYS}
+    c["failures"] = [str(f) for f in doc.get("failures", [])]
+    c["results"] = [_row(row) for row in doc.get("results", [])]
+    passed = bool(doc.get("passed")) and all(o["passed"] for row in c["results"] for o in row["outputs"])
+    c["status"] = "passed" if passed and not any(row["error"] for row in c["results"]) else "failed"
+    return c
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    return {"point": str(row.get("point", "")), "sample": int(row.get("sample", 0)),
+            "shapes": {str(k): [int(d) for d in v] for k, v in (row.get("shapes") or {}).items()},
+            "error": row.get("error") or None,
+            "outputs": [_output(name, m) for name, m in (row.get("outputs") or {}).items()]}
+
+
+def _output(name: str, m: dict[str, Any]) -> dict[str, Any]:
+    o: dict[str, Any] = {"name": str(name), "passed": bool(m.get("passed")),
+                         "failures": [str(f) for f in m.get("failures", [])],
+                         "shape": [int(d) for d in m.get("shape", [])],
+                         "reference_shape": [int(d) for d in m.get("reference_shape", [])]}
+    o.update({k: _num(m.get(k)) for k in _FIGURES})
+    o.update({k: (int(m[k]) if m.get(k) is not None else None) for k in _COUNTS})
+    w = m.get("worst")
+    o["worst"] = ({"index": [int(i) for i in w["index"]], "reference": _num(w["reference"]),
+                   "candidate": _num(w["candidate"])} if w else None)
+    h = m.get("histogram")
+    o["histogram"] = ({"edges": [str(x) for x in h["edges"]], "counts": [int(x) for x in h["counts"]],
+                       "non_finite": int(h.get("non_finite", 0))} if h else None)
+    o["baseline"] = None
+    o["regressed"] = []
+    return o
+
+
+def _divergence(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    return {k: (_num(v) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def _num(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def _worst(statuses) -> str:
+    order = ("error", "failed", "blocked", "unavailable", "passed")
+    found = set(statuses)
+    return next((s for s in order if s in found), "passed")
+
+
+# ---- test cases: recipe × check × output, the unit of JUnit and of the counts ----
+
+@dataclass(frozen=True)
+class Case:
+    recipe: str
+    check: str
+    output: str
+    status: str  # passed | failed | skipped
+    kind: str  # passed | tolerance | error | blocked | unavailable | regression
+    message: str  # one line: why it failed or was skipped
+    rows: tuple[tuple[dict[str, Any], dict[str, Any] | None], ...]  # (result row, output entry or None)
+
+
+def cases(doc: dict[str, Any]) -> list[Case]:
+    out: list[Case] = []
+    for r in doc["recipes"]:
+        for c in r["checks"]:
+            out.extend(_check_cases(r["name"], c))
+    return out
+
+
+def output_names(c: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for row in c["results"]:
+        for o in row["outputs"]:
+            if o["name"] not in names:
+                names.append(o["name"])
+    for n in c.get("declared_outputs", []):
+        if n not in names:
+            names.append(n)
+    return names
+
+
+def _check_cases(recipe: str, c: dict[str, Any]) -> list[Case]:
+    names = output_names(c) or ["(all outputs)"]
+    if c["status"] in ("error", "blocked", "unavailable"):
+        status = "skipped" if c["status"] == "unavailable" else "failed"
+        label = {"error": "step failed", "blocked": "not run", "unavailable": "unavailable"}[c["status"]]
+        return [Case(recipe, c["check"], n, status, c["status"], f"{label}: {c['reason']}", ()) for n in names]
+    found = []
+    for name in names:
+        rows = tuple((row, next((o for o in row["outputs"] if o["name"] == name), None)) for row in c["results"])
+        problems = []
+        for row, o in rows:
+            tag = f"{row['point']}.{row['sample']}"
+            if row["error"]:
+                problems.append(f"{tag}: ONNX Runtime failed: {row['error']}")
+            elif o is None:
+                problems.append(f"{tag}: no such output")
+            elif not o["passed"]:
+                problems.append(f"{tag}: " + "; ".join(o["failures"] or ["failed"]))
+        regressed = [f"{row['point']}.{row['sample']}: {_grown(fig, o)}"
+                     for row, o in rows if o is not None for fig in o["regressed"]]
+        if problems:
+            kind = "tolerance" if any(o is not None and not o["passed"] for _, o in rows) else "error"
+            found.append(Case(recipe, c["check"], name, "failed", kind, " | ".join(problems), rows))
+        elif regressed:
+            found.append(Case(recipe, c["check"], name, "failed", "regression", " | ".join(regressed), rows))
+        else:
+            found.append(Case(recipe, c["check"], name, "passed", "passed", "", rows))
+    if c["status"] == "failed" and all(k.status == "passed" for k in found):
+        # the parity step said failed without a failing figure (no results at all, say): still a failure
+        found.append(Case(recipe, c["check"], "(check)", "failed", "tolerance",
+                          " | ".join(c["failures"]) or "the parity step reported a failure", ()))
+    return found
+
+
+def _grown(figure: str, o: dict[str, Any]) -> str:
+    before = (o.get("baseline") or {}).get(figure)
+    if figure == "cosine":
+        return f"cosine {fmt_cosine(before)} → {fmt_cosine(o.get(figure))} beyond the allowed factor"
+    return f"max abs {fmt_change(before, o.get(figure))} beyond the allowed factor"
+
+
+def summarize(doc: dict[str, Any]) -> dict[str, Any]:
+    all_cases = cases(doc)
+    count = {s: sum(1 for k in all_cases if k.status == s) for s in ("passed", "failed", "skipped")}
+    statuses = [c["status"] for r in doc["recipes"] for c in r["checks"]]
+    checks = {s: statuses.count(s) for s in ("passed", "failed", "error", "blocked", "unavailable")}
+    regressions = len((doc.get("baseline") or {}).get("regressions", []))
+    failing = count["failed"] > 0 or regressions > 0 or any(s in FAILING for s in statuses)
+    return {**count, "checks": checks, "regressions": regressions, "exit_status": 1 if failing else 0}
+
+
+# ---- strict JSON ----
+
+def to_json(doc: Any) -> str:
+    return json.dumps(_encode(doc), indent=1, allow_nan=False, ensure_ascii=False) + "\n"
+
+
+def from_json(text: str) -> Any:
+    return _decode(json.loads(text))
+
+
+_SPELLED = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _encode(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+    if isinstance(x, dict):
+        return {k: _encode(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_encode(v) for v in x]
+    return x
+
+
+def _decode(x: Any, key: str = "") -> Any:
+    if isinstance(x, str) and x in _SPELLED and key in _NUMERIC_KEYS:
+        return _SPELLED[x]
+    if isinstance(x, dict):
+        return {k: _decode(v, k) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_decode(v, key) for v in x]
+    return x
+
+
+_NUMERIC_KEYS = {*_FIGURES, *_TOLERANCE_KEYS, "reference", "candidate", "before", "after", "ratio"}
+
+
+# ---- how figures read in the reports ----
+
+def fmt(x: float | None, missing: str = "—", digits: int = 3) -> str:
+    if x is None:
+        return missing
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return "0" if x == 0 else f"{x:.{digits}g}"
+
+
+def fmt_worst(w: dict[str, Any] | None) -> str:
+    """The worst element with enough digits to see the two values differ."""
+    if not w:
+        return "—"
+    return f"{w['index']}: reference {fmt(w['reference'], digits=8)}, candidate {fmt(w['candidate'], digits=8)}"
+
+
+def fmt_cosine(x: float | None, missing: str = "—") -> str:
+    """Cosines near 1 read as their deficit (1−6.8e-14), which is the part that matters."""
+    if x is None or not math.isfinite(x):
+        return fmt(x, missing)
+    deficit = 1.0 - x
+    if deficit <= 0:
+        return "1"
+    return f"1−{deficit:.1e}" if deficit < 1e-4 else f"{x:.5f}"
+
+
+def fmt_change(before: float | None, after: float | None, show=fmt) -> str:
+    """main's figure beside the branch's: `1.1e-08 → 2.2e-08 (×2.0)`."""
+    if before is None:
+        return show(after)
+    text = f"{show(before)} → {show(after)}"
+    if after is not None and before and math.isfinite(before) and math.isfinite(after):
+        text += f" (×{after / before:.2g})"
+    return text
+
+
+def fmt_tolerance(tol: dict[str, Any] | None) -> str:
+    if not tol:
+        return ""
+    parts = []
+    if tol.get("atol") is not None or tol.get("rtol") is not None:
+        parts.append(f"atol {fmt(tol.get('atol') or 0.0)}, rtol {fmt(tol.get('rtol') or 0.0)}")
+    if tol.get("min_cosine") is not None:
+        parts.append(f"cosine ≥ {tol['min_cosine']:g}")
+    if tol.get("min_top1") is not None:
+        parts.append(f"top-1 ≥ {tol['min_top1']:g}")
+    return ", ".join(parts) or "no tolerance"
+
+
+def fmt_divergence(d: dict[str, Any] | None) -> str:
+    if not d:
+        return ""
+    if "node" not in d:
+        return f"first divergence not found: {d.get('error', 'no reason given')}"
+    return (f"first divergence: node {d['node']} ({d.get('op_type', '?')}), output {d.get('output', '?')}: "
+            f"max abs {fmt(d.get('max_abs'))}, cosine {fmt_cosine(d.get('cosine'))}")

@@ -1,0 +1,338 @@
+"""The parity reports: what a CI gate and a reviewer read. Synthetic parity documents, tmp dirs."""
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from buildsys.errors import UsageError
+from buildsys.numerics import compare
+from buildsys.reports import ReportInput, write_reports
+from buildsys.reports.baseline import grew
+from buildsys.reports.collect import from_json, to_json
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "parity-report.schema.json").read_text())
+META = {"buildsys": "0.1.0", "timestamp": "2026-01-02T03:04:05+00:00",
+        "tools": {"onnxruntime": "1.32.0", "onnx": "1.23.2"}, "machine": {"host": "ci-7", "cpu_model": "Test CPU"}}
+FP32 = {"atol": 1e-4, "rtol": 1e-3, "min_cosine": None, "min_top1": None}
+INT8 = {"atol": None, "rtol": None, "min_cosine": 0.99, "min_top1": 0.9}
+HOSTILE = "<script>alert(1)</script>"
+
+
+def parity_doc(check: str, tol: dict, outputs: dict[str, float], points=("min", "opt", "max"),
+               error_at: str | None = None) -> dict:
+    """A per-recipe parity result as parity.py writes it; `outputs` maps name -> size of the added error."""
+    rng = np.random.default_rng(0)
+    results, failures = [], []
+    for point in points:
+        row = {"point": point, "sample": 0, "shapes": {"x": [2, 8]}, "outputs": {}, "error": None}
+        if point == error_at:
+            row["error"] = "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions \x1b[31mred\x1b[0m"
+            failures.append(f"{point}: ONNX Runtime failed")
+        else:
+            for name, err in outputs.items():
+                ref = rng.standard_normal((2, 8)).astype(np.float32)
+                got = ref.copy()
+                got[1, 3] += err
+                m = compare(ref, got, tol)
+                row["outputs"][name] = m
+                failures += [f"{point} {name}: {f}" for f in m["failures"]]
+        results.append(row)
+    return {"precision": check, "tolerance": tol, "passed": not failures, "failures": failures,
+            "candidate": "model.sim.onnx", "results": results}
+
+
+def entry(tmp: Path, recipe: str, check: str = "fp32", doc: dict | None = None, **kw) -> ReportInput:
+    path = None
+    if doc is not None:
+        path = tmp / "out" / recipe / "parity" / f"{check}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, allow_nan=True))
+    kw.setdefault("state", "ran")
+    kw.setdefault("recipe_digest", f"digest-{recipe}")
+    return ReportInput(recipe=recipe, recipe_file=f"recipes/{recipe}.yaml", check=check, result=path, **kw)
+
+
+def report(tmp: Path, entries: list[ReportInput], **kw):
+    out = tmp / "out" / "reports"
+    return write_reports(out, entries, META, **kw), out
+
+
+def validate(out: Path) -> dict:
+    text = (out / "parity.json").read_text()
+
+    def strict(name):
+        raise AssertionError(f"parity.json is not strict JSON: {name}")
+
+    doc = json.loads(text, parse_constant=strict)
+    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(doc), key=lambda e: e.json_path)
+    assert not errors, [f"{e.json_path}: {e.message[:200]}" for e in errors]
+    return doc
+
+
+@pytest.fixture(autouse=True)
+def no_step_summary(monkeypatch):
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+def test_schema_is_valid_2020_12():
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+def test_all_passing_report_is_valid_and_exits_0(tmp_path):
+    summary, out = report(tmp_path, [entry(tmp_path, "resnet18", doc=parity_doc("fp32", FP32, {"logits": 1e-6})),
+                                     entry(tmp_path, "bert", doc=parity_doc("fp32", FP32, {"start": 0, "end": 2e-6}))])
+    doc = validate(out)
+    assert summary.exit_status == 0 and doc["summary"]["exit_status"] == 0
+    assert (summary.passed, summary.failed, summary.skipped) == (3, 0, 0)
+    o = doc["recipes"][0]["checks"][0]["results"][0]["outputs"][0]
+    assert o["max_abs"] == pytest.approx(1e-6, rel=1e-2) and o["passed"] is True
+    assert o["worst"]["index"] == [1, 3] and o["worst"]["candidate"] != o["worst"]["reference"]
+    assert o["histogram"]["counts"] and doc["recipes"][0]["checks"][0]["tolerance"]["atol"] == 1e-4
+    assert doc["recipes"][0]["digest"] == "digest-resnet18" and doc["tools"]["onnxruntime"] == "1.32.0"
+    assert doc["machine"]["host"] == "ci-7"
+
+
+def test_failing_report_is_valid_strict_json_and_exits_1(tmp_path):
+    nan_doc = parity_doc("int8", INT8, {"logits": math.nan})
+    summary, out = report(tmp_path, [
+        entry(tmp_path, "smallcnn", "int8", nan_doc, random_calibration=True,
+              divergence={"node": "conv2", "op_type": "Conv", "output": "c2", "max_abs": 3.5, "cosine": math.nan}),
+        entry(tmp_path, "smallcnn", "fp32", parity_doc("fp32", FP32, {"logits": 0.5}, error_at="max")),
+        entry(tmp_path, "vit", "fp32", None, state="failed", reason="export: opset 18 requested, got 17",
+              outputs=("logits",)),
+    ])
+    doc = validate(out)
+    assert summary.exit_status == 1 and summary.failed == 3 and summary.passed == 0
+    int8 = doc["recipes"][0]["checks"][0]
+    assert int8["random_calibration"] is True and int8["divergence"]["node"] == "conv2"
+    assert int8["divergence"]["cosine"] == "NaN"
+    assert int8["results"][0]["outputs"][0]["max_abs"] == "Infinity"
+    fp32 = doc["recipes"][0]["checks"][1]
+    assert fp32["results"][2]["error"].startswith("[ONNXRuntimeError]") and fp32["status"] == "failed"
+    assert doc["recipes"][1]["checks"][0]["status"] == "error"
+
+
+def test_json_round_trip_keeps_non_finite_figures():
+    doc = {"recipes": [{"max_abs": math.inf, "cosine": math.nan, "name": "NaN"}]}
+    back = from_json(to_json(doc))
+    assert back["recipes"][0]["max_abs"] == math.inf and math.isnan(back["recipes"][0]["cosine"])
+    assert back["recipes"][0]["name"] == "NaN"  # a name is text, whatever it spells
+
+
+def test_markdown_puts_failures_first_and_collapses_passing_recipes(tmp_path):
+    _, out = report(tmp_path, [
+        entry(tmp_path, "aaa-pass", doc=parity_doc("fp32", FP32, {"logits": 1e-6})),
+        entry(tmp_path, "aaa-pass", "int8", parity_doc("int8", INT8, {"logits": 1e-3})),
+        entry(tmp_path, "zzz-fail", doc=parity_doc("fp32", FP32, {"logits": 0.5, "aux": 1e-7})),
+    ])
+    md = (out / "parity.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and line[2] not in "|-"]
+    assert md.startswith("### ❌ Parity: 1 failed, 3 passed")
+    assert all("zzz-fail" in r and "❌" in r for r in rows[:3]), rows
+    assert [r.split(" | ")[2] for r in rows[:3]] == ["fp32"] * 3 and "0.5" in rows[0]
+    assert "atol 0.0001, rtol 0.001" in rows[0]
+    passing = [r for r in rows if "aaa-pass" in r]
+    assert len(passing) == 1 and "✅" in passing[0] and "fp32, int8" in passing[0]
+    assert rows.index(passing[0]) > 2
+    # zzz-fail's aux output passed everywhere: no row of its own beyond the failing check
+    assert not any("aux" in r for r in rows)
+
+
+def test_not_run_checks_appear_with_their_reason(tmp_path):
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps(parity_doc("int8", INT8, {"logits": 0.0})))
+    summary, out = report(tmp_path, [
+        entry(tmp_path, "ok", doc=parity_doc("fp32", FP32, {"logits": 0.0})),
+        entry(tmp_path, "blocked", "int8", None, state="skipped", reason="calibrate failed", outputs=("logits",)),
+        # a file from an earlier build is not trusted when this build says the step did not run
+        ReportInput("broken", "recipes/broken.yaml", "d", "fp32", stale, state="failed",
+                    reason="ONNX Runtime cannot load the model: bad node"),
+        entry(tmp_path, "gpu", "tensorrt-fp16", None, state="unavailable", reason="no NVIDIA GPU",
+              outputs=("logits", "boxes")),
+    ])
+    doc = validate(out)
+    assert summary.exit_status == 1
+    assert (summary.passed, summary.failed, summary.skipped) == (1, 2, 2)
+    statuses = {r["name"]: r["checks"][0]["status"] for r in doc["recipes"]}
+    assert statuses == {"ok": "passed", "blocked": "blocked", "broken": "error", "gpu": "unavailable"}
+    assert doc["recipes"][2]["checks"][0]["results"] == []
+    md = (out / "parity.md").read_text()
+    assert "not run: calibrate failed" in md and "bad node" in md and "unavailable: no NVIDIA GPU" in md
+    lines = md.splitlines()
+    assert max(i for i, l in enumerate(lines) if "❌" in l and l.startswith("|")) < \
+        min(i for i, l in enumerate(lines) if "✅" in l)
+    suites = {s.get("name"): s for s in ET.parse(out / "junit.xml").getroot()}
+    failure = suites["blocked"].find("testcase/failure")
+    assert failure.get("type") == "blocked" and "calibrate failed" in failure.get("message")
+    assert [s.get("message") for s in suites["gpu"].iter("skipped")] == ["unavailable: no NVIDIA GPU"] * 2
+    assert "calibrate failed" in (out / "parity.html").read_text()
+
+
+def test_a_failed_verdict_without_figures_still_fails(tmp_path):
+    empty = {"precision": "fp32", "tolerance": FP32, "passed": False, "failures": ["no shape point could be run"],
+             "candidate": "model.sim.onnx", "results": []}
+    summary, out = report(tmp_path, [entry(tmp_path, "m", doc=empty)])
+    validate(out)
+    assert summary.exit_status == 1 and summary.failed == 1
+    assert "no shape point could be run" in (out / "parity.md").read_text()
+
+
+def test_unavailable_backends_do_not_fail_the_gate(tmp_path):
+    summary, _ = report(tmp_path, [entry(tmp_path, "m", doc=parity_doc("fp32", FP32, {"y": 0.0})),
+                                   entry(tmp_path, "m", "tensorrt-fp16", None, state="unavailable",
+                                         reason="tensorrt is not installed")])
+    assert summary.exit_status == 0 and summary.skipped == 1
+
+
+def test_hostile_names_are_text_in_html(tmp_path):
+    _, out = report(tmp_path, [entry(tmp_path, "m", doc=parity_doc("fp32", FP32, {HOSTILE: 0.5}),
+                                     description=f"desc {HOSTILE}")])
+    page = (out / "parity.html").read_text()
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("<svg") == 3 and 'class="bad"' in page  # the 0.5 error lands above atol
+    md = (out / "parity.md").read_text()
+    assert "<script" not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+
+
+def test_junit_structure_counts_and_escaping(tmp_path):
+    _, out = report(tmp_path, [
+        entry(tmp_path, "m", doc=parity_doc("fp32", FP32, {HOSTILE: 0.5, "ok": 0.0}, error_at="max")),
+        entry(tmp_path, "m", "int8", parity_doc("int8", INT8, {HOSTILE: 0.0})),
+        entry(tmp_path, "n", "tensorrt-int8", None, state="unavailable", reason='needs "GPU" & <TensorRT>'),
+    ])
+    root = ET.parse(out / "junit.xml").getroot()
+    assert root.tag == "testsuites"
+    assert (root.get("tests"), root.get("failures"), root.get("skipped")) == ("4", "2", "1")
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == ["m", "n"]
+    m = suites[0]
+    assert (m.get("tests"), m.get("failures"), m.get("skipped")) == ("3", "2", "0")
+    cases = m.findall("testcase")
+    assert {c.get("classname") for c in cases} == {"m"}
+    assert [c.get("name") for c in cases] == [f"fp32 {HOSTILE}", "fp32 ok", f"int8 {HOSTILE}"]
+    failure = cases[0].find("failure")
+    assert failure.get("type") == "tolerance" and "min.0" in failure.get("message")
+    assert "ONNX Runtime failed" in failure.get("message") and "\ufffd[31mred" in failure.get("message")
+    assert "max_abs" in failure.text and "0.5" in failure.text and "atol 0.0001" in failure.text
+    assert cases[1].find("failure") is not None  # the max point could not run for this output either
+    assert cases[2].find("failure") is None and cases[2].find("skipped") is None
+    assert suites[1].find("testcase/skipped").get("message") == 'unavailable: needs "GPU" & <TensorRT>'
+    raw = (out / "junit.xml").read_text()
+    assert "<script>" not in raw and "&lt;script&gt;" in raw
+
+
+def _baseline(tmp: Path, outputs: dict[str, float], recipes=("m",), check_doc=None) -> Path:
+    base_dir = tmp / "main"
+    entries = [entry(base_dir, r, doc=check_doc or parity_doc("fp32", FP32, outputs)) for r in recipes]
+    write_reports(base_dir / "reports", entries, META)
+    return base_dir / "reports" / "parity.json"
+
+
+def test_regression_within_tolerance_fails_the_gate(tmp_path):
+    base = _baseline(tmp_path, {"logits": 1e-5})
+    summary, out = report(tmp_path, [entry(tmp_path, "m", doc=parity_doc("fp32", FP32, {"logits": 3e-5}))],
+                          baseline=base)
+    doc = validate(out)
+    assert summary.exit_status == 1 and summary.failed == 1 and len(summary.regressions) == 3
+    r = summary.regressions[0]
+    assert (r["recipe"], r["check"], r["output"], r["figure"]) == ("m", "fp32", "logits", "max_abs")
+    assert r["before"] == pytest.approx(1e-5, rel=1e-2) and r["after"] == pytest.approx(3e-5, rel=1e-2)
+    assert doc["recipes"][0]["checks"][0]["results"][0]["outputs"][0]["regressed"] == ["max_abs"]
+    md = (out / "parity.md").read_text()
+    assert "regression" in md and "⚠️" in md and "1e-05 → 3e-05 (×3)" in md
+    failure = ET.parse(out / "junit.xml").getroot().find("testsuite/testcase/failure")
+    assert failure.get("type") == "regression"
+
+
+def test_looser_factor_accepts_the_same_change(tmp_path):
+    base = _baseline(tmp_path, {"logits": 1e-5})
+    summary, _ = report(tmp_path, [entry(tmp_path, "m", doc=parity_doc("fp32", FP32, {"logits": 3e-5}))],
+                        baseline=base, max_regression=4.0)
+    assert summary.exit_status == 0 and not summary.regressions
+
+
+def test_improvement_passes_and_is_shown(tmp_path):
+    base = _baseline(tmp_path, {"logits": 5e-5})
+    summary, out = report(tmp_path, [entry(tmp_path, "m", doc=parity_doc("fp32", FP32, {"logits": 5e-6}))],
+                          baseline=base)
+    assert summary.exit_status == 0 and not summary.regressions and len(summary.improvements) == 3
+    md = (out / "parity.md").read_text()
+    assert "Improvements (3)" in md and "5e-05 → 5e-06" in md
+    assert "Improvements (3)" in (out / "parity.html").read_text()
+
+
+def test_noise_below_the_floor_is_not_a_regression(tmp_path):
+    base = _baseline(tmp_path, {"logits": 1e-9})
+    summary, _ = report(tmp_path, [entry(tmp_path, "m", doc=parity_doc("fp32", FP32, {"logits": 3e-9}))],
+                        baseline=base)
+    assert summary.exit_status == 0 and not summary.regressions
+    assert grew(1e-9, 3e-9, 2.0, 1e-6) is False and grew(1e-5, 3e-5, 2.0, 1e-6) is True
+    assert grew(1e-5, math.nan, 2.0, 1e-6) is True and grew(math.nan, 1e-5, 2.0, 1e-6) is False
+
+
+def test_cosine_deficit_regression(tmp_path):
+    base = _baseline(tmp_path, {}, check_doc=parity_doc("int8", INT8, {"logits": 0.05}))
+    worse = parity_doc("int8", INT8, {"logits": 0.5})
+    summary, _ = report(tmp_path, [entry(tmp_path, "m", doc=worse)], baseline=base)
+    assert {r["figure"] for r in summary.regressions} == {"max_abs", "cosine"}
+
+
+def test_new_removed_and_changed_recipes_are_listed(tmp_path):
+    base = _baseline(tmp_path, {"logits": 1e-5}, recipes=("kept", "gone"))
+    summary, out = report(tmp_path, [
+        entry(tmp_path, "kept", doc=parity_doc("fp32", FP32, {"logits": 1e-5}), recipe_digest="digest-new"),
+        entry(tmp_path, "kept", "int8", parity_doc("int8", INT8, {"logits": 1e-3})),
+        entry(tmp_path, "fresh", doc=parity_doc("fp32", FP32, {"logits": 1e-5})),
+    ], baseline=base)
+    b = validate(out)["baseline"]
+    assert b["new_recipes"] == ["fresh"] and b["removed_recipes"] == ["gone"]
+    assert b["changed_recipes"] == [{"name": "kept", "before": "digest-kept", "after": "digest-new"}]
+    assert b["new_checks"] == ["kept int8"]
+    assert summary.exit_status == 0
+    md = (out / "parity.md").read_text()
+    assert "New recipes: fresh" in md and "Removed recipes: gone" in md and "Changed recipes" in md
+
+
+def test_unreadable_baseline_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="cannot read the baseline"):
+        report(tmp_path, [], baseline=tmp_path / "missing.json")
+    per_recipe = tmp_path / "fp32.json"
+    per_recipe.write_text(json.dumps(parity_doc("fp32", FP32, {"y": 0.0})))
+    with pytest.raises(UsageError, match="not a buildsys parity report"):
+        report(tmp_path, [], baseline=per_recipe)
+
+
+def test_markdown_is_appended_to_the_github_step_summary(tmp_path, monkeypatch):
+    summary_file = tmp_path / "step_summary.md"
+    summary_file.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary_file))
+    _, out = report(tmp_path, [entry(tmp_path, "m", doc=parity_doc("fp32", FP32, {"y": 0.0}))])
+    assert summary_file.read_text() == "earlier step\n" + (out / "parity.md").read_text()
+    report(tmp_path, [entry(tmp_path, "m", doc=parity_doc("fp32", FP32, {"y": 0.0}))])
+    assert summary_file.read_text().count("### ✅ Parity") == 2
+
+
+def test_extra_copies_for_ci(tmp_path):
+    md, xml = tmp_path / "ci" / "comment.md", tmp_path / "ci" / "results.xml"
+    summary, out = report(tmp_path, [entry(tmp_path, "m", doc=parity_doc("fp32", FP32, {"y": 0.0}))],
+                          markdown_path=md, junit_path=xml)
+    assert md.read_text() == (out / "parity.md").read_text()
+    assert xml.read_bytes() == (out / "junit.xml").read_bytes()
+    assert "1 passed" in summary.render()
+
+
+def test_divergence_is_reported_everywhere(tmp_path):
+    div = {"node": "relu1_out_DequantizeLinear", "op_type": "DequantizeLinear", "output": "relu1_dq",
+           "max_abs": 0.34, "cosine": 0.98}
+    _, out = report(tmp_path, [entry(tmp_path, "m", "int8", parity_doc("int8", INT8, {"logits": 2.0}),
+                                     divergence=div)])
+    assert "first divergence: node relu1\\_out\\_DequantizeLinear (DequantizeLinear)" in (out / "parity.md").read_text()
+    assert "first divergence: node relu1_out_DequantizeLinear" in (out / "parity.html").read_text()
+    failure = ET.parse(out / "junit.xml").getroot().find("testsuite/testcase/failure")
+    assert "relu1_out_DequantizeLinear" in failure.text
