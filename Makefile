@@ -35,3 +35,6 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+check: $(STAMP)
+	$(BIN)/buildsys check -j $(JOBS)

@@ -55,6 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("recipes", nargs="*")
     g.add_argument("--format", choices=("mermaid", "dot", "text"), default="text")
 
+    k = sub.add_parser("check", help="the CI gate: build through parity, write reports, exit 1 on a tolerance "
+                                     "failure or a regression against the baseline")
+    k.add_argument("recipes", nargs="*")
+    k.add_argument("-j", "--jobs", type=int, default=1, metavar="N")
+    k.add_argument("--baseline", type=Path, metavar="FILE", help="main's out/reports/parity.json to compare with")
+    k.add_argument("--max-regression", type=float, default=2.0, metavar="FACTOR",
+                   help="an error figure that grows more than this over the baseline fails (default 2.0; "
+                        "a recipe's parity.max_regression wins)")
+    k.add_argument("--junit", type=Path, metavar="FILE", help="also write the JUnit XML here")
+    k.add_argument("--markdown", type=Path, metavar="FILE", help="also write the Markdown summary here")
+    k.add_argument("-v", "--verbose", action="store_true")
+
     v = sub.add_parser("validate", help="check recipes against the schema and semantic rules; nothing is built")
     v.add_argument("recipes", nargs="*")
 
@@ -380,6 +392,101 @@ def cmd_graph(root: Path, args) -> int:
     return EXIT_OK
 
 
+def cmd_check(root: Path, args) -> int:
+    """Build every parity check (engines are not needed to judge parity), then the reports."""
+    from buildsys.build import Build
+    from buildsys.errors import UsageError
+    from buildsys.progress import LiveReporter, PlainReporter
+    from buildsys.state import WorkspaceLock
+    from buildsys.workers import WorkerPool
+
+    if args.jobs < 1:
+        raise UsageError(f"-j takes a positive number of jobs, found {args.jobs}")
+    if args.max_regression <= 1:
+        raise UsageError(f"--max-regression must be greater than 1, found {args.max_regression}")
+    if args.baseline is not None and not args.baseline.is_file():
+        raise UsageError(f"--baseline {args.baseline}: no such file",
+                         hint="download main's out/reports/parity.json first (see .github/workflows/parity.yml)")
+    ws, state, store = _open(root)
+    runner = WorkerPool(args.jobs, max(1, (os.cpu_count() or 1) // args.jobs), str(ws.root))
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with WorkspaceLock(ws.meta):
+            from buildsys import fastpath
+
+            fastpath.forget(str(ws.meta))
+            runner.prestart()
+            recipes, problems, graph = _graph(root, state, args.recipes, keep_going=True)
+            for pr in problems:
+                print(f"error: {pr.render()}", file=sys.stderr)
+            checks = [s for s in graph.steps.values() if s.family == "parity" or "result" in s.outputs]
+            stream = sys.stderr
+            reporter = (LiveReporter if stream.isatty() else PlainReporter)(stream, args.verbose)
+            build = Build(ws, graph, state, store, runner, reporter, keep_going=True)
+            try:
+                outcomes = {o.step: o for o in build.run(graph.closure({s.id for s in checks}))}
+            finally:
+                reporter.close()
+    except KeyboardInterrupt:
+        runner.shutdown()
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        runner.shutdown()
+        state.close()
+    from buildsys.reports import gather_meta, write_reports
+
+    entries = [_report_entry(ws, graph, step, outcomes[step.id]) for step in checks]
+    factors = {r.name: r.parity.max_regression for r in recipes if r.parity.max_regression}
+    summary = write_reports(ws.out / "reports", entries, gather_meta(), baseline=args.baseline,
+                            max_regression=args.max_regression, markdown_path=args.markdown,
+                            junit_path=args.junit, recipe_factors=factors)
+    print(summary.render(), file=sys.stderr)
+    print(f"reports: {ws.out / 'reports'}", file=sys.stderr)
+    code = summary.exit_status
+    if any(o.state == "failed" for o in outcomes.values()):
+        code = EXIT_STEP
+    if problems:
+        code = max(code, EXIT_USAGE)
+    return code
+
+
+def _report_entry(ws, graph, step, outcome):
+    from buildsys.reports import ReportInput, recipe_digest
+
+    r = graph.recipes[step.recipe]
+    check = step.name[step.name.index("[") + 1:-1] if "[" in step.name else step.name
+    done = outcome.state in ("ran", "cached", "cutoff")
+    result = ws.out / step.outputs["result"] if done else None
+    random_data = check.endswith("int8") and r.calibration is not None and \
+        r.calibration.data.kind in ("uniform", "normal", "randint")
+    divergence = None
+    if done and check.endswith("int8") and outcome.verdict and not outcome.verdict.get("passed"):
+        divergence = _divergence(ws, r, step)
+    return ReportInput(recipe=r.name, recipe_file=r.file, recipe_digest=recipe_digest(r), check=check,
+                       result=result, state=outcome.state, reason=outcome.message or outcome.reason,
+                       outputs=tuple(o.name for o in r.outputs), random_calibration=random_data,
+                       divergence=divergence, description=r.description)
+
+
+def _divergence(ws, r, step) -> dict:
+    """The first node of the quantized model that strays from the fp32 model."""
+    from buildsys.diverge import DivergenceError, first_divergence
+    from buildsys.steps.reference import read_reference
+
+    fp32 = ws.out / r.name / ("model.sim.onnx" if r.simplify.enabled else "model.onnx")
+    candidate = ws.out / r.name / ("model.int8.tensorrt.onnx" if "tensorrt" in step.name else "model.int8.onnx")
+    manifest, arrays = read_reference(ws.out / r.name / "reference.npz")
+    entry = next((e for e in manifest if e["point"] == "opt"), manifest[0])
+    feeds = {name: arrays[key] for name, key in entry["inputs"].items()}
+    tol = r.tolerances["int8"]
+    try:
+        return first_divergence(fp32, candidate, feeds, tol.atol or 0.0, tol.rtol or 0.0, tol.min_cosine)
+    except DivergenceError as exc:
+        return {"error": exc.message}
+
+
 def cmd_validate(root: Path, args) -> int:
     from buildsys import loading
 
@@ -432,6 +539,7 @@ _COMMANDS = {
     "status": cmd_status,
     "explain": cmd_explain,
     "graph": cmd_graph,
+    "check": cmd_check,
     "validate": cmd_validate,
     "clean": cmd_clean,
 }

@@ -104,7 +104,8 @@ def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
     )
     reference = StepSpec(
         id=f"{n}:reference", recipe=n, name="reference", kind_path=KINDS["reference"],
-        params={**base, "parity": _asdict(r.parity)},
+        params={**base, "parity": {"samples": r.parity.samples, "seed": r.parity.seed,
+                                   "points": list(r.parity.points)}},
         outputs={"reference": f"{n}/reference.npz"}, files=files,
     )
     steps = [export, reference]

@@ -250,7 +250,9 @@ def _resolve(doc: Document, sources: tuple[str, ...], default_name: str) -> Reci
         p = dict(d["parity"])
         if "points" in p:  # canonical order: [max, min] and [min, max] are one setting
             p["points"] = tuple(x for x in POINTS if x in p["points"])
-        extra["parity"] = ParitySpec(**{k: v if k == "points" else int(v) for k, v in p.items()})
+        if "max_regression" in p:
+            p["max_regression"] = float(p["max_regression"])
+        extra["parity"] = ParitySpec(**{k: v if k in ("points", "max_regression") else int(v) for k, v in p.items()})
     return Recipe(
         name=d.get("name", default_name),
         file=doc.file,

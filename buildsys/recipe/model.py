@@ -123,6 +123,7 @@ class ParitySpec:
     samples: int = 1
     seed: int = 0
     points: tuple[str, ...] = POINTS
+    max_regression: float | None = None  # check --baseline: allowed growth factor (None: the command's)
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,8 @@ def recipe_from_dict(d: dict) -> Recipe:
         targets=tuple(TargetSpec(**t) for t in d["targets"]),
         tolerances={k: Tolerance(**v) for k, v in d["tolerances"].items()},
         parity=ParitySpec(
-            samples=d["parity"]["samples"], seed=d["parity"]["seed"], points=tuple(d["parity"]["points"])
+            samples=d["parity"]["samples"], seed=d["parity"]["seed"], points=tuple(d["parity"]["points"]),
+            max_regression=d["parity"].get("max_regression"),
         ),
         positions={k: tuple(v) for k, v in d.get("positions", {}).items()},
     )

@@ -47,7 +47,8 @@ class ReportSummary:
 
 def write_reports(out_dir: Path, entries: list[ReportInput], meta: dict[str, Any], baseline: Path | None = None,
                   max_regression: float = MAX_REGRESSION, markdown_path: Path | None = None,
-                  junit_path: Path | None = None, regression_floor: float = FLOOR) -> ReportSummary:
+                  junit_path: Path | None = None, regression_floor: float = FLOOR,
+                  recipe_factors: dict[str, float] | None = None) -> ReportSummary:
     """Write parity.json, parity.md, parity.html and junit.xml under `out_dir` (out/reports/).
 
     `meta` carries {"buildsys", "timestamp", "tools": {name: version}, "machine": {key: value}}
@@ -62,7 +63,8 @@ def write_reports(out_dir: Path, entries: list[ReportInput], meta: dict[str, Any
 
     doc = collect.build_document(entries, meta)
     if baseline is not None:
-        base_mod.compare(doc, base_mod.load(baseline), str(baseline), max_regression, regression_floor)
+        base_mod.compare(doc, base_mod.load(baseline), str(baseline), max_regression, regression_floor,
+                         recipe_factors)
     doc["summary"] = collect.summarize(doc)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -67,12 +67,16 @@ def grew(before: float | None, after: float | None, factor: float, floor: float)
 
 
 def compare(doc: dict[str, Any], base: dict[str, Any], source: str, max_regression: float = MAX_REGRESSION,
-            floor: float = FLOOR) -> dict[str, Any]:
-    """Annotate `doc`'s outputs with the baseline's figures and return (and set) doc["baseline"]."""
+            floor: float = FLOOR, recipe_factors: dict[str, float] | None = None) -> dict[str, Any]:
+    """Annotate `doc`'s outputs with the baseline's figures and return (and set) doc["baseline"].
+
+    `recipe_factors` overrides `max_regression` for the recipes that set `parity.max_regression`.
+    """
     old = _index(base)
     regressions: list[dict[str, Any]] = []
     improvements: list[dict[str, Any]] = []
     for r in doc["recipes"]:
+        factor = (recipe_factors or {}).get(r["name"], max_regression)
         for c in r["checks"]:
             for row in c["results"]:
                 for o in row["outputs"]:
@@ -86,10 +90,10 @@ def compare(doc: dict[str, Any], base: dict[str, Any], source: str, max_regressi
                         change = {"recipe": key[0], "check": key[1], "point": key[2], "sample": key[3],
                                   "output": key[4], "figure": f, "before": b.get(f), "after": o.get(f),
                                   "ratio": _ratio(before, after)}
-                        if grew(before, after, max_regression, floor):
+                        if grew(before, after, factor, floor):
                             o["regressed"].append(f)
                             regressions.append(change)
-                        elif grew(after, before, max_regression, floor):
+                        elif grew(after, before, factor, floor):
                             improvements.append(change)
     now = {r["name"]: r for r in doc["recipes"]}
     then = {r["name"]: r for r in base.get("recipes", [])}

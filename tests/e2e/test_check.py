@@ -1,0 +1,111 @@
+"""`buildsys check`, the CI gate, end to end on a tiny model."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+from tests.e2e.conftest import tiny_recipe
+
+
+def test_check_fails_on_an_impossible_tolerance_and_passes_once_fixed(workspace):
+    workspace.write("recipes/tiny.yaml", tiny_recipe(atol="0.0").replace("rtol: 1.0e-3", "rtol: 0.0"))
+    # exact equality cannot hold for every element of a real export
+    workspace.write("tm/noisy.py", """\
+        import torch
+        from torch import nn
+
+        class Noisy(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(4, 64)
+                self.out = nn.Linear(64, 2)
+
+            def forward(self, x):
+                return self.out(torch.tanh(self.fc(x)) * 3.0).softmax(-1) * 1e3
+
+        def noisy():
+            return Noisy()
+        """)
+    text = tiny_recipe(atol="0.0").replace("rtol: 1.0e-3", "rtol: 0.0").replace("tm.tiny:tiny", "tm.noisy:noisy")
+    workspace.write("recipes/tiny.yaml", text.replace("kwargs: {features: 4}", "kwargs: {}"))
+    r = workspace.run("check")
+    assert r.code == 1, r.stderr
+    reports = workspace.root / "out/reports"
+    doc = json.loads((reports / "parity.json").read_text())
+    check = doc["recipes"][0]["checks"][0]
+    assert check["check"] == "fp32" and check["status"] == "failed"
+    assert "❌" in (reports / "parity.md").read_text()
+    assert "tiny" in (reports / "parity.html").read_text()
+    suite = ET.parse(reports / "junit.xml").getroot()
+    assert suite.tag == "testsuites" and int(suite.get("failures")) >= 1
+    assert not (workspace.root / "out/tiny/engines").exists()  # check does not build engines
+
+    workspace.write("recipes/tiny.yaml", text.replace("kwargs: {features: 4}", "kwargs: {}")
+                    .replace("atol: 0.0", "atol: 1.0e-3"))
+    r = workspace.run("check")
+    assert r.code == 0, r.stderr
+    assert "ran         tiny:parity[fp32]" in r.stderr
+    assert "ran         tiny:export" not in r.stderr and "ran         tiny:reference" not in r.stderr
+
+
+def _scaled(doc: dict, factor: float) -> dict:
+    for recipe in doc["recipes"]:
+        for check in recipe["checks"]:
+            for row in check["results"]:
+                for out in row["outputs"]:
+                    for key in ("max_abs", "mean_abs"):
+                        if isinstance(out.get(key), (int, float)):
+                            out[key] = out[key] * factor
+                    out["cosine"] = 1 - (1 - out["cosine"]) * factor if isinstance(out.get("cosine"), float) else out.get("cosine")
+    return doc
+
+
+def test_regression_against_the_baseline_fails_and_an_improvement_passes(workspace):
+    workspace.write("tm/wide.py", """\
+        import torch
+        from torch import nn
+
+        class Wide(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = nn.Sequential(nn.Linear(4, 256), nn.Tanh(), nn.Linear(256, 256), nn.Tanh(),
+                                         nn.Linear(256, 8))
+
+            def forward(self, x):
+                return self.net(x) * 1000.0
+
+        def wide():
+            return Wide()
+        """)
+    text = tiny_recipe().replace("tm.tiny:tiny", "tm.wide:wide").replace("kwargs: {features: 4}", "kwargs: {}")
+    text = text.replace("atol: 1.0e-4", "atol: 1.0e-1")
+    workspace.write("recipes/tiny.yaml", text)
+    assert workspace.run("check").code == 0
+    main = json.loads((workspace.root / "out/reports/parity.json").read_text())
+    figures = [o["max_abs"] for c in main["recipes"][0]["checks"] for row in c["results"] for o in row["outputs"]]
+    assert max(figures) > 1e-6, "the model must leave errors above the regression floor"
+
+    better_main = workspace.root / "main-better.json"
+    better_main.write_text(json.dumps(_scaled(json.loads(json.dumps(main)), 0.1)))
+    r = workspace.run("check", "--baseline", str(better_main))
+    assert r.code == 1, r.stderr
+    md = (workspace.root / "out/reports/parity.md").read_text()
+    assert "regress" in md.lower()
+
+    worse_main = workspace.root / "main-worse.json"
+    worse_main.write_text(json.dumps(_scaled(json.loads(json.dumps(main)), 10.0)))
+    r = workspace.run("check", "--baseline", str(worse_main))
+    assert r.code == 0, r.stderr
+    assert "improve" in (workspace.root / "out/reports/parity.md").read_text().lower()
+
+    # a recipe may allow more growth than the command does
+    workspace.write("recipes/tiny.yaml", text + "parity: {max_regression: 20.0}\n")
+    r = workspace.run("check", "--baseline", str(better_main))
+    assert r.code == 0, r.stderr
+
+
+def test_a_missing_baseline_is_a_usage_error(workspace):
+    workspace.write("recipes/tiny.yaml", tiny_recipe())
+    r = workspace.run("check", "--baseline", "nowhere.json")
+    assert r.code == 2
+    assert "--baseline nowhere.json: no such file" in r.stderr
