@@ -37,4 +37,4 @@ distclean: clean
 	rm -rf $(VENV)
 
 check: $(STAMP)
-	$(BIN)/buildsys check -j $(JOBS)
+	$(BIN)/buildsys check -j $(JOBS) $(CHECK_ARGS)
