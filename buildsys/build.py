@@ -87,7 +87,8 @@ class Workspace:
 
 class Build:
     def __init__(self, ws: Workspace, graph: Graph, state: State, store: Store, runner: Runner,
-                 reporter: Reporter, keep_going: bool = False, dry_run: bool = False):
+                 reporter: Reporter, keep_going: bool = False, dry_run: bool = False,
+                 timeout: float | None = None):
         self.ws = ws
         self.graph = graph
         self.state = state
@@ -96,6 +97,7 @@ class Build:
         self.reporter = reporter
         self.keep_going = keep_going
         self.dry_run = dry_run
+        self.timeout = timeout  # per step, overriding each step's own limit
         self.rebuilder = Rebuilder(ws.root, ws.out, state, store)
         self.outcomes: dict[str, Outcome] = {}
         self.decisions: dict[str, Decision] = {}
@@ -149,6 +151,12 @@ class Build:
                 return Outcome(step.id, "skipped", f"blocked: {up} {what}")
         if self.stopped_by:
             return Outcome(step.id, "skipped", f"build stopped after {self.stopped_by} failed")
+        escape = self.rebuilder.escapes(step)
+        if escape:
+            if not self.keep_going:
+                self.stopped_by = step.id
+            return Outcome(step.id, "failed", "unsafe output path",
+                           message=f"{escape}\n  hint: remove the link; out/ must hold real folders")
         cls = step_class(step.kind_path)
         why_not = cls.unavailable(step.params)
         if why_not:
@@ -160,7 +168,7 @@ class Build:
             if self.dry_run:
                 return Outcome(step.id, "cutoff" if cut else "cached", decision.reason,
                                outputs=decision.outputs, verdict=decision.verdict)
-            if self.rebuilder.materialize(step, decision.outputs, verify=decision.action == "restore"):
+            if self.rebuilder.materialize(step, decision.outputs):
                 if decision.action == "restore":
                     self.state.record(Trace(step.id, decision.key, decision.doc, decision.deps or {},
                                             decision.outputs, decision.verdict, 0.0), digest_data(decision.deps or {}))
@@ -189,7 +197,7 @@ class Build:
             "outputs": {k: Path(v).name for k, v in step.outputs.items()}, "log": str(log),
         }
         self.reporter.started(step)
-        self.runner.submit(job, step.timeout)
+        self.runner.submit(job, self.timeout or step.timeout)
 
     # -- after running ---------------------------------------------------------
 
@@ -209,7 +217,7 @@ class Build:
                 return self._failed(step, decision, answer, seconds)
             outputs: Outputs = answer["outputs"]
             for name, files in outputs.items():
-                target_dir = (self.ws.out / step.outputs[name]).parent
+                target_dir = self.rebuilder.output_dir(step, name)
                 for rel, digest, _ in files:
                     self.store.put(scratch / rel, digest)
                     self.store.materialize(digest, target_dir / rel)

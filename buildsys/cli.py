@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--require-all", action="store_true", help="treat unavailable backends as failures")
     b.add_argument("--json", action="store_true", help="print one JSON object describing every step")
     b.add_argument("-v", "--verbose", action="store_true", help="also list steps that were up to date")
+    b.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="kill a step that runs longer than this (default: one hour per step)")
 
     s = sub.add_parser("status", help="each step: up to date, stale (and why), failed or unavailable")
     s.add_argument("recipes", nargs="*")
@@ -66,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--junit", type=Path, metavar="FILE", help="also write the JUnit XML here")
     k.add_argument("--markdown", type=Path, metavar="FILE", help="also write the Markdown summary here")
     k.add_argument("-v", "--verbose", action="store_true")
+    k.add_argument("--timeout", type=float, metavar="SECONDS", help="kill a step that runs longer than this")
 
     v = sub.add_parser("validate", help="check recipes against the schema and semantic rules; nothing is built")
     v.add_argument("recipes", nargs="*")
@@ -206,7 +209,8 @@ def _run_build(ws, state, store, runner, args):
                          hint="step names: export, simplify, reference, parity, parity[fp32], engine, ...")
     stream = sys.stderr
     reporter = (LiveReporter if stream.isatty() and not args.json else PlainReporter)(stream, args.verbose)
-    build = Build(ws, graph, state, store, runner, reporter, keep_going=args.keep_going, dry_run=args.dry_run)
+    build = Build(ws, graph, state, store, runner, reporter, keep_going=args.keep_going, dry_run=args.dry_run,
+                  timeout=args.timeout)
     try:
         outcomes = build.run(selected)
     finally:
@@ -422,7 +426,7 @@ def cmd_check(root: Path, args) -> int:
             checks = [s for s in graph.steps.values() if s.family == "parity" or "result" in s.outputs]
             stream = sys.stderr
             reporter = (LiveReporter if stream.isatty() else PlainReporter)(stream, args.verbose)
-            build = Build(ws, graph, state, store, runner, reporter, keep_going=True)
+            build = Build(ws, graph, state, store, runner, reporter, keep_going=True, timeout=args.timeout)
             try:
                 outcomes = {o.step: o for o in build.run(graph.closure({s.id for s in checks}))}
             finally:

@@ -116,25 +116,38 @@ class Rebuilder:
 
     # -- placing outputs under out/ ----------------------------------------------
 
-    def materialize(self, step: StepSpec, outputs: Outputs, verify: bool) -> bool:
+    def materialize(self, step: StepSpec, outputs: Outputs) -> bool:
         """Make out/ hold exactly `outputs`; False when a store blob is damaged or gone.
 
         A file under out/ whose digest (memoised by stat) already matches is left
-        alone, so a no-op build reads no artifact bytes.
+        alone, so a no-op build reads no artifact bytes. A blob that is about to be
+        placed is verified against its name first: a truncated, emptied or
+        bit-flipped entry is a miss, never a served artifact.
         """
         for name, files in outputs.items():
-            target_dir = (self.out / step.outputs[name]).parent
+            target_dir = self.output_dir(step, name)
             for rel, digest, _ in files:
                 dst = target_dir / rel
                 if self.state.digest(dst) == digest:
                     continue
-                if verify and not self.store.verify(digest):
-                    return False
-                if not self.store.has(digest):
+                if not self.store.verify(digest):
                     return False
                 self.store.materialize(digest, dst)
                 self.state.remember(dst, digest)
         return True
+
+    def output_dir(self, step: StepSpec, output: str) -> Path:
+        return (self.out / step.outputs[output]).parent
+
+    def escapes(self, step: StepSpec) -> str | None:
+        """Why a step's outputs or log would land outside out/ (a symlinked folder), or None."""
+        root = self.out.resolve()
+        for rel in [*step.outputs.values(), step.log]:
+            folder = (self.out / rel).parent
+            real = folder.resolve()
+            if not real.is_relative_to(root):
+                return f"{folder} resolves to {real}, outside {self.out}; buildsys writes only under out/"
+        return None
 
 
 def diff_docs(old: dict[str, Any], new: dict[str, Any], step: StepSpec) -> list[str]:

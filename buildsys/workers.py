@@ -108,7 +108,7 @@ class WorkerPool:
                 seconds = time.monotonic() - w.started
                 done.append(Finished(w.job, {
                     "ok": False, "seconds": seconds,
-                    "error": f"timed out after {seconds:.0f}s; the step's process group was killed",
+                    "error": f"timed out after {seconds:.0f}s; the step's process group was killed{_tail(w.job)}",
                     "hint": "raise the step's timeout if the model is legitimately slow",
                 }))
         return done
@@ -117,7 +117,8 @@ class WorkerPool:
         code = w.proc.wait(timeout=10)
         what = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
         return {"ok": False, "seconds": time.monotonic() - w.started,
-                "error": f"the worker process running the step {what}"}
+                "error": f"the worker process running the step {what}{_tail(w.job)}",
+                "hint": "a crash in native code (an exporter, onnxsim, a runtime); the log has everything it printed"}
 
     def _discard(self, w: Worker) -> None:
         if w in self.busy:
@@ -132,6 +133,18 @@ class WorkerPool:
             w.conn.close()
         self.idle.clear()
         self.busy.clear()
+
+
+def _tail(job: dict[str, Any] | None, lines: int = 5) -> str:
+    """The last lines a step logged, to show beside its crash."""
+    try:
+        with open(job["log"], "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            text = f.read().decode("utf-8", "replace").strip().splitlines()[-lines:]
+    except (OSError, TypeError, KeyError):
+        return ""
+    return ("; last lines of its log:\n    " + "\n    ".join(text)) if text else ""
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

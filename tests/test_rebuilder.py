@@ -164,8 +164,34 @@ def test_damaged_store_entry_is_detected_and_rebuilt(ws):
             os.chmod(blob, 0o644)
             blob.write_text("garbage")
     out, ran = build(ws, chain())
-    assert sorted(ran) == ["r:a", "r:b", "r:c"]
+    # out/ files share the blobs' inodes, so s:d's output was damaged too: all four re-run
+    assert sorted(ran) == ["r:a", "r:b", "r:c", "s:d"]
     assert (ws / "out/r/c.txt").read_text() == "c|b|a"
+    assert (ws / "out/s/d.txt").read_text() == "d"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "flip"])
+def test_damaged_entry_restored_from_the_action_cache_is_a_miss(ws, damage):
+    build(ws, chain())
+    build(ws, chain(text_c="c2"))
+    blob = next(p for p in (ws / "out/.buildsys/store").rglob("*") if p.is_file() and p.read_text() == "c|b|a")
+    os.chmod(blob, 0o644)
+    data = blob.read_bytes()
+    blob.write_bytes({"truncate": data[:2], "empty": b"", "flip": bytes([data[0] ^ 1]) + data[1:]}[damage])
+    out, ran = build(ws, chain())  # back to c: the action cache has it, but its blob is bad
+    assert ran == ["r:c"]
+    assert (ws / "out/r/c.txt").read_text() == "c|b|a"
+
+
+def test_an_output_folder_linked_outside_out_is_refused(ws, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (ws / "out").mkdir()
+    (ws / "out/r").symlink_to(elsewhere)
+    out, ran = build(ws, chain(), keep_going=True)
+    assert out["r:a"].state == "failed"
+    assert "outside" in out["r:a"].message and "buildsys writes only under out/" in out["r:a"].message
+    assert "r:a" not in ran and out["s:d"].state == "ran"
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_dry_run_runs_nothing_and_says_what_would_run(ws):
