@@ -88,7 +88,7 @@ class Workspace:
 class Build:
     def __init__(self, ws: Workspace, graph: Graph, state: State, store: Store, runner: Runner,
                  reporter: Reporter, keep_going: bool = False, dry_run: bool = False,
-                 timeout: float | None = None):
+                 timeout: float | None = None, shared=None):
         self.ws = ws
         self.graph = graph
         self.state = state
@@ -98,7 +98,8 @@ class Build:
         self.keep_going = keep_going
         self.dry_run = dry_run
         self.timeout = timeout  # per step, overriding each step's own limit
-        self.rebuilder = Rebuilder(ws.root, ws.out, state, store)
+        self.rebuilder = Rebuilder(ws.root, ws.out, state, store, shared, fetch=not dry_run)
+        self.shared = shared
         self.outcomes: dict[str, Outcome] = {}
         self.decisions: dict[str, Decision] = {}
         self.stopped_by: str | None = None
@@ -225,6 +226,8 @@ class Build:
             deps = answer.get("deps") or {}
             self.state.record(Trace(step.id, decision.key, decision.doc, deps, outputs, answer.get("verdict"),
                                     seconds), digest_data(deps))
+            if self.shared is not None:
+                self.shared.publish(decision.key, deps, outputs, answer.get("verdict"), self.store)
             return Outcome(step.id, "ran", decision.reason, seconds, outputs, answer.get("verdict"),
                            log=step.log)
         finally:

@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("-v", "--verbose", action="store_true", help="also list steps that were up to date")
     b.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="kill a step that runs longer than this (default: one hour per step)")
+    _cache_options(b)
 
     s = sub.add_parser("status", help="each step: up to date, stale (and why), failed or unavailable")
     s.add_argument("recipes", nargs="*")
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--markdown", type=Path, metavar="FILE", help="also write the Markdown summary here")
     k.add_argument("-v", "--verbose", action="store_true")
     k.add_argument("--timeout", type=float, metavar="SECONDS", help="kill a step that runs longer than this")
+    _cache_options(k)
 
     v = sub.add_parser("validate", help="check recipes against the schema and semantic rules; nothing is built")
     v.add_argument("recipes", nargs="*")
@@ -77,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("recipes", nargs="*")
     c.add_argument("--cache", action="store_true", help="also remove the artifact store and build state")
     return p
+
+
+def _cache_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", metavar="DIR_OR_URL",
+                   help="a shared cache behind the local store: a folder or an fsspec URL (s3://bucket/prefix)")
+    p.add_argument("--cache-read-only", action="store_true",
+                   help="read from the shared cache but never write to it (pull-request CI)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,6 +204,12 @@ def cmd_build(root: Path, args) -> int:
     return code
 
 
+def _shared(args):
+    from buildsys.sharedcache import open_cache
+
+    return open_cache(args.cache, args.cache_read_only)
+
+
 def _run_build(ws, state, store, runner, args):
     from buildsys.build import Build, select
     from buildsys.errors import UsageError
@@ -210,7 +225,7 @@ def _run_build(ws, state, store, runner, args):
     stream = sys.stderr
     reporter = (LiveReporter if stream.isatty() and not args.json else PlainReporter)(stream, args.verbose)
     build = Build(ws, graph, state, store, runner, reporter, keep_going=args.keep_going, dry_run=args.dry_run,
-                  timeout=args.timeout)
+                  timeout=args.timeout, shared=_shared(args))
     try:
         outcomes = build.run(selected)
     finally:
@@ -426,7 +441,8 @@ def cmd_check(root: Path, args) -> int:
             checks = [s for s in graph.steps.values() if s.family == "parity" or "result" in s.outputs]
             stream = sys.stderr
             reporter = (LiveReporter if stream.isatty() else PlainReporter)(stream, args.verbose)
-            build = Build(ws, graph, state, store, runner, reporter, keep_going=True, timeout=args.timeout)
+            build = Build(ws, graph, state, store, runner, reporter, keep_going=True, timeout=args.timeout,
+                          shared=_shared(args))
             try:
                 outcomes = {o.step: o for o in build.run(graph.closure({s.id for s in checks}))}
             finally:

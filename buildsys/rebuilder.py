@@ -42,11 +42,13 @@ class Decision:
 
 
 class Rebuilder:
-    def __init__(self, workspace: Path, out: Path, state: State, store: Store):
+    def __init__(self, workspace: Path, out: Path, state: State, store: Store, shared=None, fetch: bool = True):
         self.workspace = workspace
         self.out = out
         self.state = state
         self.store = store
+        self.shared = shared  # a SharedCache behind the local store, or None
+        self.fetch = fetch  # False: only look (dry runs, status), never download
         self.traces = state.traces()
 
     # -- keys -----------------------------------------------------------------
@@ -82,6 +84,17 @@ class Rebuilder:
             if not self.changed_deps(deps) and self._blobs_present(outputs):
                 return Decision("restore", key, doc, "restored from the cache: built before with these inputs",
                                 outputs, deps, verdict)
+        if self.shared is not None:
+            for entry in self.shared.actions(key):
+                if self.changed_deps(entry.get("deps", {})):
+                    continue
+                found = (self.shared.fetch(entry["outputs"], self.store) if self.fetch
+                         else self.shared.has_blobs(entry["outputs"]))
+                if found:
+                    self.shared.hits += 1
+                    return Decision("restore", key, doc, "fetched from the shared cache", entry["outputs"],
+                                    entry.get("deps", {}), entry.get("verdict"))
+            self.shared.misses += 1
         return Decision("run", key, doc, self.why(step, doc, trace))
 
     def why(self, step: StepSpec, doc: dict[str, Any], trace: Trace | None) -> str:
