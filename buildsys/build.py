@@ -187,15 +187,18 @@ class Build:
         log = self.ws.out / step.log
         log.unlink(missing_ok=True)
         scratch = self.ws.tmp / step.id.replace(":", "__").replace("[", "-").replace("]", "")
-        inputs = {}
+        inputs, artifacts = {}, {}
         for name, ref in step.inputs.items():
             sid, _, output = ref.partition("#")
             inputs[name] = str(self.ws.out / self.graph.steps[sid].outputs[output])
+            # by digest too, for executors that fetch inputs from the shared cache
+            artifacts[name] = (Path(inputs[name]).name, self.outcomes[sid].outputs[output])
         job = {
             "id": step.id, "kind_path": step.kind_path, "params": step.params,
-            "workspace": str(self.ws.root), "scratch": str(scratch), "inputs": inputs,
+            "workspace": str(self.ws.root), "scratch": str(scratch), "inputs": inputs, "artifacts": artifacts,
             "files": {k: str(self.ws.root / v) for k, v in step.files.items()},
             "outputs": {k: Path(v).name for k, v in step.outputs.items()}, "log": str(log),
+            "device": getattr(step_class(step.kind_path), "DEVICE", False),
         }
         self.reporter.started(step)
         self.runner.submit(job, self.timeout or step.timeout)
@@ -217,10 +220,17 @@ class Build:
                           "hint": "run the build again once the files are settled"}
                 return self._failed(step, decision, answer, seconds)
             outputs: Outputs = answer["outputs"]
+            if answer.get("remote"):
+                (self.ws.out / step.log).parent.mkdir(parents=True, exist_ok=True)
+                (self.ws.out / step.log).write_text(answer.get("log_text", ""))
+                if not self.shared.fetch(outputs, self.store):
+                    answer = {"error": "the outputs the cluster reported are missing or damaged in the shared cache"}
+                    return self._failed(step, decision, answer, seconds)
             for name, files in outputs.items():
                 target_dir = self.rebuilder.output_dir(step, name)
                 for rel, digest, _ in files:
-                    self.store.put(scratch / rel, digest)
+                    if not answer.get("remote"):
+                        self.store.put(scratch / rel, digest)
                     self.store.materialize(digest, target_dir / rel)
                     self.state.remember(target_dir / rel, digest)
             deps = answer.get("deps") or {}

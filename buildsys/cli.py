@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="kill a step that runs longer than this (default: one hour per step)")
     _cache_options(b)
+    _executor_options(b)
 
     s = sub.add_parser("status", help="each step: up to date, stale (and why), failed or unavailable")
     s.add_argument("recipes", nargs="*")
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("-v", "--verbose", action="store_true")
     k.add_argument("--timeout", type=float, metavar="SECONDS", help="kill a step that runs longer than this")
     _cache_options(k)
+    _executor_options(k)
 
     v = sub.add_parser("validate", help="check recipes against the schema and semantic rules; nothing is built")
     v.add_argument("recipes", nargs="*")
@@ -79,6 +81,36 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("recipes", nargs="*")
     c.add_argument("--cache", action="store_true", help="also remove the artifact store and build state")
     return p
+
+
+def _executor_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=("local", "dask"), default="local",
+                   help="where steps run: local worker processes, or a Dask distributed cluster")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="the Dask scheduler (with --executor dask)")
+
+
+def _runner(ws, args):
+    """Local persistent workers, or a Dask cluster meeting at the shared cache."""
+    from buildsys.errors import UsageError
+
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    if args.executor == "dask":
+        if not args.scheduler:
+            raise UsageError("--executor dask needs --scheduler tcp://HOST:PORT")
+        if not args.cache or args.cache_read_only:
+            raise UsageError("--executor dask needs a writable --cache DIR_OR_URL",
+                             hint="the shared cache is where the cluster's workers and this machine exchange artifacts")
+        try:
+            from buildsys.cluster import DaskRunner
+        except ImportError:
+            raise UsageError("--executor dask needs Dask", hint="pip install '.[cluster]'") from None
+        try:
+            return DaskRunner(args.scheduler, _shared(args).url, threads)
+        except OSError as exc:
+            raise UsageError(f"cannot reach the Dask scheduler {args.scheduler}: {exc}") from None
+    from buildsys.workers import WorkerPool
+
+    return WorkerPool(args.jobs, threads, str(ws.root))
 
 
 def _cache_options(p: argparse.ArgumentParser) -> None:
@@ -168,13 +200,11 @@ def _graph(root: Path, state, selectors: list[str], keep_going: bool = False):
 def cmd_build(root: Path, args) -> int:
     from buildsys.errors import UsageError
     from buildsys.state import WorkspaceLock
-    from buildsys.workers import WorkerPool
 
     if args.jobs < 1:
         raise UsageError(f"-j takes a positive number of jobs, found {args.jobs}")
     ws, state, store = _open(root)
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    runner = WorkerPool(args.jobs, threads, str(ws.root))
+    runner = _runner(ws, args)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with WorkspaceLock(ws.meta):
@@ -417,7 +447,6 @@ def cmd_check(root: Path, args) -> int:
     from buildsys.errors import UsageError
     from buildsys.progress import LiveReporter, PlainReporter
     from buildsys.state import WorkspaceLock
-    from buildsys.workers import WorkerPool
 
     if args.jobs < 1:
         raise UsageError(f"-j takes a positive number of jobs, found {args.jobs}")
@@ -427,7 +456,7 @@ def cmd_check(root: Path, args) -> int:
         raise UsageError(f"--baseline {args.baseline}: no such file",
                          hint="download main's out/reports/parity.json first (see .github/workflows/parity.yml)")
     ws, state, store = _open(root)
-    runner = WorkerPool(args.jobs, max(1, (os.cpu_count() or 1) // args.jobs), str(ws.root))
+    runner = _runner(ws, args)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with WorkspaceLock(ws.meta):

@@ -79,6 +79,18 @@ class SharedCache:
         """Upload a successful step's blobs, then its action entry (write-back)."""
         if self.read_only:
             return
+        self.publish_blobs(outputs, store)
+        entries = [e for e in self.actions(key) if e.get("deps") != deps]
+        entries.insert(0, {"deps": deps, "outputs": outputs, "verdict": verdict})
+        path = self._action(key)
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        part = f"{path}.{os.getpid()}.part"
+        with self.fs.open(part, "wb") as f:
+            f.write(json.dumps(entries[:16]).encode("utf-8"))
+        self.fs.mv(part, path)
+
+    def publish_blobs(self, outputs: dict[str, list[list]], store: Store) -> None:
+        """Upload the blobs of `outputs` that the cache lacks."""
         for files in outputs.values():
             for _, digest, _ in files:
                 target = self._blob(digest)
@@ -88,14 +100,6 @@ class SharedCache:
                     self.fs.put_file(str(store.path(digest)), part)
                     self.fs.mv(part, target)
                     self.uploads += 1
-        entries = [e for e in self.actions(key) if e.get("deps") != deps]
-        entries.insert(0, {"deps": deps, "outputs": outputs, "verdict": verdict})
-        path = self._action(key)
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        part = f"{path}.{os.getpid()}.part"
-        with self.fs.open(part, "wb") as f:
-            f.write(json.dumps(entries[:16]).encode("utf-8"))
-        self.fs.mv(part, path)
 
 
 def open_cache(url: str | None, read_only: bool) -> SharedCache | None:
