@@ -11,7 +11,8 @@ JOBS ?= 1
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[samples,test,cluster]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		--config-settings editable_mode=compat -e '.[samples,test,cluster]'
 	@touch $(STAMP)
 
 engines: $(STAMP)
