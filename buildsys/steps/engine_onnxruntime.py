@@ -21,8 +21,18 @@ class OrtFormatEngine(Step):
         out = self.ctx.output("engine")
         so = session_options(self.ctx.threads)
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        src = self.ctx.inputs["model"]
+        big = src.with_name(src.name + ".data").exists()
+        if big:
+            # The ORT format is one flatbuffer, limited to 2 GiB like a protobuf: a model
+            # with external data is kept as optimised ONNX with its weights beside it.
+            out = out.with_suffix(".onnx")
+            so.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                        out.name + ".data")
+            so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+        else:
+            so.add_session_config_entry("session.save_model_format", "ORT")
         so.optimized_model_filepath = str(out)
-        so.add_session_config_entry("session.save_model_format", "ORT")
         try:
             cpu_session(self.ctx.inputs["model"], self.ctx.threads, so)
         except Exception as exc:
@@ -45,5 +55,8 @@ class OrtFormatEngine(Step):
                 raise StepError(f"the ORT-format model's output {name!r} has shape {list(value.shape)} "
                                 f"(reference {list(ref.shape)}) or non-finite values")
             worst = max(worst, float(np.abs(value.astype(np.float64) - ref).max(initial=0.0)))
-        size = out.stat().st_size / 2**20
-        return StepResult(summary=f"{size:.1f} MiB, ran at {entry['point']} (max abs error {worst:.3g})")
+        files = [out.name] + ([out.name + ".data"] if big else [])
+        size = sum((out.parent / f).stat().st_size for f in files) / 2**20
+        kind = "optimised ONNX with external weights (over 2 GiB)" if big else "ORT format"
+        return StepResult(outputs={"engine": files},
+                          summary=f"{kind}, {size:.1f} MiB, ran at {entry['point']} (max abs error {worst:.3g})")

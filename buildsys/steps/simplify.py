@@ -1,9 +1,14 @@
 """simplify: onnxsim on the exported model; the result is re-checked before it is kept."""
 from __future__ import annotations
 
+import os
+
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.export import EXTERNAL_DATA_BYTES, check_onnx
+
+
+TWO_GIB = 2**31
 
 
 def symbolic_axes(model) -> dict[tuple[str, int], str]:
@@ -26,6 +31,14 @@ class SimplifyOnnx(Step):
 
         src = self.ctx.inputs["model"]
         out = self.ctx.output("model")
+        data = src.with_name(src.name + ".data")
+        if data.exists() and data.stat().st_size + src.stat().st_size > TWO_GIB:
+            # onnxsim works on one in-memory protobuf, which cannot exceed 2 GiB.
+            os.link(src, out)
+            os.link(data, out.with_name(out.name + ".data"))
+            return StepResult(outputs={"model": [out.name, out.name + ".data"]},
+                              summary="skipped: the model is over 2 GiB and onnxsim cannot hold it in one "
+                                      "protobuf; passed through unchanged")
         model = onnx.load(str(src))
         before = symbolic_axes(model)
         nodes_before = len(model.graph.node)

@@ -1,0 +1,38 @@
+"""A model over 2 GiB: external data through export, parity and the ONNX Runtime engine."""
+from __future__ import annotations
+
+import resource
+import time
+
+import pytest
+
+RECIPE = """\
+version: 1
+model: {factory: "tm.large:large"}
+inputs: [{name: x, dtype: float32, shape: [batch, 8192], data: {kind: uniform, low: -1.0, high: 1.0}}]
+outputs: [{name: y}]
+dims: {batch: {min: 1, opt: 2, max: 4}}
+export: {opset: 18, exporter: dynamo}
+tolerances: {fp32: {atol: 1.0e-3, rtol: 1.0e-3}}
+"""
+
+
+@pytest.mark.slow
+def test_a_model_over_2_gib_builds_with_external_data(workspace):
+    workspace.write("recipes/large.yaml", RECIPE.replace("outputs: [{name: y}]", "outputs: [{name: hidden}]"))
+    t0 = time.perf_counter()
+    r = workspace.build()
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    print(f"\n>2 GiB model: clean build {seconds:.0f}s, peak RSS of a worker {peak:.1f} GiB")
+    assert r.code == 0, r.stderr
+    out = workspace.root / "out/large"
+    assert (out / "model.onnx.data").stat().st_size > 2**31
+    assert (out / "model.onnx").stat().st_size < 2**20  # the graph alone; weights are beside it
+    steps = {s["id"]: s for s in r.json["steps"]}
+    assert steps["large:parity[fp32]"]["passed"] is True
+    assert "skipped: the model is over 2 GiB" in (out / "logs/simplify.log").read_text()
+    assert (out / "engines/onnxruntime-fp32.onnx.data").exists()
+    # the pair is one artifact: damaging the data file alone re-creates it
+    r = workspace.build()
+    assert r.ran() == []
