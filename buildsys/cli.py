@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     _cache_options(k)
     _executor_options(k)
 
+    n = sub.add_parser("bench", help="latency table of every built artifact next to PyTorch eager")
+    n.add_argument("recipe")
+    n.add_argument("--threads", type=int, metavar="N", help="threads per runtime (default: every core)")
+    n.add_argument("--no-build", action="store_true", help="measure what is built; do not bring it up to date")
+
     v = sub.add_parser("validate", help="check recipes against the schema and semantic rules; nothing is built")
     v.add_argument("recipes", nargs="*")
 
@@ -536,6 +541,28 @@ def _divergence(ws, r, step) -> dict:
         return {"error": exc.message}
 
 
+def cmd_bench(root: Path, args) -> int:
+    """Bring the recipe's artifacts up to date, then time each of them."""
+    from buildsys import __version__, toolchain
+    from buildsys.bench import bench_recipe, render, write_json
+
+    if not args.no_build:
+        build_args = _parser().parse_args(["-C", str(root), "build", args.recipe])
+        code = cmd_build(root, build_args)
+        if code not in (EXIT_OK, EXIT_PARITY):
+            return code
+    recipes, _, _ = _graph(root, None, [args.recipe])
+    recipe = recipes[0]
+    rows = bench_recipe(recipe, root, root / "out", args.threads)
+    print(render(recipe.name, rows))
+    target = root / "out" / recipe.name / "bench.json"
+    write_json(target, recipe.name, rows, {"buildsys": __version__, "cpu": toolchain.cpu(),
+                                           "threads": args.threads or os.cpu_count(),
+                                           "tools": toolchain.versions(("torch", "onnxruntime", "numpy"))})
+    print(f"written: {target}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_validate(root: Path, args) -> int:
     from buildsys import loading
 
@@ -589,6 +616,7 @@ _COMMANDS = {
     "explain": cmd_explain,
     "graph": cmd_graph,
     "check": cmd_check,
+    "bench": cmd_bench,
     "validate": cmd_validate,
     "clean": cmd_clean,
 }

@@ -1,0 +1,144 @@
+"""`buildsys bench`: latency and throughput of every artifact next to PyTorch eager.
+
+Each candidate runs on the same seeded inputs at each profile's opt shape:
+a warm-up, then timed runs until both a minimum count and a minimum time are
+reached, so the percentiles rest on enough samples. PyTorch runs first and
+ONNX Runtime last, each session released before the next starts, so one
+runtime's idle threads never slow another's measurement.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+WARMUP = 5
+MIN_RUNS = 30
+MIN_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    artifact: str
+    profile: int
+    shapes: dict[str, list[int]]
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    throughput: float  # samples (batch rows) per second
+    note: str = ""
+
+
+def measure(fn: Callable[[], Any], batch: int) -> tuple[int, float, float, float, float]:
+    for _ in range(WARMUP):
+        fn()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < MIN_RUNS or time.perf_counter() - started < MIN_SECONDS:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 2000:
+            break
+    times.sort()
+    q = statistics.quantiles(times, n=100, method="inclusive")
+    return len(times), times[len(times) // 2] * 1e3, q[89] * 1e3, q[98] * 1e3, batch / statistics.fmean(times)
+
+
+def bench_recipe(recipe, workspace: Path, out: Path, threads: int | None = None) -> list[BenchRow]:
+    """Measure every artifact of one built recipe at each profile's opt shape."""
+    import numpy as np
+    import torch
+
+    from buildsys.inputs import generate
+    from buildsys.resolve import model_params
+    from buildsys.steps._model import load_model
+
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    params = model_params(recipe)
+    files = {"checkpoint": workspace / recipe.model.checkpoint} if recipe.model.checkpoint else {}
+    model, _ = load_model(params, workspace, files)
+    folder = out / recipe.name
+    rows: list[BenchRow] = []
+    for profile in range(1 + len(recipe.profiles)):
+        dims = recipe.profile_dims(profile)
+        feeds = {}
+        for i, spec in enumerate(params["inputs"]):
+            shape = tuple(s if isinstance(s, int) else dims[s].opt for s in spec["shape"])
+            feeds[spec["name"]] = generate(spec, shape, np.random.default_rng([0, profile, i]), workspace)
+        shapes = {k: list(v.shape) for k, v in feeds.items()}
+        batch = next(iter(feeds.values())).shape[0] if feeds else 1
+        tensors = [torch.from_numpy(feeds[i["name"]]) for i in params["inputs"]]
+
+        def eager():
+            with torch.inference_mode():
+                model(*tensors)
+
+        rows.append(BenchRow("pytorch-eager", profile, shapes, *measure(eager, batch)))
+        ts = folder / "engines" / "torchscript.pt"
+        if ts.exists():
+            scripted = torch.jit.load(str(ts))
+
+            def run_ts():
+                with torch.inference_mode():
+                    scripted(*tensors)
+
+            rows.append(BenchRow("torchscript", profile, shapes, *measure(run_ts, batch)))
+            del scripted
+        for name, path in _onnx_candidates(folder):
+            rows.append(_bench_ort(name, path, feeds, threads, profile, shapes, batch))
+        for plan in sorted((folder / "engines").glob("*.plan")):
+            rows.append(BenchRow(plan.stem, profile, shapes, 0, 0.0, 0.0, 0.0, 0.0,
+                                 note="TensorRT engines are timed with trtexec or polygraphy run on their GPU"))
+    return rows
+
+
+def _onnx_candidates(folder: Path) -> list[tuple[str, Path]]:
+    found = []
+    for label, rel in (("onnx fp32 (onnxruntime)", "model.sim.onnx"), ("onnx fp32 (onnxruntime)", "model.onnx")):
+        if (folder / rel).exists() and not any(n == label for n, _ in found):
+            found.append((label, folder / rel))
+    for engine in sorted((folder / "engines").glob("onnxruntime-*")):
+        if engine.suffix in (".ort", ".onnx"):
+            found.append((engine.name.split(".")[0], engine))
+    return found
+
+
+def _bench_ort(name: str, path: Path, feeds, threads: int, profile: int, shapes, batch) -> BenchRow:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    row = BenchRow(name, profile, shapes, *measure(lambda: session.run(None, feeds), batch))
+    del session
+    return row
+
+
+def render(recipe: str, rows: list[BenchRow]) -> str:
+    base = {r.profile: r.p50_ms for r in rows if r.artifact == "pytorch-eager"}
+    lines = [f"{recipe}: latency at each profile's opt shape (ms), throughput in samples/s",
+             f"{'artifact':<28} {'profile':>7} {'p50':>9} {'p90':>9} {'p99':>9} {'samples/s':>10} {'vs eager':>9}"]
+    for r in rows:
+        if not r.runs:
+            lines.append(f"{r.artifact:<28} {r.profile:>7}  {r.note}")
+            continue
+        speed = base[r.profile] / r.p50_ms if r.p50_ms else 0.0
+        lines.append(f"{r.artifact:<28} {r.profile:>7} {r.p50_ms:9.2f} {r.p90_ms:9.2f} {r.p99_ms:9.2f} "
+                     f"{r.throughput:10.1f} {speed:8.2f}x")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, recipe: str, rows: list[BenchRow], meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"recipe": recipe, **meta, "rows": [asdict(r) for r in rows]}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
