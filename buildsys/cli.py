@@ -7,6 +7,7 @@ libraries are only imported by step code running in worker processes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -204,32 +205,11 @@ def _graph(root: Path, state, selectors: list[str], keep_going: bool = False):
 
 def cmd_build(root: Path, args) -> int:
     from buildsys.errors import UsageError
-    from buildsys.state import WorkspaceLock
 
     if args.jobs < 1:
         raise UsageError(f"-j takes a positive number of jobs, found {args.jobs}")
-    ws, state, store = _open(root)
-    runner = _runner(ws, args)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        with WorkspaceLock(ws.meta):
-            if not args.dry_run:
-                from buildsys import fastpath
-
-                fastpath.forget(str(ws.meta))
-                runner.prestart()
-            graph, selected, outcomes, problems = _run_build(ws, state, store, runner, args)
-    except KeyboardInterrupt:
-        import shutil
-
-        runner.shutdown()
-        shutil.rmtree(ws.tmp, ignore_errors=True)
-        print("interrupted: running steps were stopped; nothing they wrote was recorded", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        runner.shutdown()
-        state.close()
+    with _building(root, args) as (ws, state, store, runner):
+        graph, selected, outcomes, problems = _run_build(ws, state, store, runner, args)
     code = _exit_code(outcomes, args.require_all)
     if problems:
         code = max(code, EXIT_USAGE) if code != EXIT_STEP else code
@@ -237,6 +217,38 @@ def cmd_build(root: Path, args) -> int:
     if not args.dry_run and not problems and code != EXIT_STEP:
         _record_noop(ws, graph, selected, outcomes, _signature(args.recipes, args.only, args.require_all), code)
     return code
+
+
+@contextlib.contextmanager
+def _building(root: Path, args):
+    """A locked workspace with its state, store and runner for one build; cleaned up on any exit.
+
+    On Ctrl-C or SIGTERM the running steps are killed and their scratch removed,
+    so nothing half-written is recorded; the interrupt then reaches main (exit 130).
+    """
+    import shutil
+
+    from buildsys import fastpath
+    from buildsys.state import WorkspaceLock
+
+    ws, state, store = _open(root)
+    runner = _runner(ws, args)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with WorkspaceLock(ws.meta):
+            if not getattr(args, "dry_run", False):
+                fastpath.forget(str(ws.meta))
+                runner.prestart()
+            yield ws, state, store, runner
+    except KeyboardInterrupt:
+        runner.shutdown()
+        shutil.rmtree(ws.tmp, ignore_errors=True)
+        print("interrupted: running steps were stopped; nothing they wrote was recorded", file=sys.stderr)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        runner.shutdown()
+        state.close()
 
 
 def _shared(args):
@@ -451,7 +463,6 @@ def cmd_check(root: Path, args) -> int:
     from buildsys.build import Build
     from buildsys.errors import UsageError
     from buildsys.progress import LiveReporter, PlainReporter
-    from buildsys.state import WorkspaceLock
 
     if args.jobs < 1:
         raise UsageError(f"-j takes a positive number of jobs, found {args.jobs}")
@@ -460,35 +471,19 @@ def cmd_check(root: Path, args) -> int:
     if args.baseline is not None and not args.baseline.is_file():
         raise UsageError(f"--baseline {args.baseline}: no such file",
                          hint="download main's out/reports/parity.json first (see .github/workflows/parity.yml)")
-    ws, state, store = _open(root)
-    runner = _runner(ws, args)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        with WorkspaceLock(ws.meta):
-            from buildsys import fastpath
-
-            fastpath.forget(str(ws.meta))
-            runner.prestart()
-            recipes, problems, graph = _graph(root, state, args.recipes, keep_going=True)
-            for pr in problems:
-                print(f"error: {pr.render()}", file=sys.stderr)
-            checks = [s for s in graph.steps.values() if s.family == "parity" or "result" in s.outputs]
-            stream = sys.stderr
-            reporter = (LiveReporter if stream.isatty() else PlainReporter)(stream, args.verbose)
-            build = Build(ws, graph, state, store, runner, reporter, keep_going=True, timeout=args.timeout,
-                          shared=_shared(args))
-            try:
-                outcomes = {o.step: o for o in build.run(graph.closure({s.id for s in checks}))}
-            finally:
-                reporter.close()
-    except KeyboardInterrupt:
-        runner.shutdown()
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        runner.shutdown()
-        state.close()
+    with _building(root, args) as (ws, state, store, runner):
+        recipes, problems, graph = _graph(root, state, args.recipes, keep_going=True)
+        for pr in problems:
+            print(f"error: {pr.render()}", file=sys.stderr)
+        checks = [s for s in graph.steps.values() if s.family == "parity" or "result" in s.outputs]
+        stream = sys.stderr
+        reporter = (LiveReporter if stream.isatty() else PlainReporter)(stream, args.verbose)
+        build = Build(ws, graph, state, store, runner, reporter, keep_going=True, timeout=args.timeout,
+                      shared=_shared(args))
+        try:
+            outcomes = {o.step: o for o in build.run(graph.closure({s.id for s in checks}))}
+        finally:
+            reporter.close()
     from buildsys.reports import gather_meta, write_reports
 
     entries = [_report_entry(ws, graph, step, outcomes[step.id]) for step in checks]
