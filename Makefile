@@ -4,15 +4,20 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
 JOBS ?= 1
+comma := ,
+# The gpu extra (TensorRT) joins where an NVIDIA driver answers; GPU=0 or GPU=1 overrides.
+GPU ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+EXTRAS := samples,test,cluster$(if $(filter 1,$(GPU)),$(comma)gpu)
+# One stamp per set of extras: a venv made without the gpu extra is completed on a GPU machine.
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: engines test check validate status bench-build clean distclean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-		--config-settings editable_mode=compat -e '.[samples,test,cluster]'
+		--config-settings editable_mode=compat -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 engines: $(STAMP)
@@ -29,7 +34,7 @@ status: $(STAMP)
 	$(BIN)/buildsys status
 
 bench-build: $(STAMP)
-	$(BIN)/python benchmarks/bench_build.py
+	$(BIN)/python benchmarks/bench_build.py $(BENCH_ARGS)
 
 clean:
 	rm -rf out

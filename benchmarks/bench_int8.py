@@ -1,0 +1,225 @@
+"""INT8 through buildsys: ONNX Runtime latency and accuracy of the quantized models, as medians.
+
+    .venv/bin/python benchmarks/bench_int8.py                # build, then measure
+    .venv/bin/python benchmarks/bench_int8.py --runs 40      # more timed runs per figure
+
+Builds two recipes with the installed `buildsys` in benchmarks/.work/int8 (the
+repository's recipes/, models/ and data/ copied there):
+
+- ResNet-18 (`models.resnet:resnet18`, random init, opset 18) with an int8 target,
+  calibrated on seeded uniform data: ONNX Runtime fp32 (`model.sim.onnx`) against
+  int8 (`model.int8.onnx`, the onnxruntime flavour) at batch 1 and batch 8,
+  224x224, and the int8 model's cosine similarity to PyTorch eager.
+- `recipes/efficientnet_lite0_int8.yaml` (pretrained weights, calibrated on the 8
+  photographs of data/calibration/): top-1 agreement of int8 with fp32 on those
+  photographs and on the other photographs scikit-image ships (when installed),
+  each also mirrored.
+
+Every session has 2 intra-op threads and no spinning (the steps' own settings).
+Latencies are medians over `--runs` runs, the models timed in turn within each
+round so that a busy machine slows all of them alike.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "benchmarks" / ".work" / "int8"
+BUILDSYS = [str(Path(sys.executable).with_name("buildsys"))]
+THREADS = 2
+RESNET_INT8 = """
+calibration: {data: {kind: uniform, low: 0.0, high: 1.0}, samples: 32, method: minmax}
+targets:
+  - {backend: onnxruntime, precision: fp32}
+  - {backend: onnxruntime, precision: int8}
+"""
+# Photographs bundled with scikit-image beyond the eight of data/calibration/ (held out).
+HELD_OUT = ["immunohistochemistry", "retina", "moon", "clock", "grass", "gravel", "cell"]
+
+sys.path.insert(0, str(REPO))
+
+
+def workspace() -> Path:
+    if WORK.exists():
+        shutil.rmtree(WORK / "recipes", ignore_errors=True)
+    (WORK / "recipes").mkdir(parents=True, exist_ok=True)
+    for folder in ("models", "data"):
+        shutil.copytree(REPO / folder, WORK / folder, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("_base.yaml", "efficientnet_lite0_int8.yaml"):
+        shutil.copy(REPO / "recipes" / name, WORK / "recipes" / name)
+    resnet = (REPO / "recipes" / "resnet18.yaml").read_text()
+    resnet = resnet.replace("batch:  {min: 1, opt: 2, max: 4}", "batch:  {min: 1, opt: 2, max: 8}")
+    (WORK / "recipes" / "resnet18.yaml").write_text(resnet + RESNET_INT8)
+    return WORK
+
+
+def build(ws: Path) -> None:
+    t0 = time.perf_counter()
+    proc = subprocess.run([*BUILDSYS, "-C", str(ws), "build", "--json", "resnet18", "efficientnet_lite0_int8"],
+                          capture_output=True, text=True)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"buildsys build failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    steps = json.loads(proc.stdout)["steps"]
+    print(f"build: {time.perf_counter() - t0:.0f}s")
+    for s in steps:
+        if s["id"].split(":")[1].startswith(("calibrate", "quantize", "parity[int8]")):
+            print(f"  {s['id']:45s} {s['state']:8s} {s['seconds']:6.1f}s  {s.get('summary', '')}")
+
+
+def session(path: Path, simulate: bool = False):
+    import onnxruntime as ort
+
+    from buildsys.steps._ort import cpu_session, session_options
+
+    so = session_options(THREADS)
+    if simulate:  # Q/DQ evaluated as written (no integer kernels): the arithmetic a Q/DQ model specifies
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return cpu_session(path, THREADS, so)
+
+
+def latencies(models: dict[str, Path], x, runs: int) -> dict[str, float]:
+    sessions = {name: session(p) for name, p in models.items()}
+    name0 = next(iter(sessions))
+    feed = {sessions[name0].get_inputs()[0].name: x}
+    for s in sessions.values():
+        for _ in range(3):
+            s.run(None, feed)
+    times = {name: [] for name in sessions}
+    for _ in range(runs):
+        for name, s in sessions.items():
+            t0 = time.perf_counter()
+            s.run(None, feed)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+def cosine(a, b) -> list[float]:
+    import numpy as np
+
+    a = a.reshape(a.shape[0], -1).astype(np.float64)
+    b = b.reshape(b.shape[0], -1).astype(np.float64)
+    return list((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+
+
+def softmax(z):
+    import numpy as np
+
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def pytorch_outputs(ws: Path, recipe: str, x):
+    import torch
+
+    from buildsys.recipe import load_recipe
+    from buildsys.resolve import model_params
+    from buildsys.steps._model import load_model
+
+    torch.set_num_threads(THREADS)
+    r = load_recipe(ws / "recipes" / f"{recipe}.yaml", ws)
+    model, _ = load_model(model_params(r), ws, {})
+    with torch.inference_mode():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def bench_resnet(ws: Path, runs: int) -> None:
+    import numpy as np
+
+    out = ws / "out" / "resnet18"
+    models = {"fp32": out / "model.sim.onnx", "int8": out / "model.int8.onnx"}
+    print("\nResNet-18, ONNX Runtime CPU, 2 threads, 224x224 (median ms)")
+    print(f"  {'batch':>5}  {'fp32':>8}  {'int8':>8}  speed-up")
+    for batch, n in ((1, runs), (8, max(5, runs // 3))):
+        x = np.random.default_rng(batch).uniform(0, 1, (batch, 3, 224, 224)).astype(np.float32)
+        ms = latencies(models, x, n)
+        print(f"  {batch:>5}  {ms['fp32']:8.1f}  {ms['int8']:8.1f}  {ms['fp32'] / ms['int8']:.2f}x")
+    x = np.random.default_rng(8).uniform(0, 1, (8, 3, 224, 224)).astype(np.float32)
+    ref = pytorch_outputs(ws, "resnet18", x)
+    got = session(models["int8"]).run(None, {"input": x})[0]
+    cos = cosine(got, ref)
+    top1 = float((got.argmax(1) == ref.argmax(1)).mean())
+    parity = json.loads((out / "parity" / "int8.json").read_text())
+    points = {r["point"]: r["outputs"]["logits"]["cosine"] for r in parity["results"]}
+    print(f"  int8 vs PyTorch, 8 uniform inputs: cosine min {min(cos):.5f}, median {statistics.median(cos):.5f}; "
+          f"top-1 agreement {top1:.0%}")
+    print("  int8 vs PyTorch, parity[int8] (min/opt/max): "
+          + ", ".join(f"{p} {c:.5f}" for p, c in points.items()))
+
+
+def photographs(tmp: Path) -> tuple[list[Path], list[Path]]:
+    """(calibration photographs, held-out photographs) as files."""
+    calib = sorted((REPO / "data" / "calibration").iterdir())
+    held = []
+    try:
+        import skimage.data
+        from PIL import Image
+    except ImportError:
+        print("  (scikit-image is not installed: no held-out photographs)")
+        return calib, held
+    for name in HELD_OUT:
+        path = tmp / f"{name}.png"
+        Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(path)
+        held.append(path)
+    path = tmp / "motorcycle.png"
+    Image.fromarray(skimage.data.stereo_motorcycle()[0]).save(path)
+    held.append(path)
+    return calib, held
+
+
+def bench_efficientnet(ws: Path, runs: int) -> None:
+    import numpy as np
+
+    from buildsys.steps.calibrate import imagenet_image
+
+    out = ws / "out" / "efficientnet_lite0_int8"
+    print("\nEfficientNet-Lite0 (pretrained), int8 vs fp32 ONNX on photographs, each also mirrored")
+    with tempfile.TemporaryDirectory() as tmp:
+        calib, held = photographs(Path(tmp))
+        views = {}
+        for group, paths in (("calibration", calib), ("held out", held)):
+            arrays = [imagenet_image(p, 224, 224, Path(tmp)) for p in paths]
+            views[group] = np.ascontiguousarray(np.stack(arrays + [a[:, :, ::-1] for a in arrays]), dtype=np.float32)
+    fp32 = session(out / "model.sim.onnx")
+    candidates = {"int8 (onnxruntime flavour)": session(out / "model.int8.onnx"),
+                  "int8 tensorrt flavour, Q/DQ simulated": session(out / "model.int8.tensorrt.onnx", simulate=True)}
+    for label, s in candidates.items():
+        for group, x in views.items():
+            if not len(x):
+                continue
+            ref = fp32.run(None, {"input": x})[0]
+            got = s.run(None, {"input": x})[0]
+            agree = (got.argmax(1) == ref.argmax(1))
+            cos = cosine(got, ref)
+            sure = softmax(ref).max(1) >= 0.5  # photographs fp32 itself is sure about
+            print(f"  {label:40s} {group:12s} {len(x):3d} images: top-1 agreement {agree.mean():6.1%} "
+                  f"({int(agree.sum())}/{len(x)}; {int(agree[sure].sum())}/{int(sure.sum())} where fp32 p>=0.5), "
+                  f"cosine median {statistics.median(cos):.4f} min {min(cos):.4f}")
+    x = views["calibration"][:1]
+    ms = latencies({"fp32": out / "model.sim.onnx", "int8": out / "model.int8.onnx"}, x, runs)
+    print(f"  latency batch 1, 224x224: fp32 {ms['fp32']:.1f} ms, int8 {ms['int8']:.1f} ms "
+          f"({ms['fp32'] / ms['int8']:.2f}x)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=30, help="timed runs per latency figure (batch 8: a third)")
+    ap.add_argument("--no-build", action="store_true", help="measure what benchmarks/.work/int8 holds")
+    args = ap.parse_args()
+    ws = WORK if args.no_build else workspace()
+    if not args.no_build:
+        build(ws)
+    bench_resnet(ws, args.runs)
+    bench_efficientnet(ws, args.runs)
+
+
+if __name__ == "__main__":
+    main()
