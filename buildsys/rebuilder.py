@@ -63,7 +63,11 @@ class Rebuilder:
         env: dict[str, Any] = {"tools": toolchain.versions(cls.TOOLS)}
         if cls.TOOLS:
             env["python"] = toolchain.python_version()
-        if cls.DEVICE:
+        if cls.DEVICE == "gpu":
+            from buildsys import gpu
+
+            env["device"] = gpu.gpu()  # name, compute capability, driver and CUDA version
+        elif cls.DEVICE:
             env["device"] = toolchain.cpu()
         # Through JSON and back, so tuples compare equal to the lists a stored trace holds.
         params = json.loads(canonical(step.params))

@@ -48,7 +48,7 @@ class Step:
     KIND = ""
     VERSION = 1
     TOOLS: tuple[str, ...] = ()
-    DEVICE = False  # the result depends on this machine's processor or GPU
+    DEVICE: bool | str = False  # True: bound to this processor; "gpu": to this GPU model
     DISCOVERS = False  # imports project code: its source files join the key
 
     def __init__(self, params: dict[str, Any], ctx: StepContext):

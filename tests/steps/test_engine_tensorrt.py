@@ -1,0 +1,350 @@
+"""engine[tensorrt-*]: recipe → builder settings without a GPU, the GPU's identity, and a real build on one."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from buildsys import gpu
+from buildsys.errors import StepError
+from buildsys.steps.base import run_job
+from buildsys.steps import engine_tensorrt as et
+from buildsys.steps.engine_tensorrt import TensorRTEngine, builder_settings, profile_shapes, timing_cache_path
+from tests.e2e.conftest import Workspace
+from tests.steps import FIXTURES, RecipeSteps
+
+IMAGE = """\
+version: 1
+model: {{factory: "tm.tiny:tiny", kwargs: {{features: 4}}}}
+inputs:
+  - {{name: image, dtype: float32, shape: [batch, 3, height, width]}}
+  - {{name: mask, dtype: int64, shape: [1, 16], data: {{kind: randint, low: 0, high: 2}}}}
+outputs: [{{name: scores}}]
+dims:
+  batch: {{min: 1, opt: 8, max: 32}}
+  height: {{min: 224, opt: 224, max: 384}}
+  width: {{min: 224, opt: 256, max: 384}}
+profiles:
+  - {{batch: {{min: 32, opt: 64, max: 128}}}}
+  - {{height: {{max: 512}}, width: {{opt: 320, max: 512}}}}
+export: {{opset: 18, exporter: torchscript}}
+calibration: {{data: {{kind: uniform, low: 0, high: 1}}, samples: 4}}
+targets:
+  - {{backend: tensorrt, precision: {precision}{workspace}}}
+"""
+
+H100 = {"name": "NVIDIA H100 80GB HBM3", "compute_cap": "9.0", "driver": "550.54.15", "cuda": "12.4"}
+A100 = {"name": "NVIDIA A100-SXM4-40GB", "compute_cap": "8.0", "driver": "550.54.15", "cuda": "12.4"}
+
+
+def engine_params(tmp_path: Path, precision: str = "fp16", workspace: str = "") -> dict:
+    text = IMAGE.format(precision=precision, workspace=f", workspace: {workspace}" if workspace else "")
+    steps = RecipeSteps(tmp_path, text)
+    return steps.steps[f"engine[tensorrt-{precision}]"].params
+
+
+# -- recipe → builder settings ---------------------------------------------------------
+
+
+def test_profile_zero_comes_from_dims_and_fixed_sizes_stay_as_written(tmp_path):
+    s = builder_settings(engine_params(tmp_path), tmp_path / "t.cache")
+    assert s.profiles[0] == {
+        "image": ((1, 3, 224, 224), (8, 3, 224, 256), (32, 3, 384, 384)),
+        "mask": ((1, 16), (1, 16), (1, 16)),
+    }
+
+
+def test_each_profiles_entry_overrides_some_dims_and_keeps_the_rest(tmp_path):
+    s = builder_settings(engine_params(tmp_path), tmp_path / "t.cache")
+    assert len(s.profiles) == 3
+    assert s.profiles[1]["image"] == ((32, 3, 224, 224), (64, 3, 224, 256), (128, 3, 384, 384))
+    assert s.profiles[2]["image"] == ((1, 3, 224, 224), (8, 3, 224, 320), (32, 3, 512, 512))
+    assert all(p["mask"] == ((1, 16),) * 3 for p in s.profiles)
+
+
+def test_profile_shapes_of_inputs_with_named_and_fixed_dims():
+    inputs = [{"name": "ids", "shape": ["batch", "seq"]}, {"name": "scale", "shape": [1]}]
+    profile = {"batch": {"name": "batch", "min": 1, "opt": 2, "max": 4},
+               "seq": {"name": "seq", "min": 8, "opt": 128, "max": 512}}
+    assert profile_shapes(inputs, profile) == {"ids": ((1, 8), (2, 128), (4, 512)), "scale": ((1,), (1,), (1,))}
+
+
+@pytest.mark.parametrize(("precision", "fp16", "int8", "tf32"), [
+    ("fp32", False, False, False),  # TF32 off: fp32 tolerances are tighter than its 10-bit mantissa
+    ("fp16", True, False, True),
+    ("int8", False, True, True),
+    ("best", True, True, True),
+])
+def test_precision_flags_on_tensorrt_10(tmp_path, precision, fp16, int8, tf32):
+    s = builder_settings(engine_params(tmp_path, precision), tmp_path / "t.cache", "10.16.1.11")
+    assert (s.fp16, s.int8, s.tf32, s.strongly_typed) == (fp16, int8, tf32, False)
+
+
+def test_tensorrt_11_builds_strongly_typed_and_refuses_fp16(tmp_path):
+    fp32 = builder_settings(engine_params(tmp_path / "a", "fp32"), tmp_path / "t.cache", "11.4.0.106")
+    int8 = builder_settings(engine_params(tmp_path / "b", "int8"), tmp_path / "t.cache", "11.4.0.106")
+    assert (fp32.strongly_typed, fp32.fp16, fp32.int8) == (True, False, False)
+    assert (int8.strongly_typed, int8.fp16, int8.int8) == (True, False, False)  # precision from the Q/DQ nodes
+    with pytest.raises(StepError, match="strongly typed networks only: precision fp16") as err:
+        builder_settings(engine_params(tmp_path / "c", "fp16"), tmp_path / "t.cache", "11.4.0.106")
+    assert err.value.field == "targets" and "TensorRT 10" in err.value.hint
+
+
+def test_workspace_size_becomes_bytes_and_defaults_to_tensorrt_s_own(tmp_path):
+    assert builder_settings(engine_params(tmp_path / "a", workspace="4GiB"), tmp_path / "t").workspace == 4 * 2**30
+    assert builder_settings(engine_params(tmp_path / "b", workspace="512MiB"), tmp_path / "t").workspace == 512 * 2**20
+    assert builder_settings(engine_params(tmp_path / "c"), tmp_path / "t").workspace is None
+
+
+def test_best_is_judged_by_the_fp16_tolerance(tmp_path):
+    params = engine_params(tmp_path, "best")
+    assert set(params["tolerances"]) == {"fp16"}
+    assert et._tolerance(params) == params["tolerances"]["fp16"]
+
+
+def test_timing_cache_lives_under_out_one_file_per_gpu_and_tensorrt_version(tmp_path):
+    h100 = timing_cache_path(tmp_path, H100, "10.16.1.11")
+    assert h100.parent == tmp_path / "out" / ".buildsys" / "tensorrt"
+    assert h100.name.startswith("timing-") and h100.suffix == ".cache" and len(h100.stem) == len("timing-") + 16
+    assert timing_cache_path(tmp_path, dict(H100), "10.16.1.11") == h100
+    assert timing_cache_path(tmp_path, A100, "10.16.1.11") != h100
+    assert timing_cache_path(tmp_path, {**H100, "driver": "570.86.10"}, "10.16.1.11") != h100
+    assert timing_cache_path(tmp_path, H100, "10.15.1.29") != h100
+    s = builder_settings(engine_params(tmp_path), h100)
+    assert s.timing_cache == h100
+
+
+def test_int8_needs_a_qdq_model_and_says_so_before_touching_tensorrt(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    scale = helper.make_tensor("s", TensorProto.FLOAT, [], [0.1])
+    plain = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
+    qdq = helper.make_model(helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s"], ["q"]),
+         helper.make_node("DequantizeLinear", ["q", "s"], ["y"])],
+        "g", [x], [y], [scale]))
+    onnx.save(plain, tmp_path / "plain.onnx")
+    onnx.save(qdq, tmp_path / "qdq.onnx")
+    assert et.qdq_nodes(tmp_path / "plain.onnx") == 0
+    assert et.qdq_nodes(tmp_path / "qdq.onnx") == 2
+
+    steps = RecipeSteps(tmp_path / "ws", IMAGE.format(precision="int8", workspace=""))
+    job = steps.job("engine[tensorrt-int8]")
+    job["inputs"]["model"] = str(tmp_path / "plain.onnx")
+    answer = run_job(job)
+    assert not answer["ok"]
+    assert "precision int8 needs an explicitly quantized (Q/DQ) model; plain.onnx has no" in answer["error"]
+    assert answer["field"] == "targets" and "implicit calibration" in answer["hint"]
+
+
+# -- availability -----------------------------------------------------------------------
+
+
+def test_unavailable_without_a_gpu_names_the_missing_device_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu, "NVIDIACTL", tmp_path / "nvidiactl")
+    gpu.gpu.cache_clear()
+    try:
+        reason = TensorRTEngine.unavailable(engine_params(tmp_path))
+        assert reason == f"no NVIDIA GPU on this machine (no {tmp_path / 'nvidiactl'})"
+        assert gpu.gpu() == {}
+    finally:
+        gpu.gpu.cache_clear()
+
+
+@pytest.mark.skipif(Path("/dev/nvidiactl").exists(), reason="this machine has an NVIDIA GPU")
+def test_unavailable_here_says_there_is_no_gpu(tmp_path):
+    assert TensorRTEngine.unavailable(engine_params(tmp_path)) == "no NVIDIA GPU on this machine (no /dev/nvidiactl)"
+
+
+def test_unavailable_without_tensorrt_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu, "absent_reason", lambda: None)
+    monkeypatch.setattr(et.importlib.util, "find_spec", lambda name: None)
+    assert TensorRTEngine.unavailable(engine_params(tmp_path)) == "TensorRT is not installed (pip install '.[gpu]')"
+
+
+def test_unavailable_for_fp16_on_tensorrt_11_but_not_for_fp32(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu, "absent_reason", lambda: None)
+    monkeypatch.setattr(et.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(et, "installed_tensorrt", lambda: "11.4.0.106")
+    reason = TensorRTEngine.unavailable(engine_params(tmp_path / "a", "fp16"))
+    assert reason == ("TensorRT 11.4.0.106 builds strongly typed networks only; precision fp16 needs TensorRT 10 "
+                      "(pip install '.[gpu]')")
+    assert TensorRTEngine.unavailable(engine_params(tmp_path / "b", "fp32")) is None
+
+
+def test_unavailable_imports_neither_tensorrt_nor_polygraphy(tmp_path):
+    params = engine_params(tmp_path)
+    code = ("import json, sys; from buildsys.steps.engine_tensorrt import TensorRTEngine as T; "
+            f"T.unavailable(json.loads({json.dumps(json.dumps(params))})); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'polygraphy', 'onnx', 'torch')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_step_declares_its_tools_and_a_gpu_bound_result():
+    assert {"tensorrt", "polygraphy", "onnx"} <= set(TensorRTEngine.TOOLS)
+    assert TensorRTEngine.DEVICE == "gpu"
+
+
+# -- through the command line -----------------------------------------------------------
+
+BOTH = """\
+version: 1
+model: {factory: "tm.tiny:tiny", kwargs: {features: 4}}
+inputs: [{name: x, dtype: float32, shape: [batch, 4], data: {kind: normal, mean: 0.0, std: 1.0}}]
+outputs: [{name: scores}]
+dims: {batch: {min: 1, opt: 4, max: 8}}
+export: {opset: 18, exporter: torchscript}
+targets:
+  - {backend: tensorrt, precision: fp16}
+  - {backend: torchscript, mode: trace}
+"""
+
+
+def test_cli_build_reports_tensorrt_unavailable_and_require_all_fails(tmp_path):
+    import shutil
+
+    ws = Workspace(tmp_path)
+    shutil.copytree(FIXTURES, tmp_path / "tm", ignore=shutil.ignore_patterns("__pycache__"))
+    ws.write("recipes/tiny.yaml", BOTH)
+    params = RecipeSteps(tmp_path / "probe", BOTH, name="tiny").steps["engine[tensorrt-fp16]"].params
+    reason = TensorRTEngine.unavailable(params)
+
+    r = ws.build()
+    steps = {s["id"]: s for s in r.json["steps"]}
+    trt, ts = steps["tiny:engine[tensorrt-fp16]"], steps["tiny:engine[torchscript]"]
+    assert ts["state"] == "ran", ts
+    assert (tmp_path / "out/tiny/engines/torchscript.pt").is_file()
+    assert json.loads((tmp_path / "out/tiny/parity/torchscript.json").read_text())["passed"] is True
+    if reason is None:  # a machine that can build engines builds one
+        assert trt["state"] == "ran" and r.code == 0, r.stdout + r.stderr
+        return
+    assert trt["state"] == "unavailable"
+    assert trt["reason"] == reason
+    assert not (tmp_path / "out/tiny/engines/tensorrt-fp16.plan").exists()
+    assert r.code == 0, r.stderr
+
+    r = ws.build("--require-all")
+    assert r.code == 3
+    assert r.states()["tiny:engine[tensorrt-fp16]"] == "unavailable"
+    assert r.states()["tiny:engine[torchscript]"] == "cached"
+
+
+# -- the GPU's identity -----------------------------------------------------------------
+
+SMI = """#!/bin/sh
+case "$1" in
+  --query-gpu=*)
+    echo "0, GPU-1111aaaa, NVIDIA H100 80GB HBM3, 9.0, 550.54.15"
+    echo "1, GPU-2222bbbb, NVIDIA A100-SXM4-40GB, 8.0, 550.54.15" ;;
+  -L) echo "GPU 0: NVIDIA H100 80GB HBM3" ;;
+  *) echo "| NVIDIA-SMI 550.54.15    Driver Version: 550.54.15    CUDA Version: 12.4     |" ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_smi(tmp_path, monkeypatch):
+    """A machine whose nvidia-smi reports an H100 and an A100."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(SMI)
+    smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
+    ctl = tmp_path / "nvidiactl"
+    ctl.touch()
+    monkeypatch.setattr(gpu, "NVIDIACTL", ctl)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    gpu.gpu.cache_clear()
+    yield monkeypatch
+    gpu.gpu.cache_clear()
+
+
+def test_gpu_identity_from_nvidia_smi_is_model_capability_driver_and_cuda(fake_smi):
+    fake_smi.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert gpu.gpu() == H100
+    assert gpu.absent_reason() is None
+
+
+def test_cuda_visible_devices_picks_the_gpu_by_index_or_uuid(fake_smi):
+    fake_smi.setenv("CUDA_VISIBLE_DEVICES", "1,0")
+    assert gpu.gpu() == A100
+    gpu.gpu.cache_clear()
+    fake_smi.setenv("CUDA_VISIBLE_DEVICES", "GPU-2222")
+    assert gpu.gpu() == A100
+    gpu.gpu.cache_clear()
+    fake_smi.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert gpu.gpu() == {}
+
+
+def test_unpinned_mixed_gpus_list_the_others_so_the_key_covers_either(fake_smi):
+    fake_smi.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert gpu.gpu() == {**H100, "others": "NVIDIA A100-SXM4-40GB (8.0)"}
+
+
+def test_gpu_is_asked_once_per_process(fake_smi, tmp_path):
+    fake_smi.setenv("CUDA_VISIBLE_DEVICES", "0")
+    first = gpu.gpu()
+    (tmp_path / "bin" / "nvidia-smi").write_text("#!/bin/sh\nexit 9\n")
+    assert gpu.gpu() == first
+
+
+def test_a_failing_nvidia_smi_is_a_reason_not_a_crash(fake_smi, tmp_path):
+    (tmp_path / "bin" / "nvidia-smi").write_text('#!/bin/sh\necho "NVIDIA-SMI has failed because it couldn\'t '
+                                                  'communicate with the NVIDIA driver."\nexit 9\n')
+    assert gpu.gpu() == {}
+    assert gpu.absent_reason() == ("nvidia-smi lists no usable GPU (nvidia-smi exited with 9: NVIDIA-SMI has failed "
+                                   "because it couldn't communicate with the NVIDIA driver.)")
+
+
+def test_parse_query_skips_lines_that_are_not_gpu_rows():
+    text = "0, GPU-a, Tesla T4, 7.5, 535.1\nNo devices were found\n\n"
+    assert gpu.parse_query(text) == [{"index": "0", "uuid": "GPU-a", "name": "Tesla T4", "compute_cap": "7.5",
+                                      "driver": "535.1"}]
+
+
+# -- on a GPU ---------------------------------------------------------------------------
+
+TINY = """\
+version: 1
+model: {{factory: "tm.tiny:tiny", kwargs: {{features: 4}}}}
+inputs: [{{name: x, dtype: float32, shape: [batch, 4], data: {{kind: normal, mean: 0.0, std: 1.0}}}}]
+outputs: [{{name: scores}}]
+dims: {{batch: {{min: 1, opt: 4, max: 8}}}}
+profiles: [{{batch: {{min: 16, opt: 32, max: 64}}}}]
+export: {{opset: 17, exporter: torchscript}}
+simplify: false
+targets: [{{backend: tensorrt, precision: {precision}, workspace: 256MiB}}]
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_builds_a_real_engine_with_two_profiles_a_timing_cache_and_passing_parity(tmp_path, precision):
+    from polygraphy.backend.trt import EngineFromBytes
+
+    steps = RecipeSteps(tmp_path, TINY.format(precision=precision))
+    assert steps.run("export")["ok"]
+    assert steps.run("reference")["ok"]
+    name = f"engine[tensorrt-{precision}]"
+    answer = steps.run(name)
+    assert answer["ok"], answer.get("error")
+    assert answer["verdict"]["passed"], answer["verdict"]["summary"]
+    plan = steps.out(name, "engine")
+    engine = EngineFromBytes(plan.read_bytes())()
+    assert engine.num_optimization_profiles == 2
+    result = json.loads(steps.out(name, "result").read_text())
+    assert result["passed"] and {r["point"] for r in result["results"]} == {"min", "opt", "max"}
+    assert result["builder"]["fp16"] is (precision == "fp16")
+    caches = list((tmp_path / "out" / ".buildsys" / "tensorrt").glob("timing-*.cache"))
+    assert len(caches) == 1 and caches[0].stat().st_size > 0
+    again = steps.run(name)  # loads the cache it saved
+    assert again["ok"] and again["verdict"]["passed"]
