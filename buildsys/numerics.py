@@ -28,7 +28,10 @@ def compare(ref: np.ndarray, got: np.ndarray, tol: dict[str, Any]) -> dict[str, 
     finite = np.where(np.isfinite(diff), diff, np.inf)
     atol = tol.get("atol") or 0.0
     rtol = tol.get("rtol") or 0.0
-    floor = max(atol, 1e-12)
+    # Relative error divides by |ref|, floored so that elements near zero do not explode it:
+    # the floor is the atol, or a thousandth of the output's largest magnitude if that is more.
+    scale = float(np.abs(r[np.isfinite(r)]).max()) if np.isfinite(r).any() else 0.0
+    floor = max(atol, 1e-3 * scale, 1e-12)
     if diff.size:
         worst = np.unravel_index(int(np.argmax(finite)), diff.shape)
         m["max_abs"] = float(finite.max())

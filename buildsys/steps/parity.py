@@ -15,7 +15,7 @@ from buildsys.steps.base import Step, StepResult
 
 class ParityCheck(Step):
     KIND = "parity"
-    VERSION = 2
+    VERSION = 3
     TOOLS = ("onnxruntime", "numpy")
 
     def run(self) -> StepResult:
@@ -51,8 +51,14 @@ class ParityCheck(Step):
             results.append(row)
         passed = not failed
         worst = max((m.get("max_abs", 0.0) for r in results for m in r["outputs"].values()), default=0.0)
+        figures = f"max abs error {worst:.3g}"
+        if tol.get("min_cosine") is not None or tol.get("min_top1") is not None:
+            cosines = [m["cosine"] for r in results for m in r["outputs"].values() if m.get("cosine") is not None]
+            top1s = [m["top1"] for r in results for m in r["outputs"].values() if m.get("top1") is not None]
+            figures = ", ".join(([f"lowest cosine {min(cosines):.4f}"] if cosines else [])
+                                + ([f"lowest top-1 agreement {min(top1s):.0%}"] if top1s else []) + [figures])
         summary = (f"{precision} passed at {', '.join(sorted({r['point'] for r in results}, key=_order))}"
-                   f" (max abs error {worst:.3g})") if passed else f"{precision} FAILED: " + " | ".join(failed[:4])
+                   f" ({figures})") if passed else f"{precision} FAILED: " + " | ".join(failed[:4])
         doc = {"precision": precision, "tolerance": tol, "passed": passed, "failures": failed,
                "candidate": self.ctx.inputs["model"].name, "results": results}
         self.ctx.output("result").write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=True) + "\n")
