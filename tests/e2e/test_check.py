@@ -109,3 +109,13 @@ def test_a_missing_baseline_is_a_usage_error(workspace):
     r = workspace.run("check", "--baseline", "nowhere.json")
     assert r.code == 2
     assert "--baseline nowhere.json: no such file" in r.stderr
+
+
+def test_check_with_everything_cached_imports_no_heavy_library(workspace):
+    workspace.write("recipes/tiny.yaml", tiny_recipe())
+    assert workspace.run("check").code == 0
+    r = workspace.run("check", env={"_pyflags": ["-X", "importtime"]})
+    assert r.code == 0, r.stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in r.stderr.splitlines() if "import time:" in line}
+    assert not imported & {"torch", "onnx", "onnxruntime", "onnxsim"}
+    assert (workspace.root / "out/reports/junit.xml").is_file()
