@@ -229,17 +229,23 @@ def _building(root: Path, args):
     import shutil
 
     from buildsys import fastpath
-    from buildsys.state import WorkspaceLock
+    from buildsys.build import Workspace
+    from buildsys.state import State, WorkspaceLock
+    from buildsys.store import Store
 
-    ws, state, store = _open(root)
+    ws = Workspace(root)
     runner = _runner(ws, args)
+    state = None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with WorkspaceLock(ws.meta):
+            # Only under the lock: the build we waited for may have been `clean --cache`,
+            # which deletes the database a state opened earlier would keep writing to.
+            state = State(ws.meta)
             if not getattr(args, "dry_run", False):
                 fastpath.forget(str(ws.meta))
                 runner.prestart()
-            yield ws, state, store, runner
+            yield ws, state, Store(ws.meta / "store"), runner
     except KeyboardInterrupt:
         runner.shutdown()
         shutil.rmtree(ws.tmp, ignore_errors=True)
@@ -248,7 +254,8 @@ def _building(root: Path, args):
     finally:
         signal.signal(signal.SIGTERM, previous)
         runner.shutdown()
-        state.close()
+        if state is not None:
+            state.close()
 
 
 def _shared(args):

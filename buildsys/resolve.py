@@ -96,6 +96,7 @@ def resolve(recipes: list[Recipe], root: Path) -> Graph:
 def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
     n = r.name
     files = {"checkpoint": r.model.checkpoint} if r.model.checkpoint else {}
+    files.update(input_files(r, root))
     base = model_params(r)
     export = StepSpec(
         id=f"{n}:export", recipe=n, name="export", kind_path=KINDS["export"],
@@ -148,6 +149,21 @@ def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
     for t in r.targets:
         steps.append(_engine(r, t, candidate, quantized, parities, reference, base))
     return steps
+
+
+def input_files(r: Recipe, root: Path) -> dict[str, str]:
+    """The .npy/.npz files behind `npy` inputs, by content in the key: new data re-runs the reference."""
+    import glob
+
+    files = {}
+    for inp in r.inputs:
+        data = inp.data
+        if data is None or data.kind != "npy" or not data.path:
+            continue
+        for i, p in enumerate(sorted(glob.glob(str(root / data.path), recursive=True))):
+            if Path(p).is_file():
+                files[f"input.{inp.name}.{i:04d}"] = Path(p).relative_to(root).as_posix()
+    return files
 
 
 def calibration_files(r: Recipe, root: Path) -> dict[str, str]:

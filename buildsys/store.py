@@ -6,6 +6,7 @@ verification is deleted and reported as missing, so the step is rebuilt.
 """
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import stat
@@ -50,13 +51,22 @@ class Store:
         """Place a blob at `dst` atomically (hard link where possible, else a copy)."""
         src = self.path(digest)
         dst.parent.mkdir(parents=True, exist_ok=True)
+        if _same_file(src, dst):
+            return
+        # Temporaries of a build killed mid-placement: the caller holds the workspace lock.
+        for stale in dst.parent.glob(f".{glob.escape(dst.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
         tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
         try:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        try:
+            os.replace(tmp, dst)
+        finally:
+            # rename(2) between two links of one inode succeeds and leaves both names
+            # (a concurrent writer may have linked dst since the check above)
+            tmp.unlink(missing_ok=True)
 
     def size(self) -> int:
         total = 0
@@ -64,3 +74,10 @@ class Store:
             for f in files:
                 total += os.stat(os.path.join(dirpath, f)).st_size
         return total
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

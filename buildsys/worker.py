@@ -11,6 +11,7 @@ def main() -> int:
     conn = Connection(int(os.environ.pop("BUILDSYS_WORKER_FD")))
     # The orchestrator handles Ctrl-C for the whole build and kills workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _guard(int(os.environ.pop("BUILDSYS_LIFELINE_FD")))
     sys.path.insert(0, os.getcwd())
     from buildsys.steps.base import run_job
 
@@ -27,6 +28,31 @@ def main() -> int:
         if job is None:
             return 0
         conn.send(run_job(job))
+
+
+def _guard(lifeline: int) -> None:
+    """Fork a sentinel that kills this worker's process group once the build is gone.
+
+    The build holds the only write end of `lifeline`; the kernel closes it however
+    the build ends, and the sentinel's read returns. Killing the group takes the
+    step's own children (a child interpreter, a tool it runs) with the worker. A
+    process rather than a thread, forked before anything heavy is imported: a step
+    stuck in native code that holds the GIL would stall a thread, and a parent-death
+    signal (prctl) would kill the worker alone and orphan its children.
+    """
+    if os.fork():
+        os.close(lifeline)
+        return
+    try:
+        # The sentinel must not keep the worker's end of its connection open: the
+        # build learns of a worker's death from that connection closing.
+        os.closerange(0, lifeline)
+        os.closerange(lifeline + 1, os.sysconf("SC_OPEN_MAX"))
+        while os.read(lifeline, 512):
+            pass
+    finally:
+        os.killpg(0, signal.SIGKILL)
+        os._exit(0)
 
 
 if __name__ == "__main__":

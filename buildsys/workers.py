@@ -3,7 +3,10 @@
 A worker imports torch and ONNX Runtime once and then serves step after step
 (Bazel's persistent workers): re-importing torch per step costs more than most
 steps take. Each worker is its own process group, so a step that hangs or
-outlives its timeout is killed together with anything it started.
+outlives its timeout is killed together with anything it started. Each worker
+also holds the read end of a lifeline pipe whose only write end is the build's:
+however the build ends (SIGKILL included), the pipe closes and the worker's group
+is killed (see buildsys.worker), so no step outlives its build.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from typing import Any
 class Worker:
     proc: subprocess.Popen
     conn: Connection
+    lifeline: int
     job: dict[str, Any] | None = None
     started: float = 0.0
     deadline: float = float("inf")
@@ -47,21 +51,24 @@ class WorkerPool:
 
     def _spawn(self) -> Worker:
         parent, child = socket.socketpair()
+        lifeline, keep = os.pipe()
         env = dict(os.environ)
         env.update({
             "OMP_NUM_THREADS": str(self.threads),
             "MKL_NUM_THREADS": str(self.threads),
             "BUILDSYS_WORKER_FD": str(child.fileno()),
+            "BUILDSYS_LIFELINE_FD": str(lifeline),
             "PYTHONUNBUFFERED": "1",
         })
         proc = subprocess.Popen(
             [sys.executable, "-m", "buildsys.worker"],
-            cwd=self.workspace, env=env, pass_fds=(child.fileno(),),
+            cwd=self.workspace, env=env, pass_fds=(child.fileno(), lifeline),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         child.close()
-        return Worker(proc, Connection(parent.detach()))
+        os.close(lifeline)
+        return Worker(proc, Connection(parent.detach()), keep)
 
     @property
     def free(self) -> int:
@@ -125,12 +132,14 @@ class WorkerPool:
             self.busy.remove(w)
         _kill_group(w.proc)
         w.conn.close()
+        os.close(w.lifeline)
 
     def shutdown(self) -> None:
         """Stop every worker. Idle ones hold no state worth a graceful exit: kill them."""
         for w in self.idle + list(self.busy):
             _kill_group(w.proc)
             w.conn.close()
+            os.close(w.lifeline)
         self.idle.clear()
         self.busy.clear()
 

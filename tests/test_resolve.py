@@ -118,3 +118,19 @@ def test_tensorrt_profiles_come_from_dims_then_overrides(tmp_path):
     batch = [p["batch"] for p in step.params["profiles"]]
     assert batch == [{"name": "batch", "min": 1, "opt": 2, "max": 8}, {"name": "batch", "min": 16, "opt": 16, "max": 32}]
     assert step.params["target"]["workspace"] == 1 << 30
+
+
+def test_npy_input_files_are_in_the_export_and_reference_keys(tmp_path):
+    (tmp_path / "data").mkdir()
+    for i in range(2):
+        (tmp_path / f"data/{i}.npy").write_bytes(b"x")
+    r = recipe(inputs=(InputSpec("input", "float32", ("batch", 3, "side", "side"),
+                                 data=DataSpec(kind="npy", path="data/*.npy")),))
+    g = resolve([r], tmp_path)
+    assert g.steps["net:reference"].files == {"input.input.0000": "data/0.npy", "input.input.0001": "data/1.npy"}
+    before = keys(tmp_path, r)
+    (tmp_path / "data/1.npy").write_bytes(b"y")
+    after = keys(tmp_path, r)
+    assert before["net:reference"] != after["net:reference"]
+    assert before["net:export"] != after["net:export"]
+    assert before["net:simplify"] == after["net:simplify"]  # upstream digests are fixed stand-ins here

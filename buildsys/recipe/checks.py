@@ -3,12 +3,13 @@
 Dim order, declared and used axes, unique input/output names, int8 targets with
 calibration, profiles over declared dims, data that fits its input's dtype, the
 factory's module found without importing it, and files that stay inside the
-workspace. Each check skips values the schema already rejected, so one mistake is
-reported once.
+workspace and exist (a checkpoint; an npy glob matches at least one file). Each
+check skips values the schema already rejected, so one mistake is reported once.
 """
 from __future__ import annotations
 
 import difflib
+import glob
 import math
 import os
 import re
@@ -232,7 +233,15 @@ def _check_paths(doc: Document, ws: Path) -> list[Problem]:
             if not _inside(ws.joinpath(*_until_glob(Path(where).parts)), ws):
                 out.append(doc.problem((*path, "path"), f"'{where}' is outside the workspace",
                                        "data paths are relative to the project root and must stay inside it"))
+            elif data.get("kind") == "npy" and not _matches_a_file(where, ws):
+                out.append(doc.problem((*path, "path"), f"no file matches '{where}'",
+                                       "the glob is relative to the project root, not to the recipe's folder"))
     return out
+
+
+def _matches_a_file(pattern: str, ws: Path) -> bool:
+    """Whether the glob finds at least one file, the way the steps expand it (stops at the first)."""
+    return any(os.path.isfile(ws / p) for p in glob.iglob(pattern, root_dir=ws, recursive=True))
 
 
 def _until_glob(parts: tuple[str, ...]) -> list[str]:

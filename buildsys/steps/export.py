@@ -6,6 +6,7 @@ output count matches, and onnx.checker plus strict shape inference pass.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -150,8 +151,7 @@ class ExportOnnx(Step):
                     )
         n_out = len(m.graph.output)
         if n_out != len(p["outputs"]):
-            raise StepError(f"the exported graph has {n_out} outputs, the recipe names {len(p['outputs'])}",
-                            field="outputs")
+            raise outputs_mismatch(n_out, len(p["outputs"]), what="the exported graph outputs")
 
 
 def strip_source_locations(path: Path) -> None:
@@ -196,8 +196,26 @@ def check_onnx(path: Path, scratch: Path) -> None:
         raise StepError(f"the ONNX model is invalid: {str(exc).strip().splitlines()[0][:500]}") from None
 
 
+_OUTPUT_NAMES = re.compile(r"number of output names provided \((\d+)\) exceeded number of outputs \((\d+)\)")
+_UNSUPPORTED_OPSET = re.compile(r"Unsupported onnx_opset_version: (\d+)")
+
+
+def outputs_mismatch(returned: int, named: int, what: str = "the model returned") -> StepError:
+    """The recipe's `outputs` list and the model's forward disagree on how many tensors there are."""
+    return StepError(f"{what} {returned} tensors, the recipe names {named} outputs",
+                     field="outputs",
+                     hint=f"give outputs one name per tensor the model's forward returns, in order: {returned} names")
+
+
 def _export_error(exc: Exception, exporter: str) -> StepError:
+    """A failure inside torch.onnx.export, blamed on the recipe field that caused it where known."""
     text = str(exc).strip()
+    names = _OUTPUT_NAMES.search(text)
+    if names:
+        return outputs_mismatch(int(names.group(2)), int(names.group(1)))
+    opset = _UNSUPPORTED_OPSET.search(text)
+    if opset:
+        return _opset_error(int(opset.group(1)), exporter)
     lines = [ln for ln in text.splitlines() if ln.strip()]
     unsupported = next((ln.strip() for ln in lines if "aten::" in ln or "aten." in ln or "torch.ops" in ln), None)
     head = lines[0] if lines else type(exc).__name__
@@ -207,3 +225,15 @@ def _export_error(exc: Exception, exporter: str) -> StepError:
     other = "torchscript" if exporter == "dynamo" else "dynamo"
     return StepError(message, field="export.exporter",
                      hint=f"see the log for the exporter's full report; exporter: {other} may handle this model")
+
+
+def _opset_error(opset: int, exporter: str) -> StepError:
+    import torch.onnx
+
+    # private, so read defensively: the message stays right without the number
+    highest = getattr(getattr(torch.onnx, "_constants", None), "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None)
+    if highest is None:
+        return StepError(f"the {exporter} exporter does not support opset {opset}", field="export.opset",
+                         hint="choose a lower export.opset, or exporter: dynamo")
+    return StepError(f"the {exporter} exporter supports opsets up to {highest}, found {opset}",
+                     field="export.opset", hint=f"set export.opset: {highest} or lower, or exporter: dynamo")

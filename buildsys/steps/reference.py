@@ -48,6 +48,7 @@ class ReferenceOutputs(Step):
         from buildsys.errors import StepError
         from buildsys.inputs import parity_inputs
         from buildsys.steps._model import flatten_outputs, load_model
+        from buildsys.steps.export import outputs_mismatch
 
         torch.set_num_threads(self.ctx.threads)
         p = self.params
@@ -66,8 +67,7 @@ class ReferenceOutputs(Step):
                                         f"{type(exc).__name__}: {str(exc)[:300]}", field="dims") from None
                 outs = flatten_outputs(result)
                 if len(outs) != len(p["outputs"]):
-                    raise StepError(f"the model returned {len(outs)} tensors, the recipe names "
-                                    f"{len(p['outputs'])} outputs", field="outputs")
+                    raise outputs_mismatch(len(outs), len(p["outputs"]))
                 entry = {"point": point, "sample": sample, "inputs": {}, "outputs": {}}
                 for j, spec in enumerate(p["inputs"]):
                     key = f"{tag}.in{j}"

@@ -80,6 +80,16 @@ def test_schema_is_valid_draft_2020_12():
     assert schema()["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 
 
+def test_opset_bounds_follow_the_pinned_onnx():
+    """export.opset's maximum is the newest opset the installed onnx defines: a higher one cannot be
+    checked or run, and a newer onnx should raise the bound with it."""
+    import onnx
+
+    opset = schema()["properties"]["export"]["properties"]["opset"]
+    assert opset["maximum"] == onnx.defs.onnx_opset_version()
+    assert opset["minimum"] <= opset["default"] <= opset["maximum"]
+
+
 def _object_schemas(node, path="#"):
     if isinstance(node, dict):
         if "properties" in node and node.get("type") == "object" or node.get("type") == ["boolean", "object"]:
@@ -180,6 +190,8 @@ CASES = [
      "  hint: write the number without '_' (YAML 1.2 reads it as text)"),
     ("string-given-number", "description: 12\n",
      "error: recipes/r.yaml:9:14: description: expected string, found integer 12\n  hint: quote it to make it text"),
+    ("opset-too-high", "export: {opset: 99}\n",
+     "error: recipes/r.yaml:9:17: export.opset: expected an integer <= 28, found 99"),
     ("null-value", "export:\n  opset:\n",
      "error: recipes/r.yaml:10:9: export.opset: expected integer, found null\n"
      "  hint: nothing follows the colon, so YAML reads null; give a value or remove the key"),
@@ -322,6 +334,12 @@ CASES = [
     ("npy-path-outside", "calibration: {data: {kind: npy, path: ../calib/*.npy}}\n",
      "error: recipes/r.yaml:9:39: calibration.data.path: '../calib/*.npy' is outside the workspace\n"
      "  hint: data paths are relative to the project root and must stay inside it"),
+    ("npy-calibration-matches-nothing", "calibration: {data: {kind: npy, path: 'calib/*.npy'}}\n",
+     "error: recipes/r.yaml:9:39: calibration.data.path: no file matches 'calib/*.npy'\n"
+     "  hint: the glob is relative to the project root, not to the recipe's folder"),
+    ("npy-input-matches-nothing", None,
+     "error: recipes/r.yaml:4:84: inputs.0.data.path: no file matches 'weights/*.npy'\n"
+     "  hint: the glob is relative to the project root, not to the recipe's folder"),
     ("images-path-absolute", "calibration: {data: {kind: images, path: /srv/imagenet/val}}\n",
      "error: recipes/r.yaml:9:42: calibration.data.path: '/srv/imagenet/val' is outside the workspace\n"
      "  hint: data paths are relative to the project root and must stay inside it"),
@@ -400,6 +418,8 @@ EDITS = {
     "int-input-without-data": ("outputs:", "  - {name: ids, dtype: int64, shape: [batch]}\noutputs:"),
     "int-input-with-uniform-data": (
         "outputs:", "  - name: ids\n    dtype: int64\n    shape: [batch]\n    data: {kind: normal}\noutputs:"),
+    "npy-input-matches-nothing": ("shape: [batch, 3, 8, 8]}",
+                                  "shape: [batch, 3, 8, 8], data: {kind: npy, path: weights/*.npy}}"),
     "checkpoint-missing": ("{factory: models.net:build}", "\n  factory: models.net:build"),
     "checkpoint-outside": ("{factory: models.net:build}", "\n  factory: models.net:build"),
     "checkpoint-folder": ("{factory: models.net:build}", "\n  factory: models.net:build"),
@@ -429,6 +449,18 @@ def _recipe_text(case: str, extra: str | None) -> str:
 @pytest.mark.parametrize(("case", "extra", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_bad_recipe(ws: Path, case: str, extra: str | None, expected: str):
     assert problems(ws, _recipe_text(case, extra)) == expected
+
+
+def test_npy_globs_that_match_files_pass(ws: Path):
+    (ws / "data" / "calib" / "deep").mkdir(parents=True)
+    (ws / "data" / "calib" / "deep" / "a.npy").write_bytes(b"")
+    (ws / "data" / "x.npy").write_bytes(b"")
+    (ws / "data" / "folder.npy").mkdir()  # a folder named like a file is not a match
+    text = MINIMAL.replace("shape: [batch, 3, 8, 8]}", "shape: [batch, 3, 8, 8], data: {kind: npy, path: data/x.npy}}")
+    r = load(ws, text + "calibration: {data: {kind: npy, path: 'data/**/*.npy'}}\n")
+    assert r.inputs[0].data.path == "data/x.npy" and r.calibration.data.path == "data/**/*.npy"
+    assert "calibration.data.path: no file matches 'data/fold*.npy'" in problems(
+        ws, text + "calibration: {data: {kind: npy, path: 'data/fold*.npy'}}\n")
 
 
 def test_cases_are_distinct():
