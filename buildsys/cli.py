@@ -358,7 +358,6 @@ def _exit_code(outcomes, require_all: bool) -> int:
 def _plan(root: Path, selectors: list[str]):
     """What a build would do now, without running or writing anything."""
     from buildsys.build import Build
-    from buildsys.progress import PlainReporter
     from buildsys.workers import InlineRunner
 
     ws, state, store = _open(root)
@@ -436,7 +435,6 @@ def cmd_explain(root: Path, args) -> int:
 
 
 def cmd_graph(root: Path, args) -> int:
-    from buildsys.state import State
 
     _, _, graph = _graph(root, None, args.recipes)
     steps = graph.steps.values()

@@ -81,7 +81,7 @@ def chart(histogram: dict[str, Any] | None, atol: float | None) -> dict[str, Any
     top = math.log1p(max(counts) or 1)
     bars = []
     for i, n in enumerate(counts):
-        low, high = _edge(edges, i), _edge(edges, i + 1)
+        low = _edge(edges, i)
         h = 0.0 if n == 0 else max(2.0, (CHART_H - 14) * math.log1p(n) / top)
         bad = atol is not None and low is not None and low >= atol and n > 0
         bars.append({"x": i * (BAR_W + BAR_GAP), "y": CHART_H - 12 - h, "w": BAR_W, "h": h,

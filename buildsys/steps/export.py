@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Any
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult

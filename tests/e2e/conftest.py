@@ -37,6 +37,22 @@ def tiny_recipe(opset: int = 18, exporter: str = "torchscript", atol: str = "1.0
     return TINY.format(opset=opset, exporter=exporter, atol=atol)
 
 
+def worker_pids(root: Path) -> list[int]:
+    """buildsys worker processes whose working folder is this workspace (workers run there)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if b"buildsys.worker" not in Path(f"/proc/{entry}/cmdline").read_bytes():
+                continue
+            if os.readlink(f"/proc/{entry}/cwd") == str(root):
+                found.append(int(entry))
+        except OSError:  # gone meanwhile, or not ours to look at
+            continue
+    return found
+
+
 @dataclass
 class Result:
     code: int

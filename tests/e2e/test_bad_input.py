@@ -15,7 +15,6 @@ copied into the workspace as the package `tb`.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import shutil
 import sqlite3
@@ -26,7 +25,7 @@ from typing import Callable
 
 import pytest
 
-from tests.e2e.conftest import FIXTURES, REPO, Result, Workspace, tiny_recipe
+from tests.e2e.conftest import FIXTURES, REPO, Result, Workspace, tiny_recipe, worker_pids
 
 BAD_MODULES = REPO / "tests" / "fixtures" / "bad"
 TRACEBACK = "Traceback (most recent call last)"
@@ -66,23 +65,6 @@ def factory(name: str, kwargs: str = "{}") -> str:
 
 
 # -- processes and files --------------------------------------------------------------
-
-
-def worker_pids(root: Path) -> list[int]:
-    """buildsys worker processes whose working folder is this workspace (workers run there)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            if b"buildsys.worker" not in cmdline:
-                continue
-            if os.readlink(f"/proc/{entry}/cwd") == str(root):
-                found.append(int(entry))
-        except OSError:  # gone meanwhile, or not ours to look at
-            continue
-    return found
 
 
 def store_blobs(root: Path) -> set[str]:

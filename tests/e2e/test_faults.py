@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import FIXTURES, REPO, Result, Workspace, tiny_recipe
+from tests.e2e.conftest import FIXTURES, REPO, Result, Workspace, tiny_recipe, worker_pids
 
 BAD_MODULES = REPO / "tests" / "fixtures" / "bad"
 TRACEBACK = "Traceback (most recent call last)"
@@ -59,22 +59,6 @@ def start(ws: Workspace, *args: str, **kw) -> subprocess.Popen:
     """A build in its own session (so its process group can be signalled), output captured."""
     return subprocess.Popen(command(ws, *args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
-
-
-def worker_pids(root: Path) -> list[int]:
-    """buildsys worker processes whose working folder is this workspace (workers run there)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if b"buildsys.worker" not in Path(f"/proc/{entry}/cmdline").read_bytes():
-                continue
-            if os.readlink(f"/proc/{entry}/cwd") == str(root):
-                found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 def wait_no_workers(root: Path, limit: float) -> tuple[int, float]:
