@@ -103,6 +103,10 @@ class Build:
         self.outcomes: dict[str, Outcome] = {}
         self.decisions: dict[str, Decision] = {}
         self.stopped_by: str | None = None
+        # Steps bound to a GPU run one at a time on this machine: two engine builds on one
+        # GPU would share its memory and skew each other's kernel timings. A cluster
+        # executor schedules GPUs itself (Dask resources) and says how many it has.
+        self.gpu_slots = getattr(runner, "gpu_slots", 1)
 
     def run(self, selected: set[str]) -> list[Outcome]:
         if not self.dry_run and self.ws.tmp.exists():
@@ -111,7 +115,7 @@ class Build:
         sorter.prepare()
         ready: deque[str] = deque()
         to_run: deque[str] = deque()
-        running = 0
+        running = gpu_busy = 0
         try:
             while sorter.is_active():
                 ready.extend(sorted(sorter.get_ready()))
@@ -123,20 +127,36 @@ class Build:
                     else:
                         self._finish(sorter, outcome)
                 while to_run and self.runner.free > 0:
-                    sid = to_run.popleft()
+                    sid = self._next(to_run, gpu_busy)
+                    if sid is None:
+                        break  # only GPU steps wait, and the GPU is taken
                     if self.stopped_by:
                         self._finish(sorter, Outcome(sid, "skipped", f"build stopped after {self.stopped_by} failed"))
                         continue
                     self._submit(self.graph.steps[sid])
                     running += 1
+                    gpu_busy += self._on_gpu(sid)
                 if running:
                     for done in self.runner.wait():
                         running -= 1
+                        gpu_busy -= self._on_gpu(done.job["id"])
                         self._finish(sorter, self._commit(done))
         finally:
             self.state.flush()
-        order = list(self.graph.steps)
-        return sorted(self.outcomes.values(), key=lambda o: order.index(o.step))
+        position = {sid: i for i, sid in enumerate(self.graph.steps)}
+        return sorted(self.outcomes.values(), key=lambda o: position[o.step])
+
+    def _on_gpu(self, sid: str) -> int:
+        """1 for a step that holds the GPU while it runs (its class says DEVICE = "gpu")."""
+        return int(getattr(step_class(self.graph.steps[sid].kind_path), "DEVICE", False) == "gpu")
+
+    def _next(self, to_run: deque[str], gpu_busy: int) -> str | None:
+        """The first step that may start now: one GPU step at a time, CPU steps beside it."""
+        for i, sid in enumerate(to_run):
+            if gpu_busy < self.gpu_slots or not self._on_gpu(sid):
+                del to_run[i]
+                return sid
+        return None
 
     # -- before running ------------------------------------------------------
 

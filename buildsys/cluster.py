@@ -59,6 +59,8 @@ def run_remote(job: dict[str, Any]) -> dict[str, Any]:
 class DaskRunner:
     """The Runner protocol of buildsys.build over a dask.distributed Client."""
 
+    gpu_slots = 1 << 30  # GPU steps are held back by the workers' GPU resource, not here
+
     def __init__(self, scheduler: str, cache_url: str, threads: int):
         from distributed import Client
 

@@ -50,3 +50,21 @@ class Unavailable(Counting):
     @classmethod
     def unavailable(cls, params):
         return "no such device on this machine"
+
+
+class Timed(Counting):
+    """Sleeps `params["sleep"]` seconds and appends `id start end` to times.log."""
+
+    def run(self) -> StepResult:
+        import time
+
+        began = time.time()
+        time.sleep(self.params.get("sleep", 0.5))
+        result = super().run()
+        with open(self.ctx.workspace / "times.log", "a") as f:
+            f.write(f"{self.params['id']} {began} {time.time()}\n")
+        return result
+
+
+class OnGpu(Timed):
+    DEVICE = "gpu"

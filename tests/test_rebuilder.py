@@ -214,3 +214,29 @@ def test_unavailable_step_is_reported_with_its_reason(ws):
     out, ran = build(ws, g)
     assert out["s:d"].state == "unavailable" and out["s:d"].reason == "no such device on this machine"
     assert "s:d" not in ran
+
+
+def test_gpu_steps_run_one_at_a_time_and_cpu_steps_beside_them(ws):
+    from buildsys.workers import WorkerPool
+
+    steps = [StepSpec(f"{r}:engine", r, "engine", "tests.fakes:OnGpu", {"id": f"{r}:engine", "sleep": 1.0},
+                      outputs={"out": f"{r}/engine.txt"}) for r in ("a", "b")]
+    steps.append(StepSpec("c:cpu", "c", "cpu", "tests.fakes:Timed", {"id": "c:cpu", "sleep": 1.0},
+                          outputs={"out": "c/cpu.txt"}))
+    graph = Graph({s.id: s for s in steps})
+    w = Workspace(ws)
+    state = State(w.meta)
+    pool = WorkerPool(2, 1, str(ws))
+    try:
+        outcomes = Build(w, graph, state, Store(w.meta / "store"), pool, Quiet()).run(select(graph, None))
+    finally:
+        pool.shutdown()
+        state.close()
+    assert {o.step: o.state for o in outcomes} == {"a:engine": "ran", "b:engine": "ran", "c:cpu": "ran"}
+    spans = {sid: (float(t0), float(t1)) for sid, t0, t1 in
+             (line.split() for line in (ws / "times.log").read_text().splitlines())}
+    (a0, a1), (b0, b1) = spans["a:engine"], spans["b:engine"]
+    assert a1 <= b0 or b1 <= a0, "two GPU steps ran at once"
+    c0, c1 = spans["c:cpu"]
+    assert any(c0 < e1 and e0 < c1 for e0, e1 in (spans["a:engine"], spans["b:engine"])), \
+        "the CPU step waited for the GPU"
