@@ -163,7 +163,8 @@ class Build:
     def _prepare(self, step: StepSpec) -> Outcome | None:
         """Settle the step without running it, or return None when it must run."""
         data_upstream = {ref.partition("#")[0] for ref in step.inputs.values()}
-        for up in sorted(step.upstream):
+        step_upstream = step.upstream  # a property that builds a new set on each call
+        for up in sorted(step_upstream):
             o = self.outcomes[up]
             if o.state == "would-run" and up in data_upstream:
                 return Outcome(step.id, "would-run", f"upstream {up} would run")
@@ -182,7 +183,7 @@ class Build:
         why_not = cls.unavailable(step.params)
         if why_not:
             return Outcome(step.id, "unavailable", why_not)
-        upstream = {up: self.outcomes[up].outputs for up in step.upstream if self.outcomes[up].outputs}
+        upstream = {up: self.outcomes[up].outputs for up in step_upstream if self.outcomes[up].outputs}
         decision = self.rebuilder.decide(step, upstream)
         cut = any(self.outcomes[u].state in ("ran", "cutoff") for u in data_upstream)
         if decision.action in ("cached", "restore"):

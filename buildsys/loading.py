@@ -23,42 +23,92 @@ def discover(root: Path) -> list[Path]:
     return _discover(root)
 
 
-def _stamp(root: Path, sources: list[str]) -> list:
-    return [buildsys.__version__, file_stamp(SCHEMA)] + [[s, file_stamp(root / s)] for s in sources]
+def _stamp(root: Path, sources: list[str], head: list | None = None) -> list:
+    head = head if head is not None else [buildsys.__version__, file_stamp(SCHEMA)]
+    return head + [[s, file_stamp(root / s)] for s in sources]
 
 
 def load(root: Path, state: State | None, selectors: list[str], keep_going: bool = False
          ) -> tuple[list[Recipe], list[Problem]]:
     """Every recipe (or the selected ones) and the problems of those that are broken.
 
-    Raises RecipeError when a recipe is broken and `keep_going` is off.
+    A recipe whose files did not move since it was cached is taken from the
+    cache; only the others are read, validated and cached again (in one
+    transaction). Raises RecipeError when a recipe is broken and `keep_going` is off.
     """
     paths = discover(root)
+    rels = [p.relative_to(root).as_posix() for p in paths]
     cached = state.cached_recipes() if state is not None else {}
-    recipes: list[Recipe] = []
-    for p in paths:
-        rel = p.relative_to(root).as_posix()
+    gone = sorted(set(cached) - set(rels))  # recipes deleted since they were cached
+    head = [buildsys.__version__, file_stamp(SCHEMA)]
+    found: dict[str, Recipe] = {}  # workspace-relative path -> recipe, from the cache
+    stale: list[Path] = []
+    for p, rel in zip(paths, rels):
         hit = cached.get(rel)
-        if hit is None:
-            break
-        stamp, text = hit
-        recipe = Recipe.from_json(text)
-        if stamp != _stamp(root, list(recipe.sources)):
-            break
-        recipes.append(recipe)
-    else:
-        return _select(recipes, selectors, root), []
+        recipe = None
+        if hit is not None:
+            stamp, text = hit
+            recipe = Recipe.from_json(text)
+            if stamp != _stamp(root, list(recipe.sources), head):
+                recipe = None
+        if recipe is None:
+            stale.append(p)
+        else:
+            found[rel] = recipe
+    # Names are checked across all recipes, cached or not: a clash sends both through the loader.
+    by_name: dict[str, list[str]] = {}
+    for rel, r in found.items():
+        by_name.setdefault(r.name, []).append(rel)
+    for group in by_name.values():
+        if len(group) > 1:
+            stale += [root / rel for rel in group]
+            for rel in group:
+                del found[rel]
+    if not stale:
+        if gone:
+            state.cache_recipes([], drop=gone)
+        return _select(list(found.values()), selectors, root), []
 
     from buildsys import recipe as recipe_api
 
-    recipes, problems = recipe_api.load_recipes(root, paths)
+    position = {p: i for i, p in enumerate(paths)}
+    loaded: list[Recipe] = []
+    problems: list[Problem] = []
+    for p in sorted(set(stale), key=position.__getitem__):
+        try:
+            loaded.append(recipe_api.load_recipe(p, root))
+        except RecipeError as exc:
+            problems.extend(exc.problems)
+    for r in loaded:
+        found[r.file] = r
+    recipes, clashes = _unique_names([found[rel] for rel in rels if rel in found])
+    problems += clashes
     if state is not None:
-        for r in recipes:
-            state.cache_recipe(r.file, _stamp(root, list(r.sources)), r.to_json())
+        clashing = {r.file for r in found.values()} - {r.file for r in recipes}
+        entries = [(r.file, _stamp(root, list(r.sources), head), r.to_json())
+                   for r in loaded if r.file not in clashing]
+        state.cache_recipes(entries, drop=gone + sorted(clashing))
     chosen = _select(recipes, selectors, root, broken={pr.file for pr in problems})
     if problems and not keep_going:
         raise RecipeError(problems)
     return chosen, problems
+
+
+def _unique_names(recipes: list[Recipe]) -> tuple[list[Recipe], list[Problem]]:
+    """The recipes whose name no other recipe uses, and a problem for each of the others."""
+    by_name: dict[str, list[Recipe]] = {}
+    for r in recipes:
+        by_name.setdefault(r.name, []).append(r)
+    problems = []
+    for name, group in by_name.items():
+        if len(group) < 2:
+            continue
+        for r in group:
+            others = ", ".join(o.file for o in group if o is not r)
+            file, line, col = r.positions.get("name", (r.file, None, None))
+            problems.append(Problem(file, line, col, "name", f"recipe name '{name}' is also used by {others}",
+                                    "every recipe needs its own name (it names out/<name>/); set name: in one of them"))
+    return [r for r in recipes if len(by_name[r.name]) == 1], problems
 
 
 def _select(recipes: list[Recipe], selectors: list[str], root: Path, broken: set[str] = frozenset()

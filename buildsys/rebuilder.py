@@ -11,6 +11,7 @@ stat and nothing re-runs.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,16 @@ class Rebuilder:
         self.store = store
         self.shared = shared  # a SharedCache behind the local store, or None
         self.fetch = fetch  # False: only look (dry runs, status), never download
-        self.traces = state.traces()
+        self.traces = state.traces()  # decoded step by step, as decisions ask for them
+        # Plain strings for paths: a no-op decision touches thousands of them.
+        self._ws = os.fspath(workspace)
+        self._out = os.fspath(out)
+        self._out_real: str | None = None
+        self._escape_memo: dict[str, str] = {}  # folder below out/ -> why it escapes, "" when it does not
+        self._real_folders: set[str] = set()  # folders under out/ known to hold no symlink on the way
+        self._env: dict[type, dict[str, Any]] = {}  # step class -> its env slice of the key (fixed per process)
+        self._store_root = _blob_root(store)
+        self._artifacts: dict[int, tuple[list, str]] = {}  # id(files) -> (files, artifact digest)
 
     # -- keys -----------------------------------------------------------------
 
@@ -58,21 +68,36 @@ class Rebuilder:
         inputs = {}
         for name, ref in step.inputs.items():
             sid, _, output = ref.partition("#")
-            inputs[name] = artifact_digest(upstream[sid][output])
-        files = {name: self.state.digest(self.workspace / rel) or "missing" for name, rel in step.files.items()}
-        env: dict[str, Any] = {"tools": toolchain.versions(cls.TOOLS)}
-        if cls.TOOLS:
+            inputs[name] = self._artifact_digest(upstream[sid][output])
+        files = {name: self.state.digest(os.path.join(self._ws, rel)) or "missing"
+                 for name, rel in step.files.items()}
+        env = self._env.get(cls)
+        if env is None:
+            env = self._env[cls] = self._env_doc(cls)
+        # The key is the digest of this document's canonical JSON, where tuples and lists
+        # read alike; why() brings it through JSON before comparing it with a stored trace.
+        return {"step": cls.KIND, "version": cls.VERSION, "params": step.params, "inputs": inputs,
+                "files": files, "env": dict(env)}
+
+    def _artifact_digest(self, files: list[list]) -> str:
+        """artifact_digest, once per upstream artifact (parity and engine share theirs)."""
+        memo = self._artifacts.get(id(files))
+        if memo is None or memo[0] is not files:
+            memo = self._artifacts[id(files)] = (files, artifact_digest(files))
+        return memo[1]
+
+    @staticmethod
+    def _env_doc(step_cls) -> dict[str, Any]:
+        env: dict[str, Any] = {"tools": toolchain.versions(step_cls.TOOLS)}
+        if step_cls.TOOLS:
             env["python"] = toolchain.python_version()
-        if cls.DEVICE == "gpu":
+        if step_cls.DEVICE == "gpu":
             from buildsys import gpu
 
             env["device"] = gpu.gpu()  # name, compute capability, driver and CUDA version
-        elif cls.DEVICE:
+        elif step_cls.DEVICE:
             env["device"] = toolchain.cpu()
-        # Through JSON and back, so tuples compare equal to the lists a stored trace holds.
-        params = json.loads(canonical(step.params))
-        return {"step": cls.KIND, "version": cls.VERSION, "params": params, "inputs": inputs,
-                "files": files, "env": env}
+        return env
 
     # -- the decision ------------------------------------------------------------
 
@@ -104,7 +129,8 @@ class Rebuilder:
     def why(self, step: StepSpec, doc: dict[str, Any], trace: Trace | None) -> str:
         if trace is None:
             return "no earlier build"
-        reasons = diff_docs(trace.doc, doc, step)
+        # Through JSON and back, so tuples compare equal to the lists a stored trace holds.
+        reasons = diff_docs(trace.doc, json.loads(canonical(doc)), step)
         reasons += self.changed_deps(trace.deps)
         if not reasons:
             reasons = ["outputs missing from the store"]
@@ -114,7 +140,7 @@ class Rebuilder:
         """Discovered dependencies (project sources, packages) that no longer match."""
         out = []
         for rel, digest in sorted(deps.get("files", {}).items()):
-            now = self.state.digest(self.workspace / rel)
+            now = self.state.digest(os.path.join(self._ws, rel))
             if now != digest:
                 out.append(f"source {rel} {'deleted' if now is None else 'changed'}")
         if deps.get("dists"):
@@ -126,7 +152,10 @@ class Rebuilder:
         return out
 
     def _blobs_present(self, outputs: Outputs) -> bool:
-        return all(self.store.has(d) for files in outputs.values() for _, d, _ in files)
+        if self._store_root is None:
+            return all(self.store.has(d) for files in outputs.values() for _, d, _ in files)
+        root, exists = self._store_root, os.path.exists
+        return all(exists(os.path.join(root, d[:2], d)) for files in outputs.values() for _, d, _ in files)
 
     def _outputs_present(self, outputs: Outputs) -> bool:
         return self._blobs_present(outputs)
@@ -142,14 +171,14 @@ class Rebuilder:
         bit-flipped entry is a miss, never a served artifact.
         """
         for name, files in outputs.items():
-            target_dir = self.output_dir(step, name)
+            target_dir = os.path.dirname(os.path.join(self._out, step.outputs[name]))
             for rel, digest, _ in files:
-                dst = target_dir / rel
+                dst = os.path.join(target_dir, rel)
                 if self.state.digest(dst) == digest:
                     continue
                 if not self.store.verify(digest):
                     return False
-                self.store.materialize(digest, dst)
+                self.store.materialize(digest, Path(dst))
                 self.state.remember(dst, digest)
         return True
 
@@ -157,13 +186,57 @@ class Rebuilder:
         return (self.out / step.outputs[output]).parent
 
     def escapes(self, step: StepSpec) -> str | None:
-        """Why a step's outputs or log would land outside out/ (a symlinked folder), or None."""
-        root = self.out.resolve()
+        """Why a step's outputs or log would land outside out/ (a symlinked folder), or None.
+
+        Answered per folder and memoised: steps of one recipe share their folders,
+        and a folder whose every component below out/ is a real directory (or
+        not there yet) needs no path resolution at all.
+        """
         for rel in [*step.outputs.values(), step.log]:
-            folder = (self.out / rel).parent
-            real = folder.resolve()
-            if not real.is_relative_to(root):
-                return f"{folder} resolves to {real}, outside {self.out}; buildsys writes only under out/"
+            sub = os.path.dirname(rel)
+            why = self._escape_memo.get(sub)
+            if why is None:
+                why = self._escape_memo[sub] = self._folder_escapes(sub)
+            if why:
+                return why
+        return None
+
+    def _folder_escapes(self, sub: str) -> str:
+        """Why the folder `sub` (relative to out/) resolves outside out/, or ""."""
+        folder = os.path.join(self._out, sub)
+        parts = [p for p in sub.split(os.sep) if p not in ("", ".")]
+        if not os.path.isabs(sub) and ".." not in parts:
+            # walk down from out/: components that are not symlinks keep the path inside
+            at, plain = self._out, True
+            for part in parts:
+                at = os.path.join(at, part)
+                if at in self._real_folders:
+                    continue
+                if os.path.islink(at):
+                    plain = False
+                    break
+                self._real_folders.add(at)
+            if plain:
+                return ""
+        if self._out_real is None:
+            self._out_real = os.path.realpath(self._out)
+        real = os.path.realpath(folder)
+        if real == self._out_real or real.startswith(self._out_real.rstrip(os.sep) + os.sep):
+            return ""
+        return f"{os.path.normpath(folder)} resolves to {real}, outside {self.out}; buildsys writes only under out/"
+
+
+def _blob_root(store: Store) -> str | None:
+    """The store's root as a string when blobs lie at <root>/<2 hex>/<digest>, else None.
+
+    Lets the no-op path test for thousands of blobs with plain string paths; any
+    other layout goes through Store.has.
+    """
+    probe = "ab" + "0" * 62
+    try:
+        root = os.fspath(store.root)
+        return root if os.fspath(store.path(probe)) == os.path.join(root, probe[:2], probe) else None
+    except (AttributeError, TypeError):
         return None
 
 

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +37,132 @@ CREATE TABLE IF NOT EXISTS recipes (path TEXT PRIMARY KEY, stamp TEXT, recipe TE
 """
 
 
-@dataclass(frozen=True)
-class Trace:
-    """What a step was last built from and what it produced."""
+class _Encoded(str):
+    """JSON text read from the database, decoded the first time it is asked for."""
 
-    step: str
-    key: str
-    doc: dict
-    deps: dict  # {"files": {path: digest}, "dists": {name: version}}
-    outputs: dict  # {output: [[relname, digest, size], ...]}
-    verdict: dict | None
-    seconds: float
+
+class Trace:
+    """What a step was last built from and what it produced.
+
+    A trace read back from the database keeps its JSON columns as text until a
+    field is used: a no-op build compares keys and reads outputs and deps, and
+    never needs the (large) key document of a step that stays cached.
+    """
+
+    __slots__ = ("_deps", "_doc", "_outputs", "_verdict", "key", "seconds", "step")
+
+    def __init__(self, step: str, key: str, doc: dict, deps: dict, outputs: dict, verdict: dict | None,
+                 seconds: float):
+        self.step = step
+        self.key = key
+        self._doc = doc
+        self._deps = deps  # {"files": {path: digest}, "dists": {name: version}}
+        self._outputs = outputs  # {output: [[relname, digest, size], ...]}
+        self._verdict = verdict
+        self.seconds = seconds
+
+    @classmethod
+    def _from_row(cls, step: str, key: str, doc: str, deps: str, outputs: str, verdict: str | None,
+                  seconds: float) -> Trace:
+        return cls(step, key, _Encoded(doc), _Encoded(deps), _Encoded(outputs),
+                   _Encoded(verdict) if verdict else None, seconds)
+
+    def _field(self, slot: str) -> Any:
+        value = getattr(self, slot)
+        if isinstance(value, _Encoded):
+            value = {} if value == "{}" else json.loads(value)  # most steps discover nothing
+            setattr(self, slot, value)
+        return value
+
+    @property
+    def doc(self) -> dict:
+        return self._field("_doc")
+
+    @property
+    def deps(self) -> dict:
+        return self._field("_deps")
+
+    @property
+    def outputs(self) -> dict:
+        return self._field("_outputs")
+
+    @property
+    def verdict(self) -> dict | None:
+        return self._field("_verdict")
+
+    def _text(self, slot: str) -> str | None:
+        """A field as JSON text, without a decode/encode round trip when it was never decoded."""
+        value = getattr(self, slot)
+        if value is None:
+            return None
+        return str(value) if isinstance(value, _Encoded) else json.dumps(value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Trace):
+            return NotImplemented
+        return (self.step, self.key, self.doc, self.deps, self.outputs, self.verdict, self.seconds) == (
+            other.step, other.key, other.doc, other.deps, other.outputs, other.verdict, other.seconds)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Trace(step={self.step!r}, key={self.key!r}, seconds={self.seconds!r})"
+
+
+class Traces(Mapping):
+    """Every step's last trace, by step id; each row is decoded only when it is looked up."""
+
+    def __init__(self, rows: dict[str, tuple]):
+        self._rows = rows
+        self._made: dict[str, Trace] = {}
+
+    def __getitem__(self, step: str) -> Trace:
+        trace = self._made.get(step)
+        if trace is None:
+            trace = self._made[step] = Trace._from_row(step, *self._rows[step])
+        return trace
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, step: object) -> bool:
+        return step in self._rows
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+class _SchemaMismatch(Exception):
+    """The state database is readable but was written with another SCHEMA_VERSION."""
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _damaged(path: Path, exc: sqlite3.DatabaseError) -> bool:
+    """Whether `exc`, raised while opening `path`, means the file is not a usable database.
+
+    Damage is a file that does not start like an SQLite database, one SQLite
+    finds corrupt, or one whose tables this version cannot read. A database that
+    is busy, locked, read-only or cannot be opened is not damaged: it is never
+    set aside. An empty file is a valid empty database.
+    """
+    try:
+        with open(path, "rb") as f:
+            header = f.read(len(_SQLITE_HEADER))
+    except OSError:
+        return False
+    if not header:
+        return False
+    if header != _SQLITE_HEADER:
+        return True
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    # SQLITE_ERROR on a readable file: "no such table" / "no such column", another layout
+    return name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or name == "SQLITE_ERROR"
 
 
 class State:
@@ -66,28 +177,37 @@ class State:
         self._dirty_files: dict[str, tuple[int, int, int, str]] = {}
 
     def _open(self) -> sqlite3.Connection:
+        db = None
         try:
             db = self._connect()
             db.execute("SELECT count(*) FROM traces").fetchone()
             row = db.execute("SELECT v FROM meta WHERE k='schema'").fetchone()
             if row is None or int(row[0]) != SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"state schema {row and row[0]} is not {SCHEMA_VERSION}")
+                raise _SchemaMismatch(f"state schema {row and row[0]} is not {SCHEMA_VERSION}")
             return db
+        except _SchemaMismatch:
+            db.close()  # a readable database of another version: its tables are (re)made below
         except sqlite3.DatabaseError as exc:
-            if self.path.exists() and self.path.stat().st_size > 0 and "is not" not in str(exc):
-                bad = self.path.with_suffix(f".sqlite.{int(time.time())}.bad")
-                os.replace(self.path, bad)
-                for side in ("-wal", "-shm"):
-                    Path(str(self.path) + side).unlink(missing_ok=True)
-                print(
-                    f"warning: build state {self.path} is unreadable ({exc}); set aside as {bad.name}, "
-                    "steps will be restored from the store or rebuilt",
-                    file=sys.stderr,
-                )
-            db = self._connect()
-            db.executescript(_TABLES)
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            return db
+            if db is not None:
+                db.close()
+            if not _damaged(self.path, exc):
+                from buildsys.errors import BuildsysError
+
+                raise BuildsysError(f"cannot open the build state {self.path}: {exc}",
+                                    hint="is another program holding it, or is the folder read-only?") from None
+            bad = self.path.with_suffix(f".sqlite.{int(time.time())}.bad")
+            os.replace(self.path, bad)
+            for side in ("-wal", "-shm"):
+                Path(str(self.path) + side).unlink(missing_ok=True)
+            print(
+                f"warning: build state {self.path} is unreadable ({exc}); set aside as {bad.name}, "
+                "steps will be restored from the store or rebuilt",
+                file=sys.stderr,
+            )
+        db = self._connect()
+        db.executescript(_TABLES)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        return db
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
@@ -111,33 +231,34 @@ class State:
             }
         return self._files
 
-    def digest(self, path: Path) -> str | None:
+    def digest(self, path: str | os.PathLike) -> str | None:
         """The content digest of `path`, reading its bytes only when its stat changed.
 
         Returns None when the file does not exist.
         """
-        key = str(path)
+        key = os.fspath(path)
         try:
-            st = path.stat()
+            st = os.stat(key)
         except FileNotFoundError:
             return None
         memo = self._load_files().get(key)
         if memo is not None and memo[:3] == _stamp(st):
             return memo[3]
-        value = digest_file(path)
-        self.remember(path, value, st)
+        value = digest_file(key)
+        self.remember(key, value, st)
         return value
 
-    def remember(self, path: Path, digest: str, st: os.stat_result | None = None) -> None:
+    def remember(self, path: str | os.PathLike, digest: str, st: os.stat_result | None = None) -> None:
         """Record a digest the caller already knows (a file it just wrote)."""
-        st = st or path.stat()
+        key = os.fspath(path)
+        st = st or os.stat(key)
         # A file modified within the last two seconds may change again within the
         # same mtime tick; do not trust its stamp later.
         if time.time_ns() - st.st_mtime_ns < 2_000_000_000:
             return
         entry = (*_stamp(st), digest)
-        self._load_files()[str(path)] = entry
-        self._dirty_files[str(path)] = entry
+        self._load_files()[key] = entry
+        self._dirty_files[key] = entry
 
     def flush(self) -> None:
         if self._dirty_files:
@@ -153,30 +274,32 @@ class State:
 
     # -- traces and the action cache ------------------------------------------
 
-    def traces(self) -> dict[str, Trace]:
-        out = {}
-        for step, key, doc, deps, outputs, verdict, seconds in self.db.execute(
-            "SELECT step, key, doc, deps, outputs, verdict, seconds FROM traces"
-        ):
-            out[step] = Trace(
-                step, key, json.loads(doc), json.loads(deps), json.loads(outputs),
-                json.loads(verdict) if verdict else None, seconds,
-            )
-        return out
+    def traces(self, steps: list[str] | None = None) -> Traces:
+        """The last trace of every step (or of `steps`), decoded lazily, one step at a time."""
+        query = "SELECT step, key, doc, deps, outputs, verdict, seconds FROM traces"
+        if steps is None:
+            rows = self.db.execute(query)
+        else:
+            wanted = list(dict.fromkeys(steps))
+            rows = []
+            for i in range(0, len(wanted), 500):  # under SQLite's bound-parameter limit
+                chunk = wanted[i:i + 500]
+                rows += self.db.execute(f"{query} WHERE step IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+        return Traces({step: rest for step, *rest in rows})
 
     def record(self, trace: Trace, deps_id: str) -> None:
         """Commit a successful step: its trace and its action-cache entry, atomically."""
         now = time.time()
-        verdict = json.dumps(trace.verdict) if trace.verdict is not None else None
+        verdict = trace._text("_verdict")
+        deps, outputs = trace._text("_deps"), trace._text("_outputs")
         with self.transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (trace.step, trace.key, json.dumps(trace.doc), json.dumps(trace.deps),
-                 json.dumps(trace.outputs), verdict, trace.seconds, now),
+                (trace.step, trace.key, trace._text("_doc"), deps, outputs, verdict, trace.seconds, now),
             )
             self.db.execute(
                 "INSERT OR REPLACE INTO actions VALUES (?, ?, ?, ?, ?, ?)",
-                (trace.key, deps_id, json.dumps(trace.deps), json.dumps(trace.outputs), verdict, now),
+                (trace.key, deps_id, deps, outputs, verdict, now),
             )
             self.db.execute("DELETE FROM failures WHERE step = ?", (trace.step,))
 
@@ -210,8 +333,16 @@ class State:
         return {p: (json.loads(s), r) for p, s, r in self.db.execute("SELECT path, stamp, recipe FROM recipes")}
 
     def cache_recipe(self, path: str, stamp: Any, recipe_json: str) -> None:
+        self.cache_recipes([(path, stamp, recipe_json)])
+
+    def cache_recipes(self, entries: list[tuple[str, Any, str]], drop: list[str] = ()) -> None:
+        """Store resolved recipes (path, stamp, recipe JSON) and drop others, in one transaction."""
+        if not entries and not drop:
+            return
         with self.transaction():
-            self.db.execute("INSERT OR REPLACE INTO recipes VALUES (?, ?, ?)", (path, json.dumps(stamp), recipe_json))
+            self.db.executemany("DELETE FROM recipes WHERE path = ?", [(p,) for p in drop])
+            self.db.executemany("INSERT OR REPLACE INTO recipes VALUES (?, ?, ?)",
+                                [(p, json.dumps(stamp), text) for p, stamp, text in entries])
 
 
 class _Transaction:

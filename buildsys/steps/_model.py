@@ -48,6 +48,10 @@ def load_model(params: dict[str, Any], workspace: Path, files: dict[str, Path]):
     except Exception as exc:
         raise StepError(f"importing {module_name} raised {type(exc).__name__}: {exc}",
                         field="model.factory") from None
+    # The project sources as imported: what the model is built from. Hashed now, not
+    # after the factory ran, so that a file edited in between is recorded with the
+    # digest of the code that ran and the build refuses the result.
+    imported = _source_digests(workspace)
     factory = getattr(module, attr, None)
     if factory is None:
         raise StepError(f"{module_name} has no attribute {attr!r}", field="model.factory")
@@ -67,7 +71,7 @@ def load_model(params: dict[str, Any], workspace: Path, files: dict[str, Path]):
     if "checkpoint" in files:
         _load_checkpoint(model, files["checkpoint"], spec["checkpoint"])
     model.eval()
-    return model, discover(workspace, model)
+    return model, discover(workspace, model, imported)
 
 
 def _load_checkpoint(model, path: Path, shown: str) -> None:
@@ -100,11 +104,27 @@ def _load_checkpoint(model, path: Path, shown: str) -> None:
                         hint="check model.kwargs (sizes, num_classes) against the checkpoint") from None
 
 
-def discover(workspace: Path, model) -> dict[str, dict[str, str]]:
-    """Project source files loaded so far, and packages providing the model's classes."""
+def _source_digests(workspace: Path, known: dict[str, str] | None = None) -> dict[str, str]:
+    """Digests of the project source files loaded so far, by workspace-relative path.
+
+    A file already in `known` keeps the digest it had when it was first hashed.
+    """
+    known = known or {}
     files = {}
     for _, path in sorted(_workspace_modules(workspace).items()):
-        files[path.relative_to(workspace).as_posix()] = digest_file(path)
+        rel = path.relative_to(workspace).as_posix()
+        if rel not in files:
+            files[rel] = known[rel] if rel in known else digest_file(path)
+    return files
+
+
+def discover(workspace: Path, model, imported: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """Project source files loaded so far, and packages providing the model's classes.
+
+    `imported` holds the digests taken when the factory's module was imported;
+    modules loaded later (by the factory itself) are hashed now.
+    """
+    files = _source_digests(workspace, imported)
     tops = {type(m).__module__.partition(".")[0] for m in model.modules()}
     for mod_path in _workspace_modules(workspace):
         mod = sys.modules.get(mod_path)
