@@ -163,7 +163,8 @@ def photographs(tmp: Path) -> tuple[list[Path], list[Path]]:
         import skimage.data
         from PIL import Image
     except ImportError:
-        print("  (scikit-image is not installed: no held-out photographs)")
+        print("  (scikit-image is not installed, so no held-out photographs: "
+              "`.venv/bin/pip install scikit-image` adds them)")
         return calib, held
     for name in HELD_OUT:
         path = tmp / f"{name}.png"
@@ -186,6 +187,8 @@ def bench_efficientnet(ws: Path, runs: int) -> None:
         calib, held = photographs(Path(tmp))
         views = {}
         for group, paths in (("calibration", calib), ("held out", held)):
+            if not paths:
+                continue
             arrays = [imagenet_image(p, 224, 224, Path(tmp)) for p in paths]
             views[group] = np.ascontiguousarray(np.stack(arrays + [a[:, :, ::-1] for a in arrays]), dtype=np.float32)
     fp32 = session(out / "model.sim.onnx")
