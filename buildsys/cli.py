@@ -6,7 +6,6 @@ libraries are only imported by step code running in worker processes.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -17,15 +16,21 @@ from pathlib import Path
 EXIT_OK, EXIT_PARITY, EXIT_USAGE, EXIT_STEP, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # usage errors exit 2 with our format, not argparse's traceback-free default
-        self.print_usage(sys.stderr)
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+def _parser():
+    """The argparse parser of every command.
 
+    argparse is imported here, not at the top: a no-op `build` or `status` answered
+    from the stat manifest never builds the parser (see main).
+    """
+    import argparse
 
-def _parser() -> argparse.ArgumentParser:
     from buildsys import __version__
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str):  # usage errors exit 2 with our format, not argparse's traceback-free default
+            self.print_usage(sys.stderr)
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
 
     p = _Parser(prog="buildsys", description="Declarative builds of verified deployment artifacts.")
     p.add_argument("--version", action="version", version=f"buildsys {__version__}")
@@ -89,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _executor_options(p: argparse.ArgumentParser) -> None:
+def _executor_options(p) -> None:
     p.add_argument("--executor", choices=("local", "dask"), default="local",
                    help="where steps run: local worker processes, or a Dask distributed cluster")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="the Dask scheduler (with --executor dask)")
@@ -119,23 +124,54 @@ def _runner(ws, args):
     return WorkerPool(args.jobs, threads, str(ws.root))
 
 
-def _cache_options(p: argparse.ArgumentParser) -> None:
+def _cache_options(p) -> None:
     p.add_argument("--cache", metavar="DIR_OR_URL",
                    help="a shared cache behind the local store: a folder or an fsspec URL (s3://bucket/prefix)")
     p.add_argument("--cache-read-only", action="store_true",
                    help="read from the shared cache but never write to it (pull-request CI)")
 
 
+class _PlainArgs:
+    """What the parser makes of `[-C DIR] build|status [--json]`: all _fast_noop reads."""
+
+    recipes: tuple[str, ...] = ()
+    only = None
+    require_all = dry_run = verbose = False
+
+    def __init__(self, directory: str, command: str, as_json: bool):
+        self.directory, self.command, self.json = directory, command, as_json
+
+
+def _plain(argv: list[str]) -> _PlainArgs | None:
+    """`argv` when it is exactly `[-C DIR] build|status [--json]`, else None (argparse decides)."""
+    directory = "."
+    if len(argv) >= 2 and argv[0] == "-C" and not argv[1].startswith("-"):
+        directory, argv = argv[1], argv[2:]
+    if not argv or argv[0] not in ("build", "status") or argv[1:] not in ([], ["--json"]):
+        return None
+    return _PlainArgs(directory, argv[0], len(argv) == 2)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    plain = _plain(argv)
+    if plain is not None:  # the common no-op is answered before the parser is even built
+        root = Path(plain.directory)
+        if root.is_dir():
+            answered = _fast_noop(root.resolve(), plain)
+            if answered is not None:
+                return answered
     args = _parser().parse_args(argv)
     root = Path(args.directory)
     if not root.is_dir():
         print(f"error: workspace {root} is not a directory", file=sys.stderr)
         return EXIT_USAGE
     root = root.resolve()
-    answered = _fast_noop(root, args)
-    if answered is not None:
-        return answered
+    if plain is None:  # a plain command that missed above would only miss again
+        answered = _fast_noop(root, args)
+        if answered is not None:
+            return answered
     from buildsys.errors import BuildsysError, RecipeError
 
     try:
@@ -209,13 +245,16 @@ def cmd_build(root: Path, args) -> int:
     if args.jobs < 1:
         raise UsageError(f"-j takes a positive number of jobs, found {args.jobs}")
     with _building(root, args) as (ws, state, store, runner):
-        graph, selected, outcomes, problems = _run_build(ws, state, store, runner, args)
-    code = _exit_code(outcomes, args.require_all)
-    if problems:
-        code = max(code, EXIT_USAGE) if code != EXIT_STEP else code
-    _print_build_result([o.as_json() for o in outcomes], code, [pr.render() for pr in problems], args.json)
-    if not args.dry_run and not problems and code != EXIT_STEP:
-        _record_noop(ws, graph, selected, outcomes, _signature(args.recipes, args.only, args.require_all), code)
+        graph, build, outcomes, problems = _run_build(ws, state, store, runner, args)
+        code = _exit_code(outcomes, args.require_all)
+        if problems:
+            code = max(code, EXIT_USAGE) if code != EXIT_STEP else code
+        _print_build_result([o.as_json() for o in outcomes], code, [pr.render() for pr in problems], args.json)
+        if not args.dry_run and not problems and code != EXIT_STEP:
+            # Under the lock: a build that starts once it is released (and forgets every
+            # stored answer) must not find an answer recorded halfway through its own changes.
+            _record_noop(ws, graph, outcomes, _final_traces(build, state, outcomes),
+                         _signature(args.recipes, args.only, args.require_all), code)
     return code
 
 
@@ -284,7 +323,7 @@ def _run_build(ws, state, store, runner, args):
         outcomes = build.run(selected)
     finally:
         reporter.close()
-    return graph, selected, outcomes, problems
+    return graph, build, outcomes, problems
 
 
 def _print_build_result(steps: list[dict], code: int, problems: list[str], as_json: bool) -> None:
@@ -301,34 +340,58 @@ def _print_build_result(steps: list[dict], code: int, problems: list[str], as_js
         print(f"parity failed: {', '.join(parity_failed)}", file=sys.stderr)
 
 
-def _record_noop(ws, graph, selected: set[str], outcomes, signature: str, code: int) -> None:
+def _final_traces(build, state, outcomes) -> dict:
+    """The trace each up-to-date step has now, by step id.
+
+    A step decided "cached" from the trace the rebuilder read at the start (its
+    outcome carries that trace's very outputs) still has it; only the steps that
+    ran or were restored are read back from the state.
+    """
+    before = build.rebuilder.traces
+    traces, changed = {}, []
+    for o in outcomes:
+        if o.state not in ("ran", "cached", "cutoff"):
+            continue
+        trace = before.get(o.step) if o.state != "ran" else None
+        if trace is not None and o.outputs is not None and trace.outputs is o.outputs:
+            traces[o.step] = trace
+        else:
+            changed.append(o.step)
+    if changed:
+        traces.update(state.traces(changed))
+    return traces
+
+
+def _record_noop(ws, graph, outcomes, traces, signature: str, code: int) -> None:
     """Remember what a repeat of this build would print, keyed by the stats of all it reads."""
     from buildsys import fastpath
     from buildsys.loading import SCHEMA
-    from buildsys.state import State
 
-    state = State(ws.meta)
-    traces = state.traces()
-    state.close()
-    files = {str(ws.root / "recipes"), str(SCHEMA)}
+    join, dirname = os.path.join, os.path.dirname
+    root, out, meta = os.fspath(ws.root), os.fspath(ws.out), os.fspath(ws.meta)
+    store = join(meta, "store")
+    files = {join(root, "recipes"), str(SCHEMA)}
     for r in graph.recipes.values():
-        files.update(str(ws.root / src) for src in r.sources)
+        files.update(join(root, src) for src in r.sources)
+        files.update(_data_folders(root, r))
     steps = []
     for o in outcomes:
         step = graph.steps[o.step]
         for rel in step.files.values():
             # the folder too: a file added beside calibration data changes what the glob finds
-            files.update((str(ws.root / rel), str((ws.root / rel).parent)))
+            path = join(root, rel)
+            files.add(path)
+            files.add(dirname(path))
         if o.state in ("ran", "cached", "cutoff"):
             trace = traces.get(o.step)
             if trace is None:
                 return
-            files.update(str(ws.root / rel) for rel in trace.deps.get("files", {}))
+            files.update(join(root, rel) for rel in trace.deps.get("files", {}))
             for name, entries in trace.outputs.items():
-                folder = (ws.out / step.outputs[name]).parent
+                folder = dirname(join(out, step.outputs[name]))
                 for rel, digest, _ in entries:
-                    files.add(str(folder / rel))
-                    files.add(str(ws.meta / "store" / digest[:2] / digest))
+                    files.add(join(folder, rel))
+                    files.add(f"{store}/{digest[:2]}/{digest}")
             noop = {"id": o.step, "state": "cached", "reason": "up to date", "seconds": 0.0}
             if o.verdict is not None:
                 noop["passed"] = bool(o.verdict.get("passed"))
@@ -338,7 +401,28 @@ def _record_noop(ws, graph, selected: set[str], outcomes, signature: str, code: 
             steps.append(o.as_json())
         else:
             return
-    fastpath.record(str(ws.meta), signature, files, {"steps": steps, "exit": code})
+    fastpath.record(meta, signature, files, {"steps": steps, "exit": code})
+
+
+def _data_folders(root: str, recipe) -> set[str]:
+    """Every folder whose new files a recipe's data would take in: npy and calibration globs, images folders.
+
+    A glob's are all the folders it can reach, also those that hold no match yet:
+    a file added to one of them moves that folder's stamp, not its parent's.
+    """
+    from buildsys import fastpath
+
+    found: set[str] = set()
+    for inp in recipe.inputs:
+        if inp.data is not None and inp.data.kind == "npy" and inp.data.path:
+            found.update(fastpath.glob_folders(root, inp.data.path))
+    data = recipe.calibration.data if recipe.calibration is not None else None
+    if data is not None and data.path:
+        if data.kind == "npy":
+            found.update(fastpath.glob_folders(root, data.path))
+        elif data.kind == "images":  # the folder's own files, no sub-folders
+            found.add(os.path.join(root, data.path))
+    return found
 
 
 def _raise_interrupt(signum, frame):

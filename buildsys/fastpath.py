@@ -121,6 +121,47 @@ def _folders_above(meta: str, files: set[str]) -> set[str]:
     return found
 
 
+def glob_folders(root: str, pattern: str) -> list[str]:
+    """Every folder in which a new file could match `pattern` (a recursive glob relative to `root`).
+
+    That is the pattern's fixed prefix (its components before the first wildcard)
+    and the folders below it, as deep as the pattern reaches: all of them under a
+    `**`. Stamping them all catches a file added to a folder that holds no match
+    yet (data/b/ beside data/a/ for data/**/*.npy), which changes that folder's
+    stamp and no other. Hidden folders are left out, as glob leaves them out,
+    unless the pattern names some. A pattern without wildcards is its own path.
+    """
+    parts = pattern.split("/")
+    first = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
+    if first is None:
+        return [os.path.join(root, pattern)]
+    prefix = "/".join(parts[:first])
+    base = os.path.join(root, prefix) if prefix else root
+    depth = None if "**" in parts[first:] else len(parts) - 1 - first
+    hidden = any(part.startswith(".") for part in parts[first:])
+    found: list[str] = []
+    seen: set[tuple[int, int]] = set()  # folders by identity: a symlink loop is walked once
+    level, reached = [base], 0
+    while level:
+        below = []
+        for folder in level:
+            found.append(folder)
+            if depth is not None and reached >= depth:
+                continue
+            st = _stat(folder)
+            if st is None or (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            try:
+                with os.scandir(folder) as entries:
+                    below.extend(e.path for e in entries
+                                 if (hidden or not e.name.startswith(".")) and e.is_dir())
+            except OSError:
+                continue
+        level, reached = below, reached + 1
+    return found
+
+
 def _path(meta: str, signature: str) -> str:
     """One manifest file per command signature; the plain command's is noop.json."""
     if signature == _PLAIN:
@@ -144,6 +185,9 @@ def check(meta: str, signature: str) -> dict | None:
     except (OSError, ValueError):
         return None
     if not isinstance(entry, dict) or entry.get("version") != VERSION or entry.get("signature") != signature:
+        return None
+    # Stamps are absolute paths: a copied workspace must not be answered from the original's files.
+    if entry.get("meta") != os.path.abspath(meta):
         return None
     stat = os.stat
     try:
@@ -187,8 +231,8 @@ def record(meta: str, signature: str, files: set[str], answer: dict) -> bool:
         folder, name = os.path.split(path)
         stamp = _stamp(st)
         grouped.setdefault(folder, []).append([name, *(stamp if stamp is not None else [None])])
-    entry = {"version": VERSION, "signature": signature, "stamps": grouped, "environment": _environment(),
-             **answer}
+    entry = {"version": VERSION, "signature": signature, "meta": os.path.abspath(meta), "stamps": grouped,
+             "environment": _environment(), **answer}
     target = _path(meta, signature)
     tmp = target + f".{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import buildsys
 from buildsys.errors import Problem, RecipeError
+from buildsys.recipe import unique_names
 from buildsys.recipe.model import Recipe
 from buildsys.state import State, file_stamp
 
@@ -81,7 +82,7 @@ def load(root: Path, state: State | None, selectors: list[str], keep_going: bool
             problems.extend(exc.problems)
     for r in loaded:
         found[r.file] = r
-    recipes, clashes = _unique_names([found[rel] for rel in rels if rel in found])
+    recipes, clashes = unique_names([found[rel] for rel in rels if rel in found])
     problems += clashes
     if state is not None:
         clashing = {r.file for r in found.values()} - {r.file for r in recipes}
@@ -92,23 +93,6 @@ def load(root: Path, state: State | None, selectors: list[str], keep_going: bool
     if problems and not keep_going:
         raise RecipeError(problems)
     return chosen, problems
-
-
-def _unique_names(recipes: list[Recipe]) -> tuple[list[Recipe], list[Problem]]:
-    """The recipes whose name no other recipe uses, and a problem for each of the others."""
-    by_name: dict[str, list[Recipe]] = {}
-    for r in recipes:
-        by_name.setdefault(r.name, []).append(r)
-    problems = []
-    for name, group in by_name.items():
-        if len(group) < 2:
-            continue
-        for r in group:
-            others = ", ".join(o.file for o in group if o is not r)
-            file, line, col = r.positions.get("name", (r.file, None, None))
-            problems.append(Problem(file, line, col, "name", f"recipe name '{name}' is also used by {others}",
-                                    "every recipe needs its own name (it names out/<name>/); set name: in one of them"))
-    return [r for r in recipes if len(by_name[r.name]) == 1], problems
 
 
 def _select(recipes: list[Recipe], selectors: list[str], root: Path, broken: set[str] = frozenset()

@@ -180,3 +180,75 @@ def test_a_damaged_manifest_is_a_miss(ws: Path):
     assert check(ws) is None
     (ws / "out/.buildsys/noop.json").write_text('[1, 2]')
     assert check(ws) is None
+
+
+def _recipe_with(data: str) -> str:
+    from tests.e2e.conftest import tiny_recipe
+
+    if data == "calibration":
+        return (tiny_recipe().split("tolerances:")[0]
+                + "calibration: {data: {kind: npy, path: 'data/**/*.npy'}, samples: 4}\n"
+                + "tolerances:\n  int8: {min_cosine: 0.9}\ntargets:\n  - {backend: onnxruntime, precision: int8}\n")
+    return tiny_recipe().replace("data: {kind: normal, mean: 0.0, std: 1.0}", "data: {kind: npy, path: 'data/**/*.npy'}")
+
+
+@pytest.mark.parametrize("data", ["calibration", "inputs"])
+def test_a_file_added_to_a_folder_a_recursive_glob_has_no_match_in_yet_is_seen(tmp_path: Path, monkeypatch,
+                                                                                 data: str):
+    """`data/**/*.npy` with matches only in data/a/: a file new in data/b/ is a new match."""
+    from buildsys import cli
+    from buildsys.build import Outcome, Workspace
+    from buildsys.recipe import load_recipe
+    from buildsys.resolve import resolve
+
+    monkeypatch.setattr(fastpath, "_package_files", list)
+    root = tmp_path / "ws"
+    for rel in ("recipes", "tm", "data/a", "data/b/deeper", "out/.buildsys"):
+        (root / rel).mkdir(parents=True)
+    (root / "tm/tiny.py").write_text("def tiny(features=4): ...\n")  # found, never imported
+    (root / "recipes/tiny.yaml").write_text(_recipe_with(data))
+    (root / "data/a/0.npy").write_bytes(b"not read here")
+    _age(root)
+    ws = Workspace(root)
+    graph = resolve([load_recipe(root / "recipes/tiny.yaml", root)], root)
+    outcomes = [Outcome(sid, "unavailable", "not built here") for sid in graph.steps]
+    cli._record_noop(ws, graph, outcomes, {}, SIGNATURE, 0)
+    assert check(root) is not None
+
+    (root / "data/b/1.npy").write_bytes(b"a new match")
+    assert check(root) is None
+    cli._record_noop(ws, graph, outcomes, {}, SIGNATURE, 0)
+    _age(root)
+    cli._record_noop(ws, graph, outcomes, {}, SIGNATURE, 0)
+    assert check(root) is not None
+    (root / "data/b/deeper/2.npy").write_bytes(b"a new match, further down")
+    assert check(root) is None
+
+
+def test_glob_folders_reach_as_deep_as_the_pattern(tmp_path: Path):
+    for rel in ("data/a/x", "data/b", "data/.hidden", "other"):
+        (tmp_path / rel).mkdir(parents=True)
+    (tmp_path / "loop").symlink_to(tmp_path / "data", target_is_directory=True)
+    (tmp_path / "data/a/up").symlink_to(tmp_path / "data", target_is_directory=True)
+
+    def rel(pattern: str) -> set[str]:
+        return {os.path.relpath(p, tmp_path) for p in fastpath.glob_folders(str(tmp_path), pattern)}
+
+    assert rel("data/*.npy") == {"data"}
+    assert rel("data/*/*.npy") == {"data", "data/a", "data/b"}
+    assert rel("data/**/*.npy") == {"data", "data/a", "data/a/x", "data/a/up", "data/b"}
+    assert rel("data/.*/*.npy") == {"data", "data/a", "data/b", "data/.hidden"}
+    assert rel("data/a/x/one.npy") == {"data/a/x/one.npy"}
+    assert rel("missing/**/*.npy") == {"missing"}
+
+
+def test_a_copied_workspace_is_not_answered_from_the_original(ws: Path, tmp_path: Path):
+    import shutil
+
+    record(ws)
+    copy = tmp_path / "copy"
+    shutil.copytree(ws, copy, symlinks=True, copy_function=shutil.copy2)
+    (copy / "recipes/a.yaml").write_text("name: a\nedited: 1\n")
+    _age(copy)
+    assert check(copy) is None  # the manifest's stamps name the original's files
+    assert check(ws) is not None

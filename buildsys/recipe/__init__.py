@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 # the cache: it must not pay for YAML, jsonschema or difflib, so those are imported
 # where a recipe is really read.
 
-__all__ = ["Recipe", "discover", "load_recipe", "load_recipes", "select"]
+__all__ = ["Recipe", "discover", "load_recipe", "load_recipes", "select", "unique_names"]
 
 _SUFFIXES = (".yaml", ".yml")
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -88,9 +88,16 @@ def load_recipes(workspace: Path, paths: list[Path]) -> tuple[list[Recipe], list
             recipes.append(load_recipe(path, workspace))
         except RecipeError as exc:
             problems.extend(exc.problems)
+    unique, clashes = unique_names(recipes)
+    return unique, problems + clashes
+
+
+def unique_names(recipes: list[Recipe]) -> tuple[list[Recipe], list[Problem]]:
+    """The recipes whose name no other recipe uses, and a problem for each of the others."""
     by_name: dict[str, list[Recipe]] = {}
     for r in recipes:
         by_name.setdefault(r.name, []).append(r)
+    problems = []
     for name, group in by_name.items():
         if len(group) < 2:
             continue
