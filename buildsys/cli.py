@@ -489,8 +489,9 @@ def _print_status(rows: list[tuple[str, str, str]], as_json: bool) -> None:
         print(json.dumps({"steps": [{"id": s, "status": st, "reason": d} for s, st, d in rows]}, indent=1))
         return
     width = max((len(s) for s, _, _ in rows), default=10)
-    for sid, st, detail in rows:
-        print(f"{sid:<{width}}  {st:<11}  {detail}".rstrip())
+    lines = [f"{sid:<{width}}  {st:<11}  {detail}".rstrip() for sid, st, detail in rows]
+    if lines:
+        sys.stdout.write("\n".join(lines) + "\n")  # one write: hundreds of recipes print thousands of lines
 
 
 def cmd_explain(root: Path, args) -> int:
