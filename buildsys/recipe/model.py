@@ -76,6 +76,7 @@ class ExportSpec:
 @dataclass(frozen=True)
 class SimplifySpec:
     enabled: bool = True
+    fallback: bool = False  # onnxsim in a child process; on any failure keep the exported model
 
 
 @dataclass(frozen=True)

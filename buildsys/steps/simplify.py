@@ -1,7 +1,16 @@
-"""simplify: onnxsim on the exported model; the result is re-checked before it is kept."""
+"""simplify: onnxsim on the exported model; the result is re-checked before it is kept.
+
+With `simplify: {fallback: true}` onnxsim runs in a child interpreter, so that an
+exception, a rejected result or a crash of its native code (a segfault, an abort,
+memory exhausted) leaves the exported model in place of the simplified one, and
+the step says so. Without it, any of these fails the step.
+"""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
@@ -9,6 +18,8 @@ from buildsys.steps.export import EXTERNAL_DATA_BYTES, check_onnx
 
 
 TWO_GIB = 2**31
+HINT = ("set simplify: false in the recipe to build from the exported model, or "
+        "simplify: {fallback: true} to fall back to it whenever onnxsim fails")
 
 
 def symbolic_axes(model) -> dict[tuple[str, int], str]:
@@ -26,9 +37,6 @@ class SimplifyOnnx(Step):
     TOOLS = ("onnx", "onnxsim")
 
     def run(self) -> StepResult:
-        import onnx
-        import onnxsim
-
         src = self.ctx.inputs["model"]
         out = self.ctx.output("model")
         data = src.with_name(src.name + ".data")
@@ -39,31 +47,79 @@ class SimplifyOnnx(Step):
             return StepResult(outputs={"model": [out.name, out.name + ".data"]},
                               summary="skipped: the model is over 2 GiB and onnxsim cannot hold it in one "
                                       "protobuf; passed through unchanged")
-        model = onnx.load(str(src))
-        before = symbolic_axes(model)
-        nodes_before = len(model.graph.node)
-        try:
-            simplified, ok = onnxsim.simplify(model)
-        except Exception as exc:
-            raise StepError(f"onnxsim failed: {type(exc).__name__}: {str(exc).strip()[:400]}", field="simplify",
-                            hint="set simplify: false in the recipe to build from the exported model") from None
-        if not ok:
-            raise StepError("onnxsim could not validate the simplified model", field="simplify",
-                            hint="set simplify: false in the recipe to build from the exported model")
-        after = symbolic_axes(simplified)
-        frozen = sorted(f"{name}[{axis}] ({dim})" for (name, axis), dim in before.items() if (name, axis) not in after)
-        if frozen:
-            raise StepError(f"onnxsim froze dynamic axes: {', '.join(frozen)}", field="simplify",
-                            hint="set simplify: false in the recipe")
+        if not self.params["simplify"].get("fallback"):
+            files, summary = simplify(src, out, self.ctx.scratch)
+            return StepResult(outputs={"model": files}, summary=summary)
+        proc = subprocess.run([sys.executable, "-m", "buildsys.steps.simplify", str(src), str(out),
+                               str(self.ctx.scratch)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode == 0:
+            files = proc.stdout.strip().splitlines()[-1].split("\t")
+            return StepResult(outputs={"model": files[1:]}, summary=files[0])
+        why = _failure(proc)
+        print(f"onnxsim did not give a usable model: {why}")
+        for name in (out.name, out.name + ".data"):
+            (self.ctx.scratch / name).unlink(missing_ok=True)
         files = [out.name]
-        if simplified.ByteSize() > EXTERNAL_DATA_BYTES or any(
-            t.data_location == onnx.TensorProto.EXTERNAL for t in simplified.graph.initializer
-        ):
-            onnx.save(simplified, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
-                      location=out.name + ".data")
+        os.link(src, out)
+        if data.exists():
+            os.link(data, out.with_name(out.name + ".data"))
             files.append(out.name + ".data")
-        else:
-            onnx.save(simplified, str(out))
-        check_onnx(out, self.ctx.scratch)
-        nodes = len(simplified.graph.node)
-        return StepResult(outputs={"model": files}, summary=f"{nodes_before} → {nodes} nodes")
+        return StepResult(outputs={"model": files},
+                          summary=f"fell back to the exported model (simplify.fallback): {why}")
+
+
+def _failure(proc: subprocess.CompletedProcess) -> str:
+    import signal
+
+    lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        return f"onnxsim crashed ({name})" + (f"; last output: {lines[-1][:300]}" if lines else "")
+    return lines[-1][:400] if lines else f"onnxsim exited with status {proc.returncode}"
+
+
+def simplify(src: Path, out: Path, scratch: Path) -> tuple[list[str], str]:
+    """onnxsim `src` into `out` and re-check it: the files written and a summary."""
+    import onnx
+    import onnxsim
+
+    model = onnx.load(str(src))
+    before = symbolic_axes(model)
+    nodes_before = len(model.graph.node)
+    try:
+        simplified, ok = onnxsim.simplify(model)
+    except Exception as exc:
+        raise StepError(f"onnxsim failed: {type(exc).__name__}: {str(exc).strip()[:400]}", field="simplify",
+                        hint=HINT) from None
+    if not ok:
+        raise StepError("onnxsim could not validate the simplified model", field="simplify",
+                        hint=HINT)
+    after = symbolic_axes(simplified)
+    frozen = sorted(f"{name}[{axis}] ({dim})" for (name, axis), dim in before.items() if (name, axis) not in after)
+    if frozen:
+        raise StepError(f"onnxsim froze dynamic axes: {', '.join(frozen)}", field="simplify",
+                        hint=HINT)
+    files = [out.name]
+    if simplified.ByteSize() > EXTERNAL_DATA_BYTES or any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in simplified.graph.initializer
+    ):
+        onnx.save(simplified, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=out.name + ".data")
+        files.append(out.name + ".data")
+    else:
+        onnx.save(simplified, str(out))
+    check_onnx(out, scratch)
+    nodes = len(simplified.graph.node)
+    return files, f"{nodes_before} → {nodes} nodes"
+
+
+if __name__ == "__main__":
+    try:
+        written, summary = simplify(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
+    except StepError as exc:
+        print(exc.message, file=sys.stderr)
+        sys.exit(2)
+    print("\t".join([summary, *written]))
