@@ -662,3 +662,74 @@ def test_parity_reports_of_two_builds_differ_only_in_the_timestamp(tmp_path: Pat
     second = json.loads(report.read_text())
     assert first.pop("generated") != second.pop("generated")
     assert first == second
+
+
+# -- kill -9 at each commit point ------------------------------------------------------------------
+
+# Loaded by the build (not its workers) through PYTHONPATH: SIGKILLs the build the Nth time it
+# reaches one commit point, before or after the call, so every point of the commit sequence is hit.
+KILLER = '''\
+import os, signal, sys
+
+def _install():
+    spec = os.environ.get("BUILDSYS_TEST_KILL")
+    if not spec:
+        return
+    module, owner, name, when, nth = spec.split(":")
+    import importlib
+    target = importlib.import_module(module)
+    holder = getattr(target, owner) if owner else target
+    original = getattr(holder, name)
+    calls = [0]
+
+    def wrapper(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == int(nth) and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(*args, **kwargs)
+        if calls[0] == int(nth) and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(holder, name, wrapper)
+
+# `python -m buildsys -C DIR build` (a worker, `python -m buildsys.worker`, has no arguments yet)
+if "build" in sys.argv[1:]:
+    _install()
+'''
+
+COMMIT_POINTS = [(m, o, n, when, nth)
+                 for m, o, n, nths in [("buildsys.store", "Store", "put", (1, 4)),
+                                       ("buildsys.store", "Store", "materialize", (1, 4)),
+                                       ("buildsys.state", "State", "record", (1, 5)),
+                                       ("buildsys.state", "State", "flush", (1,)),
+                                       ("buildsys.fastpath", "", "record", (1,))]
+                 for nth in nths for when in ("before", "after")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", COMMIT_POINTS, ids=[":".join(map(str, p[1:])) for p in COMMIT_POINTS])
+def test_sigkill_at_each_commit_point_leaves_nothing_corrupt_or_stale(tmp_path: Path, point):
+    ws = new_workspace(tmp_path / "ws", {"a": recipe(4)})
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(KILLER)
+    module, owner, name, when, nth = point
+    env = {**os.environ, "PYTHONPATH": str(hooks), "BUILDSYS_TEST_KILL": f"{module}:{owner}:{name}:{when}:{nth}"}
+    proc = start(ws, "build", env=env)
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, f"the build never reached {point}"
+    wait_no_workers(ws.root, limit=5)
+    r = ws.build()
+    no_traceback(r.stdout, r.stderr)
+    assert r.code == 0, r.stderr
+    got, record = artifacts(ws.root / "out"), recorded(ws.root)
+    assert {rel: record.get(rel) for rel in got} == got
+    assert bad_blobs(ws.root) == [] and scratch_left(ws.root) == [] and stray_temp_files(ws.root) == []
+    shutil.rmtree(ws.root / "out")
+    clean = ws.build()
+    assert clean.code == 0
+    expected = artifacts(ws.root / "out")
+    assert {k: v for k, v in got.items() if not k.endswith(NOT_BYTE_STABLE)} == \
+        {k: v for k, v in expected.items() if not k.endswith(NOT_BYTE_STABLE)}
+    assert ws.build().ran() == []
