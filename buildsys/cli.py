@@ -98,6 +98,23 @@ def _executor_options(p) -> None:
     p.add_argument("--executor", choices=("local", "dask"), default="local",
                    help="where steps run: local worker processes, or a Dask distributed cluster")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="the Dask scheduler (with --executor dask)")
+    p.add_argument("--memory-limit", metavar="SIZE", type=_size,
+                   help="cap each local worker's memory (e.g. 6GiB): a step that needs more fails, naming it, "
+                        "instead of driving the machine into swap or the kernel's OOM killer")
+
+
+def _size(text: str) -> int:
+    import argparse
+
+    from buildsys.recipe import parse_size
+
+    try:
+        value = parse_size(text)
+    except (StopIteration, ArithmeticError, ValueError):
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a size like 6GiB or 512MiB, found {text!r}")
+    return value
 
 
 def _runner(ws, args):
@@ -121,7 +138,7 @@ def _runner(ws, args):
             raise UsageError(f"cannot reach the Dask scheduler {args.scheduler}: {exc}") from None
     from buildsys.workers import WorkerPool
 
-    return WorkerPool(args.jobs, threads, str(ws.root))
+    return WorkerPool(args.jobs, threads, str(ws.root), memory_limit=getattr(args, "memory_limit", None))
 
 
 def _cache_options(p) -> None:

@@ -12,6 +12,14 @@ def main() -> int:
     # The orchestrator handles Ctrl-C for the whole build and kills workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _guard(int(os.environ.pop("BUILDSYS_LIFELINE_FD")))
+    limit = os.environ.pop("BUILDSYS_MEMORY_LIMIT", None)
+    if limit:
+        import resource
+
+        # RLIMIT_DATA counts heap and private anonymous mappings (Linux >= 4.7): an
+        # allocation beyond it fails inside the step, which reports it, rather than
+        # the whole machine swapping or the OOM killer picking a process.
+        resource.setrlimit(resource.RLIMIT_DATA, (int(limit), int(limit)))
     sys.path.insert(0, os.getcwd())
     from buildsys.steps.base import run_job
 

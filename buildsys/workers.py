@@ -42,10 +42,11 @@ class Finished:
 class WorkerPool:
     """Up to `size` worker processes, started on first use and kept for the build."""
 
-    def __init__(self, size: int, threads: int, workspace: str):
+    def __init__(self, size: int, threads: int, workspace: str, memory_limit: int | None = None):
         self.size = size
         self.threads = threads
         self.workspace = workspace
+        self.memory_limit = memory_limit  # bytes of data segment per worker (RLIMIT_DATA), or None
         self.idle: list[Worker] = []
         self.busy: list[Worker] = []
 
@@ -58,6 +59,7 @@ class WorkerPool:
             "MKL_NUM_THREADS": str(self.threads),
             "BUILDSYS_WORKER_FD": str(child.fileno()),
             "BUILDSYS_LIFELINE_FD": str(lifeline),
+            **({"BUILDSYS_MEMORY_LIMIT": str(self.memory_limit)} if self.memory_limit else {}),
             "PYTHONUNBUFFERED": "1",
         })
         proc = subprocess.Popen(
@@ -123,9 +125,13 @@ class WorkerPool:
     def _death(self, w: Worker) -> dict[str, Any]:
         code = w.proc.wait(timeout=10)
         what = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+        hint = "a crash in native code (an exporter, onnxsim, a runtime); the log has everything it printed"
+        if code == -signal.SIGKILL:
+            hint = ("nothing in buildsys sends SIGKILL to a running step: most often the kernel's OOM killer "
+                    "ended it because the machine ran out of memory (see `dmesg`); --memory-limit SIZE makes "
+                    "such a step fail with an out-of-memory message instead")
         return {"ok": False, "seconds": time.monotonic() - w.started,
-                "error": f"the worker process running the step {what}{_tail(w.job)}",
-                "hint": "a crash in native code (an exporter, onnxsim, a runtime); the log has everything it printed"}
+                "error": f"the worker process running the step {what}{_tail(w.job)}", "hint": hint}
 
     def _discard(self, w: Worker) -> None:
         if w in self.busy:

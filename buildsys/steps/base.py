@@ -113,6 +113,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             outputs = _hash_outputs(ctx, result)
         except StepError as exc:
             print(f"failed: {exc.message}", flush=True)
+            cause = _memory_cause(exc)
+            if cause is not None:  # a step blamed a recipe field for what was an allocation failure
+                return _memory_answer(cause, started)
             return {"ok": False, "error": exc.message, "hint": exc.hint, "field": exc.field,
                     "seconds": time.perf_counter() - started}
         except BaseException as exc:  # a bug, or an interrupt: report it with its traceback
@@ -120,12 +123,41 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             print(text, flush=True)
             if isinstance(exc, KeyboardInterrupt):
                 raise
+            if _out_of_memory(exc):
+                return _memory_answer(exc, started)
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": text,
                     "seconds": time.perf_counter() - started}
         seconds = time.perf_counter() - started
         print(f"done in {seconds:.2f}s: {result.summary}", flush=True)
     return {"ok": True, "outputs": outputs, "deps": result.deps, "verdict": result.verdict,
             "summary": result.summary, "seconds": seconds}
+
+
+def _memory_cause(exc: BaseException) -> BaseException | None:
+    """The allocation failure behind `exc` (itself, or what it was raised while handling), if any."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if _out_of_memory(exc) and not isinstance(exc, StepError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def _memory_answer(exc: BaseException, started: float) -> dict[str, Any]:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return {"ok": False, "seconds": time.perf_counter() - started,
+            "error": f"ran out of memory: {type(exc).__name__}: {(lines[0] if lines else '')[:300]}",
+            "hint": "lower the dims' max or parity.samples, raise --memory-limit, or build on a machine "
+                    "with more memory"}
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, or the allocation failures torch and ONNX Runtime raise as RuntimeError."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, Exception) and ("can't allocate memory" in text or "bad_alloc" in text
+                                            or "Failed to allocate memory" in text)
 
 
 def _hash_outputs(ctx: StepContext, result: StepResult) -> dict[str, list[list]]:

@@ -733,3 +733,23 @@ def test_sigkill_at_each_commit_point_leaves_nothing_corrupt_or_stale(tmp_path: 
     assert {k: v for k, v in got.items() if not k.endswith(NOT_BYTE_STABLE)} == \
         {k: v for k, v in expected.items() if not k.endswith(NOT_BYTE_STABLE)}
     assert ws.build().ran() == []
+
+
+def test_a_step_over_the_memory_limit_fails_naming_it_and_the_build_goes_on(tmp_path: Path):
+    ws = new_workspace(tmp_path / "ws", {"hog": recipe(4, "tb.memory_hog:net", "{}"), "fine": recipe(4)})
+    r = ws.build("-k", "--memory-limit", "2GiB")
+    no_traceback(r.stdout, r.stderr)
+    assert r.code == 3, r.stderr
+    step = next(s for s in r.json["steps"] if s["id"] == "hog:export")
+    assert step["state"] == "failed"
+    assert step["message"].startswith("recipes/hog.yaml: ran out of memory: RuntimeError: "), step
+    assert "--memory-limit" in step["message"]
+    assert all(s["state"] == "ran" for s in r.json["steps"] if s["id"].startswith("fine:"))
+    assert worker_pids(ws.root) == []
+
+
+def test_memory_limit_must_be_a_size(tmp_path: Path):
+    ws = new_workspace(tmp_path / "ws", {"fine": recipe(4)})
+    r = ws.run("build", "--memory-limit", "lots")
+    assert r.code == 2
+    assert "--memory-limit: expected a size like 6GiB or 512MiB, found 'lots'" in r.stderr
