@@ -94,9 +94,35 @@ def bench_recipe(recipe, workspace: Path, out: Path, threads: int | None = None)
         for name, path in _onnx_candidates(folder):
             rows.append(_bench_ort(name, path, feeds, threads, profile, shapes, batch))
         for plan in sorted((folder / "engines").glob("*.plan")):
-            rows.append(BenchRow(plan.stem, profile, shapes, 0, 0.0, 0.0, 0.0, 0.0,
-                                 note="TensorRT engines are timed with trtexec or polygraphy run on their GPU"))
+            rows.append(_bench_trt(plan, feeds, profile, shapes, batch))
     return rows
+
+
+def _bench_trt(plan: Path, feeds, profile: int, shapes, batch) -> BenchRow:
+    """A TensorRT engine through Polygraphy's TrtRunner (host-device copies included), or why not."""
+    import importlib.util
+
+    from buildsys import gpu
+
+    why = gpu.absent_reason()
+    if why is None and importlib.util.find_spec("tensorrt") is None:
+        why = "TensorRT is not installed (pip install '.[gpu]')"
+    if why is not None:
+        return BenchRow(plan.stem, profile, shapes, 0, 0.0, 0.0, 0.0, 0.0, note=f"unavailable: {why}")
+    from polygraphy.backend.common import BytesFromPath
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+    from polygraphy.datatype import DataType
+
+    try:
+        with TrtRunner(EngineFromBytes(BytesFromPath(str(plan))), optimization_profile=profile) as runner:
+            meta = runner.get_input_metadata()
+            cast = {k: v.astype(DataType.to_dtype(meta[k].dtype, "numpy"), copy=False)
+                    for k, v in feeds.items() if k in meta}
+            return BenchRow(plan.stem, profile, shapes, *measure(lambda: runner.infer(cast), batch),
+                            note="host-device copies included")
+    except Exception as exc:  # an engine built for another GPU or TensorRT version, say
+        return BenchRow(plan.stem, profile, shapes, 0, 0.0, 0.0, 0.0, 0.0,
+                        note=f"unavailable: {' '.join(str(exc).split())[:200]}")
 
 
 def _onnx_candidates(folder: Path) -> list[tuple[str, Path]]:
