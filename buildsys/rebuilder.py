@@ -58,7 +58,6 @@ class Rebuilder:
         self._escape_memo: dict[str, str] = {}  # folder below out/ -> why it escapes, "" when it does not
         self._real_folders: set[str] = set()  # folders under out/ known to hold no symlink on the way
         self._env: dict[type, dict[str, Any]] = {}  # step class -> its env slice of the key (fixed per process)
-        self._store_root = _blob_root(store)
         self._artifacts: dict[int, tuple[list, str]] = {}  # id(files) -> (files, artifact digest)
 
     # -- keys -----------------------------------------------------------------
@@ -152,10 +151,8 @@ class Rebuilder:
         return out
 
     def _blobs_present(self, outputs: Outputs) -> bool:
-        if self._store_root is None:
-            return all(self.store.has(d) for files in outputs.values() for _, d, _ in files)
-        root, exists = self._store_root, os.path.exists
-        return all(exists(os.path.join(root, d[:2], d)) for files in outputs.values() for _, d, _ in files)
+        has = self.store.has
+        return all(has(d) for files in outputs.values() for _, d, _ in files)
 
     def _outputs_present(self, outputs: Outputs) -> bool:
         return self._blobs_present(outputs)
@@ -224,20 +221,6 @@ class Rebuilder:
         if real == self._out_real or real.startswith(self._out_real.rstrip(os.sep) + os.sep):
             return ""
         return f"{os.path.normpath(folder)} resolves to {real}, outside {self.out}; buildsys writes only under out/"
-
-
-def _blob_root(store: Store) -> str | None:
-    """The store's root as a string when blobs lie at <root>/<2 hex>/<digest>, else None.
-
-    Lets the no-op path test for thousands of blobs with plain string paths; any
-    other layout goes through Store.has.
-    """
-    probe = "ab" + "0" * 62
-    try:
-        root = os.fspath(store.root)
-        return root if os.fspath(store.path(probe)) == os.path.join(root, probe[:2], probe) else None
-    except (AttributeError, TypeError):
-        return None
 
 
 def diff_docs(old: dict[str, Any], new: dict[str, Any], step: StepSpec) -> list[str]:
