@@ -57,14 +57,10 @@ def load(root: Path, state: State | None, selectors: list[str], keep_going: bool
         else:
             found[rel] = recipe
     # Names are checked across all recipes, cached or not: a clash sends both through the loader.
-    by_name: dict[str, list[str]] = {}
-    for rel, r in found.items():
-        by_name.setdefault(r.name, []).append(rel)
-    for group in by_name.values():
-        if len(group) > 1:
-            stale += [root / rel for rel in group]
-            for rel in group:
-                del found[rel]
+    unique, _ = unique_names(list(found.values()))
+    for rel in set(found) - {r.file for r in unique}:
+        stale.append(root / rel)
+        del found[rel]
     if not stale:
         if gone:
             state.cache_recipes([], drop=gone)
