@@ -42,9 +42,7 @@ class SimplifyOnnx(Step):
         data = src.with_name(src.name + ".data")
         if data.exists() and data.stat().st_size + src.stat().st_size > TWO_GIB:
             # onnxsim works on one in-memory protobuf, which cannot exceed 2 GiB.
-            os.link(src, out)
-            os.link(data, out.with_name(out.name + ".data"))
-            return StepResult(outputs={"model": [out.name, out.name + ".data"]},
+            return StepResult(outputs={"model": _pass_through(src, out)},
                               summary="skipped: the model is over 2 GiB and onnxsim cannot hold it in one "
                                       "protobuf; passed through unchanged")
         if not self.params["simplify"].get("fallback"):
@@ -59,13 +57,19 @@ class SimplifyOnnx(Step):
         print(f"onnxsim did not give a usable model: {why}")
         for name in (out.name, out.name + ".data"):
             (self.ctx.scratch / name).unlink(missing_ok=True)
-        files = [out.name]
-        os.link(src, out)
-        if data.exists():
-            os.link(data, out.with_name(out.name + ".data"))
-            files.append(out.name + ".data")
-        return StepResult(outputs={"model": files},
+        return StepResult(outputs={"model": _pass_through(src, out)},
                           summary=f"fell back to the exported model (simplify.fallback): {why}")
+
+
+def _pass_through(src: Path, out: Path) -> list[str]:
+    """The exported model (and its external data) as this step's output, unchanged."""
+    os.link(src, out)
+    files = [out.name]
+    data = src.with_name(src.name + ".data")
+    if data.exists():
+        os.link(data, out.with_name(out.name + ".data"))
+        files.append(out.name + ".data")
+    return files
 
 
 def _failure(proc: subprocess.CompletedProcess) -> str:
