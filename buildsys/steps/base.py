@@ -123,8 +123,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             print(text, flush=True)
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            if _out_of_memory(exc):
-                return _memory_answer(exc, started)
+            cause = _memory_cause(exc)
+            if cause is not None:
+                return _memory_answer(cause, started)
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": text,
                     "seconds": time.perf_counter() - started}
         seconds = time.perf_counter() - started
@@ -152,12 +153,11 @@ def _memory_answer(exc: BaseException, started: float) -> dict[str, Any]:
 
 
 def _out_of_memory(exc: BaseException) -> bool:
-    """MemoryError, or the allocation failures torch and ONNX Runtime raise as RuntimeError."""
+    """MemoryError, or the allocation failures torch and ONNX Runtime report in their messages."""
     if isinstance(exc, MemoryError):
         return True
     text = str(exc)
-    return isinstance(exc, Exception) and ("can't allocate memory" in text or "bad_alloc" in text
-                                            or "Failed to allocate memory" in text)
+    return "can't allocate memory" in text or "bad_alloc" in text or "Failed to allocate memory" in text
 
 
 def _hash_outputs(ctx: StepContext, result: StepResult) -> dict[str, list[list]]:
