@@ -5,7 +5,6 @@ candidate model see identical data at each shape point.
 """
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,9 @@ def generate(spec: dict[str, Any], shape: tuple[int, ...], rng: np.random.Genera
 
 def _from_files(spec: dict, pattern: str, shape: tuple[int, ...], workspace: Path, sample: int,
                 field: str) -> np.ndarray:
-    files = sorted(glob.glob(str(workspace / pattern), recursive=True))
+    from buildsys.resolve import npy_files
+
+    files = npy_files(workspace, pattern)
     if not files:
         raise StepError(f"no file matches {pattern!r}", field=f"{field}.data.path",
                         hint="the glob is relative to the workspace root")

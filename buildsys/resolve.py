@@ -151,30 +151,33 @@ def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
     return steps
 
 
+def npy_files(root: Path, pattern: str) -> list[str]:
+    """The files an `npy` glob (relative to the workspace) matches, sorted: as the keys and the steps see them."""
+    import glob
+    import os
+
+    return sorted(p for p in glob.glob(str(root / pattern), recursive=True) if os.path.isfile(p))
+
+
 def input_files(r: Recipe, root: Path) -> dict[str, str]:
     """The .npy/.npz files behind `npy` inputs, by content in the key: new data re-runs the reference."""
-    import glob
-
     files = {}
     for inp in r.inputs:
         data = inp.data
         if data is None or data.kind != "npy" or not data.path:
             continue
-        for i, p in enumerate(sorted(glob.glob(str(root / data.path), recursive=True))):
-            if Path(p).is_file():
-                files[f"input.{inp.name}.{i:04d}"] = Path(p).relative_to(root).as_posix()
+        for i, p in enumerate(npy_files(root, data.path)):
+            files[f"input.{inp.name}.{i:04d}"] = Path(p).relative_to(root).as_posix()
     return files
 
 
 def calibration_files(r: Recipe, root: Path) -> dict[str, str]:
     """The calibration data files, by content in the key: a changed image re-calibrates."""
-    import glob
-
     data = r.calibration.data if r.calibration else None
     if data is None or data.kind not in ("npy", "images") or not data.path:
         return {}
     if data.kind == "npy":
-        found = sorted(glob.glob(str(root / data.path), recursive=True))
+        found = npy_files(root, data.path)
     else:
         folder = root / data.path
         found = sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
