@@ -537,7 +537,6 @@ def cmd_explain(root: Path, args) -> int:
 
 
 def cmd_graph(root: Path, args) -> int:
-
     _, _, graph = _graph(root, None, args.recipes)
     steps = graph.steps.values()
     if args.format == "text":
