@@ -84,11 +84,11 @@ class _OrtGpuEngine(Step):
         from buildsys.steps._ort import GPU_WHEEL
         from buildsys.toolchain import installed
 
-        reason = gpu.absent_reason() or gpu.packages_note()
+        reason = gpu.absent_reason()
         if reason:
             return reason
-        if GPU_WHEEL not in installed():
-            return (f"ONNX Runtime's CPU wheel is installed; the {cls.PROVIDER} provider needs {GPU_WHEEL} in its "
+        if GPU_WHEEL not in installed():  # make's note says why, where it tried
+            return gpu.packages_note() or (f"ONNX Runtime's CPU wheel is installed; the {cls.PROVIDER} provider needs {GPU_WHEEL} in its "
                     f"place (make does the swap where nvidia-smi answers: make GPU=1)")
         return None
 
