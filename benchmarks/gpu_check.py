@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     build = subprocess.run([py, "-m", "buildsys", "-C", str(ws), "build", "-k", "--json", *chosen],
                            capture_output=True, text=True)
     try:
-        steps = {s["id"]: s for s in json.loads(build.stdout.strip().splitlines()[-1])["steps"]}
+        steps = {s["id"]: s for s in json.loads(build.stdout)["steps"]}
     except (ValueError, IndexError, KeyError):
         print(build.stdout[-2000:], build.stderr[-2000:], sep="\n")
         return 3
