@@ -148,7 +148,9 @@ def _check_targets(doc: Document) -> list[Problem]:
         if precision == "int8" and "calibration" not in doc.data:
             out.append(doc.problem(("targets", i), "precision int8 needs a calibration block",
                                    "add calibration: {data: {kind: uniform, low: 0, high: 1}, samples: 64}"))
-        tid = "torchscript" if t["backend"] == "torchscript" else f"{t['backend']}-{precision}"
+        provider = t.get("provider") if t.get("provider") not in (None, "cpu") else None
+        tid = ("torchscript" if t["backend"] == "torchscript"
+               else "-".join(x for x in (t["backend"], provider, precision) if x))
         if tid in ids:
             out.append(doc.problem(("targets", i), f"duplicate target {tid} (also targets.{ids[tid]})",
                                    "each target builds one artifact; remove one of them"))
