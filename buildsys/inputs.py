@@ -48,7 +48,12 @@ def _from_files(spec: dict, pattern: str, shape: tuple[int, ...], workspace: Pat
         raise StepError(f"no file matches {pattern!r}", field=f"{field}.data.path",
                         hint="the glob is relative to the workspace root")
     path = files[sample % len(files)]
-    loaded = np.load(path, allow_pickle=False)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:  # not a numpy file, an array of Python objects, a truncated file
+        raise StepError(f"{path}: not a readable .npy/.npz file ({str(exc).splitlines()[0][:160]})",
+                        field=f"{field}.data.path",
+                        hint="save numeric arrays: np.save(path, array.astype('float32'))") from None
     arr = loaded[spec["name"]] if hasattr(loaded, "files") else loaded
     if tuple(arr.shape) != tuple(shape):
         raise StepError(f"{path}: array of shape {list(arr.shape)}, expected {list(shape)}",
