@@ -24,6 +24,7 @@ _SPECIAL = re.compile(r"""[\[\]{}'"#]""")
 _LEAD = re.compile(r"(?:[-?] +)+|(?:[-?]$)")  # block sequence / complex key indicators opening a level
 _BLOCK_SCALAR = re.compile(r"(?:^|[\s:])[|>][-+0-9]*\s*(?:#.*)?$")
 _QUOTE_OPENERS = " \t[{,:-?"
+_KEY = re.compile(r"""(?:- +)*([^\s'"\[\]{}#&*!|>%@`,?:-][^:#]*?|'[^']*'|"[^"]*")\s*:(?:\s|$)""")
 
 
 def size_problem(size: int, display: str) -> Problem:
@@ -41,8 +42,8 @@ def depth_problem(text: str, display: str) -> Problem | None:
     found = _deepest(text)
     if found is None:
         return None
-    line, col = found
-    return Problem(display, line, col, "", *depth_message())
+    line, col, keys = found
+    return Problem(display, line, col, ".".join(keys), *depth_message())
 
 
 def depth_message() -> tuple[str, str]:
@@ -50,10 +51,12 @@ def depth_message() -> tuple[str, str]:
             "recipes are plain settings; flatten the value or keep it in a file the recipe names")
 
 
-def _deepest(text: str) -> tuple[int, int] | None:
+def _deepest(text: str) -> tuple[int, int, list[str]] | None:
+    """(line, column, the block keys that lead there) of the first place too deep, else None."""
     flow = 0  # open flow collections
     quote: str | None = None  # the quote of a quoted scalar that continues onto the next line
     indents: list[int] = []  # indentation of the open block levels
+    keys: list[str] = []  # the key written at each open block level ('' for none)
     level = 0
     scalar_indent: int | None = None  # inside a block scalar (| or >) opened at this indentation
     for lineno, line in enumerate(text.split("\n"), 1):
@@ -69,18 +72,22 @@ def _deepest(text: str) -> tuple[int, int] | None:
                 continue
             while indents and indents[-1] > indent:
                 indents.pop()
+                keys.pop()
             if not indents or indents[-1] < indent:
                 indents.append(indent)
+                keys.append("")
+            key = _KEY.match(stripped)
+            keys[-1] = key.group(1).strip("'\"") if key else ""
             lead = _LEAD.match(stripped)
             level = len(indents) + (lead.group().count("-") + lead.group().count("?") if lead else 0)
             if level > MAX_DEPTH:
-                return lineno, indent + 1
+                return lineno, indent + 1, [k for k in keys if k]
             if _BLOCK_SCALAR.search(stripped):
                 scalar_indent = indent
             start = indent
         found, flow, quote = _scan_line(line, start, flow, quote, level)
         if found is not None:
-            return lineno, found
+            return lineno, found, [k for k in keys if k]
     return None
 
 
@@ -108,7 +115,7 @@ def _scan_line(line: str, start: int, flow: int, quote: str | None, level: int
                 quote = c
         elif c in "[{":
             flow += 1
-            if flow + level > MAX_DEPTH:
+            if level + flow - 1 > MAX_DEPTH:  # the collection's own depth, as the composer counts it
                 return i + 1, flow, quote
         else:
             flow = max(0, flow - 1)

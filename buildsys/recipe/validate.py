@@ -118,6 +118,8 @@ def schema_problems(doc: Document) -> list[Problem]:
     for error in _validator_class()(load_schema()).iter_errors(doc.data):
         conditional = "then" in error.absolute_schema_path
         for path, message, hint, key in _explain(error, doc):
+            if hint is None and error.validator in ("type", "enum"):
+                hint = _described(error, path)
             slot = (path, error.validator)
             # A conditional branch (precision for a backend, fields of a data kind)
             # says more than the general rule that failed on the same value.
@@ -170,6 +172,18 @@ def _explain(error: Any, doc: Document) -> list[tuple[FieldPath, str, str | None
             hint = f"separate the module from the callable with ':': {module}:{attr}"
         return [(path, f"expected {desc}, found '{value}'", hint, False)]
     return [(path, _bound_message(kind, error.validator_value, value, schema), None, False)]
+
+
+def _described(error: Any, path: FieldPath) -> str | None:
+    """The schema's description of the field: the hint where no better one is known."""
+    schema = error.schema
+    desc = schema.get("description")
+    if not desc:
+        return None
+    field_name = path[-1] if path and isinstance(path[-1], str) else dotted(path) or "the recipe"
+    required = schema.get("required") if schema.get("type") == "object" else None
+    shape = f" (a mapping with {', '.join(required)})" if required else ""
+    return f"{field_name}: {desc.rstrip('.')}{shape}"
 
 
 def _wants_text(kind: str, expected: Any) -> bool:

@@ -132,11 +132,17 @@ def parse_yaml(text: str, display: str) -> YamlDocument:
         mark = exc.problem_mark or exc.context_mark
         message = ": ".join(str(s) for s in (exc.context, exc.problem) if s) or "invalid YAML"
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
-        hint = None
+        hint = "check the indentation, brackets and quotes here and on the line before"
         if mark is not None and text.splitlines()[mark.line:mark.line + 1] and "\t" in text.splitlines()[mark.line]:
             hint = "YAML indents with spaces; replace the tabs"
         raise RecipeError(
             [*composer.problems, Problem(display, line, col, "", f"YAML syntax error: {message}", hint)]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, found before any token
+        at = min(exc.position, len(text))
+        line, col = text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1) + 1
+        raise RecipeError([*composer.problems, Problem(
+            display, line, col, "", f"YAML error: character #x{exc.character:04x} is not allowed in YAML text",
+            "remove it, or write it as an escape inside double quotes (\"\\x1b\")")]) from None
     except yaml.YAMLError as exc:
         raise RecipeError([*composer.problems, Problem(display, None, None, "", f"YAML error: {exc}")]) from None
     if composer.problems:
