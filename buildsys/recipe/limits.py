@@ -24,11 +24,13 @@ _SPECIAL = re.compile(r"""[\[\]{}'"#]""")
 _LEAD = re.compile(r"(?:[-?] +)+|(?:[-?]$)")  # block sequence / complex key indicators opening a level
 _BLOCK_SCALAR = re.compile(r"(?:^|[\s:])[|>][-+0-9]*\s*(?:#.*)?$")
 _QUOTE_OPENERS = " \t[{,:-?"
-_KEY = re.compile(r"""(?:- +)*([^\s'"\[\]{}#&*!|>%@`,?:-][^:#]*?|'[^']*'|"[^"]*")\s*:(?:\s|$)""")
 
 
-def size_problem(size: int, display: str) -> Problem:
-    return Problem(display, None, None, "",
+def size_problem(head: bytes, display: str) -> Problem:
+    """The problem of a file whose first MAX_FILE_BYTES + 1 bytes are `head`: located at the first byte too many."""
+    at = MAX_FILE_BYTES
+    line, col = head.count(b"\n", 0, at) + 1, at - (head.rfind(b"\n", 0, at) + 1) + 1
+    return Problem(display, line, col, "",
                    f"the file is larger than {MAX_FILE_BYTES // 1024} KiB, the limit of a recipe file",
                    "a recipe describes one model; keep bulk data in the files it names (npy, checkpoint)")
 
@@ -76,9 +78,8 @@ def _deepest(text: str) -> tuple[int, int, list[str]] | None:
             if not indents or indents[-1] < indent:
                 indents.append(indent)
                 keys.append("")
-            key = _KEY.match(stripped)
-            keys[-1] = key.group(1).strip("'\"") if key else ""
             lead = _LEAD.match(stripped)
+            keys[-1] = _block_key(stripped[lead.end():] if lead else stripped)
             level = len(indents) + (lead.group().count("-") + lead.group().count("?") if lead else 0)
             if level > MAX_DEPTH:
                 return lineno, indent + 1, [k for k in keys if k]
@@ -105,7 +106,7 @@ def _scan_line(line: str, start: int, flow: int, quote: str | None, level: int
                 else:
                     quote = None
         elif quote == '"':
-            if c == '"' and (len(line[:i]) - len(line[:i].rstrip("\\"))) % 2 == 0:
+            if c == '"' and _escapes_before(line, i) % 2 == 0:
                 quote = None
         elif c == "#":
             if i == 0 or line[i - 1] in " \t":
@@ -120,6 +121,24 @@ def _scan_line(line: str, start: int, flow: int, quote: str | None, level: int
         else:
             flow = max(0, flow - 1)
     return None, flow, quote
+
+
+def _escapes_before(line: str, i: int) -> int:
+    j = i
+    while j > 0 and line[j - 1] == "\\":
+        j -= 1
+    return i - j
+
+
+def _block_key(body: str) -> str:
+    """The key a block mapping line starts with ('' for none): `model:`, `- name: x`."""
+    colon = body.find(": ")
+    if colon < 0 and body.endswith(":"):
+        colon = len(body) - 1
+    key = body[:colon].strip() if colon > 0 else ""
+    if key[:1] in ("'", '"'):
+        return key.strip("'\"")
+    return "" if any(c in key for c in "#[]{},&*!|>") else key
 
 
 def unusable_path(text: str) -> str | None:

@@ -99,7 +99,7 @@ def load_yaml(path: Path, display: str) -> YamlDocument:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise RecipeError([Problem(display, None, None, "", f"cannot read the file: {reason}")]) from None
     if len(raw) > limits.MAX_FILE_BYTES:
-        raise RecipeError([limits.size_problem(len(raw), display)])
+        raise RecipeError([limits.size_problem(raw, display)])
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -281,7 +281,7 @@ RECIPE_CASES: list = [
     recipe_case("deep-nesting", edit(("kwargs: {features: 4}", "kwargs: {features: " + "[" * 100_000
                                       + "]" * 100_000 + "}")), "4:84", "model.kwargs",
                 "nested more than 64 levels deep, the limit of a recipe"),
-    recipe_case("dtype-list", edit(("dtype: float32", "dtype: [float32]")), "7:12", "inputs.0.dtype",
+    recipe_case("dtype-list", edit(("dtype: float32", "dtype: [float32]")), "7:5", "inputs.0.dtype",
                 "expected one of float32", "found a list"),
     recipe_case("atol-nan", edit(("atol: 1.0e-4", "atol: .nan")), "16:16", "tolerances.fp32.atol",
                 "expected a finite number, found .nan"),

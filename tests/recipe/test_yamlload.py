@@ -298,7 +298,8 @@ def test_a_file_over_the_size_limit_is_refused_before_parsing(tmp_path: Path):
     with pytest.raises(RecipeError) as exc:
         load_yaml(path, "recipes/r.yaml")
     assert exc.value.render() == (
-        "error: recipes/r.yaml: the file is larger than 256 KiB, the limit of a recipe file\n"
+        f"error: recipes/r.yaml:2:{256 * 1024 - 10}: the file is larger than 256 KiB, "
+        "the limit of a recipe file\n"
         "  hint: a recipe describes one model; keep bulk data in the files it names (npy, checkpoint)")
     path.write_bytes(b"version: 1\ndescription: '" + b"a" * (250 * 1024) + b"'\n")
     assert len(load_yaml(path, "recipes/r.yaml").data["description"]) == 250 * 1024
