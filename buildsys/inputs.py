@@ -50,11 +50,14 @@ def _from_files(spec: dict, pattern: str, shape: tuple[int, ...], workspace: Pat
     path = files[sample % len(files)]
     try:
         loaded = np.load(path, allow_pickle=False)
+        arr = loaded[spec["name"]] if hasattr(loaded, "files") else loaded  # an .npz reads on access
     except (OSError, ValueError) as exc:  # not a numpy file, an array of Python objects, a truncated file
         raise StepError(f"{path}: not a readable .npy/.npz file ({str(exc).splitlines()[0][:160]})",
                         field=f"{field}.data.path",
                         hint="save numeric arrays: np.save(path, array.astype('float32'))") from None
-    arr = loaded[spec["name"]] if hasattr(loaded, "files") else loaded
+    except KeyError:
+        raise StepError(f"{path}: no array named {spec['name']!r} (found {', '.join(loaded.files) or 'none'})",
+                        field=f"{field}.data.path", hint="an .npz holds one array per input name") from None
     if tuple(arr.shape) != tuple(shape):
         raise StepError(f"{path}: array of shape {list(arr.shape)}, expected {list(shape)}",
                         field=f"{field}.data.path")
