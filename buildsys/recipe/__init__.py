@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 __all__ = ["Recipe", "discover", "load_recipe", "load_recipes", "select", "unique_names"]
 
 _SUFFIXES = (".yaml", ".yml")
+# How recipe files are read and checked. Bump it when one file would load differently
+# (2: integers only where integers belong, booleans as PyYAML reads them, size and
+# depth bounds), so that recipes cached by an earlier buildsys are read again.
+READING_VERSION = 2
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
