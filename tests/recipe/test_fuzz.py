@@ -295,7 +295,14 @@ def run_corpus(root: Path) -> list[Outcome]:
     return [o for i, case in enumerate(corpus()) for o in run_case(root, i, case)]
 
 
-_LOCATED = re.compile(r"^error: recipes/[^\s:]+\.yaml(:\d+:\d+)?: ", re.M)
+_LOCATED = re.compile(r"error: recipes/[^\s:]+\.yaml:\d+:\d+: ")
+# What has no place in the file: a file with nothing in it, a top-level field that is missing.
+_UNPLACED = re.compile(r"error: recipes/[^\s:]+\.yaml: (the file is empty|\w+: required field is missing)")
+
+
+def _problems(stderr: str) -> list[str]:
+    """Each reported problem: its `error:` line and the `hint:` line that follows, if any."""
+    return re.findall(r"^error: .*(?:\n  hint: .*)?", stderr, re.M)
 
 
 def test_the_corpus_is_large_and_fixed():
@@ -313,8 +320,17 @@ def test_every_malformed_recipe_gets_exit_0_or_a_located_error(tmp_path: Path):
     assert not wrong
     slow = [(o.case, o.command, round(o.seconds, 1)) for o in outcomes if o.seconds > SECONDS_PER_CASE]
     assert not slow
-    unlocated = [(o.case, o.stderr[:300]) for o in outcomes if o.code == 2 and not _LOCATED.search(o.stderr)]
+    named = {c.name for c in _named_cases()}
+    problems = {(o.case, o.command): _problems(o.stderr) for o in outcomes if o.code == 2}
+    assert all(problems.values())
+    unlocated = [p for found in problems.values() for p in found if not _LOCATED.match(p) and not _UNPLACED.match(p)]
     assert not unlocated
+    # the shapes that once crashed or ran for minutes: each problem also says how to fix it
+    unhinted = [p for (case, _), found in problems.items() if case in named for p in found if "\n  hint: " not in p]
+    assert not unhinted
+    # of the named shapes, only the plain names are good recipes
+    assert {case for (case, _), code in codes.items() if case in named and code == 0} == {
+        "output named y", "dim named n"}
     # validate and the dry run judge a recipe the same way
     for o in outcomes:
         if o.command == "validate":
