@@ -93,3 +93,20 @@ def test_through_dask(alone, cluster, tmp_path, tmp_path_factory):
     names = {f"a_{k}": k for k in LEAKS} | {"p_plain": "plain"}
     _check_mixed(_workspace(tmp_path, names), names, alone, "-j", "2", "--executor", "dask",
                  "--scheduler", cluster, "--cache", str(tmp_path_factory.mktemp("meeting-point")))
+
+
+def test_a_step_that_crashes_fails_alone_and_the_worker_serves_the_next(tmp_path):
+    # one worker: the plain recipe's steps run in children of the same template after the crash
+    names = {"a_crash": "crash", "b_plain": "plain"}
+    ws = _workspace(tmp_path, names)
+    r = ws.build("-k", "-j", "1")
+    assert r.code == 3
+    states = r.states()
+    assert states["a_crash:export"] == "failed"
+    assert {s for sid, s in states.items() if sid.startswith("b_plain:")} == {"ran"}
+    failed = next(s for s in r.json["steps"] if s["id"] == "a_crash:export")
+    assert "killed by signal SIGABRT" in failed["message"]
+    assert "log: out/a_crash/logs/export.log" in failed["message"]
+    from tests.e2e.conftest import worker_pids
+
+    assert worker_pids(ws.root) == []
