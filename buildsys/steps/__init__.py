@@ -18,6 +18,10 @@ KINDS: dict[str, str] = {
     "quantize": "buildsys.steps.quantize:QuantizeQdq",
     "engine-tensorrt": "buildsys.steps.engine_tensorrt:TensorRTEngine",
     "engine-torchscript": "buildsys.steps.engine_torchscript:TorchScriptEngine",
+    "check": "buildsys.steps.check_onnx:CheckOnnx",
+    "reference-onnxruntime": "buildsys.steps.check_onnx:OnnxRuntimeReference",
+    "convert": "buildsys.steps.convert_tensorflow:ConvertTensorFlow",
+    "reference-tensorflow": "buildsys.steps.convert_tensorflow:TensorFlowReference",
 }
 
 

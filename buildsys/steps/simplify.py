@@ -85,12 +85,27 @@ def _failure(proc: subprocess.CompletedProcess) -> str:
     return lines[-1][:400] if lines else f"onnxsim exited with status {proc.returncode}"
 
 
+def _loadable(src: Path, scratch: Path) -> Path:
+    """`src`, or a private copy of it with its external data: onnx refuses to read external data
+    through a file with several hard links, and the store hands artifacts out as hard links."""
+    import shutil
+
+    data = src.with_name(src.name + ".data")
+    if not data.exists():
+        return src
+    folder = scratch / ".input"
+    folder.mkdir(exist_ok=True)
+    shutil.copyfile(src, folder / src.name)
+    shutil.copyfile(data, folder / data.name)
+    return folder / src.name
+
+
 def simplify(src: Path, out: Path, scratch: Path) -> tuple[list[str], str]:
     """onnxsim `src` into `out` and re-check it: the files written and a summary."""
     import onnx
     import onnxsim
 
-    model = onnx.load(str(src))
+    model = onnx.load(str(_loadable(src, scratch)))
     before = symbolic_axes(model)
     nodes_before = len(model.graph.node)
     try:
