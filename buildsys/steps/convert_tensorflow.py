@@ -58,7 +58,8 @@ def model_function(p: dict[str, Any], workspace: Path, threads: int = 1):
                             field="inputs", hint="name the recipe's inputs as the signature names them")
 
         def call(*args):
-            result = serving(**dict(zip(names, args)))
+            # through `loaded`: the signature alone does not keep the model's variables alive
+            result = loaded.signatures["serving_default"](**dict(zip(names, args)))
             return [result[k] for k in sorted(result)]
 
     @tf.function(input_signature=signature)

@@ -30,7 +30,8 @@ tolerances:
 """
 
 
-def write_onnx(path: Path, opset: int = 18, external: bool = False, batch: str | int = "batch") -> np.ndarray:
+def write_onnx(path: Path, opset: int = 18, external: bool = False, batch: str | int = "batch",
+               identity: bool = False) -> np.ndarray:
     """A two-layer MLP [batch, 4] -> [batch, 2] written with onnx.helper; returns its first weight."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -41,6 +42,8 @@ def write_onnx(path: Path, opset: int = 18, external: bool = False, batch: str |
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h1"]),
              helper.make_node("Relu", ["h1"], ["h2"]), helper.make_node("MatMul", ["h2", "w2"], ["h3"]),
              helper.make_node("Add", ["h3", "b2"], ["scores"])]
+    if identity:  # a no-op node for the simplifiers to remove
+        nodes[2:3] = [helper.make_node("Relu", ["h1"], ["h2a"]), helper.make_node("Identity", ["h2a"], ["h2"])]
     graph = helper.make_graph(
         nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, 2])],
@@ -197,3 +200,38 @@ def test_tensorflow_model_without_the_extra_is_a_recipe_error_naming_it(workspac
     assert r.code == 2, r.stderr
     assert "model.tensorflow: needs the tensorflow extra" in r.stderr
     assert "pip install 'buildsys[tensorflow]'" in r.stderr
+
+
+def test_simplify_runs_onnxsim_then_onnxoptimizer_in_the_order_written(workspace):
+    import onnx
+
+    write_onnx(workspace.root / "models/mlp.onnx", identity=True)
+    text = ONNX_RECIPE.format(path="models/mlp.onnx", opset=18)
+    # onnxoptimizer alone with a pass list that leaves the Identity node
+    workspace.write("recipes/mlp.yaml", text + "simplify: {passes: [onnxoptimizer], "
+                                               "onnxoptimizer: [eliminate_nop_dropout]}\n")
+    r = workspace.build()
+    assert r.code == 0, r.stderr
+    assert "onnxoptimizer: 6 → 6 nodes" in (workspace.root / "out/mlp/logs/simplify.log").read_text()
+    m = onnx.load(str(workspace.root / "out/mlp/model.sim.onnx"))
+    assert "Identity" in [n.op_type for n in m.graph.node]
+
+    # both, in the order written, onnxoptimizer with its own default passes: simplify re-runs, check does not
+    workspace.write("recipes/mlp.yaml", text + "simplify: {passes: [onnxsim, onnxoptimizer]}\n")
+    r = workspace.build()
+    assert r.code == 0, r.stderr
+    assert "mlp:simplify" in r.ran() and "mlp:check" not in r.ran()
+    assert "onnxsim + onnxoptimizer: 6 → 5 nodes" in (workspace.root / "out/mlp/logs/simplify.log").read_text()
+    m = onnx.load(str(workspace.root / "out/mlp/model.sim.onnx"))
+    assert [n.op_type for n in m.graph.node] == ["MatMul", "Add", "Relu", "MatMul", "Add"]
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert json.loads((workspace.root / "out/mlp/parity/fp32.json").read_text())["passed"] is True
+
+
+def test_unknown_onnxoptimizer_pass_is_a_recipe_error(workspace):
+    write_onnx(workspace.root / "models/mlp.onnx")
+    workspace.write("recipes/mlp.yaml", ONNX_RECIPE.format(path="models/mlp.onnx", opset=18)
+                    + "simplify: {passes: [onnxoptimizer], onnxoptimizer: [fuse_everything]}\n")
+    r = workspace.run("validate")
+    assert r.code == 2
+    assert "simplify.onnxoptimizer.0" in r.stderr and "fuse_everything" in r.stderr

@@ -1,0 +1,60 @@
+"""`buildsys view RECIPE[:ARTIFACT]`: an artifact the recipe built, served in Netron on loopback.
+
+The artifact is named by its path under out/<recipe>/ (`model.int8.onnx`,
+`engines/onnxruntime-fp32.ort`) or by the step that built it (`export`,
+`simplify`, `quantize[onnxruntime]`, `engine[onnxruntime-fp32]`); the default is
+the model the engines are built from (the simplified one when simplify runs).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from buildsys.errors import UsageError
+
+VIEWABLE = (".onnx", ".ort")
+
+
+def artifacts(graph, recipe: str) -> dict[str, str]:
+    """Viewable outputs of a recipe's steps: path under out/ by step name, in build order."""
+    found = {}
+    for step in graph.steps.values():
+        if step.recipe != recipe:
+            continue
+        for path in step.outputs.values():
+            if path.endswith(VIEWABLE):
+                found[step.name] = path
+    return found
+
+
+def choose(graph, recipe: str, artifact: str | None) -> str:
+    """The path under out/ of the artifact to show."""
+    found = artifacts(graph, recipe)
+    if artifact is None:
+        for name in ("simplify", "export", "check", "convert"):
+            if name in found:
+                return found[name]
+    if artifact in found:
+        return found[artifact]
+    by_path = {p.partition("/")[2]: p for p in found.values()}
+    if artifact in by_path:
+        return by_path[artifact]
+    listed = ", ".join(sorted(by_path))
+    raise UsageError(f"{recipe} builds no artifact {artifact!r}; it builds {listed}",
+                     hint=f"name one of them, or a step: {', '.join(found)}")
+
+
+def serve(path: Path, port: int, browse: bool) -> str:
+    """Start Netron on 127.0.0.1 for `path`; the URL it answers on."""
+    import logging
+
+    import netron
+
+    logging.getLogger("netron").setLevel(logging.WARNING)
+    host, bound = netron.serve(str(path), None, ("127.0.0.1", port), browse=browse)
+    return f"http://{host}:{bound}"
+
+
+def wait() -> None:
+    import netron
+
+    netron.wait()
