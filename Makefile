@@ -8,7 +8,9 @@ JOBS ?= 1
 comma := ,
 # The gpu extra (TensorRT) joins where an NVIDIA driver answers; GPU=0 or GPU=1 overrides.
 GPU ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
-EXTRAS := samples,test,cluster$(if $(filter 1,$(GPU)),$(comma)gpu)
+# The tensorflow extra (TensorFlow, tf2onnx) joins unless TF=0.
+TF ?= 1
+EXTRAS := samples,test,cluster$(if $(filter 1,$(GPU)),$(comma)gpu)$(if $(filter 1,$(TF)),$(comma)tensorflow)
 # One stamp per set of extras: a venv made without the gpu extra is completed on a GPU machine.
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 

@@ -38,6 +38,9 @@ def choose(graph, recipe: str, artifact: str | None) -> str:
     by_path = {p.partition("/")[2]: p for p in found.values()}
     if artifact in by_path:
         return by_path[artifact]
+    by_name = {p.rpartition("/")[2]: p for p in found.values()}
+    if artifact in by_name:  # a parity report names its candidate by file name
+        return by_name[artifact]
     listed = ", ".join(sorted(by_path))
     raise UsageError(f"{recipe} builds no artifact {artifact!r}; it builds {listed}",
                      hint=f"name one of them, or a step: {', '.join(found)}")
