@@ -53,7 +53,11 @@ def serve(path: Path, port: int, browse: bool) -> str:
     import netron
 
     logging.getLogger("netron").setLevel(logging.WARNING)
-    host, bound = netron.serve(str(path), None, ("127.0.0.1", port), browse=browse)
+    try:
+        host, bound = netron.serve(str(path), None, ("127.0.0.1", port), browse=browse)
+    except OSError as exc:
+        raise UsageError(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}",
+                         hint="choose another --port, or --port 0 for any free one") from None
     return f"http://{host}:{bound}"
 
 
