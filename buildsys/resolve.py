@@ -76,6 +76,7 @@ def _asdict(obj: Any) -> Any:
 
 def model_params(r: Recipe) -> dict[str, Any]:
     """What export and reference both read: the model and its input/output signature."""
+    # The kinds a recipe does not use are left out, so a PyTorch recipe's keys name only its factory.
     return {
         "model": {k: v for k, v in _asdict(r.model).items() if v is not None or k not in ("onnx", "tensorflow")},
         "inputs": [_asdict(i) for i in r.inputs],
