@@ -334,9 +334,7 @@ def check_model_kind(doc: Document, ws: Path) -> list[Problem]:
     if given[0] == "onnx":
         out.extend(_model_file(doc, ws, ("model", "onnx"), folder=False))
     elif isinstance(model["tensorflow"], dict):
-        from importlib.util import find_spec
-
-        absent = [m for m in ("tensorflow", "tf2onnx") if find_spec(m) is None]
+        absent = [m for m in ("tensorflow", "tf2onnx") if not _importable(m)]
         if absent:
             out.append(doc.problem(("model", "tensorflow"), f"needs the tensorflow extra ({' and '.join(absent)} "
                                    "not installed)", "pip install 'buildsys[tensorflow]'", key=True))
@@ -344,6 +342,16 @@ def check_model_kind(doc: Document, ws: Path) -> list[Problem]:
             if k in model["tensorflow"]:
                 out.extend(_model_file(doc, ws, ("model", "tensorflow", k), folder=k == "saved_model"))
     return out
+
+
+def _importable(module: str) -> bool:
+    """Whether a top-level module can be found, without importing it."""
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _model_file(doc: Document, ws: Path, path: FieldPath, folder: bool) -> list[Problem]:

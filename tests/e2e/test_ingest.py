@@ -191,9 +191,10 @@ def test_tensorflow_model_without_the_extra_is_a_recipe_error_naming_it(workspac
     blocker = workspace.root / "blocker"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(
-        "import sys\nclass _Block:\n    def find_spec(self, name, path=None, target=None):\n"
-        "        if name in ('tensorflow', 'tf2onnx'):\n            raise ModuleNotFoundError(name)\n"
-        "        return None\nsys.meta_path.insert(0, _Block())\n")
+        "import importlib.machinery as m\n_find = m.PathFinder.find_spec\n"
+        "def find_spec(name, path=None, target=None):\n"
+        "    return None if name.partition('.')[0] in ('tensorflow', 'tf2onnx') else _find(name, path, target)\n"
+        "m.PathFinder.find_spec = staticmethod(find_spec)\n")
     import os
 
     r = workspace.run("validate", env={"PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
