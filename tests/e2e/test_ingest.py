@@ -82,6 +82,13 @@ def test_onnx_file_builds_through_int8_and_its_digest_is_the_key(workspace):
     assert r.code == 0, r.stderr
     assert {"mlp:check", "mlp:reference", "mlp:simplify"} <= set(r.ran())
 
+    # bench times the artifacts; there is no PyTorch eager row to compare with
+    r = workspace.run("bench", "mlp", "--no-build", "--threads", "1")
+    assert r.code == 0, r.stderr
+    rows = [line.split()[0] for line in r.stdout.splitlines()[2:]]
+    assert "pytorch-eager" not in rows and {"onnxruntime-fp32", "onnxruntime-int8"} <= set(rows)
+    assert all(line.rstrip().endswith("n/a") for line in r.stdout.splitlines()[2:])
+
 
 def test_onnx_file_with_external_data(workspace):
     write_onnx(workspace.root / "models/mlp.onnx", external=True)
@@ -104,6 +111,14 @@ def test_onnx_file_outside_the_workspace_is_a_recipe_error(workspace, tmp_path_f
     r = workspace.run("validate")
     assert r.code == 2
     assert "recipes/mlp.yaml:2:15: model.onnx: '../" in r.stderr and "is outside the workspace" in r.stderr
+
+    # nor through a symlink inside it
+    (workspace.root / "models").mkdir()
+    (workspace.root / "models/link.onnx").symlink_to(elsewhere)
+    workspace.write("recipes/mlp.yaml", ONNX_RECIPE.format(path="models/link.onnx", opset=18))
+    r = workspace.run("validate")
+    assert r.code == 2
+    assert "model.onnx: 'models/link.onnx' is outside the workspace" in r.stderr
 
 
 def test_onnx_file_with_another_opset_or_frozen_axis_fails_the_check_naming_the_field(workspace):
