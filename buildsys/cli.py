@@ -682,6 +682,8 @@ def cmd_view(root: Path, args) -> int:
     path = root / "out" / rel
     if not path.is_file():
         raise UsageError(f"out/{rel} is not built", hint=f"run buildsys build {recipes[0].name}")
+    if args.node and path.suffix == ".onnx":
+        view.check_node(path, args.node)
     url = view.serve(path, args.port, not args.no_browser)
     print(f"serving out/{rel} at {url}", flush=True)
     if args.node:

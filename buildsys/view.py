@@ -65,3 +65,17 @@ def wait() -> None:
     import netron
 
     netron.wait()
+
+
+def check_node(path: Path, node: str) -> None:
+    """UsageError unless `node` names a node (or a node's output) of the ONNX model at `path`."""
+    import difflib
+
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    names = {n.name for n in graph.node} | {o for n in graph.node for o in n.output}
+    if node not in names:
+        close = difflib.get_close_matches(node, sorted(names), n=1)
+        raise UsageError(f"{path.name} has no node {node!r}",
+                         hint=f"did you mean {close[0]!r}?" if close else "the parity report names the node")

@@ -8,6 +8,7 @@ errors in decades); bars at or above the check's atol are drawn in red.
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ def artifacts(out_dir: Path | None, recipe: str) -> list[dict[str, Any]]:
     found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                    if p.suffix in ARTIFACTS and p.is_file() and "logs" not in p.parts)
     return [{"name": rel, "href": f"../{recipe}/{rel}",
-             "view": f"buildsys view {recipe}:{rel}" if rel.endswith(VIEWABLE) else ""} for rel in found]
+             "view": f"buildsys view {shlex.quote(f'{recipe}:{rel}')}" if rel.endswith(VIEWABLE) else ""}
+            for rel in found]
 
 
 def _page(doc: dict[str, Any], out_dir: Path | None = None) -> dict[str, Any]:
@@ -48,9 +50,10 @@ def _page(doc: dict[str, Any], out_dir: Path | None = None) -> dict[str, Any]:
     for r in doc["recipes"]:
         checks = [_check(c, (r["name"], c["check"]) in regressed) for c in r["checks"]]
         for c in checks:
-            c["view"] = f"buildsys view {r['name']}:{c['candidate']}" if c["candidate"].endswith(VIEWABLE) else ""
+            c["view"] = (f"buildsys view {shlex.quote(r['name'] + ':' + c['candidate'])}"
+                         if c["candidate"].endswith(VIEWABLE) else "")
             if c["view"] and c["node"]:
-                c["view_node"] = f"{c['view']} --node {c['node']}"
+                c["view_node"] = f"{c['view']} --node {shlex.quote(c['node'])}"
         checks.sort(key=lambda c: _RANK[c["status"]])
         recipes.append({"name": r["name"], "file": r["file"], "digest": r["digest"][:12],
                         "artifacts": artifacts(out_dir, r["name"]),

@@ -52,3 +52,21 @@ def test_view_names_what_the_recipe_builds_when_the_artifact_is_unknown(workspac
            "model.sim.onnx" in r.stderr
     r = workspace.run("view", "tiny", "--no-browser")
     assert r.code == 2 and "out/tiny/model.sim.onnx is not built" in r.stderr
+
+
+def test_view_at_a_node_names_it_and_refuses_one_the_model_lacks(workspace):
+    workspace.write("recipes/tiny.yaml", tiny_recipe())
+    assert workspace.build().code == 0
+    import onnx
+
+    node = onnx.load(str(workspace.root / "out/tiny/model.sim.onnx")).graph.node[0].name
+    proc, line = _serve(workspace, "tiny", "--node", node)
+    try:
+        assert line.startswith("serving out/tiny/model.sim.onnx at http://127.0.0.1:")
+        assert proc.stdout.readline() == f"node {node}: find it with Ctrl+F in the view\n"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    r = workspace.run("view", "tiny", "--no-browser", "--node", node + "x")
+    assert r.code == 2
+    assert f"model.sim.onnx has no node '{node}x'" in r.stderr and f"did you mean '{node}'?" in r.stderr
