@@ -16,8 +16,10 @@ EXTRAS := samples,test,cluster
 GPU_NOTE := $(VENV)/.gpu-packages-missing
 ORT_GPU = $(shell $(PYTHON) -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['tool']['buildsys']['onnxruntime-gpu'])")
 GPU_ADD := PIP_EXTRA_INDEX_URL=https://pypi.nvidia.com make GPU=1
+# The tensorflow extra (TensorFlow, tf2onnx) joins where it installs; TF=0 leaves it out.
+TF ?= 1
 # One stamp per set of extras: a venv made without the GPU packages is completed on a GPU machine.
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))$(if $(filter 1,$(GPU)),-gpu)$(if $(filter 1,$(GPU_REQUIRED)),-required)
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))$(if $(filter 1,$(GPU)),-gpu)$(if $(filter 1,$(GPU_REQUIRED)),-required)$(if $(filter 1,$(TF)),-tensorflow)
 
 .PHONY: engines test check validate status bench-build clean distclean install gpu-check
 
@@ -27,6 +29,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --disable-pip-version-check \
 		--config-settings editable_mode=compat -e '.[$(EXTRAS)]'
+	@if [ "$(TF)" = 1 ]; then $(PIP) install --quiet --disable-pip-version-check \
+		--config-settings editable_mode=compat -e '.[$(EXTRAS),tensorflow]' \
+		|| echo "note: the tensorflow extra did not install here; its tests are skipped" >&2; fi
 	@rm -f $(GPU_NOTE)
 ifeq ($(GPU),1)
 	@log=$(VENV)/gpu-install.log; : > $$log; why=""; \

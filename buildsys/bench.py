@@ -63,7 +63,8 @@ def bench_recipe(recipe, workspace: Path, out: Path, threads: int | None = None)
     torch.set_num_threads(threads)
     params = model_params(recipe)
     files = {"checkpoint": workspace / recipe.model.checkpoint} if recipe.model.checkpoint else {}
-    model, _ = load_model(params, workspace, files)
+    # An ONNX or TensorFlow model has no PyTorch eager row: its artifacts are compared with each other.
+    model = load_model(params, workspace, files)[0] if recipe.model.kind == "pytorch" else None
     folder = out / recipe.name
     rows: list[BenchRow] = []
     for profile in range(1 + len(recipe.profiles)):
@@ -80,7 +81,8 @@ def bench_recipe(recipe, workspace: Path, out: Path, threads: int | None = None)
             with torch.inference_mode():
                 model(*tensors)
 
-        rows.append(BenchRow("pytorch-eager", profile, shapes, *measure(eager, batch)))
+        if model is not None:
+            rows.append(BenchRow("pytorch-eager", profile, shapes, *measure(eager, batch)))
         ts = folder / "engines" / "torchscript.pt"
         if ts.exists():
             scripted = torch.jit.load(str(ts))
@@ -208,9 +210,9 @@ def render(recipe: str, rows: list[BenchRow]) -> str:
         if not r.runs:
             lines.append(f"{r.artifact:<28} {r.profile:>7}  {r.note}")
             continue
-        speed = base[r.profile] / r.p50_ms if r.p50_ms else 0.0
+        speed = f"{base[r.profile] / r.p50_ms:8.2f}x" if r.p50_ms and r.profile in base else f"{'n/a':>9}"
         lines.append(f"{r.artifact:<28} {r.profile:>7} {r.p50_ms:9.2f} {r.p90_ms:9.2f} {r.p99_ms:9.2f} "
-                     f"{r.throughput:10.1f} {speed:8.2f}x")
+                     f"{r.throughput:10.1f} {speed}")
     return "\n".join(lines)
 
 

@@ -85,6 +85,13 @@ def _parser():
     n.add_argument("--threads", type=int, metavar="N", help="threads per runtime (default: every core)")
     n.add_argument("--no-build", action="store_true", help="measure what is built; do not bring it up to date")
 
+    w = sub.add_parser("view", help="serve a built ONNX or .ort artifact in Netron on 127.0.0.1")
+    w.add_argument("target", metavar="RECIPE[:ARTIFACT]",
+                   help="artifact: a path under out/<recipe>/ or the step that built it (default: the simplified model)")
+    w.add_argument("--no-browser", action="store_true", help="print the URL only (headless machines)")
+    w.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (0: any free port; default 8080)")
+    w.add_argument("--node", metavar="NAME", help="a node to look for (the first diverging node of a parity report)")
+
     v = sub.add_parser("validate", help="check recipes against the schema and semantic rules; nothing is built")
     v.add_argument("recipes", nargs="*")
 
@@ -664,6 +671,28 @@ def cmd_bench(root: Path, args) -> int:
     return EXIT_OK
 
 
+def cmd_view(root: Path, args) -> int:
+    """Serve one artifact in Netron until interrupted."""
+    from buildsys import view
+    from buildsys.errors import UsageError
+
+    recipe, _, artifact = args.target.partition(":")
+    recipes, _, graph = _graph(root, None, [recipe])
+    rel = view.choose(graph, recipes[0].name, artifact or None)
+    path = root / "out" / rel
+    if not path.is_file():
+        raise UsageError(f"out/{rel} is not built", hint=f"run buildsys build {recipes[0].name}")
+    if args.node and path.suffix == ".onnx":
+        view.check_node(path, args.node)
+    url = view.serve(path, args.port, not args.no_browser)
+    print(f"serving out/{rel} at {url}", flush=True)
+    if args.node:
+        print(f"node {args.node}: find it with Ctrl+F in the view", flush=True)
+    print("press Ctrl+C to stop", flush=True)
+    view.wait()
+    return EXIT_OK
+
+
 def cmd_validate(root: Path, args) -> int:
     from buildsys import loading
 
@@ -719,5 +748,6 @@ _COMMANDS = {
     "check": cmd_check,
     "bench": cmd_bench,
     "validate": cmd_validate,
+    "view": cmd_view,
     "clean": cmd_clean,
 }

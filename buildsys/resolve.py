@@ -76,8 +76,9 @@ def _asdict(obj: Any) -> Any:
 
 def model_params(r: Recipe) -> dict[str, Any]:
     """What export and reference both read: the model and its input/output signature."""
+    # The kinds a recipe does not use are left out, so a PyTorch recipe's keys name only its factory.
     return {
-        "model": _asdict(r.model),
+        "model": {k: v for k, v in _asdict(r.model).items() if v is not None or k not in ("onnx", "tensorflow")},
         "inputs": [_asdict(i) for i in r.inputs],
         "outputs": [o.name for o in r.outputs],
         "dims": {d.name: {"min": d.min, "opt": d.opt, "max": d.max} for d in r.dims},
@@ -109,6 +110,10 @@ def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
                                    "points": list(r.parity.points)}},
         outputs={"reference": f"{n}/reference.npz"}, files=files,
     )
+    if r.model.kind != "pytorch":  # an ONNX file is checked, a TensorFlow model converted: not exported
+        from buildsys.ingest import ingest_steps
+
+        export, reference = ingest_steps(r, root, base, reference.params["parity"], input_files(r, root))
     steps = [export, reference]
     candidate = f"{export.id}#model"
     if r.simplify.enabled:

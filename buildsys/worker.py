@@ -145,7 +145,7 @@ def _serve(conn: Connection, torch_lane: bool) -> None:
             if lane is None:
                 # What the step needs besides torch is imported here first, so that this
                 # template and the torch one share it rather than import it twice.
-                _preload(m for m in job["preload"] if m.partition(".")[0] != "torch")
+                _preload(m for m in job["preload"] if m.partition(".")[0] not in ("torch", "onnxscript"))
                 lane = _start_torch_lane()
             answer = _forward(lane, job)
             if answer is None:

@@ -161,7 +161,9 @@ def _preload(job: dict[str, Any]) -> list[str]:
     from buildsys.steps import step_class
     from buildsys.worker import warm_modules
 
-    return warm_modules(tuple(getattr(step_class(job["kind_path"]), "TOOLS", ())))
+    cls = step_class(job["kind_path"])
+    extra = cls.warm_modules(job["params"]) if hasattr(cls, "warm_modules") else ()
+    return [*warm_modules(tuple(getattr(cls, "TOOLS", ()))), *extra]
 
 
 def _tail(job: dict[str, Any] | None, lines: int = 5) -> str:

@@ -17,6 +17,7 @@ echo "$*" >> "{log}"
 case "$*" in
   *"[samples,test,cluster,gpu]"*) echo "ERROR: Failed to build tensorrt-cu12-libs (pypi.nvidia.com unreachable)" >&2; exit 1 ;;
   *"onnxruntime-gpu["*) {ort} ;;
+  *",tensorflow]"*) echo "ERROR: No matching distribution found for tensorflow-cpu" >&2; exit 1 ;;
 esac
 exit 0
 """
@@ -52,7 +53,7 @@ def machine(tmp_path):
         env.pop("GPU", None)
         env.pop("MAKEFLAGS", None)
         return subprocess.run(["make", "--no-print-directory", "-C", str(repo), "install",
-                               f"VENV={tmp_path / 'venv'}", "PYTHON=python3", *args],
+                               f"VENV={tmp_path / 'venv'}", "PYTHON=python3", "TF=0", *args],
                               capture_output=True, text=True, env=env, timeout=60)
 
     make.log = log
@@ -108,3 +109,12 @@ def test_the_note_is_the_reason_of_the_gpu_steps(tmp_path, monkeypatch):
     assert gpu.packages_note() is None
     (tmp_path / gpu.PACKAGES_NOTE).write_text("GPU packages not installed (x), GPU steps are unavailable\n")
     assert gpu.packages_note() == "GPU packages not installed (x), GPU steps are unavailable"
+
+
+def test_a_tensorflow_extra_that_does_not_install_leaves_a_note_and_the_rest_set_up(machine):
+    r = machine("TF=1", gpu=False)
+    assert r.returncode == 0, r.stderr
+    assert "note: the tensorflow extra did not install here; its tests are skipped" in r.stderr
+    calls = machine.log.read_text().splitlines()
+    assert calls[0].endswith("-e .[samples,test,cluster]")
+    assert calls[1].endswith("-e .[samples,test,cluster,tensorflow]")

@@ -134,3 +134,39 @@ def test_npy_input_files_are_in_the_export_and_reference_keys(tmp_path):
     assert before["net:reference"] != after["net:reference"]
     assert before["net:export"] != after["net:export"]
     assert before["net:simplify"] == after["net:simplify"]  # upstream digests are fixed stand-ins here
+
+
+def test_an_onnx_file_starts_at_check_with_an_onnxruntime_reference(tmp_path):
+    from buildsys.recipe.model import SimplifySpec
+
+    r = recipe(model=ModelSpec(onnx="models/net.onnx"))
+    graph = resolve([r], tmp_path)
+    assert list(graph.steps) == ["net:check", "net:reference", "net:simplify", "net:parity[fp32]",
+                                 "net:engine[onnxruntime-fp32]"]
+    check, ref = graph.steps["net:check"], graph.steps["net:reference"]
+    assert check.files == {"model": "models/net.onnx"} and check.outputs == {"model": "net/model.onnx"}
+    assert ref.kind_path.endswith(":OnnxRuntimeReference") and ref.inputs == {"model": "net:check#model"}
+    assert graph.steps["net:simplify"].inputs == {"model": "net:check#model"}
+    # the simplify passes reach simplify and what reads its model, not the check
+    before = keys(tmp_path, r)
+    after = keys(tmp_path, dataclasses.replace(r, simplify=SimplifySpec(passes=("onnxsim", "onnxoptimizer"))))
+    assert {s for s in before if before[s] != after[s]} == {"net:simplify"}
+
+
+def test_a_saved_model_folder_is_in_the_convert_and_reference_keys_file_by_file(tmp_path):
+    from buildsys.recipe.model import TensorFlowSpec
+
+    for rel in ("models/sm/saved_model.pb", "models/sm/variables/variables.index"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    r = recipe(model=ModelSpec(tensorflow=TensorFlowSpec(saved_model="models/sm")))
+    graph = resolve([r], tmp_path)
+    convert, ref = graph.steps["net:convert"], graph.steps["net:reference"]
+    expected = {"model.0000": "models/sm/saved_model.pb", "model.0001": "models/sm/variables/variables.index"}
+    assert convert.files == expected and ref.files == expected
+    assert ref.kind_path.endswith(":TensorFlowReference") and "net:export" not in graph.steps
+
+
+def test_a_pytorch_recipes_export_key_does_not_name_the_other_model_kinds(tmp_path):
+    graph = resolve([recipe()], tmp_path)
+    assert set(graph.steps["net:export"].params["model"]) == {"factory", "kwargs", "checkpoint"}

@@ -28,6 +28,7 @@ from buildsys.recipe.model import (
     SimplifySpec,
     TargetSpec,
     Tolerance,
+    model_from_dict,
 )
 
 if TYPE_CHECKING:
@@ -266,7 +267,8 @@ def _resolve(doc: Document, sources: tuple[str, ...], default_name: str) -> Reci
         extra["export"] = ExportSpec(**{k: int(v) if k == "opset" else v for k, v in d["export"].items()})
     if "simplify" in d:
         s = d["simplify"]
-        extra["simplify"] = SimplifySpec(enabled=s) if isinstance(s, bool) else SimplifySpec(**s)
+        extra["simplify"] = SimplifySpec(enabled=s) if isinstance(s, bool) else SimplifySpec(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
     if "calibration" in d:
         c = dict(d["calibration"])
         if "data" in c:
@@ -287,7 +289,7 @@ def _resolve(doc: Document, sources: tuple[str, ...], default_name: str) -> Reci
         name=d.get("name", default_name),
         file=doc.file,
         sources=sources,
-        model=ModelSpec(**d["model"]),
+        model=model_from_dict(d["model"]),
         inputs=tuple(_input(i) for i in d["inputs"]),
         outputs=tuple(OutputSpec(o["name"]) for o in d["outputs"]),
         dims=tuple(Dim(n, int(x["min"]), int(x["opt"]), int(x["max"])) for n, x in d.get("dims", {}).items()),

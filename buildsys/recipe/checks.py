@@ -35,6 +35,7 @@ def semantic_problems(doc: Document, workspace: Path, default_name: str) -> list
     out.extend(_check_factory(doc, ws))
     out.extend(_check_paths(doc, ws))
     out.extend(_check_npy_contents(doc, ws))
+    out.extend(check_model_kind(doc, ws))
     if "name" not in doc.data and not _valid_name(default_name):
         out.append(Problem(doc.file, None, None, "name",
                            f"the file name gives the recipe name '{default_name}', which is not a valid name",
@@ -363,3 +364,71 @@ def _module_suggestion(parts: list[str], ws: Path) -> str | None:
         close = [c for c in difflib.get_close_matches(part, names, n=2, cutoff=0.6) if c != part]
         return f"did you mean '{'.'.join([*parts[:depth], close[0]])}'?" if close else None
     return None
+
+
+# -- models that are not PyTorch factories ----------------------------------------------
+
+_KINDS = ("factory", "onnx", "tensorflow")
+
+
+def check_model_kind(doc: Document, ws: Path) -> list[Problem]:
+    """Exactly one of factory / onnx / tensorflow; its files inside the workspace; no PyTorch-only fields."""
+    model = doc.get(("model",))
+    if not isinstance(model, dict):
+        return []
+    given = [k for k in _KINDS if k in model]
+    if not given:
+        return [doc.problem(("model", "factory"), "required field is missing")]
+    if len(given) > 1:
+        return [doc.problem(("model", given[1]), f"model.{given[0]} and model.{given[1]} are both given",
+                            "a model is one of: factory (PyTorch), onnx (an ONNX file), tensorflow", key=True)]
+    if given[0] == "factory":
+        return []
+    out = [doc.problem(("model", k), f"'{k}' is for a PyTorch factory, not for model.{given[0]}",
+                       f"remove it; the {given[0]} model is used as it is", key=True)
+           for k in ("kwargs", "checkpoint") if k in model]
+    targets = doc.get(("targets",))
+    for i, t in enumerate(targets if isinstance(targets, list) else []):
+        if isinstance(t, dict) and t.get("backend") == "torchscript":
+            out.append(doc.problem(("targets", i, "backend"), f"torchscript compiles a PyTorch model; this recipe's "
+                                   f"model is model.{given[0]}", "remove the torchscript target"))
+    if given[0] == "onnx":
+        out.extend(_model_file(doc, ws, ("model", "onnx"), folder=False))
+    elif isinstance(model["tensorflow"], dict):
+        absent = [m for m in ("tensorflow", "tf2onnx") if not _importable(m)]
+        if absent:
+            out.append(doc.problem(("model", "tensorflow"), f"needs the tensorflow extra ({' and '.join(absent)} "
+                                   "not installed)", "pip install 'buildsys[tensorflow]'", key=True))
+        for k in ("saved_model", "keras"):
+            if k in model["tensorflow"]:
+                out.extend(_model_file(doc, ws, ("model", "tensorflow", k), folder=k == "saved_model"))
+    return out
+
+
+def _importable(module: str) -> bool:
+    """Whether a top-level module can be found, without importing it."""
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _model_file(doc: Document, ws: Path, path: FieldPath, folder: bool) -> list[Problem]:
+    where = doc.get(path)
+    if not isinstance(where, str) or not where:
+        return []
+    target = ws / where
+    if not _inside(target, ws):
+        return [doc.problem(path, f"'{where}' is outside the workspace",
+                            "keep model files inside the project so their content is tracked")]
+    if folder and not target.is_dir():
+        return [doc.problem(path, f"folder not found: '{where}'" if not target.exists()
+                            else f"expected a SavedModel folder, found the file '{where}'",
+                            "the path is relative to the project root, not to the recipe")]
+    if not folder and not target.is_file():
+        return [doc.problem(path, f"file not found: '{where}'" if not target.exists()
+                            else f"expected a file, found the folder '{where}'",
+                            "the path is relative to the project root, not to the recipe")]
+    return []

@@ -53,10 +53,27 @@ class Dim:
 
 
 @dataclass(frozen=True)
+class TensorFlowSpec:
+    """A TensorFlow model, converted to ONNX with tf2onnx: one of the two is set."""
+
+    saved_model: str | None = None  # workspace-relative SavedModel folder
+    keras: str | None = None  # workspace-relative .keras file
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    factory: str  # "module.path:callable"
+    """The model: a PyTorch factory, an existing ONNX file, or a TensorFlow model (exactly one)."""
+
+    factory: str = ""  # "module.path:callable"
     kwargs: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None  # workspace-relative state_dict file
+    onnx: str | None = None  # workspace-relative .onnx file, used as it is
+    tensorflow: TensorFlowSpec | None = None
+
+    @property
+    def kind(self) -> str:
+        """pytorch | onnx | tensorflow: which steps produce the ONNX model and the reference."""
+        return "onnx" if self.onnx else "tensorflow" if self.tensorflow else "pytorch"
 
     @property
     def module(self) -> str:
@@ -77,6 +94,8 @@ class ExportSpec:
 class SimplifySpec:
     enabled: bool = True
     fallback: bool = False  # onnxsim in a child process; on any failure keep the exported model
+    passes: tuple[str, ...] = ("onnxsim",)  # onnxsim | onnxoptimizer, run in the order written
+    onnxoptimizer: tuple[str, ...] = ()  # onnxoptimizer's passes; () means its fuse-and-eliminate set
 
 
 @dataclass(frozen=True)
@@ -190,6 +209,12 @@ class Recipe:
         return recipe_from_dict(json.loads(text))
 
 
+def model_from_dict(d: dict) -> ModelSpec:
+    """A ModelSpec from the recipe's `model:` mapping (or its `asdict` form)."""
+    tf = d.get("tensorflow")
+    return ModelSpec(**{**d, "tensorflow": TensorFlowSpec(**tf) if tf is not None else None})
+
+
 def _data(d: dict) -> DataSpec:
     return DataSpec(**d)
 
@@ -201,7 +226,7 @@ def recipe_from_dict(d: dict) -> Recipe:
         name=d["name"],
         file=d["file"],
         sources=tuple(d["sources"]),
-        model=ModelSpec(**d["model"]),
+        model=model_from_dict(d["model"]),
         inputs=tuple(
             InputSpec(i["name"], i["dtype"], tuple(i["shape"]), _data(i["data"])) for i in d["inputs"]
         ),
@@ -211,7 +236,7 @@ def recipe_from_dict(d: dict) -> Recipe:
         version=d.get("version", 1),
         profiles=tuple(d.get("profiles", ())),
         export=ExportSpec(**d["export"]),
-        simplify=SimplifySpec(**d["simplify"]),
+        simplify=SimplifySpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["simplify"].items()}),
         calibration=None
         if cal is None
         else CalibrationSpec(

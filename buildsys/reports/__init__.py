@@ -74,7 +74,7 @@ def write_reports(out_dir: Path, entries: list[ReportInput], meta: dict[str, Any
              "html": out_dir / "parity.html", "junit": out_dir / "junit.xml"}
     _write(files["json"], collect.to_json(doc).encode("utf-8"))
     _write(files["markdown"], md.encode("utf-8"))
-    _write(files["html"], html.render(doc).encode("utf-8"))
+    _write(files["html"], html.render(doc, out_dir).encode("utf-8"))
     _write(files["junit"], xml)
     if markdown_path is not None:
         _write(Path(markdown_path), md.encode("utf-8"))

@@ -8,6 +8,7 @@ errors in decades); bars at or above the check's atol are drawn in red.
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +19,44 @@ _RANK = {"error": 0, "failed": 0, "blocked": 1, "regressed": 2, "unavailable": 3
 BAR_W, BAR_GAP, CHART_H = 14, 2, 44
 
 
-def render(doc: dict[str, Any]) -> str:
+def render(doc: dict[str, Any], out_dir: Path | None = None) -> str:
+    """The page; with `out_dir` (out/reports/), each recipe's built artifacts are linked from it."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("parity.html.j2").render(page=_page(doc))
+    return env.get_template("parity.html.j2").render(page=_page(doc, out_dir))
 
 
-def _page(doc: dict[str, Any]) -> dict[str, Any]:
+ARTIFACTS = (".onnx", ".ort", ".plan", ".pt")
+VIEWABLE = (".onnx", ".ort")
+
+
+def artifacts(out_dir: Path | None, recipe: str) -> list[dict[str, Any]]:
+    """The recipe's built models and engines: link (relative to the report), name, `buildsys view` command."""
+    folder = out_dir.parent / recipe if out_dir is not None else None
+    if folder is None or not folder.is_dir():
+        return []
+    found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                   if p.suffix in ARTIFACTS and p.is_file() and "logs" not in p.parts)
+    return [{"name": rel, "href": f"../{recipe}/{rel}",
+             "view": f"buildsys view {shlex.quote(f'{recipe}:{rel}')}" if rel.endswith(VIEWABLE) else ""}
+            for rel in found]
+
+
+def _page(doc: dict[str, Any], out_dir: Path | None = None) -> dict[str, Any]:
     regressed = {(k.recipe, k.check) for k in cases(doc) if k.kind == "regression"}
     recipes = []
     for r in doc["recipes"]:
         checks = [_check(c, (r["name"], c["check"]) in regressed) for c in r["checks"]]
+        for c in checks:
+            c["view"] = (f"buildsys view {shlex.quote(r['name'] + ':' + c['candidate'])}"
+                         if c["candidate"].endswith(VIEWABLE) else "")
+            if c["view"] and c["node"]:
+                c["view_node"] = f"{c['view']} --node {shlex.quote(c['node'])}"
         checks.sort(key=lambda c: _RANK[c["status"]])
         recipes.append({"name": r["name"], "file": r["file"], "digest": r["digest"][:12],
+                        "artifacts": artifacts(out_dir, r["name"]),
                         "description": r.get("description", ""), "checks": checks,
                         "status": min((c["status"] for c in checks), key=_RANK.__getitem__, default="passed")})
     recipes.sort(key=lambda r: _RANK[r["status"]])
@@ -56,7 +80,8 @@ def _check(c: dict[str, Any], regressed: bool) -> dict[str, Any]:
     return {"check": c["check"], "status": status, "state": c["state"], "reason": c.get("reason") or "",
             "candidate": c.get("candidate") or "", "tolerance": fmt_tolerance(c.get("tolerance")),
             "random_calibration": c.get("random_calibration", False),
-            "divergence": fmt_divergence(c.get("divergence")), "rows": rows}
+            "divergence": fmt_divergence(c.get("divergence")), "rows": rows,
+            "node": (c.get("divergence") or {}).get("node") or "", "view": "", "view_node": ""}
 
 
 def _output_row(point: str, shapes: str, o: dict[str, Any], atol: float | None) -> dict[str, Any]:

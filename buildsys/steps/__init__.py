@@ -21,6 +21,10 @@ KINDS: dict[str, str] = {
     "convert-fp16": "buildsys.steps.convert_fp16:ConvertFp16",
     "engine-onnxruntime-cuda": "buildsys.steps.engine_onnxruntime:OrtCudaEngine",
     "engine-onnxruntime-tensorrt": "buildsys.steps.engine_onnxruntime:OrtTensorRTEngine",
+    "check": "buildsys.steps.check_onnx:CheckOnnx",
+    "reference-onnxruntime": "buildsys.steps.check_onnx:OnnxRuntimeReference",
+    "convert": "buildsys.steps.convert_tensorflow:ConvertTensorFlow",
+    "reference-tensorflow": "buildsys.steps.convert_tensorflow:TensorFlowReference",
 }
 
 

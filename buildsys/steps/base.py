@@ -59,6 +59,12 @@ class Step:
         raise NotImplementedError
 
     @classmethod
+    def warm_modules(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        """Modules of the toolchain, beyond its TOOLS' own, that the worker's template may
+        import before forking this step: what the step is sure to import, imported once."""
+        return ()
+
+    @classmethod
     def unavailable(cls, params: dict[str, Any]) -> str | None:
         """Why this machine cannot run the step, or None when it can."""
         return None

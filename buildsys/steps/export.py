@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
@@ -32,6 +33,13 @@ class ExportOnnx(Step):
     KIND = "export"
     VERSION = 1
     TOOLS = ("torch", "onnx", "onnxscript", "onnx-ir", "numpy")
+
+    @classmethod
+    def warm_modules(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        if params["export"]["exporter"] == "dynamo":
+            return ("torch.onnx", "torch.export", "onnxscript", "torch._dynamo",
+                    "torch.onnx._internal.exporter._core")
+        return ("torch.onnx",)
     DISCOVERS = True
 
     def run(self) -> StepResult:

@@ -33,6 +33,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
@@ -59,6 +60,10 @@ class QuantizeQdq(Step):
     KIND = "quantize"
     VERSION = 1
     TOOLS = ("onnx", "onnxruntime", "numpy")
+
+    @classmethod
+    def warm_modules(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        return ("onnxruntime.quantization",)
 
     def run(self) -> StepResult:
         from buildsys.steps.calibrate import FORMAT

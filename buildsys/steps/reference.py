@@ -81,3 +81,42 @@ class ReferenceOutputs(Step):
         arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
         write_npz(self.ctx.output("reference"), arrays)
         return StepResult(deps=deps, summary=f"{len(manifest)} samples at {', '.join(p['parity']['points'])}")
+
+
+def write_reference_outputs(p: dict, workspace: Path, out: Path, run) -> int:
+    """Reference outputs of a model that is not PyTorch: `run(inputs)` answers one array per output.
+
+    The same seeded inputs and manifest as ReferenceOutputs, so parity reads both alike;
+    returns the number of samples written.
+    """
+    import numpy as np
+
+    from buildsys.errors import StepError
+    from buildsys.inputs import parity_inputs
+    from buildsys.steps.export import outputs_mismatch
+
+    arrays, manifest = {}, []
+    for point in p["parity"]["points"]:
+        for sample in range(p["parity"]["samples"]):
+            inputs = parity_inputs(p, workspace, point, sample)
+            try:
+                outs = run(inputs)
+            except StepError:
+                raise
+            except Exception as exc:
+                shapes = {k: list(v.shape) for k, v in inputs.items()}
+                raise StepError(f"the model failed at the {point} shape {shapes}: "
+                                f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}", field="dims") from None
+            if len(outs) != len(p["outputs"]):
+                raise outputs_mismatch(len(outs), len(p["outputs"]))
+            entry = {"point": point, "sample": sample, "inputs": {}, "outputs": {}}
+            for j, spec in enumerate(p["inputs"]):
+                entry["inputs"][spec["name"]] = key = f"{point}.{sample}.in{j}"
+                arrays[key] = inputs[spec["name"]]
+            for j, name in enumerate(p["outputs"]):
+                entry["outputs"][name] = key = f"{point}.{sample}.out{j}"
+                arrays[key] = np.asarray(outs[j])
+            manifest.append(entry)
+    arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    write_npz(out, arrays)
+    return len(manifest)

@@ -1,4 +1,5 @@
-"""simplify: onnxsim on the exported model; the result is re-checked before it is kept.
+"""simplify: onnxsim and/or onnxoptimizer on the exported model, in the order the recipe lists them;
+each result is checked (dynamic axes still symbolic) and the last re-checked before it is kept.
 
 With `simplify: {fallback: true}` onnxsim runs in a child interpreter, so that an
 exception, a rejected result or a crash of its native code (a segfault, an abort,
@@ -34,7 +35,7 @@ def symbolic_axes(model) -> dict[tuple[str, int], str]:
 class SimplifyOnnx(Step):
     KIND = "simplify"
     VERSION = 1
-    TOOLS = ("onnx", "onnxsim")
+    TOOLS = ("onnx", "onnxsim", "onnxoptimizer")
 
     def run(self) -> StepResult:
         src = self.ctx.inputs["model"]
@@ -45,11 +46,15 @@ class SimplifyOnnx(Step):
             return StepResult(outputs={"model": _pass_through(src, out)},
                               summary="skipped: the model is over 2 GiB and onnxsim cannot hold it in one "
                                       "protobuf; passed through unchanged")
-        if not self.params["simplify"].get("fallback"):
-            files, summary = simplify(src, out, self.ctx.scratch)
+        spec = self.params["simplify"]
+        passes = tuple(spec.get("passes", ("onnxsim",)))
+        optimizer = tuple(spec.get("onnxoptimizer", ()))
+        if not spec.get("fallback"):
+            files, summary = simplify(src, out, self.ctx.scratch, passes, optimizer)
             return StepResult(outputs={"model": files}, summary=summary)
         proc = subprocess.run([sys.executable, "-m", "buildsys.steps.simplify", str(src), str(out),
-                               str(self.ctx.scratch)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+                               str(self.ctx.scratch), ",".join(passes), ",".join(optimizer)],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode == 0:
             files = proc.stdout.strip().splitlines()[-1].split("\t")
             return StepResult(outputs={"model": files[1:]}, summary=files[0])
@@ -85,27 +90,37 @@ def _failure(proc: subprocess.CompletedProcess) -> str:
     return lines[-1][:400] if lines else f"onnxsim exited with status {proc.returncode}"
 
 
-def simplify(src: Path, out: Path, scratch: Path) -> tuple[list[str], str]:
-    """onnxsim `src` into `out` and re-check it: the files written and a summary."""
-    import onnx
-    import onnxsim
+def _loadable(src: Path, scratch: Path) -> Path:
+    """`src`, or a private copy of it with its external data: onnx refuses to read external data
+    through a file with several hard links, and the store hands artifacts out as hard links."""
+    import shutil
 
-    model = onnx.load(str(src))
+    data = src.with_name(src.name + ".data")
+    if not data.exists():
+        return src
+    folder = scratch / ".input"
+    folder.mkdir(exist_ok=True)
+    shutil.copyfile(src, folder / src.name)
+    shutil.copyfile(data, folder / data.name)
+    return folder / src.name
+
+
+def simplify(src: Path, out: Path, scratch: Path, passes: tuple[str, ...] = ("onnxsim",),
+             optimizer: tuple[str, ...] = ()) -> tuple[list[str], str]:
+    """Run `passes` (onnxsim, onnxoptimizer) in order on `src` into `out`, each result checked."""
+    import onnx
+
+    model = onnx.load(str(_loadable(src, scratch)))
     before = symbolic_axes(model)
     nodes_before = len(model.graph.node)
-    try:
-        simplified, ok = onnxsim.simplify(model)
-    except Exception as exc:
-        raise StepError(f"onnxsim failed: {type(exc).__name__}: {str(exc).strip()[:400]}", field="simplify",
-                        hint=HINT) from None
-    if not ok:
-        raise StepError("onnxsim could not validate the simplified model", field="simplify",
-                        hint=HINT)
-    after = symbolic_axes(simplified)
-    frozen = sorted(f"{name}[{axis}] ({dim})" for (name, axis), dim in before.items() if (name, axis) not in after)
-    if frozen:
-        raise StepError(f"onnxsim froze dynamic axes: {', '.join(frozen)}", field="simplify",
-                        hint=HINT)
+    simplified = model
+    for name in passes:
+        simplified = _PASSES[name](simplified, optimizer)
+        after = symbolic_axes(simplified)
+        frozen = sorted(f"{n}[{axis}] ({dim})" for (n, axis), dim in before.items() if (n, axis) not in after)
+        if frozen:
+            raise StepError(f"{name} froze dynamic axes: {', '.join(frozen)}", field="simplify",
+                            hint=HINT)
     files = [out.name]
     if simplified.ByteSize() > EXTERNAL_DATA_BYTES or any(
         t.data_location == onnx.TensorProto.EXTERNAL for t in simplified.graph.initializer
@@ -117,12 +132,43 @@ def simplify(src: Path, out: Path, scratch: Path) -> tuple[list[str], str]:
         onnx.save(simplified, str(out))
     check_onnx(out, scratch)
     nodes = len(simplified.graph.node)
-    return files, f"{nodes_before} → {nodes} nodes"
+    return files, f"{' + '.join(passes)}: {nodes_before} → {nodes} nodes"
+
+
+def _onnxsim(model, optimizer: tuple[str, ...]):
+    import onnxsim
+
+    try:
+        simplified, ok = onnxsim.simplify(model)
+    except Exception as exc:
+        raise StepError(f"onnxsim failed: {type(exc).__name__}: {str(exc).strip()[:400]}", field="simplify",
+                        hint=HINT) from None
+    if not ok:
+        raise StepError("onnxsim could not validate the simplified model", field="simplify", hint=HINT)
+    return simplified
+
+
+def _onnxoptimizer(model, optimizer: tuple[str, ...]):
+    import onnx
+    import onnxoptimizer
+
+    passes = list(optimizer) or onnxoptimizer.get_fuse_and_elimination_passes()
+    try:
+        optimized = onnxoptimizer.optimize(model, passes)
+        onnx.checker.check_model(optimized)
+    except Exception as exc:
+        raise StepError(f"onnxoptimizer failed: {type(exc).__name__}: {str(exc).strip()[:400]}",
+                        field="simplify.onnxoptimizer", hint=HINT) from None
+    return optimized
+
+
+_PASSES = {"onnxsim": _onnxsim, "onnxoptimizer": _onnxoptimizer}
 
 
 if __name__ == "__main__":
     try:
-        written, summary = simplify(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
+        written, summary = simplify(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]),
+                                    tuple(sys.argv[4].split(",")), tuple(filter(None, sys.argv[5].split(","))))
     except StepError as exc:
         print(exc.message, file=sys.stderr)
         sys.exit(2)

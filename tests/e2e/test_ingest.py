@@ -1,0 +1,253 @@
+"""Models that are not PyTorch factories: an existing ONNX file, a TensorFlow model."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ONNX_RECIPE = """\
+version: 1
+model: {{onnx: {path}}}
+inputs:
+  - name: x
+    dtype: float32
+    shape: [batch, 4]
+    data: {{kind: normal, mean: 0.0, std: 1.0}}
+outputs:
+  - name: scores
+dims:
+  batch: {{min: 1, opt: 4, max: 8}}
+export: {{opset: {opset}}}
+calibration: {{data: {{kind: normal, mean: 0.0, std: 1.0}}, samples: 8}}
+targets:
+  - {{backend: onnxruntime, precision: fp32}}
+  - {{backend: onnxruntime, precision: int8}}
+tolerances:
+  int8: {{min_cosine: 0.9}}
+"""
+
+
+def write_onnx(path: Path, opset: int = 18, external: bool = False, batch: str | int = "batch",
+               identity: bool = False) -> np.ndarray:
+    """A two-layer MLP [batch, 4] -> [batch, 2] written with onnx.helper; returns its first weight."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1, b1 = rng.normal(size=(4, 8)).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    w2, b2 = rng.normal(size=(8, 2)).astype(np.float32), rng.normal(size=2).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h1"]),
+             helper.make_node("Relu", ["h1"], ["h2"]), helper.make_node("MatMul", ["h2", "w2"], ["h3"]),
+             helper.make_node("Add", ["h3", "b2"], ["scores"])]
+    if identity:  # a no-op node for the simplifiers to remove
+        nodes[2:3] = [helper.make_node("Relu", ["h1"], ["h2a"]), helper.make_node("Identity", ["h2a"], ["h2"])]
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, 2])],
+        [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if external:
+        onnx.save(model, str(path), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    else:
+        onnx.save(model, str(path))
+    return w1
+
+
+def test_onnx_file_builds_through_int8_and_its_digest_is_the_key(workspace):
+    write_onnx(workspace.root / "models/mlp.onnx")
+    workspace.write("recipes/mlp.yaml", ONNX_RECIPE.format(path="models/mlp.onnx", opset=18))
+    r = workspace.build()
+    assert r.code == 0, r.stderr
+    assert "mlp:export" not in r.states()
+    assert {"mlp:check", "mlp:reference", "mlp:simplify", "mlp:parity[fp32]", "mlp:calibrate",
+            "mlp:parity[int8]", "mlp:engine[onnxruntime-fp32]", "mlp:engine[onnxruntime-int8]"} <= set(r.ran())
+    out = workspace.root / "out/mlp"
+    assert (out / "model.onnx").read_bytes() == (workspace.root / "models/mlp.onnx").read_bytes()
+    assert json.loads((out / "parity/fp32.json").read_text())["passed"] is True
+    assert json.loads((out / "parity/int8.json").read_text())["passed"] is True
+
+    assert workspace.build().ran() == []
+    # new weights in the file: checked again, and everything that reads the model re-runs
+    import onnx
+
+    m = onnx.load(str(workspace.root / "models/mlp.onnx"))
+    m.graph.initializer[1].float_data[:] = []
+    m.graph.initializer[1].raw_data = np.ones(8, np.float32).tobytes()
+    onnx.save(m, str(workspace.root / "models/mlp.onnx"))
+    r = workspace.build()
+    assert r.code == 0, r.stderr
+    assert {"mlp:check", "mlp:reference", "mlp:simplify"} <= set(r.ran())
+
+    # bench times the artifacts; there is no PyTorch eager row to compare with
+    r = workspace.run("bench", "mlp", "--no-build", "--threads", "1")
+    assert r.code == 0, r.stderr
+    rows = [line.split()[0] for line in r.stdout.splitlines()[2:]]
+    assert "pytorch-eager" not in rows and {"onnxruntime-fp32", "onnxruntime-int8"} <= set(rows)
+    assert all(line.rstrip().endswith("n/a") for line in r.stdout.splitlines()[2:])
+
+
+def test_onnx_file_with_external_data(workspace):
+    write_onnx(workspace.root / "models/mlp.onnx", external=True)
+    workspace.write("recipes/mlp.yaml", ONNX_RECIPE.format(path="models/mlp.onnx", opset=18))
+    r = workspace.build()
+    assert r.code == 0, r.stderr
+    assert (workspace.root / "out/mlp/model.onnx.data").is_file()
+    assert workspace.build().ran() == []
+    # the external data is part of the key: changed weights re-run the check
+    data = workspace.root / "models/weights.bin"
+    data.write_bytes(bytes(len(data.read_bytes())))
+    r = workspace.build()
+    assert "mlp:check" in r.ran(), r.stdout
+
+
+def test_onnx_file_outside_the_workspace_is_a_recipe_error(workspace, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "m.onnx"
+    write_onnx(elsewhere)
+    workspace.write("recipes/mlp.yaml", ONNX_RECIPE.format(path=f"../{elsewhere.parent.name}/m.onnx", opset=18))
+    r = workspace.run("validate")
+    assert r.code == 2
+    assert "recipes/mlp.yaml:2:15: model.onnx: '../" in r.stderr and "is outside the workspace" in r.stderr
+
+    # nor through a symlink inside it
+    (workspace.root / "models").mkdir()
+    (workspace.root / "models/link.onnx").symlink_to(elsewhere)
+    workspace.write("recipes/mlp.yaml", ONNX_RECIPE.format(path="models/link.onnx", opset=18))
+    r = workspace.run("validate")
+    assert r.code == 2
+    assert "model.onnx: 'models/link.onnx' is outside the workspace" in r.stderr
+
+
+def test_onnx_file_with_another_opset_or_frozen_axis_fails_the_check_naming_the_field(workspace):
+    write_onnx(workspace.root / "models/mlp.onnx", opset=17)
+    workspace.write("recipes/mlp.yaml", ONNX_RECIPE.format(path="models/mlp.onnx", opset=18))
+    r = workspace.build()
+    assert r.code == 3
+    assert "mlp:check" in r.stderr and "export.opset" in r.stderr
+    assert "the ONNX file models/mlp.onnx has opset 17, the recipe asks for 18" in r.stderr
+
+    write_onnx(workspace.root / "models/mlp.onnx", batch=4)
+    r = workspace.build()
+    assert r.code == 3
+    assert "dims.batch" in r.stderr and "is fixed to 4" in r.stderr
+
+
+def test_torchscript_target_needs_a_pytorch_model(workspace):
+    write_onnx(workspace.root / "models/mlp.onnx")
+    text = ONNX_RECIPE.format(path="models/mlp.onnx", opset=18) + "  - {backend: torchscript}\n"
+    workspace.write("recipes/mlp.yaml", text.replace("tolerances:\n  int8: {min_cosine: 0.9}\n", "") +
+                    "tolerances:\n  int8: {min_cosine: 0.9}\n")
+    r = workspace.run("validate")
+    assert r.code == 2
+    assert "torchscript compiles a PyTorch model" in r.stderr
+
+
+HAS_TF = importlib.util.find_spec("tensorflow") is not None and importlib.util.find_spec("tf2onnx") is not None
+
+TF_RECIPE = """\
+version: 1
+model: {{tensorflow: {{{kind}: {path}}}}}
+inputs:
+  - name: x
+    dtype: float32
+    shape: [batch, 8]
+outputs:
+  - name: logits
+dims:
+  batch: {{min: 1, opt: 2, max: 4}}
+export: {{opset: 18}}
+"""
+
+
+def _keras_model(folder: Path) -> None:
+    """A small Keras MLP, saved as a .keras file and exported as a SavedModel."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input(shape=(8,), name="x")
+    hidden = tf.keras.layers.Dense(16, activation="relu")(inp)
+    model = tf.keras.Model(inp, tf.keras.layers.Dense(3)(hidden))
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(str(folder / "mlp.keras"))
+    model.export(str(folder / "mlp_saved"), verbose=False)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_TF, reason="the tensorflow extra (tensorflow, tf2onnx) is not installed")
+def test_keras_file_and_saved_model_convert_with_tf2onnx_and_pass_parity_against_tensorflow(workspace):
+    _keras_model(workspace.root / "models")
+    workspace.write("recipes/k.yaml", TF_RECIPE.format(kind="keras", path="models/mlp.keras"))
+    workspace.write("recipes/s.yaml", TF_RECIPE.format(kind="saved_model", path="models/mlp_saved"))
+    r = workspace.build()
+    assert r.code == 0, r.stderr + r.stdout
+    assert {"k:convert", "k:reference", "k:parity[fp32]", "s:convert", "s:reference", "s:parity[fp32]"} <= set(r.ran())
+    import onnx
+
+    m = onnx.load(str(workspace.root / "out/k/model.onnx"))
+    assert [o.name for o in m.graph.output] == ["logits"]
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    for name in ("k", "s"):
+        parity = json.loads((workspace.root / f"out/{name}/parity/fp32.json").read_text())
+        assert parity["passed"] is True
+    assert workspace.build().ran() == []
+
+
+def test_tensorflow_model_without_the_extra_is_a_recipe_error_naming_it(workspace):
+    (workspace.root / "models").mkdir()
+    (workspace.root / "models/m.keras").write_bytes(b"")
+    workspace.write("recipes/k.yaml", TF_RECIPE.format(kind="keras", path="models/m.keras"))
+    # a Python that cannot import tensorflow or tf2onnx: stand-ins on the path that are not importable
+    blocker = workspace.root / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import importlib.machinery as m\n_find = m.PathFinder.find_spec\n"
+        "def find_spec(name, path=None, target=None):\n"
+        "    return None if name.partition('.')[0] in ('tensorflow', 'tf2onnx') else _find(name, path, target)\n"
+        "m.PathFinder.find_spec = staticmethod(find_spec)\n")
+    import os
+
+    r = workspace.run("validate", env={"PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    assert r.code == 2, r.stderr
+    assert "model.tensorflow: needs the tensorflow extra" in r.stderr
+    assert "pip install 'buildsys[tensorflow]'" in r.stderr
+
+
+def test_simplify_runs_onnxsim_then_onnxoptimizer_in_the_order_written(workspace):
+    import onnx
+
+    write_onnx(workspace.root / "models/mlp.onnx", identity=True)
+    text = ONNX_RECIPE.format(path="models/mlp.onnx", opset=18)
+    # onnxoptimizer alone with a pass list that leaves the Identity node
+    workspace.write("recipes/mlp.yaml", text + "simplify: {passes: [onnxoptimizer], "
+                                               "onnxoptimizer: [eliminate_nop_dropout]}\n")
+    r = workspace.build()
+    assert r.code == 0, r.stderr
+    assert "onnxoptimizer: 6 → 6 nodes" in (workspace.root / "out/mlp/logs/simplify.log").read_text()
+    m = onnx.load(str(workspace.root / "out/mlp/model.sim.onnx"))
+    assert "Identity" in [n.op_type for n in m.graph.node]
+
+    # both, in the order written, onnxoptimizer with its own default passes: simplify re-runs, check does not
+    workspace.write("recipes/mlp.yaml", text + "simplify: {passes: [onnxsim, onnxoptimizer]}\n")
+    r = workspace.build()
+    assert r.code == 0, r.stderr
+    assert "mlp:simplify" in r.ran() and "mlp:check" not in r.ran()
+    assert "onnxsim + onnxoptimizer: 6 → 5 nodes" in (workspace.root / "out/mlp/logs/simplify.log").read_text()
+    m = onnx.load(str(workspace.root / "out/mlp/model.sim.onnx"))
+    assert [n.op_type for n in m.graph.node] == ["MatMul", "Add", "Relu", "MatMul", "Add"]
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert json.loads((workspace.root / "out/mlp/parity/fp32.json").read_text())["passed"] is True
+
+
+def test_unknown_onnxoptimizer_pass_is_a_recipe_error(workspace):
+    write_onnx(workspace.root / "models/mlp.onnx")
+    workspace.write("recipes/mlp.yaml", ONNX_RECIPE.format(path="models/mlp.onnx", opset=18)
+                    + "simplify: {passes: [onnxoptimizer], onnxoptimizer: [fuse_everything]}\n")
+    r = workspace.run("validate")
+    assert r.code == 2
+    assert "simplify.onnxoptimizer.0" in r.stderr and "fuse_everything" in r.stderr
