@@ -19,6 +19,7 @@ from buildsys.resolve import Graph, StepSpec
 from buildsys.state import State, Trace
 from buildsys.steps import step_class
 from buildsys.store import Store
+from buildsys.untrusted import Rejected, check_entry, declared_files
 from buildsys.workers import Finished
 
 STATES = ("ran", "cached", "cutoff", "failed", "skipped", "unavailable", "would-run")
@@ -240,12 +241,22 @@ class Build:
                 answer = {"error": f"{moved} while the step ran; its result was not recorded",
                           "hint": "run the build again once the files are settled"}
                 return self._failed(step, decision, answer, seconds)
+            rejected = _rejected(step, answer)
+            if rejected:
+                return self._failed(step, decision, {"error": rejected}, seconds)
             outputs: Outputs = answer["outputs"]
             if answer.get("remote"):
                 (self.ws.out / step.log).parent.mkdir(parents=True, exist_ok=True)
-                (self.ws.out / step.log).write_text(answer.get("log_text", ""))
-                if not self.shared.fetch(outputs, self.store):
-                    answer = {"error": "the outputs the cluster reported are missing or damaged in the shared cache"}
+                (self.ws.out / step.log).write_text(str(answer.get("log_text", "")))
+                try:
+                    found = self.shared.fetch(outputs, self.store)
+                except Rejected as exc:
+                    found, why = False, f": {exc}"
+                else:
+                    why = ""
+                if not found:
+                    answer = {"error": "the outputs the cluster reported are missing or damaged in the shared cache"
+                                       + why}
                     return self._failed(step, decision, answer, seconds)
             for name, files in outputs.items():
                 target_dir = self.rebuilder.output_dir(step, name)
@@ -289,6 +300,16 @@ class Build:
         self.outcomes[outcome.step] = outcome
         sorter.done(outcome.step)
         self.reporter.finished(outcome)
+
+
+def _rejected(step: StepSpec, answer: dict) -> str | None:
+    """Why a worker's answer cannot be committed (a cluster worker's is untrusted input), or None."""
+    try:
+        check_entry(declared_files(step.outputs), {**answer, "deps": answer.get("deps") or {}})
+    except Rejected as exc:
+        who = "the cluster worker's" if answer.get("remote") else "the worker's"
+        return f"{who} answer was rejected: {exc}"
+    return None
 
 
 def select(graph: Graph, only: list[str] | None) -> set[str]:

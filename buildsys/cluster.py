@@ -27,6 +27,7 @@ def run_remote(job: dict[str, Any]) -> dict[str, Any]:
     from buildsys.sharedcache import SharedCache
     from buildsys.steps.base import run_job
     from buildsys.store import Store
+    from buildsys.untrusted import Rejected
 
     cache = SharedCache(job["cache"])
     with tempfile.TemporaryDirectory(prefix="buildsys-") as tmp:
@@ -34,9 +35,13 @@ def run_remote(job: dict[str, Any]) -> dict[str, Any]:
         store = Store(root / "store")
         inputs = {}
         for name, (primary, files) in job["artifacts"].items():
-            if not cache.fetch({name: files}, store):
+            try:
+                found, why = cache.fetch({name: files}, store), ""
+            except Rejected as exc:
+                found, why = False, f": {exc}"
+            if not found:
                 return {"ok": False, "seconds": 0.0, "remote": True,
-                        "error": f"input {name} is missing or damaged in the shared cache {job['cache']}"}
+                        "error": f"input {name} is missing or damaged in the shared cache {job['cache']}{why}"}
             folder = root / "in" / name
             for rel, digest, _ in files:
                 store.materialize(digest, folder / rel)
