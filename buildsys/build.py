@@ -6,6 +6,7 @@ keeps the record of what happened to every step.
 """
 from __future__ import annotations
 
+import os
 import shutil
 from collections import deque
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any, Protocol
 
+from buildsys import safepath
 from buildsys.canonical import digest_data
 from buildsys.rebuilder import Decision, Outputs, Rebuilder
 from buildsys.resolve import Graph, StepSpec
@@ -85,6 +87,13 @@ class Workspace:
     def tmp(self) -> Path:
         return self.meta / "tmp"
 
+    def refuse_links(self) -> None:
+        """Raise UnsafePath when a folder buildsys writes or empties resolves outside out/."""
+        from buildsys.safepath import ensure_inside
+
+        for folder in (self.meta, self.meta / "store", self.tmp, self.out / "reports"):
+            ensure_inside(self.out, folder, "out/")
+
 
 class Build:
     def __init__(self, ws: Workspace, graph: Graph, state: State, store: Store, runner: Runner,
@@ -110,8 +119,9 @@ class Build:
         self.gpu_slots = getattr(runner, "gpu_slots", 1)
 
     def run(self, selected: set[str]) -> list[Outcome]:
-        if not self.dry_run and self.ws.tmp.exists():
-            shutil.rmtree(self.ws.tmp)  # scratch left by an interrupted build; we hold the lock
+        if not self.dry_run and os.path.lexists(self.ws.tmp):
+            self.ws.refuse_links()
+            safepath.remove(self.ws.tmp)  # scratch left by an interrupted build; we hold the lock
         sorter = TopologicalSorter({s: self.graph.steps[s].upstream & selected for s in selected})
         sorter.prepare()
         ready: deque[str] = deque()

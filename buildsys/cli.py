@@ -244,6 +244,7 @@ def _open(root: Path):
     from buildsys.store import Store
 
     ws = Workspace(root)
+    ws.refuse_links()
     state = State(ws.meta)
     return ws, state, Store(ws.meta / "store")
 
@@ -290,6 +291,7 @@ def _building(root: Path, args):
     from buildsys.store import Store
 
     ws = Workspace(root)
+    ws.refuse_links()
     runner = _runner(ws, args)
     state = None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -670,6 +672,13 @@ def cmd_validate(root: Path, args) -> int:
     from buildsys.errors import RecipeError
 
     recipes, problems = loading.load(root, None, args.recipes, keep_going=True)
+    from buildsys.resolve import resolve_recipe
+
+    for r in recipes:  # what only the workspace can tell: the files a data glob finds today
+        try:
+            resolve_recipe(r, root)
+        except RecipeError as exc:
+            problems += exc.problems
     if problems:
         raise RecipeError(problems)
     for r in recipes:
@@ -678,22 +687,23 @@ def cmd_validate(root: Path, args) -> int:
 
 
 def cmd_clean(root: Path, args) -> int:
-    import shutil
-
     from buildsys.build import Workspace
+    from buildsys.safepath import remove
     from buildsys.state import State, WorkspaceLock
 
     ws = Workspace(root)
     if not ws.out.exists():
         return EXIT_OK
+    ws.refuse_links()
     with WorkspaceLock(ws.meta):
         if args.cache and not args.recipes:
+            # A link under out/ is removed itself; what it points to is never touched.
             for child in ws.out.iterdir():
                 if child.name != ".buildsys":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+                    remove(child)
             for child in ws.meta.iterdir():
                 if child.name != "lock":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+                    remove(child)
             print(f"removed {ws.out} and the build cache", file=sys.stderr)
             return EXIT_OK
         state = State(ws.meta)
@@ -702,7 +712,7 @@ def cmd_clean(root: Path, args) -> int:
         recipes, _ = loading.load(root, state, args.recipes, keep_going=True)
         names = [r.name for r in recipes]
         for name in names:
-            shutil.rmtree(ws.out / name, ignore_errors=True)
+            remove(ws.out / name)
         steps = [s for (s,) in state.db.execute("SELECT step FROM traces")]
         state.forget_traces([s for s in steps if s.partition(":")[0] in names])
         state.close()
