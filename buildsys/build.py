@@ -6,6 +6,7 @@ keeps the record of what happened to every step.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections import deque
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 from buildsys import safepath
 from buildsys.canonical import digest_data
+from buildsys.errors import BuildsysError
 from buildsys.rebuilder import Decision, Outputs, Rebuilder
 from buildsys.resolve import Graph, StepSpec
 from buildsys.state import State, Trace
@@ -152,8 +154,11 @@ class Build:
                         running -= 1
                         gpu_busy -= self._on_gpu(done.job["id"])
                         self._finish(sorter, self._commit(done))
-        finally:
-            self.state.flush()
+        except BaseException:
+            with contextlib.suppress(BuildsysError):  # the failure in flight is the one to report
+                self.state.flush()
+            raise
+        self.state.flush()
         position = {sid: i for i, sid in enumerate(self.graph.steps)}
         return sorted(self.outcomes.values(), key=lambda o: position[o.step])
 

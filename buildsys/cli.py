@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         answered = _fast_noop(root, args)
         if answered is not None:
             return answered
-    from buildsys.errors import BuildsysError, RecipeError
+    from buildsys.errors import BuildsysError, RecipeError, storage_error
 
     try:
         return _COMMANDS[args.command](root, args)
@@ -199,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     except BuildsysError as exc:
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the disk refused a write (read-only, full, not permitted); anything else is a bug
+        failure = storage_error(exc)
+        if failure is None:
+            raise
+        print(failure.render(), file=sys.stderr)
+        return failure.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -313,7 +319,7 @@ def _building(root: Path, args):
         signal.signal(signal.SIGTERM, previous)
         runner.shutdown()
         if state is not None:
-            state.close()
+            state.close(flush=sys.exc_info()[0] is None)  # after a failure, report that one, not a second
 
 
 def _shared(args):
