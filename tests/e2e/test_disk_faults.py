@@ -20,11 +20,23 @@ import pytest
 from tests.e2e.test_faults import (NOT_BYTE_STABLE, artifacts, bad_blobs, command, new_workspace, no_traceback,
                                    recipe, recorded)
 
-# Loaded by `buildsys build` (not its workers, not other commands) through PYTHONPATH.
+# Loaded by `buildsys build` and `clean` (not their workers, not other commands) through PYTHONPATH.
 FAULTS = '''\
 import errno, os, sys
 
 def _install(fault):
+    if fault == "clean-vanishing":  # what a status closing its database does while clean lists the folder
+        import pathlib
+        iterdir = pathlib.Path.iterdir
+
+        def listed_then_gone(self):
+            found = list(iterdir(self))
+            if self.name == ".buildsys":
+                found += [self / "state.sqlite-wal", self / "state.sqlite-shm", self / "gone"]
+            return iter(found)
+
+        pathlib.Path.iterdir = listed_then_gone
+        return
     if fault == "sqlite-full":  # every write to the build state fails as SQLite fails on a full disk
         import sqlite3
         connect = sqlite3.connect
@@ -76,7 +88,7 @@ def _install(fault):
 
         safepath.create_temp = no_space
 
-if "build" in sys.argv[1:] and os.environ.get("BUILDSYS_TEST_FAULT"):
+if ("build" in sys.argv[1:] or "clean" in sys.argv[1:]) and os.environ.get("BUILDSYS_TEST_FAULT"):
     _install(os.environ["BUILDSYS_TEST_FAULT"])
 '''
 
@@ -225,3 +237,13 @@ def test_clean_cache_racing_status_ends_cleanly(tmp_path):
                 one_error(err)
     r = run(ws, "build")
     assert r.returncode == 0, r.stderr
+
+
+def test_clean_cache_goes_on_when_files_it_listed_are_gone(tmp_path, hooks):
+    """The deterministic form of the race above: SQLite removed -wal and -shm after clean listed them."""
+    ws = new_workspace(tmp_path / "ws", {"a": recipe(4)})
+    assert run(ws, "build").returncode == 0
+    r = run(ws, "clean", "--cache", env={"PYTHONPATH": str(hooks), "BUILDSYS_TEST_FAULT": "clean-vanishing"})
+    no_traceback(r.stdout, r.stderr)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (ws.root / "out/.buildsys").iterdir()) == ["lock"]
