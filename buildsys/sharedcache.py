@@ -87,6 +87,8 @@ class SharedCache:
         for files in outputs.values():
             for _, digest, size in files:
                 if store.has(digest):
+                    if os.path.getsize(store.path(digest)) != size:
+                        raise Rejected(f"blob {digest} does not have its recorded size ({size} bytes)")
                     continue
                 fd, tmp = store.temp(digest)
                 try:
