@@ -253,3 +253,35 @@ def test_temporary_files_have_unpredictable_names_and_never_follow_a_planted_lin
     with open(fd, "wb") as f:
         f.write(b"new")
     assert path.endswith(".d.fresh.part") and victim.read_text() == "keep"
+
+
+def test_publishing_drops_malformed_entries_of_the_key(cache, tmp_path):
+    path, stored = entry_of(cache, "a.txt")
+    bad = json.loads(json.dumps(stored[0]))
+    bad["outputs"]["out"][0][1] = "../../x"
+    bad["deps"] = {"dists": {"some-package": "1.0"}}  # another entry of the same key, kept if it were sound
+    path.write_text(json.dumps([bad]))
+
+    out, ran = build(tmp_path / "second", cache)
+    assert ran == ["r:a"] and out["r:a"].reason.startswith("shared cache entry rejected: ")
+    after = json.loads(path.read_text())
+    assert len(after) == 1 and after[0]["outputs"] == stored[0]["outputs"]
+
+
+def test_a_cache_behind_an_fsspec_url_is_checked_and_repaired_alike(tmp_path):
+    import fsspec
+
+    url = f"memory://buildsys-{tmp_path.name}"
+    out, ran = build(tmp_path / "first", url)
+    assert ran == ["r:a", "r:b"]
+    fs = fsspec.filesystem("memory")
+    digest = sha(b"a")
+    blob = f"{url}/blobs/{digest[:2]}/{digest}"
+    with fs.open(blob, "wb") as f:
+        f.write(b"b")
+    out, ran = build(tmp_path / "second", url)
+    assert ran == ["r:a"] and out["r:a"].reason.endswith("does not match its digest")
+    assert fs.cat(blob) == b"a"
+    assert not [p for p in fs.find(url) if p.endswith(".part")]
+    out, ran = build(tmp_path / "third", url, read_only=True)
+    assert ran == []
