@@ -91,10 +91,8 @@ class Workspace:
 
     def refuse_links(self) -> None:
         """Raise UnsafePath when a folder buildsys writes or empties resolves outside out/."""
-        from buildsys.safepath import ensure_inside
-
         for folder in (self.meta, self.meta / "store", self.tmp, self.out / "reports"):
-            ensure_inside(self.out, folder, "out/")
+            safepath.ensure_inside(self.out, folder, "out/")
 
 
 class Build:

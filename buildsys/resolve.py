@@ -171,11 +171,15 @@ def inside_workspace(root: Path, files: list[str]) -> list[str]:
     """`files`, once each is known to resolve inside the workspace `root`; else OutsideWorkspace."""
     import os
 
-    from buildsys.safepath import outside
-
+    inside = os.path.realpath(root).rstrip(os.sep) + os.sep
+    folders: dict[str, str] = {}  # folder -> its real path: thousands of images share a few folders
     for p in files:
-        real = outside(os.fspath(root), p)
-        if real is not None:
+        folder, name = os.path.split(p)
+        real_folder = folders.get(folder)
+        if real_folder is None:
+            real_folder = folders[folder] = os.path.realpath(folder)
+        real = os.path.realpath(p) if os.path.islink(p) else os.path.join(real_folder, name)
+        if not real.startswith(inside):
             raise OutsideWorkspace(f"matches {os.path.relpath(p, root)}, which resolves to {real}, "
                                    f"outside the workspace {root}")
     return files

@@ -191,9 +191,7 @@ class State:
             if db is not None:
                 db.close()
             if not _damaged(self.path, exc):
-                failure = write_failure(self.path, exc)
-                failure.message = failure.message.replace("cannot write", "cannot open", 1)
-                raise failure from None
+                raise write_failure(self.path, exc, "open") from None
             bad = self.path.with_suffix(f".sqlite.{int(time.time())}.bad")
             os.replace(self.path, bad)
             for side in ("-wal", "-shm"):
@@ -381,7 +379,7 @@ class _Transaction:
         return False
 
 
-def write_failure(path: Path, exc: sqlite3.Error):
+def write_failure(path: Path, exc: sqlite3.Error, doing: str = "write"):
     """The StorageError for a write SQLite could not make (read-only, full, I/O error, locked too long)."""
     from buildsys.errors import StorageError
 
@@ -394,7 +392,7 @@ def write_failure(path: Path, exc: sqlite3.Error):
              "SQLITE_IOERR": "the disk refused a write: is it full or read-only? Fix it and run again"}
     hint = next((h for key, h in hints.items() if name.startswith(key)),
                 "is another program holding it, or is the folder read-only or full?")
-    return StorageError(f"cannot write the build state {path}: {exc}", hint=hint)
+    return StorageError(f"cannot {doing} the build state {path}: {exc}", hint=hint)
 
 
 def file_stamp(path: Path) -> list[int] | None:
