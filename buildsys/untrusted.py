@@ -16,6 +16,8 @@ from buildsys.store import is_digest
 
 MAX_FILE_BYTES = 1 << 40  # 1 TiB: larger than any model file, small enough to be a real size
 MAX_NAME_CHARS = 255  # NAME_MAX of every common file system
+# What may follow an artifact's first file: ONNX external data, named after the model file
+COMPANIONS = (".data",)
 
 
 class Rejected(Exception):
@@ -56,7 +58,7 @@ def check_outputs(declared: dict[str, str], outputs: Any) -> None:
             file, digest, size = item
             if isinstance(file, str) and file in seen:
                 raise Rejected(f"{where}: the file {_short(file)} is listed twice")
-            _check_file_name(where, file, primary, first=i == 0)
+            _check_file_name(where, file, primary, None if i == 0 else files[0][0])
             seen.add(file)
             if not is_digest(digest):
                 raise Rejected(f"{where}: digest {_short(digest)} is not 64 lowercase hex characters")
@@ -65,16 +67,24 @@ def check_outputs(declared: dict[str, str], outputs: Any) -> None:
                                f"between 0 and {MAX_FILE_BYTES}")
 
 
-def _check_file_name(where: str, file: Any, primary: str, first: bool) -> None:
+def _check_file_name(where: str, file: Any, primary: str, first_file: str | None) -> None:
+    """A plain name; the first file `primary` (or its stem with another extension), then its external data."""
     if not isinstance(file, str) or not file:
         raise Rejected(f"{where}: file name {_short(file)} is not a name")
     if ("/" in file or "\\" in file or "\0" in file or file in (".", "..") or file.startswith(".")
             or len(file) > MAX_NAME_CHARS or not file.isprintable()):
         raise Rejected(f"{where}: file name {_short(file)} is not a plain file name")
-    if first and file != primary:
-        raise Rejected(f"{where}: the first file must be the declared {primary!r}, found {_short(file)}")
-    if not first and not file.startswith(primary + "."):
-        raise Rejected(f"{where}: a companion file must be named {primary!r} plus a suffix, found {_short(file)}")
+    if first_file is None:
+        if file != primary and ("." not in file or _stem(file) != _stem(primary)):
+            raise Rejected(f"{where}: the first file must be the declared {primary!r} (or its stem with another "
+                           f"extension), found {_short(file)}")
+    elif file not in {first_file + suffix for suffix in COMPANIONS}:
+        raise Rejected(f"{where}: a companion file must be {first_file + COMPANIONS[0]!r}, found {_short(file)}")
+
+
+def _stem(name: str) -> str:
+    """`model.onnx` -> `model`: a step may write its declared output in another format (ORT over 2 GiB)."""
+    return name.rsplit(".", 1)[0] if "." in name else name
 
 
 def check_deps(deps: Any) -> None:

@@ -117,11 +117,12 @@ def test_a_file_name_climbing_out_of_out_is_rejected_and_nothing_is_written_ther
     (lambda files: files[0].__setitem__(2, -1), "size -1 is not a whole number"),
     (lambda files: files[0].__setitem__(2, "3"), "size '3' is not a whole number"),
     (lambda files: files[0].__setitem__(0, "b.txt"), "the first file must be the declared 'a.txt'"),
+    (lambda files: files[0].__setitem__(0, "a"), "the first file must be the declared 'a.txt'"),
     (lambda files: files[0].__setitem__(0, ".a.txt"), "is not a plain file name"),
-    (lambda files: files.append(["other.txt", "0" * 64, 1]), "a companion file must be named 'a.txt'"),
+    (lambda files: files.append(["other.txt", "0" * 64, 1]), "a companion file must be 'a.txt.data'"),
     (lambda files: files.append(list(files[0])), "is listed twice"),
     (lambda files: files.clear(), "expected a non-empty list of files"),
-], ids=["digest-path", "digest-case", "size-negative", "size-text", "primary-name", "hidden-name",
+], ids=["digest-path", "digest-case", "size-negative", "size-text", "primary-name", "primary-stem", "hidden-name",
         "companion-name", "twice", "empty"])
 def test_malformed_output_fields_are_rejected_misses(cache, tmp_path, tamper, expected):
     path, stored = entry_of(cache, "a.txt")
