@@ -6,6 +6,8 @@ keeps the record of what happened to every step.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from collections import deque
 from dataclasses import dataclass, field
@@ -13,12 +15,15 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any, Protocol
 
+from buildsys import safepath
 from buildsys.canonical import digest_data
+from buildsys.errors import BuildsysError
 from buildsys.rebuilder import Decision, Outputs, Rebuilder
 from buildsys.resolve import Graph, StepSpec
 from buildsys.state import State, Trace
 from buildsys.steps import step_class
 from buildsys.store import Store
+from buildsys.untrusted import Rejected, check_entry, declared_files
 from buildsys.workers import Finished
 
 STATES = ("ran", "cached", "cutoff", "failed", "skipped", "unavailable", "would-run")
@@ -84,6 +89,11 @@ class Workspace:
     def tmp(self) -> Path:
         return self.meta / "tmp"
 
+    def refuse_links(self) -> None:
+        """Raise UnsafePath when a folder buildsys writes or empties resolves outside out/."""
+        for folder in (self.meta, self.meta / "store", self.tmp, self.out / "reports"):
+            safepath.ensure_inside(self.out, folder, "out/")
+
 
 class Build:
     def __init__(self, ws: Workspace, graph: Graph, state: State, store: Store, runner: Runner,
@@ -109,8 +119,9 @@ class Build:
         self.gpu_slots = getattr(runner, "gpu_slots", 1)
 
     def run(self, selected: set[str]) -> list[Outcome]:
-        if not self.dry_run and self.ws.tmp.exists():
-            shutil.rmtree(self.ws.tmp)  # scratch left by an interrupted build; we hold the lock
+        if not self.dry_run and os.path.lexists(self.ws.tmp):
+            self.ws.refuse_links()
+            safepath.remove(self.ws.tmp)  # scratch left by an interrupted build; we hold the lock
         sorter = TopologicalSorter({s: self.graph.steps[s].upstream & selected for s in selected})
         sorter.prepare()
         ready: deque[str] = deque()
@@ -141,8 +152,11 @@ class Build:
                         running -= 1
                         gpu_busy -= self._on_gpu(done.job["id"])
                         self._finish(sorter, self._commit(done))
-        finally:
-            self.state.flush()
+        except BaseException:
+            with contextlib.suppress(BuildsysError):  # the failure in flight is the one to report
+                self.state.flush()
+            raise
+        self.state.flush()
         position = {sid: i for i, sid in enumerate(self.graph.steps)}
         return sorted(self.outcomes.values(), key=lambda o: position[o.step])
 
@@ -240,12 +254,22 @@ class Build:
                 answer = {"error": f"{moved} while the step ran; its result was not recorded",
                           "hint": "run the build again once the files are settled"}
                 return self._failed(step, decision, answer, seconds)
+            rejected = _rejected(step, answer)
+            if rejected:
+                return self._failed(step, decision, {"error": rejected}, seconds)
             outputs: Outputs = answer["outputs"]
             if answer.get("remote"):
                 (self.ws.out / step.log).parent.mkdir(parents=True, exist_ok=True)
-                (self.ws.out / step.log).write_text(answer.get("log_text", ""))
-                if not self.shared.fetch(outputs, self.store):
-                    answer = {"error": "the outputs the cluster reported are missing or damaged in the shared cache"}
+                (self.ws.out / step.log).write_text(str(answer.get("log_text", "")))
+                try:
+                    found = self.shared.fetch(outputs, self.store)
+                except Rejected as exc:
+                    found, why = False, f": {exc}"
+                else:
+                    why = ""
+                if not found:
+                    answer = {"error": "the outputs the cluster reported are missing or damaged in the shared cache"
+                                       + why}
                     return self._failed(step, decision, answer, seconds)
             for name, files in outputs.items():
                 target_dir = self.rebuilder.output_dir(step, name)
@@ -289,6 +313,16 @@ class Build:
         self.outcomes[outcome.step] = outcome
         sorter.done(outcome.step)
         self.reporter.finished(outcome)
+
+
+def _rejected(step: StepSpec, answer: dict) -> str | None:
+    """Why a worker's answer cannot be committed (a cluster worker's is untrusted input), or None."""
+    try:
+        check_entry(declared_files(step.outputs), {**answer, "deps": answer.get("deps") or {}})
+    except Rejected as exc:
+        who = "the cluster worker's" if answer.get("remote") else "the worker's"
+        return f"{who} answer was rejected: {exc}"
+    return None
 
 
 def select(graph: Graph, only: list[str] | None) -> set[str]:

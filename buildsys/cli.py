@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         answered = _fast_noop(root, args)
         if answered is not None:
             return answered
-    from buildsys.errors import BuildsysError, RecipeError
+    from buildsys.errors import BuildsysError, RecipeError, storage_error
 
     try:
         return _COMMANDS[args.command](root, args)
@@ -206,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     except BuildsysError as exc:
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the disk refused a write (read-only, full, not permitted); anything else is a bug
+        failure = storage_error(exc)
+        if failure is None:
+            raise
+        print(failure.render(), file=sys.stderr)
+        return failure.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -251,6 +257,7 @@ def _open(root: Path):
     from buildsys.store import Store
 
     ws = Workspace(root)
+    ws.refuse_links()
     state = State(ws.meta)
     return ws, state, Store(ws.meta / "store")
 
@@ -297,6 +304,7 @@ def _building(root: Path, args):
     from buildsys.store import Store
 
     ws = Workspace(root)
+    ws.refuse_links()
     runner = _runner(ws, args)
     state = None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -318,7 +326,7 @@ def _building(root: Path, args):
         signal.signal(signal.SIGTERM, previous)
         runner.shutdown()
         if state is not None:
-            state.close()
+            state.close(flush=sys.exc_info()[0] is None)  # after a failure, report that one, not a second
 
 
 def _shared(args):
@@ -699,6 +707,13 @@ def cmd_validate(root: Path, args) -> int:
     from buildsys.errors import RecipeError
 
     recipes, problems = loading.load(root, None, args.recipes, keep_going=True)
+    from buildsys.resolve import resolve_recipe
+
+    for r in recipes:  # what only the workspace can tell: the files a data glob finds today
+        try:
+            resolve_recipe(r, root)
+        except RecipeError as exc:
+            problems += exc.problems
     if problems:
         raise RecipeError(problems)
     for r in recipes:
@@ -707,22 +722,23 @@ def cmd_validate(root: Path, args) -> int:
 
 
 def cmd_clean(root: Path, args) -> int:
-    import shutil
-
     from buildsys.build import Workspace
+    from buildsys.safepath import remove
     from buildsys.state import State, WorkspaceLock
 
     ws = Workspace(root)
     if not ws.out.exists():
         return EXIT_OK
+    ws.refuse_links()
     with WorkspaceLock(ws.meta):
         if args.cache and not args.recipes:
+            # A link under out/ is removed itself; what it points to is never touched.
             for child in ws.out.iterdir():
                 if child.name != ".buildsys":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+                    remove(child)
             for child in ws.meta.iterdir():
                 if child.name != "lock":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+                    remove(child)
             print(f"removed {ws.out} and the build cache", file=sys.stderr)
             return EXIT_OK
         state = State(ws.meta)
@@ -731,7 +747,7 @@ def cmd_clean(root: Path, args) -> int:
         recipes, _ = loading.load(root, state, args.recipes, keep_going=True)
         names = [r.name for r in recipes]
         for name in names:
-            shutil.rmtree(ws.out / name, ignore_errors=True)
+            remove(ws.out / name)
         steps = [s for (s,) in state.db.execute("SELECT step FROM traces")]
         state.forget_traces([s for s in steps if s.partition(":")[0] in names])
         state.close()

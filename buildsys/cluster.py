@@ -28,6 +28,7 @@ def run_remote(job: dict[str, Any]) -> dict[str, Any]:
     """Runs on a Dask worker: inputs from the shared cache, outputs back to it."""
     from buildsys.sharedcache import SharedCache
     from buildsys.store import Store
+    from buildsys.untrusted import Rejected
     from buildsys.workers import run_isolated
 
     cache = SharedCache(job["cache"])
@@ -36,9 +37,13 @@ def run_remote(job: dict[str, Any]) -> dict[str, Any]:
         store = Store(root / "store")
         inputs = {}
         for name, (primary, files) in job["artifacts"].items():
-            if not cache.fetch({name: files}, store):
+            try:
+                found, why = cache.fetch({name: files}, store), ""
+            except Rejected as exc:
+                found, why = False, f": {exc}"
+            if not found:
                 return {"ok": False, "seconds": 0.0, "remote": True,
-                        "error": f"input {name} is missing or damaged in the shared cache {job['cache']}"}
+                        "error": f"input {name} is missing or damaged in the shared cache {job['cache']}{why}"}
             folder = root / "in" / name
             for rel, digest, _ in files:
                 store.materialize(digest, folder / rel)

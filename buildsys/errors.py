@@ -5,6 +5,7 @@ escapes is a bug in buildsys itself and is shown with its traceback.
 """
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 
@@ -100,3 +101,32 @@ class StepError(Exception):
         self.message = message
         self.hint = hint
         self.field = field
+
+
+class StorageError(BuildsysError):
+    """The disk refused a write buildsys needs: read-only, full, or not permitted."""
+
+    exit_code = 3
+
+
+_STORAGE_HINTS = {
+    errno.EROFS: "the file system is mounted read-only; remount it writable or build in a writable copy",
+    errno.ENOSPC: "the disk is full; free some space (`buildsys clean --cache` empties this workspace's store) "
+                  "and run the command again",
+    errno.EDQUOT: "the disk quota is used up; free some space and run the command again",
+    errno.EFBIG: "the file system refused a file this large",
+    errno.EACCES: "check the owner and permissions of the folder",
+    errno.EPERM: "check the owner and permissions of the folder",
+    errno.EIO: "the disk reported an input/output error; check it before building again",
+}
+
+
+def storage_error(exc: OSError) -> StorageError | None:
+    """A one-line error for an OSError the disk raised (read-only, full, not permitted), else None."""
+    hint = _STORAGE_HINTS.get(exc.errno)
+    if hint is None:
+        return None
+    cause = (exc.strerror or str(exc)).rstrip(".")
+    where = exc.filename if exc.filename is not None else "a file under out/"
+    verb = "write" if exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "use"
+    return StorageError(f"cannot {verb} {where}: {cause[:1].lower()}{cause[1:]}", hint=hint)

@@ -233,11 +233,9 @@ def record(meta: str, signature: str, files: set[str], answer: dict) -> bool:
         grouped.setdefault(folder, []).append([name, *(stamp if stamp is not None else [None])])
     entry = {"version": VERSION, "signature": signature, "meta": os.path.abspath(meta), "stamps": grouped,
              "environment": _environment(), **answer}
-    target = _path(meta, signature)
-    tmp = target + f".{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(entry, separators=(",", ":")))
-    os.replace(tmp, target)
+    from buildsys.safepath import write_atomic
+
+    write_atomic(_path(meta, signature), json.dumps(entry, separators=(",", ":")).encode("utf-8"))
     return True
 
 

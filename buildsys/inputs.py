@@ -41,9 +41,13 @@ def generate(spec: dict[str, Any], shape: tuple[int, ...], rng: np.random.Genera
 
 def _from_files(spec: dict, pattern: str, shape: tuple[int, ...], workspace: Path, sample: int,
                 field: str) -> np.ndarray:
-    from buildsys.resolve import npy_files
+    from buildsys.resolve import OutsideWorkspace, npy_files
 
-    files = npy_files(workspace, pattern)
+    try:
+        files = npy_files(workspace, pattern)
+    except OutsideWorkspace as exc:
+        raise StepError(f"{pattern!r} {exc}", field=f"{field}.data.path",
+                        hint="data files must be inside the project: copy them in") from None
     if not files:
         raise StepError(f"no file matches {pattern!r}", field=f"{field}.data.path",
                         hint="the glob is relative to the workspace root")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from buildsys.resolve import StepSpec
 from buildsys.state import State, Trace
 from buildsys.steps import step_class
 from buildsys.store import Store
+from buildsys.untrusted import Rejected, check_entry, declared_files
 
 Outputs = dict[str, list[list]]  # output name -> [[file name, digest, size], ...]
 
@@ -112,18 +114,25 @@ class Rebuilder:
             if not self.changed_deps(deps) and self._blobs_present(outputs):
                 return Decision("restore", key, doc, "restored from the cache: built before with these inputs",
                                 outputs, deps, verdict)
+        rejected = None
         if self.shared is not None:
             for entry in self.shared.actions(key):
-                if self.changed_deps(entry.get("deps", {})):
+                try:
+                    check_entry(declared_files(step.outputs), entry)
+                    if self.changed_deps(entry.get("deps", {})):
+                        continue
+                    found = (self.shared.fetch(entry["outputs"], self.store) if self.fetch
+                             else self.shared.has_blobs(entry["outputs"]))
+                except Rejected as exc:
+                    rejected = f"shared cache entry rejected: {exc}"
+                    print(f"warning: {step.id}: {rejected} (in {self.shared.url})", file=sys.stderr)
                     continue
-                found = (self.shared.fetch(entry["outputs"], self.store) if self.fetch
-                         else self.shared.has_blobs(entry["outputs"]))
                 if found:
                     self.shared.hits += 1
                     return Decision("restore", key, doc, "fetched from the shared cache", entry["outputs"],
                                     entry.get("deps", {}), entry.get("verdict"))
             self.shared.misses += 1
-        return Decision("run", key, doc, self.why(step, doc, trace))
+        return Decision("run", key, doc, rejected or self.why(step, doc, trace))
 
     def why(self, step: StepSpec, doc: dict[str, Any], trace: Trace | None) -> str:
         if trace is None:

@@ -166,22 +166,64 @@ def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
     return steps
 
 
+class OutsideWorkspace(ValueError):
+    """A data file that resolves outside the workspace (through `..` or a symbolic link)."""
+
+
 def npy_files(root: Path, pattern: str) -> list[str]:
-    """The files an `npy` glob (relative to the workspace) matches, sorted: as the keys and the steps see them."""
+    """The files an `npy` glob (relative to the workspace) matches, sorted: as the keys and the steps see them.
+
+    Raises OutsideWorkspace when a match resolves outside the workspace.
+    """
     import glob
     import os
 
-    return sorted(p for p in glob.glob(str(root / pattern), recursive=True) if os.path.isfile(p))
+    return inside_workspace(root, sorted(p for p in glob.glob(str(root / pattern), recursive=True)
+                                         if os.path.isfile(p)))
+
+
+def inside_workspace(root: Path, files: list[str]) -> list[str]:
+    """`files`, once each is known to resolve inside the workspace `root`; else OutsideWorkspace."""
+    import os
+
+    inside = os.path.realpath(root).rstrip(os.sep) + os.sep
+    folders: dict[str, str] = {}  # folder -> its real path: thousands of images share a few folders
+    for p in files:
+        folder, name = os.path.split(p)
+        real_folder = folders.get(folder)
+        if real_folder is None:
+            real_folder = folders[folder] = os.path.realpath(folder)
+        real = os.path.realpath(p) if os.path.islink(p) else os.path.join(real_folder, name)
+        if not real.startswith(inside):
+            raise OutsideWorkspace(f"matches {os.path.relpath(p, root)}, which resolves to {real}, "
+                                   f"outside the workspace {root}")
+    return files
+
+
+def _data_problem(r: Recipe, field_path: str, exc: OutsideWorkspace):
+    from buildsys.errors import Problem, RecipeError
+
+    at = field_path
+    while at and at not in r.positions:
+        at = at.rpartition(".")[0]
+    f, line, col = r.positions.get(at, (r.file, None, None))
+    return RecipeError([Problem(f, line, col, field_path, str(exc),
+                                hint="data files must be inside the project (not reached through '..' or a "
+                                     "symbolic link out of it): copy them in")])
 
 
 def input_files(r: Recipe, root: Path) -> dict[str, str]:
     """The .npy/.npz files behind `npy` inputs, by content in the key: new data re-runs the reference."""
     files = {}
-    for inp in r.inputs:
+    for n, inp in enumerate(r.inputs):
         data = inp.data
         if data is None or data.kind != "npy" or not data.path:
             continue
-        for i, p in enumerate(npy_files(root, data.path)):
+        try:
+            found = npy_files(root, data.path)
+        except OutsideWorkspace as exc:
+            raise _data_problem(r, f"inputs.{n}.data.path", exc) from None
+        for i, p in enumerate(found):
             files[f"input.{inp.name}.{i:04d}"] = Path(p).relative_to(root).as_posix()
     return files
 
@@ -191,11 +233,15 @@ def calibration_files(r: Recipe, root: Path) -> dict[str, str]:
     data = r.calibration.data if r.calibration else None
     if data is None or data.kind not in ("npy", "images") or not data.path:
         return {}
-    if data.kind == "npy":
-        found = npy_files(root, data.path)
-    else:
-        folder = root / data.path
-        found = sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    try:
+        if data.kind == "npy":
+            found = npy_files(root, data.path)
+        else:
+            folder = root / data.path
+            found = sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+            inside_workspace(root, found)
+    except OutsideWorkspace as exc:
+        raise _data_problem(r, "calibration.data.path", exc) from None
     if not found:
         from buildsys.errors import Problem, RecipeError
 

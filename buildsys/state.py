@@ -191,10 +191,7 @@ class State:
             if db is not None:
                 db.close()
             if not _damaged(self.path, exc):
-                from buildsys.errors import BuildsysError
-
-                raise BuildsysError(f"cannot open the build state {self.path}: {exc}",
-                                    hint="is another program holding it, or is the folder read-only?") from None
+                raise write_failure(self.path, exc, "open") from None
             bad = self.path.with_suffix(f".sqlite.{int(time.time())}.bad")
             os.replace(self.path, bad)
             for side in ("-wal", "-shm"):
@@ -204,9 +201,12 @@ class State:
                 "steps will be restored from the store or rebuilt",
                 file=sys.stderr,
             )
-        db = self._connect()
-        db.executescript(_TABLES)
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        try:
+            db = self._connect()
+            db.executescript(_TABLES)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.OperationalError as exc:
+            raise write_failure(self.path, exc) from None
         return db
 
     def _connect(self) -> sqlite3.Connection:
@@ -218,9 +218,13 @@ class State:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         return db
 
-    def close(self) -> None:
-        self.flush()
-        self.db.close()
+    def close(self, flush: bool = True) -> None:
+        """Write what is pending and close; `flush=False` after a failure, which a flush would only repeat."""
+        try:
+            if flush:
+                self.flush()
+        finally:
+            self.db.close()
 
     # -- file digests, memoised by (path, size, mtime, inode) ------------------
 
@@ -270,7 +274,7 @@ class State:
             self._dirty_files.clear()
 
     def transaction(self):
-        return _Transaction(self.db)
+        return _Transaction(self.db, self.path)
 
     # -- traces and the action cache ------------------------------------------
 
@@ -346,16 +350,49 @@ class State:
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection):
+    """BEGIN IMMEDIATE … COMMIT; a write the disk refuses is rolled back and reported as a StorageError."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path):
         self.db = db
+        self.path = path
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise write_failure(self.path, exc) from None
         return self.db
 
     def __exit__(self, exc_type, exc, tb):
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return False
+            except sqlite3.OperationalError as failed:
+                exc = failed
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite rolled back itself (a full disk or I/O error ends the transaction)
+        if isinstance(exc, sqlite3.OperationalError):
+            raise write_failure(self.path, exc) from None
         return False
+
+
+def write_failure(path: Path, exc: sqlite3.Error, doing: str = "write"):
+    """The StorageError for a write SQLite could not make (read-only, full, I/O error, locked too long)."""
+    from buildsys.errors import StorageError
+
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    hints = {"SQLITE_READONLY": "the folder or its file system is read-only; make it writable and run again",
+             "SQLITE_FULL": "the disk is full; free some space (`buildsys clean --cache` empties this workspace's "
+                            "store) and run the command again",
+             "SQLITE_BUSY": "another program holds the database; let it finish and run again",
+             "SQLITE_CANTOPEN": "the folder cannot be written: check its permissions and free space",
+             "SQLITE_IOERR": "the disk refused a write: is it full or read-only? Fix it and run again"}
+    hint = next((h for key, h in hints.items() if name.startswith(key)),
+                "is another program holding it, or is the folder read-only or full?")
+    return StorageError(f"cannot {doing} the build state {path}: {exc}", hint=hint)
 
 
 def file_stamp(path: Path) -> list[int] | None:
@@ -385,8 +422,12 @@ class WorkspaceLock:
             holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "another process"
             print(f"waiting for the build already running in this workspace (pid {holder}) ...", file=sys.stderr)
             fcntl.flock(self.fd, fcntl.LOCK_EX)
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        except OSError as exc:  # a full disk: the lock is held all the same, but the command cannot go on
+            self.__exit__()
+            raise type(exc)(exc.errno, exc.strerror, str(self.path)) from None
         return self
 
     def __exit__(self, *exc) -> None:

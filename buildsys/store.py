@@ -3,16 +3,35 @@
 Blobs are committed by rename from the step's scratch directory, made read-only,
 and verified against their name whenever they are read back; a blob that fails
 verification is deleted and reported as missing, so the step is rebuilt.
+
+A digest becomes a path here, so every method refuses anything but 64 lowercase
+hex characters, and nothing is written or deleted through a shard folder that
+resolves outside the store.
 """
 from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
 
+from buildsys import safepath
 from buildsys.canonical import digest_file
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def is_digest(value: object) -> bool:
+    """Whether `value` is a sha256 digest as the store names blobs: 64 lowercase hex characters."""
+    return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
+
+
+def _checked(digest: str) -> str:
+    if not is_digest(digest):
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+    return digest
 
 
 class Store:
@@ -21,18 +40,29 @@ class Store:
         self._root = os.fspath(root)  # plain strings: a no-op build asks `has` for thousands of blobs
 
     def path(self, digest: str) -> Path:
-        return self.root / digest[:2] / digest
+        return self.root / digest[:2] / _checked(digest)
 
     def has(self, digest: str) -> bool:
-        return os.path.exists(os.path.join(self._root, digest[:2], digest))
+        return is_digest(digest) and os.path.exists(os.path.join(self._root, digest[:2], digest))
+
+    def shard(self, digest: str) -> str:
+        """The folder of `digest`'s blob, made if missing; refused when it resolves outside the store."""
+        folder = os.path.join(self._root, _checked(digest)[:2])
+        os.makedirs(folder, exist_ok=True)
+        if os.path.islink(folder):
+            safepath.ensure_inside(self._root, folder, "the artifact store")
+        return folder
+
+    def temp(self, digest: str) -> tuple[int, str]:
+        """A new exclusive temporary file beside `digest`'s blob (a download in progress)."""
+        return safepath.create_temp(self.shard(digest), digest, ".part")
 
     def put(self, src: Path, digest: str) -> Path:
         """Move `src` (whose content hashes to `digest`) into the store."""
-        dst = self.path(digest)
+        dst = Path(self.shard(digest)) / digest
         if dst.exists():
             src.unlink()
             return dst
-        dst.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(src, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
         os.replace(src, dst)
         return dst
@@ -45,6 +75,7 @@ class Store:
         except FileNotFoundError:
             return False
         if not ok:
+            self.shard(digest)  # never delete through a shard that leads elsewhere
             p.unlink(missing_ok=True)
         return ok
 
@@ -57,17 +88,28 @@ class Store:
         # Temporaries of a build killed mid-placement: the caller holds the workspace lock.
         for stale in dst.parent.glob(f".{glob.escape(dst.name)}.*.tmp"):
             stale.unlink(missing_ok=True)
-        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        tmp = safepath.temp_name(os.fspath(dst.parent), dst.name, ".tmp")
         try:
-            os.link(src, tmp)
+            os.link(src, tmp)  # link(2) never follows a symlink at its new name
         except OSError:
-            shutil.copyfile(src, tmp)
+            tmp = self._copy(src, dst)
         try:
             os.replace(tmp, dst)
         finally:
             # rename(2) between two links of one inode succeeds and leaves both names
             # (a concurrent writer may have linked dst since the check above)
-            tmp.unlink(missing_ok=True)
+            Path(tmp).unlink(missing_ok=True)
+
+    @staticmethod
+    def _copy(src: Path, dst: Path) -> str:
+        fd, tmp = safepath.create_temp(os.fspath(dst.parent), dst.name, ".tmp", 0o444)
+        try:
+            with open(fd, "wb") as out, open(src, "rb") as blob:
+                shutil.copyfileobj(blob, out, 1 << 20)
+        except OSError as exc:
+            os.unlink(tmp)
+            raise safepath.with_filename(exc, os.fspath(dst)) from None
+        return tmp
 
     def size(self) -> int:
         total = 0

@@ -96,7 +96,7 @@ def write_reports(out_dir: Path, entries: list[ReportInput], meta: dict[str, Any
 
 def _write(path: Path, data: bytes) -> None:
     """Temp file + rename: a reader (or a crash) never sees half a report."""
+    from buildsys.safepath import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(os.fspath(path), data)

@@ -101,8 +101,16 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     started = time.perf_counter()
     scratch = Path(job["scratch"])
-    scratch.mkdir(parents=True, exist_ok=True)
     log_path = Path(job["log"])
+    try:
+        scratch.mkdir(parents=True, exist_ok=True)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        open(log_path, "ab").close()
+    except OSError as exc:
+        answer = _storage_answer(exc, started)
+        if answer is None:
+            raise
+        return answer
     ctx = StepContext(
         workspace=Path(job["workspace"]),
         scratch=scratch,
@@ -132,12 +140,24 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             cause = _memory_cause(exc)
             if cause is not None:
                 return _memory_answer(cause, started)
+            if isinstance(exc, OSError) and _storage_answer(exc, started):
+                return _storage_answer(exc, started)
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": text,
                     "seconds": time.perf_counter() - started}
         seconds = time.perf_counter() - started
         print(f"done in {seconds:.2f}s: {result.summary}", flush=True)
     return {"ok": True, "outputs": outputs, "deps": result.deps, "verdict": result.verdict,
             "summary": result.summary, "seconds": seconds}
+
+
+def _storage_answer(exc: OSError, started: float) -> dict[str, Any] | None:
+    """A step's failure for a write the disk refused (read-only, full, not permitted); None for other errors."""
+    from buildsys.errors import storage_error
+
+    failure = storage_error(exc)
+    if failure is None:
+        return None
+    return {"ok": False, "error": failure.message, "hint": failure.hint, "seconds": time.perf_counter() - started}
 
 
 def _memory_cause(exc: BaseException) -> BaseException | None:

@@ -1,0 +1,288 @@
+"""The shared cache as untrusted input: tampered entries are rejected misses, never paths.
+
+Driven by counting steps (tests/fakes.py) against a cache folder that the tests
+tamper with the way anyone with write access to it could.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from buildsys import safepath
+from buildsys.build import Build, Workspace, select
+from buildsys.resolve import Graph, StepSpec
+from buildsys.sharedcache import SharedCache
+from buildsys.state import State
+from buildsys.store import Store
+from buildsys.untrusted import Rejected, check_entry
+from buildsys.workers import Finished, InlineRunner
+from tests.fakes import runs
+
+COUNTING = "tests.fakes:Counting"
+
+
+class Quiet:
+    def started(self, step):
+        pass
+
+    def finished(self, outcome):
+        pass
+
+
+def graph() -> Graph:
+    a = StepSpec("r:a", "r", "a", COUNTING, {"id": "r:a", "text": "a"}, outputs={"out": "r/a.txt"})
+    b = StepSpec("r:b", "r", "b", COUNTING, {"id": "r:b", "text": "b"}, inputs={"x": "r:a#out"},
+                 outputs={"out": "r/b.txt"})
+    return Graph({s.id: s for s in (a, b)})
+
+
+def build(root: Path, cache: Path, read_only=False, runner=None, dry_run=False):
+    root.mkdir(parents=True, exist_ok=True)
+    ws = Workspace(root)
+    state = State(ws.meta)
+    before = len(runs(root))
+    shared = SharedCache(str(cache), read_only=read_only)
+    g = graph()
+    b = Build(ws, g, state, Store(ws.meta / "store"), runner or InlineRunner(), Quiet(), shared=shared,
+              dry_run=dry_run)
+    outcomes = b.run(select(g, None))
+    state.close()
+    return {o.step: o for o in outcomes}, runs(root)[before:]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def entries(cache: Path) -> dict[Path, list]:
+    return {p: json.loads(p.read_text()) for p in (cache / "actions").glob("*.json")}
+
+
+def entry_of(cache: Path, output_file: str) -> tuple[Path, list]:
+    """The action file whose entry produced `output_file` (a.txt or b.txt)."""
+    for path, stored in entries(cache).items():
+        if stored[0]["outputs"]["out"][0][0] == output_file:
+            return path, stored
+    raise AssertionError(f"no entry for {output_file}")
+
+
+def plant_blob(cache: Path, data: bytes) -> str:
+    digest = sha(data)
+    p = cache / "blobs" / digest[:2] / digest
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return digest
+
+
+@pytest.fixture
+def cache(tmp_path) -> Path:
+    """A shared cache filled by one build in another workspace."""
+    c = tmp_path / "cache"
+    out, ran = build(tmp_path / "first", c)
+    assert ran == ["r:a", "r:b"] and len(entries(c)) == 2
+    return c
+
+
+def test_a_clean_shared_cache_serves_a_fresh_workspace(cache, tmp_path):
+    out, ran = build(tmp_path / "second", cache, read_only=True)
+    assert ran == [] and {o.reason for o in out.values()} == {"fetched from the shared cache"}
+    assert (tmp_path / "second/out/r/b.txt").read_text() == "b|a"
+
+
+def test_a_file_name_climbing_out_of_out_is_rejected_and_nothing_is_written_there(cache, tmp_path, capsys):
+    victim = tmp_path / "outside" / "victim.txt"
+    digest = plant_blob(cache, b"pwn\n")
+    path, stored = entry_of(cache, "a.txt")
+    climb = "../" * (len(tmp_path.parts) + 4) + str(victim).lstrip("/")
+    stored[0]["outputs"]["out"].append([climb, digest, 4])
+    path.write_text(json.dumps(stored))
+
+    out, ran = build(tmp_path / "second", cache, read_only=True)
+    assert not victim.exists() and not victim.parent.exists()
+    assert ran == ["r:a"]  # a rejected entry is a miss: the step is built here
+    assert out["r:a"].state == "ran"
+    assert out["r:a"].reason.startswith("shared cache entry rejected: outputs.out.1: file name ")
+    assert "is not a plain file name" in out["r:a"].reason
+    assert "warning: r:a: shared cache entry rejected" in capsys.readouterr().err
+    assert out["r:b"].reason == "fetched from the shared cache"  # same bytes as the producer's: b's key holds
+
+
+@pytest.mark.parametrize("tamper, expected", [
+    (lambda files: files[0].__setitem__(1, "../../../../victim"), "digest '../../../../victim' is not 64"),
+    (lambda files: files[0].__setitem__(1, "A" * 64), "is not 64 lowercase hex"),
+    (lambda files: files[0].__setitem__(2, -1), "size -1 is not a whole number"),
+    (lambda files: files[0].__setitem__(2, "3"), "size '3' is not a whole number"),
+    (lambda files: files[0].__setitem__(0, "b.txt"), "the first file must be the declared 'a.txt'"),
+    (lambda files: files[0].__setitem__(0, "a"), "the first file must be the declared 'a.txt'"),
+    (lambda files: files[0].__setitem__(0, ".a.txt"), "is not a plain file name"),
+    (lambda files: files.append(["other.txt", "0" * 64, 1]), "a companion file must be 'a.txt.data'"),
+    (lambda files: files.append(list(files[0])), "is listed twice"),
+    (lambda files: files.clear(), "expected a non-empty list of files"),
+], ids=["digest-path", "digest-case", "size-negative", "size-text", "primary-name", "primary-stem", "hidden-name",
+        "companion-name", "twice", "empty"])
+def test_malformed_output_fields_are_rejected_misses(cache, tmp_path, tamper, expected):
+    path, stored = entry_of(cache, "a.txt")
+    tamper(stored[0]["outputs"]["out"])
+    path.write_text(json.dumps(stored))
+    outside = tmp_path / "victim"
+    outside.write_text("keep")
+
+    out, ran = build(tmp_path / "second", cache, read_only=True)
+    assert ran == ["r:a"]
+    assert out["r:a"].reason.startswith("shared cache entry rejected: ") and expected in out["r:a"].reason
+    assert outside.read_text() == "keep"
+    assert (tmp_path / "second/out/r/a.txt").read_text() == "a"
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ({"outputs": {"other": []}}, "the step declares ['out'], the entry has ['other']"),
+    ({"outputs": {"out": [["a.txt", "0" * 64, 1]]}, "deps": {"files": {"../../etc/passwd": "0" * 64}}},
+     "deps.files: '../../etc/passwd' is not a path inside the workspace"),
+    ({"outputs": {"out": [["a.txt", "0" * 64, 1]]}, "verdict": "passed"}, "verdict: expected an object"),
+    ("not an object", "expected an object, found str"),
+])
+def test_malformed_entries_name_what_is_wrong(entry, expected):
+    with pytest.raises(Rejected, match=expected.replace("[", r"\[").replace("(", r"\(")):
+        check_entry({"out": "a.txt"}, entry)
+
+
+def test_a_damaged_blob_is_rejected_with_its_reason_and_replaced_by_the_good_one(cache, tmp_path, capsys):
+    _, stored = entry_of(cache, "a.txt")
+    digest = stored[0]["outputs"]["out"][0][1]
+    blob = cache / "blobs" / digest[:2] / digest
+    os.chmod(blob, 0o644)
+    blob.write_bytes(b"b")  # same size as "a": only the digest can tell
+
+    out, ran = build(tmp_path / "second", cache)
+    assert ran == ["r:a"]
+    assert out["r:a"].reason == f"shared cache entry rejected: blob {digest} does not match its digest"
+    assert blob.read_bytes() == b"a"  # the build published the good bytes over the damaged ones
+
+    out, ran = build(tmp_path / "third", cache, read_only=True)
+    assert ran == [] and out["r:a"].reason == "fetched from the shared cache"
+
+
+def test_a_blob_longer_than_recorded_is_read_no_further(cache, tmp_path):
+    _, stored = entry_of(cache, "a.txt")
+    digest = stored[0]["outputs"]["out"][0][1]
+    blob = cache / "blobs" / digest[:2] / digest
+    blob.unlink()
+    blob.symlink_to("/dev/zero")  # endless: a reader that trusts the blob never returns
+
+    out, ran = build(tmp_path / "second", cache, read_only=True)
+    assert ran == ["r:a"]
+    assert out["r:a"].reason == f"shared cache entry rejected: blob {digest} does not have its recorded size (1 bytes)"
+
+
+def test_a_dry_run_rejects_a_blob_of_the_wrong_size_without_reading_it(cache, tmp_path):
+    _, stored = entry_of(cache, "a.txt")
+    digest = stored[0]["outputs"]["out"][0][1]
+    blob = cache / "blobs" / digest[:2] / digest
+    os.chmod(blob, 0o644)
+    blob.write_bytes(b"longer")
+    out, _ = build(tmp_path / "second", cache, read_only=True, dry_run=True)
+    assert out["r:a"].state == "would-run"
+    assert out["r:a"].reason == f"shared cache entry rejected: blob {digest} does not have its recorded size (1 bytes)"
+
+
+def test_a_shard_folder_linked_elsewhere_is_not_published_through(tmp_path):
+    cache = tmp_path / "cache"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    digest = sha(b"a")
+    (cache / "blobs").mkdir(parents=True)
+    (cache / "blobs" / digest[:2]).symlink_to(elsewhere)
+    with pytest.raises(safepath.UnsafePath, match="outside"):
+        build(tmp_path / "first", cache)
+    assert list(elsewhere.iterdir()) == []
+
+
+class LyingCluster(InlineRunner):
+    """Runs steps here but answers as a cluster worker whose answer was tampered with."""
+
+    def wait(self):
+        done = super().wait()
+        for f in done:
+            f.answer["remote"] = True
+            f.answer["log_text"] = "remote log"
+            f.answer["outputs"]["out"][0][0] = "../../../escaped.txt"
+        return [Finished(f.job, f.answer) for f in done]
+
+
+def test_a_cluster_answer_with_a_path_is_a_failed_step(tmp_path):
+    out, _ = build(tmp_path / "ws", tmp_path / "cache", runner=LyingCluster())
+    assert out["r:a"].state == "failed"
+    assert "the cluster worker's answer was rejected: outputs.out.0: file name '../../../escaped.txt'" \
+        in out["r:a"].message
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
+# -- the store refuses what is not a digest ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["path", "verify", "put", "temp", "materialize"])
+def test_store_methods_refuse_a_malformed_digest(tmp_path, method):
+    store = Store(tmp_path / "store")
+    victim = tmp_path / "x"
+    victim.write_text("keep")
+    args = {"path": (), "verify": (), "temp": (), "put": (tmp_path / "x",), "materialize": (tmp_path / "y",)}
+    call = getattr(store, method)
+    with pytest.raises(ValueError, match="not a sha256 digest"):
+        if method == "put":
+            call(*args[method], "../x")
+        else:
+            call("../../x", *args[method])
+    assert victim.read_text() == "keep" and not store.has("../../x")
+
+
+def test_temporary_files_have_unpredictable_names_and_never_follow_a_planted_link(tmp_path, monkeypatch):
+    folder = tmp_path / "shard"
+    folder.mkdir()
+    names = {safepath.temp_name(str(folder), "d", ".part") for _ in range(100)}
+    assert len(names) == 100
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    guesses = iter(["guessed", "guessed", "fresh"])
+    monkeypatch.setattr(safepath.secrets, "token_hex", lambda n: next(guesses))
+    (folder / ".d.guessed.part").symlink_to(victim)  # planted where the first guess lands
+    fd, path = safepath.create_temp(str(folder), "d", ".part")
+    with open(fd, "wb") as f:
+        f.write(b"new")
+    assert path.endswith(".d.fresh.part") and victim.read_text() == "keep"
+
+
+def test_publishing_drops_malformed_entries_of_the_key(cache, tmp_path):
+    path, stored = entry_of(cache, "a.txt")
+    bad = json.loads(json.dumps(stored[0]))
+    bad["outputs"]["out"][0][1] = "../../x"
+    bad["deps"] = {"dists": {"some-package": "1.0"}}  # another entry of the same key, kept if it were sound
+    path.write_text(json.dumps([bad]))
+
+    out, ran = build(tmp_path / "second", cache)
+    assert ran == ["r:a"] and out["r:a"].reason.startswith("shared cache entry rejected: ")
+    after = json.loads(path.read_text())
+    assert len(after) == 1 and after[0]["outputs"] == stored[0]["outputs"]
+
+
+def test_a_cache_behind_an_fsspec_url_is_checked_and_repaired_alike(tmp_path):
+    import fsspec
+
+    url = f"memory://buildsys-{tmp_path.name}"
+    out, ran = build(tmp_path / "first", url)
+    assert ran == ["r:a", "r:b"]
+    fs = fsspec.filesystem("memory")
+    digest = sha(b"a")
+    blob = f"{url}/blobs/{digest[:2]}/{digest}"
+    with fs.open(blob, "wb") as f:
+        f.write(b"b")
+    out, ran = build(tmp_path / "second", url)
+    assert ran == ["r:a"] and out["r:a"].reason.endswith("does not match its digest")
+    assert fs.cat(blob) == b"a"
+    assert not [p for p in fs.find(url) if p.endswith(".part")]
+    out, ran = build(tmp_path / "third", url, read_only=True)
+    assert ran == []
