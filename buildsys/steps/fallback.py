@@ -265,8 +265,8 @@ def _session(model, threads: int):
     try:
         return ort.InferenceSession(source, session_options(threads), providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise StepError(f"ONNX Runtime cannot load a model of the fallback search: {' '.join(str(exc).split())[:400]}") \
-            from None
+        raise StepError("ONNX Runtime cannot load a model of the fallback search: "
+                        f"{' '.join(str(exc).split())[:400]}") from None
 
 
 def _latencies(models: dict[str, Path], feeds: dict, threads: int) -> dict[str, float]:

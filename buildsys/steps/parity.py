@@ -54,7 +54,8 @@ class ParityCheck(Step):
             lat = doc["int8"]["latency"]
             for name, o in doc["int8"]["outputs"].items():
                 if o["decided"]:
-                    summary += f"; {name}: top-1 {o['top1']:.0%} overall, {o['top1_decided']:.0%} of {o['decided']} decided"
+                    summary += (f"; {name}: top-1 {o['top1']:.0%} overall, "
+                                f"{o['top1_decided']:.0%} of {o['decided']} decided")
             summary += f"; {doc['int8']['label']}: {lat['int8_ms']:.1f} ms vs fp32 {lat['fp32_ms']:.1f} ms here"
         self.ctx.output("result").write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=True) + "\n")
         print(summary)
@@ -100,7 +101,9 @@ def int8_figures(results: list[dict], int8: dict) -> dict:
             o["agree_decided"] += (m["top1_decided"] or 0.0) * m["decided"]
     figures = {name: {"rows": o["rows"], "top1": round(o["agree"] / o["rows"], 6) if o["rows"] else None,
                       "decided": o["decided"],
-                      "top1_decided": round(o["agree_decided"] / o["decided"], 6) if o["decided"] else None}
+                      "top1_decided": round(o["agree_decided"] / o["decided"], 6) if o["decided"] else None,
+                      "row_cosine": {r["point"]: r["outputs"][name]["row_cosine"] for r in results
+                                     if r["outputs"].get(name, {}).get("row_cosine")}}
                for name, o in outputs.items()}
     cpu = int8.get("cpu")
     label = {"vnni": "int8 for VNNI CPUs", "avx2": "int8 for AVX2 CPUs"}.get(cpu, "int8")
