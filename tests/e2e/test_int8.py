@@ -104,6 +104,12 @@ def test_fallback_keeps_the_outlier_layer_in_fp32_and_the_pinned_recipe_searches
     assert "quantization: {exclude: [/fc2/Gemm]}" in r.stderr
     parity = json.loads((out / "parity/int8.json").read_text())
     assert parity["passed"] is True and parity["candidate"] == "model.int8.fallback.onnx"
+    # the reports show agreement overall and where fp32 is decided, row cosines and both latencies
+    assert workspace.run("check").code == 0
+    md = (workspace.root / "out/reports/parity.md").read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("- outlier: int8 for"))
+    assert "top-1" in line and "cosine per row (min/median/max)" in line and "ms vs fp32" in line
+    assert "int8 for" in (workspace.root / "out/reports/parity.html").read_text()
 
     # The same build again is a cache hit: the search is a step like every other.
     r = workspace.build()
