@@ -16,7 +16,9 @@ Runs where a recipe says `quantization: {fallback: auto}`, between
    nodes by their error in an otherwise exact network, which is not what fails).
 3. Greedily, the most sensitive nodes are added to `quantization.exclude` one at a
    time and the model re-quantized (as `quantize` would with that list) until the
-   gate passes or `max_fp32_nodes` are kept.
+   gate passes or `max_fp32_nodes` are kept. Then each kept node but the last is
+   tried back in int8, and stays int8 where the gate still passes: fp32 nodes cost
+   latency, and a node chosen early can be made unnecessary by a later one.
 
 The result names the nodes, the quality and the int8 latency before and after,
 and the recipe lines that pin the choice (`quantization: {exclude: [...]}`), so
@@ -80,14 +82,12 @@ class Int8Fallback(Step):
         kept: list[str] = []
         result = before
         with tempfile.TemporaryDirectory(dir=self.ctx.scratch) as tmp:
-            def requantize(exclude: tuple[str, ...], keep: bool = False) -> Path:
+            def requantize(exclude: tuple[str, ...]) -> Path:
                 folder = Path(tempfile.mkdtemp(dir=tmp))
-                quantize(fp32_path, calib, flavour, per_channel, folder / "model.onnx", folder, exclude, keep)
+                quantize(fp32_path, calib, flavour, per_channel, folder / "model.onnx", folder, exclude)
                 return folder / "model.onnx"
 
-            # Measured on the int8 model with its activations kept, as every model with exclusions has them.
-            measured = requantize(pinned, keep=True)
-            ranking = sensitivities(fp32_path, measured, batches, p["outputs"], before.failed_metrics,
+            ranking = sensitivities(fp32_path, int8_path, batches, p["outputs"], before.failed_metrics,
                                     self.ctx.threads)
             doc["searched"] = True
             doc["sensitivity"] = [{"node": n, "op_type": op, "error_reduction": e, "error_without_qdq": w}
@@ -100,6 +100,15 @@ class Int8Fallback(Step):
                 print(f"  + {name}: {result.text}", flush=True)
                 if result.passed:
                     break
+            # Greedy order can keep a node that a later one made unnecessary: each fp32 node
+            # costs latency, so those whose removal still passes the gate go back to int8.
+            for name in list(kept[:-1]) if result.passed else ():
+                fewer = [k for k in kept if k != name]
+                candidate = requantize(pinned + tuple(fewer))
+                verdict = gate(_session(candidate, self.ctx.threads))
+                print(f"  - {name}: {verdict.text}", flush=True)
+                if verdict.passed:
+                    kept, trial, result = fewer, candidate, verdict
             shutil.copyfile(trial, out)
         doc.update(kept_fp32=kept, after=result.figures, passed=result.passed)
         doc["latency_ms"] = _latencies({"fp32": fp32_path, "int8_before": int8_path, "int8_after": out},

@@ -125,16 +125,11 @@ class QuantizeQdq(Step):
 
 
 def quantize(model: Path, calib: dict, flavour: Flavour, per_channel: bool, out: Path, tmp: Path,
-             exclude: tuple[str, ...] = (), keep_activations: bool = False) -> list[str]:
+             exclude: tuple[str, ...] = ()) -> list[str]:
     """Write the Q/DQ model to `out` (and its external data beside it); return the files written.
 
-    The nodes named in `exclude` stay in fp32: no Q/DQ is placed on their inputs.
-    With `keep_activations` (always, when nodes are excluded) Relu/Clip stay in the
-    graph: ONNX Runtime's quantizer otherwise removes them in favour of the clamp of
-    the QuantizeLinear after them, and its graph optimizer then removes that Q/DQ
-    pair where an fp32 node reads it, losing the activation altogether (measured:
-    cosine 0.93 instead of 0.998 with one Gemm excluded). ONNX Runtime fuses a kept
-    Relu/Clip into the QuantizeLinear again, so integer kernels lose nothing.
+    The nodes named in `exclude` stay in fp32: they read fp32 tensors (see
+    `float_inputs`), not the Q/DQ pairs the quantizer leaves on their inputs.
     """
     import numpy as np
     import onnx
@@ -156,7 +151,6 @@ def quantize(model: Path, calib: dict, flavour: Flavour, per_channel: bool, out:
         "ActivationSymmetric": flavour.symmetric_activations,
         "WeightSymmetric": True,
         "QuantizeBias": flavour.quantize_bias,
-        "QDQKeepRemovableActivations": keep_activations or bool(exclude),
     }
     # ORT's logged advice to run quant_pre_process is not followed: torch.onnx.export folds
     # BatchNorm and onnxsim folds constants, and pre-processing changed no node of the sample
@@ -176,7 +170,7 @@ def quantize(model: Path, calib: dict, flavour: Flavour, per_channel: bool, out:
             from None
     if exclude:
         detached = onnx.load(str(out))
-        float_inputs(detached, exclude)
+        float_inputs(detached, exclude, onnx.load(str(staged)))
         onnx.save(detached, str(out), save_as_external_data=external, all_tensors_to_one_file=True,
                   location=out.name + ".data")
     files = [out.name] + ([out.name + ".data"] if (out.parent / (out.name + ".data")).exists() else [])
@@ -184,42 +178,75 @@ def quantize(model: Path, calib: dict, flavour: Flavour, per_channel: bool, out:
     return files
 
 
-def float_inputs(model, names, fp32=None) -> None:
+def float_inputs(model, names, fp32) -> None:
     """Make the nodes `names` of a Q/DQ model read fp32 tensors, in place, and drop the Q/DQ left unused.
 
     An activation fed through QuantizeLinear -> DequantizeLinear is read before the
-    QuantizeLinear instead; with `fp32` (the model before quantization), a dequantized
-    weight is replaced by its fp32 initializer. ONNX Runtime's optimizer quantizes the
+    QuantizeLinear instead, and a dequantized weight is replaced by its initializer in
+    `fp32` (the model before quantization). ONNX Runtime's optimizer quantizes the
     float weights of a Conv/Gemm whose input comes from a DequantizeLinear (its
     weight/bias quantization pass), so an excluded node must not read one: the
     quantizer's own `nodes_to_exclude` leaves such inputs, and with them the node
     ran in int8 all the same (measured: cosine 0.93 instead of 0.998).
+
+    The quantizer also removes a Relu/Clip in front of a QuantizeLinear, whose clamp
+    does its work. An fp32 reader of that tensor gets the activation back, as a copy
+    of the fp32 model's node, so that it reads what the fp32 model computes.
     """
     import onnx
 
     producer = {o: n for n in model.graph.node for o in n.output}
+    present = {n.name for n in model.graph.node}
     taken = {t.name for t in model.graph.initializer} | set(producer)
-    weights = {t.name: t for t in fp32.graph.initializer} if fp32 is not None else {}
-    originals = {n.name: n for n in fp32.graph.node} if fp32 is not None else {}
-    for node in model.graph.node:
-        if node.name not in names:
+    weights = {t.name: t for t in fp32.graph.initializer}
+    originals = {n.name: n for n in fp32.graph.node}
+    fp32_producer = {o: n for n in fp32.graph.node for o in n.output}
+    nodes, restored = list(model.graph.node), {}
+
+    def fresh(name: str) -> str:
+        while name in taken:
+            name += "_fp32"
+        taken.add(name)
+        return name
+
+    def initializer(name: str) -> str:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(weights[name])
+        copy.name = fresh(name)
+        model.graph.initializer.append(copy)
+        return copy.name
+
+    for node in list(nodes):
+        original = originals.get(node.name)
+        if node.name not in names or original is None:
             continue
         for i, tensor in enumerate(node.input):
             dq = producer.get(tensor)
-            if dq is None or dq.op_type != "DequantizeLinear":
+            if dq is None or dq.op_type != "DequantizeLinear" or i >= len(original.input):
                 continue
             q = producer.get(dq.input[0])
-            if q is not None and q.op_type == "QuantizeLinear":
-                node.input[i] = q.input[0]
-            elif node.name in originals and i < len(originals[node.name].input) \
-                    and originals[node.name].input[i] in weights:
-                copy = onnx.TensorProto()
-                copy.CopyFrom(weights[originals[node.name].input[i]])
-                while copy.name in taken:
-                    copy.name += "_fp32"
-                model.graph.initializer.append(copy)
-                taken.add(copy.name)
-                node.input[i] = copy.name
+            if q is None or q.op_type != "QuantizeLinear":
+                if original.input[i] in weights:
+                    node.input[i] = initializer(original.input[i])
+                continue
+            source = q.input[0]
+            act = fp32_producer.get(original.input[i])
+            if act is not None and act.op_type in ("Relu", "Clip") and act.name not in present:
+                if source not in restored:
+                    again = onnx.NodeProto()
+                    again.CopyFrom(act)
+                    again.name = fresh(act.name)
+                    again.input[0] = source
+                    for j in range(1, len(again.input)):  # Clip's min and max
+                        if again.input[j] in weights:
+                            again.input[j] = initializer(again.input[j])
+                    again.output[0] = fresh(source + "_activated")
+                    nodes.insert(nodes.index(node), again)
+                    restored[source] = again.output[0]
+                source = restored[source]
+            node.input[i] = source
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
     _drop_unused_qdq(model)
 
 
