@@ -86,7 +86,8 @@ def session(path: Path, simulate: bool = False):
     return cpu_session(path, THREADS, so)
 
 
-def latencies(models: dict[str, Path], x, runs: int, stat=statistics.median) -> dict[str, float]:
+def latencies(models: dict[str, Path], x, runs: int, stat=statistics.median, clock=time.perf_counter
+              ) -> dict[str, float]:
     sessions = {name: session(p) for name, p in models.items()}
     name0 = next(iter(sessions))
     feed = {sessions[name0].get_inputs()[0].name: x}
@@ -96,9 +97,9 @@ def latencies(models: dict[str, Path], x, runs: int, stat=statistics.median) -> 
     times = {name: [] for name in sessions}
     for _ in range(runs):
         for name, s in sessions.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             s.run(None, feed)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return {name: stat(t) * 1e3 for name, t in times.items()}
 
 
@@ -260,9 +261,10 @@ def bench_flavours(ws: Path, runs: int) -> None:
     print(f"\nEfficientNet-Lite0 int8 vs fp32 ONNX on {len(x)} held-out views of the 8 calibration photographs "
           f"(seeded crops, mirrors, brightness; fp32 decided on {int(decided.sum())})")
     # Latency at batch 1: the fastest of `runs` interleaved runs, which a busy shared machine
-    # disturbs least (the median is printed beside it).
+    # disturbs least, then the ratio of medians; and the ratio of median CPU time per run (both
+    # threads; no spinning), which other processes competing for the cores do not inflate.
     print(f"  {'flavour':6} {'fp32 nodes':>10}  {'top-1':>6}  {'decided':>8}  {'cos med':>7}  {'cos min':>7}  "
-          f"{'int8 ms':>7}  {'fp32 ms':>7}  speed-up (best of {runs}; median)")
+          f"{'int8 ms':>7}  {'fp32 ms':>7}  speed-up: best of {runs}; median; CPU time")
     with tempfile.TemporaryDirectory() as tmp:
         for cpu in ("vnni", "avx2"):
             for ex in ((), exclude) if exclude else ((),):
@@ -276,9 +278,11 @@ def bench_flavours(ws: Path, runs: int) -> None:
                 pair = {"fp32": out / "model.sim.onnx", "int8": folder / "m.onnx"}
                 ms = latencies(pair, x[:1], runs, stat=min)
                 med = latencies(pair, x[:1], max(5, runs // 4))
+                work = latencies(pair, x[:1], max(5, runs // 2), clock=time.process_time)
                 print(f"  {cpu:6} {len(ex):>10}  {agree.mean():6.1%}  {agree[decided].mean():8.1%}  "
                       f"{statistics.median(cos):7.4f}  {min(cos):7.4f}  {ms['int8']:7.2f}  {ms['fp32']:7.2f}  "
-                      f"{ms['fp32'] / ms['int8']:.2f}x; {med['fp32'] / med['int8']:.2f}x")
+                      f"{ms['fp32'] / ms['int8']:.2f}x; {med['fp32'] / med['int8']:.2f}x; "
+                      f"{work['fp32'] / work['int8']:.2f}x")
     if exclude:
         print(f"  fp32 nodes: {', '.join(exclude)}")
 
