@@ -159,3 +159,14 @@ def test_the_cpu_class_is_in_the_quantize_key_and_the_report(workspace):
     r = workspace.build()
     assert r.code == 0 and r.ran() == []
     assert (workspace.root / "out/outlier/model.int8.onnx").read_bytes() == vnni
+
+
+def test_a_fallback_that_spends_its_budget_says_so_and_the_gate_fails(workspace):
+    strict = OUTLIER.replace("min_cosine: 0.99", "min_cosine: 0.999999")
+    workspace.write("recipes/outlier.yaml", strict + "quantization: {fallback: auto, max_fp32_nodes: 1}\n")
+    r = workspace.build()
+    assert r.code == 1, r.stderr
+    assert "int8 still fails with 1 of at most 1 nodes in fp32 (/fc2/Gemm)" in r.stderr
+    assert "int8 FAILED" in r.stderr
+    report = json.loads((workspace.root / "out/outlier/fallback.json").read_text())
+    assert report["passed"] is False and report["kept_fp32"] == ["/fc2/Gemm"] and "pin" in report
