@@ -138,7 +138,8 @@ def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
             q = StepSpec(
                 id=f"{n}:quantize[{flavour}]", recipe=n, name=f"quantize[{flavour}]", kind_path=KINDS["quantize"],
                 params={"flavour": flavour, "calibration": {"per_channel": r.calibration.per_channel},
-                        "exclude": list(r.quantization.exclude), **({"cpu": cpu} if flavour == "onnxruntime" else {})},
+                        "quantization": {"exclude": list(r.quantization.exclude),
+                                         **({"cpu": cpu} if flavour == "onnxruntime" else {})}},
                 inputs={"model": candidate, "ranges": f"{calibrate.id}#ranges"},
                 outputs={"model": f"{n}/model.int8.onnx" if flavour == "onnxruntime"
                          else f"{n}/model.int8.{flavour}.onnx"},
@@ -153,7 +154,8 @@ def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
         # int8 parity also times the int8 model against fp32 and names the CPU class it was made for
         parities["int8"] = dataclasses.replace(
             parities["int8"], inputs={**parities["int8"].inputs, "fp32": candidate},
-            params={**parities["int8"].params, "int8": {"cpu": cpu, "exclude": list(r.quantization.exclude)}})
+            params={**parities["int8"].params,
+                    "quantization": {"cpu": cpu, "exclude": list(r.quantization.exclude)}})
         steps.append(parities["int8"])
 
     for t in r.targets:

@@ -48,7 +48,7 @@ class ParityCheck(Step):
         doc = {"precision": precision, "tolerance": tol, "passed": passed, "failures": failed,
                "candidate": self.ctx.inputs["model"].name, "results": results}
         if "fp32" in self.ctx.inputs:
-            doc["int8"] = int8_figures(results, p.get("int8", {}))
+            doc["int8"] = int8_figures(results, p.get("quantization", {}))
             doc["int8"]["latency"] = _latency(self.ctx.inputs["fp32"], self.ctx.inputs["model"], manifest, arrays,
                                               self.ctx.threads)
             lat = doc["int8"]["latency"]

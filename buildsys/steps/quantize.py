@@ -94,8 +94,9 @@ class QuantizeQdq(Step):
         from buildsys.steps.export import check_onnx
 
         p = self.params
-        flavour = flavour_for(p["flavour"], p.get("cpu"))
-        exclude = tuple(p["exclude"])
+        q = p["quantization"]
+        flavour = flavour_for(p["flavour"], q.get("cpu"))
+        exclude = tuple(q["exclude"])
         model = self.ctx.inputs["model"]
         out = self.ctx.output("model")
         calib = json.loads(self.ctx.inputs["ranges"].read_text())
@@ -114,7 +115,7 @@ class QuantizeQdq(Step):
         bits = "7-bit " if flavour.reduce_range else ""
         kinds = f"{flavour.activations} activations{' (symmetric)' if flavour.symmetric_activations else ''}, " \
                 f"{bits}{flavour.weights} {'per-channel' if p['calibration']['per_channel'] else 'per-tensor'} weights"
-        label = CPU_LABELS[p["cpu"]] if p["flavour"] == "onnxruntime" else p["flavour"]
+        label = CPU_LABELS[q["cpu"]] if p["flavour"] == "onnxruntime" else p["flavour"]
         summary = (f"{label}: {counts['QuantizeLinear']} QuantizeLinear, {counts['DequantizeLinear']} "
                    f"DequantizeLinear ({kinds}) from {calib['method']} ranges")
         if exclude:

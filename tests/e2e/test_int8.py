@@ -146,6 +146,8 @@ def test_the_cpu_class_is_in_the_quantize_key_and_the_report(workspace):
     vnni = (workspace.root / "out/outlier/model.int8.onnx").read_bytes()
 
     workspace.write("recipes/outlier.yaml", OUTLIER.replace("0.99", "0.5") + "quantization: {cpu: avx2}\n")
+    status = workspace.run("status")
+    assert "quantization.cpu: vnni → avx2" in status.stdout + status.stderr
     r = workspace.build()
     assert r.code == 0, r.stderr
     assert "outlier:quantize[onnxruntime]" in r.ran() and "outlier:calibrate" not in r.ran()
