@@ -134,3 +134,21 @@ def test_npy_input_files_are_in_the_export_and_reference_keys(tmp_path):
     assert before["net:reference"] != after["net:reference"]
     assert before["net:export"] != after["net:export"]
     assert before["net:simplify"] == after["net:simplify"]  # upstream digests are fixed stand-ins here
+
+
+def test_fallback_auto_puts_its_step_between_quantize_and_int8_parity(tmp_path):
+    from buildsys.recipe.model import QuantizationSpec
+
+    r = recipe(targets=(TargetSpec("onnxruntime", "int8"), TargetSpec("tensorrt", "int8")),
+               calibration=CalibrationSpec(),
+               quantization=QuantizationSpec(cpu="avx2", exclude=("/a/Conv",), fallback="auto", max_fp32_nodes=3))
+    g = resolve([r], tmp_path)
+    fb = g.steps["net:fallback[onnxruntime]"]
+    assert fb.inputs["quantized"] == "net:quantize[onnxruntime]#model"
+    assert fb.params["quantization"] == {"cpu": "avx2", "exclude": ["/a/Conv"], "max_fp32_nodes": 3}
+    assert fb.outputs == {"model": "net/model.int8.fallback.onnx", "report": "net/fallback.json"}
+    assert g.steps["net:parity[int8]"].inputs["model"] == "net:fallback[onnxruntime]#model"
+    assert g.steps["net:engine[onnxruntime-int8]"].inputs["model"] == "net:fallback[onnxruntime]#model"
+    # the TensorRT flavour keeps the pinned nodes in fp32 too, and has no CPU class
+    assert g.steps["net:quantize[tensorrt]"].params["quantization"] == {"exclude": ["/a/Conv"]}
+    assert g.steps["net:quantize[onnxruntime]"].params["quantization"] == {"exclude": ["/a/Conv"], "cpu": "avx2"}
