@@ -86,7 +86,8 @@ def session(path: Path, simulate: bool = False):
     return cpu_session(path, THREADS, so)
 
 
-def latencies(models: dict[str, Path], x, runs: int) -> dict[str, float]:
+def latencies(models: dict[str, Path], x, runs: int, stat=statistics.median, clock=time.perf_counter
+              ) -> dict[str, float]:
     sessions = {name: session(p) for name, p in models.items()}
     name0 = next(iter(sessions))
     feed = {sessions[name0].get_inputs()[0].name: x}
@@ -96,10 +97,10 @@ def latencies(models: dict[str, Path], x, runs: int) -> dict[str, float]:
     times = {name: [] for name in sessions}
     for _ in range(runs):
         for name, s in sessions.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             s.run(None, feed)
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+            times[name].append(clock() - t0)
+    return {name: stat(t) * 1e3 for name, t in times.items()}
 
 
 def cosine(a, b) -> list[float]:
@@ -212,16 +213,94 @@ def bench_efficientnet(ws: Path, runs: int) -> None:
           f"({ms['fp32'] / ms['int8']:.2f}x)")
 
 
+def held_out_views(paths: list[Path], per_image: int = 6, seed: int = 1234):
+    """Views the calibration never saw: seeded random crops (60-90% of the short side), mirrors, brightness."""
+    import numpy as np
+    from PIL import Image, ImageEnhance, ImageOps
+
+    from buildsys.steps.calibrate import _IMAGENET_MEAN, _IMAGENET_STD
+
+    rng = np.random.default_rng(seed)
+    views = []
+    for path in paths:
+        with Image.open(path) as opened:
+            img = ImageOps.exif_transpose(opened).convert("RGB")
+        for _ in range(per_image):
+            w, h = img.size
+            side = int(min(w, h) * rng.uniform(0.6, 0.9))
+            left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+            view = img.crop((left, top, left + side, top + side)).resize((224, 224), Image.Resampling.BILINEAR)
+            if rng.random() < 0.5:
+                view = ImageOps.mirror(view)
+            view = ImageEnhance.Brightness(view).enhance(float(rng.uniform(0.7, 1.3)))
+            arr = (np.asarray(view, dtype=np.float32) / 255.0 - np.asarray(_IMAGENET_MEAN, dtype=np.float32)) \
+                / np.asarray(_IMAGENET_STD, dtype=np.float32)
+            views.append(arr.transpose(2, 0, 1))
+    return np.ascontiguousarray(np.stack(views), dtype=np.float32)
+
+
+def bench_flavours(ws: Path, runs: int) -> None:
+    """EfficientNet-Lite0: each CPU class, with and without the recipe's fp32 nodes, on held-out views."""
+    import numpy as np
+
+    from buildsys.steps.quantize import flavour_for, quantize
+
+    out = ws / "out" / "efficientnet_lite0_int8"
+    calib = json.loads((out / "calib.json").read_text())
+    fallback = out / "fallback.json"
+    kept = json.loads(fallback.read_text())["kept_fp32"] if fallback.exists() else []
+    from buildsys.recipe import load_recipe
+
+    pinned = list(load_recipe(ws / "recipes" / "efficientnet_lite0_int8.yaml", ws).quantization.exclude)
+    exclude = tuple(pinned + kept)
+    x = held_out_views(sorted((REPO / "data" / "calibration").iterdir()))
+    fp32 = session(out / "model.sim.onnx")
+    ref = np.concatenate([fp32.run(None, {"input": x[i:i + 8]})[0] for i in range(0, len(x), 8)])
+    decided = np.sort(softmax(ref), 1)
+    decided = (decided[:, -1] - decided[:, -2]) >= 0.1
+    print(f"\nEfficientNet-Lite0 int8 vs fp32 ONNX on {len(x)} held-out views of the 8 calibration photographs "
+          f"(seeded crops, mirrors, brightness; fp32 decided on {int(decided.sum())})")
+    # Latency at batch 1: the fastest of `runs` interleaved runs, which a busy shared machine
+    # disturbs least, then the ratio of medians; and the ratio of the least CPU time per run (both
+    # threads; no spinning), which other processes competing for the cores inflate least.
+    print(f"  {'flavour':6} {'fp32 nodes':>10}  {'top-1':>6}  {'decided':>8}  {'cos med':>7}  {'cos min':>7}  "
+          f"{'int8 ms':>7}  {'fp32 ms':>7}  speed-up: best of {runs}; median; CPU time")
+    with tempfile.TemporaryDirectory() as tmp:
+        for cpu in ("vnni", "avx2"):
+            for ex in ((), exclude) if exclude else ((),):
+                folder = Path(tempfile.mkdtemp(dir=tmp))
+                quantize(out / "model.sim.onnx", calib, flavour_for("onnxruntime", cpu), True, folder / "m.onnx",
+                         folder, ex)
+                s = session(folder / "m.onnx")
+                got = np.concatenate([s.run(None, {"input": x[i:i + 8]})[0] for i in range(0, len(x), 8)])
+                agree = got.argmax(1) == ref.argmax(1)
+                cos = cosine(got, ref)
+                pair = {"fp32": out / "model.sim.onnx", "int8": folder / "m.onnx"}
+                ms = latencies(pair, x[:1], runs, stat=min)
+                med = latencies(pair, x[:1], max(5, runs // 4))
+                work = latencies(pair, x[:1], runs, stat=min, clock=time.process_time)
+                print(f"  {cpu:6} {len(ex):>10}  {agree.mean():6.1%}  {agree[decided].mean():8.1%}  "
+                      f"{statistics.median(cos):7.4f}  {min(cos):7.4f}  {ms['int8']:7.2f}  {ms['fp32']:7.2f}  "
+                      f"{ms['fp32'] / ms['int8']:.2f}x; {med['fp32'] / med['int8']:.2f}x; "
+                      f"{work['fp32'] / work['int8']:.2f}x")
+    if exclude:
+        print(f"  fp32 nodes: {', '.join(exclude)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=30, help="timed runs per latency figure (batch 8: a third)")
     ap.add_argument("--no-build", action="store_true", help="measure what benchmarks/.work/int8 holds")
+    ap.add_argument("--only-views", action="store_true",
+                    help="only EfficientNet-Lite0's CPU classes and fp32 fallback on held-out views")
     args = ap.parse_args()
     ws = WORK if args.no_build else workspace()
     if not args.no_build:
         build(ws)
-    bench_resnet(ws, args.runs)
-    bench_efficientnet(ws, args.runs)
+    if not args.only_views:
+        bench_resnet(ws, args.runs)
+        bench_efficientnet(ws, args.runs)
+    bench_flavours(ws, args.runs)
 
 
 if __name__ == "__main__":

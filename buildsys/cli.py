@@ -633,20 +633,21 @@ def _report_entry(ws, graph, step, outcome):
         r.calibration.data.kind in ("uniform", "normal", "randint")
     divergence = None
     if done and check.endswith("int8") and outcome.verdict and not outcome.verdict.get("passed"):
-        divergence = _divergence(ws, r, step)
+        divergence = _divergence(ws, r, step, graph)
     return ReportInput(recipe=r.name, recipe_file=r.file, recipe_digest=recipe_digest(r), check=check,
                        result=result, state=outcome.state, reason=outcome.message or outcome.reason,
                        outputs=tuple(o.name for o in r.outputs), random_calibration=random_data,
                        divergence=divergence, description=r.description)
 
 
-def _divergence(ws, r, step) -> dict:
+def _divergence(ws, r, step, graph) -> dict:
     """The first node of the quantized model that strays from the fp32 model."""
     from buildsys.diverge import DivergenceError, first_divergence
     from buildsys.steps.reference import read_reference
 
     fp32 = ws.out / r.name / ("model.sim.onnx" if r.simplify.enabled else "model.onnx")
-    candidate = ws.out / r.name / ("model.int8.tensorrt.onnx" if "tensorrt" in step.name else "model.int8.onnx")
+    source, _, output = step.inputs["model"].partition("#")  # the model the check judged (fallback's, if any)
+    candidate = ws.out / graph.steps[source].outputs[output]
     manifest, arrays = read_reference(ws.out / r.name / "reference.npz")
     entry = next((e for e in manifest if e["point"] == "opt"), manifest[0])
     feeds = {name: arrays[key] for name, key in entry["inputs"].items()}

@@ -138,17 +138,29 @@ def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
         steps.append(calibrate)
         # ONNX Runtime's flavour always exists: parity[int8] runs it on this machine.
         flavours = ["onnxruntime"] + (["tensorrt"] if any(_on_tensorrt(t) for t in int8_targets) else [])
+        cpu = _int8_cpu(r)
         for flavour in flavours:
             q = StepSpec(
                 id=f"{n}:quantize[{flavour}]", recipe=n, name=f"quantize[{flavour}]", kind_path=KINDS["quantize"],
-                params={"flavour": flavour, "calibration": {"per_channel": r.calibration.per_channel}},
+                params={"flavour": flavour, "calibration": {"per_channel": r.calibration.per_channel},
+                        "quantization": {"exclude": list(r.quantization.exclude),
+                                         **({"cpu": cpu} if flavour == "onnxruntime" else {})}},
                 inputs={"model": candidate, "ranges": f"{calibrate.id}#ranges"},
                 outputs={"model": f"{n}/model.int8.onnx" if flavour == "onnxruntime"
                          else f"{n}/model.int8.{flavour}.onnx"},
             )
             steps.append(q)
             quantized[flavour] = f"{q.id}#model"
+        if r.quantization.fallback == "auto":
+            fallback = _fallback(r, cpu, candidate, calibrate, quantized["onnxruntime"], reference, base, root)
+            steps.append(fallback)
+            quantized["onnxruntime"] = f"{fallback.id}#model"
         parities["int8"] = _parity(r, "int8", quantized["onnxruntime"], reference)
+        # int8 parity also times the int8 model against fp32 and names the CPU class it was made for
+        parities["int8"] = dataclasses.replace(
+            parities["int8"], inputs={**parities["int8"].inputs, "fp32": candidate},
+            params={**parities["int8"].params,
+                    "quantization": {"cpu": cpu, "exclude": list(r.quantization.exclude)}})
         steps.append(parities["int8"])
     if any(_needs_fp16_onnx(t) for t in r.targets):
         # The fp16 ONNX (float32 inputs and outputs kept) that fp16 engines build from; its parity runs on the CPU.
@@ -251,6 +263,29 @@ def calibration_files(r: Recipe, root: Path) -> dict[str, str]:
                                    f"the {what} {data.path!r} matches no file",
                                    hint="paths are relative to the workspace root")])
     return {f"data.{i:04d}": Path(p).relative_to(root).as_posix() for i, p in enumerate(found)}
+
+
+def _int8_cpu(r: Recipe) -> str:
+    """The CPU class of ONNX Runtime's int8 flavour: the recipe's, or this machine's for `auto`."""
+    from buildsys.steps.quantize import cpu_class
+
+    return cpu_class() if r.quantization.cpu == "auto" else r.quantization.cpu
+
+
+def _fallback(r: Recipe, cpu: str, candidate: str, calibrate: StepSpec, quantized: str, reference: StepSpec,
+              base: dict[str, Any], root: Path) -> StepSpec:
+    n = r.name
+    q = r.quantization
+    return StepSpec(
+        id=f"{n}:fallback[onnxruntime]", recipe=n, name="fallback[onnxruntime]", kind_path=KINDS["fallback"],
+        params={"calibration": _asdict(r.calibration), "inputs": base["inputs"], "dims": base["dims"],
+                "outputs": base["outputs"], "tolerances": {"int8": _asdict(r.tolerances["int8"])},
+                "quantization": {"cpu": cpu, "exclude": list(q.exclude), "max_fp32_nodes": q.max_fp32_nodes}},
+        inputs={"model": candidate, "ranges": f"{calibrate.id}#ranges", "quantized": quantized,
+                "reference": f"{reference.id}#reference"},
+        files=dict(calibrate.files),
+        outputs={"model": f"{n}/model.int8.fallback.onnx", "report": f"{n}/fallback.json"},
+    )
 
 
 def _parity(r: Recipe, precision: str, candidate: str, reference: StepSpec) -> StepSpec:

@@ -170,3 +170,21 @@ def test_a_saved_model_folder_is_in_the_convert_and_reference_keys_file_by_file(
 def test_a_pytorch_recipes_export_key_does_not_name_the_other_model_kinds(tmp_path):
     graph = resolve([recipe()], tmp_path)
     assert set(graph.steps["net:export"].params["model"]) == {"factory", "kwargs", "checkpoint"}
+
+
+def test_fallback_auto_puts_its_step_between_quantize_and_int8_parity(tmp_path):
+    from buildsys.recipe.model import QuantizationSpec
+
+    r = recipe(targets=(TargetSpec("onnxruntime", "int8"), TargetSpec("tensorrt", "int8")),
+               calibration=CalibrationSpec(),
+               quantization=QuantizationSpec(cpu="avx2", exclude=("/a/Conv",), fallback="auto", max_fp32_nodes=3))
+    g = resolve([r], tmp_path)
+    fb = g.steps["net:fallback[onnxruntime]"]
+    assert fb.inputs["quantized"] == "net:quantize[onnxruntime]#model"
+    assert fb.params["quantization"] == {"cpu": "avx2", "exclude": ["/a/Conv"], "max_fp32_nodes": 3}
+    assert fb.outputs == {"model": "net/model.int8.fallback.onnx", "report": "net/fallback.json"}
+    assert g.steps["net:parity[int8]"].inputs["model"] == "net:fallback[onnxruntime]#model"
+    assert g.steps["net:engine[onnxruntime-int8]"].inputs["model"] == "net:fallback[onnxruntime]#model"
+    # the TensorRT flavour keeps the pinned nodes in fp32 too, and has no CPU class
+    assert g.steps["net:quantize[tensorrt]"].params["quantization"] == {"exclude": ["/a/Conv"]}
+    assert g.steps["net:quantize[onnxruntime]"].params["quantization"] == {"exclude": ["/a/Conv"], "cpu": "avx2"}

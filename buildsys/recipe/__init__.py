@@ -24,6 +24,7 @@ from buildsys.recipe.model import (
     ModelSpec,
     OutputSpec,
     ParitySpec,
+    QuantizationSpec,
     Recipe,
     SimplifySpec,
     TargetSpec,
@@ -276,6 +277,10 @@ def _resolve(doc: Document, sources: tuple[str, ...], default_name: str) -> Reci
         if "samples" in c:
             c["samples"] = int(c["samples"])
         extra["calibration"] = CalibrationSpec(**c)
+    if "quantization" in d:
+        q = dict(d["quantization"])
+        q["exclude"] = tuple(q.get("exclude", ()))
+        extra["quantization"] = QuantizationSpec(**q)
     if "targets" in d:
         extra["targets"] = tuple(_target(t) for t in d["targets"])
     if "parity" in d:

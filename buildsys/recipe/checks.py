@@ -152,6 +152,8 @@ def _check_targets(doc: Document) -> list[Problem]:
             out.append(doc.problem(("targets", i), "precision int8 needs a calibration block",
                                    "add calibration: {data: {kind: uniform, low: 0, high: 1}, samples: 64}"))
         provider = t.get("provider") if t.get("provider") not in (None, "cpu") else None
+        if not all(isinstance(x, str) for x in (precision, provider or "")):
+            continue  # a precision or provider of the wrong type: the schema names it
         tid = ("torchscript" if t["backend"] == "torchscript"
                else "-".join(x for x in (t["backend"], provider, precision) if x))
         if tid in ids:

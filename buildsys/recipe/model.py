@@ -107,6 +107,14 @@ class CalibrationSpec:
 
 
 @dataclass(frozen=True)
+class QuantizationSpec:
+    cpu: str = "auto"  # auto | vnni | avx2: the CPU class of ONNX Runtime's int8 flavour
+    exclude: tuple[str, ...] = ()  # node names kept in fp32
+    fallback: str = "off"  # off | auto: sensitivity-guided fp32 fallback when parity[int8] fails
+    max_fp32_nodes: int = 8
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     backend: str  # onnxruntime | tensorrt | torchscript
     precision: str = "fp32"  # fp32 | fp16 | int8 | best
@@ -129,6 +137,7 @@ class Tolerance:
     rtol: float | None = None
     min_cosine: float | None = None
     min_top1: float | None = None
+    min_top1_decided: float | None = None  # top-1 agreement where the reference's top-1 margin >= 0.1
 
 
 # Tolerances of each precision when the recipe gives none; an entry in the recipe
@@ -166,6 +175,7 @@ class Recipe:
     export: ExportSpec = ExportSpec()
     simplify: SimplifySpec = SimplifySpec()
     calibration: CalibrationSpec | None = None
+    quantization: QuantizationSpec = QuantizationSpec()
     targets: tuple[TargetSpec, ...] = (TargetSpec("onnxruntime", "fp32"),)
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     parity: ParitySpec = ParitySpec()
@@ -245,6 +255,8 @@ def recipe_from_dict(d: dict) -> Recipe:
             method=cal["method"],
             per_channel=cal["per_channel"],
         ),
+        quantization=QuantizationSpec(**{**d.get("quantization", {}),
+                                         "exclude": tuple(d.get("quantization", {}).get("exclude", ()))}),
         targets=tuple(TargetSpec(**t) for t in d["targets"]),
         tolerances={k: Tolerance(**v) for k, v in d["tolerances"].items()},
         parity=ParitySpec(

@@ -24,7 +24,7 @@ _NOT_RUN = {"failed": "error", "skipped": "blocked", "unavailable": "unavailable
 FAILING = ("failed", "error", "blocked")  # check statuses that fail the gate
 _FIGURES = ("max_abs", "mean_abs", "max_rel", "cosine", "top1")
 _COUNTS = ("nan", "inf", "mismatched")
-_TOLERANCE_KEYS = ("atol", "rtol", "min_cosine", "min_top1")
+_TOLERANCE_KEYS = ("atol", "rtol", "min_cosine", "min_top1", "min_top1_decided")
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,8 @@ def _check(e: ReportInput) -> dict[str, Any]:
     c["tolerance"] = {k: _num(doc.get("tolerance", {}).get(k)) for k in _TOLERANCE_KEYS}
     c["failures"] = [str(f) for f in doc.get("failures", [])]
     c["results"] = [_row(row) for row in doc.get("results", [])]
+    if doc.get("int8"):
+        c["int8"] = _int8(doc["int8"])
     passed = bool(doc.get("passed")) and all(o["passed"] for row in c["results"] for o in row["outputs"])
     c["status"] = "passed" if passed and not any(row["error"] for row in c["results"]) else "failed"
     return c
@@ -136,6 +138,41 @@ def _output(name: str, m: dict[str, Any]) -> dict[str, Any]:
     o["baseline"] = None
     o["regressed"] = []
     return o
+
+
+def _int8(d: dict[str, Any]) -> dict[str, Any]:
+    """int8 quality and speed as parity[int8] measured them: agreement, row cosines, latency on this CPU."""
+    lat = d.get("latency") or {}
+    outputs = {}
+    for name, o in (d.get("outputs") or {}).items():
+        per_point = o.get("row_cosine") or {}
+        outputs[str(name)] = {
+            "rows": int(o.get("rows", 0)), "decided": int(o.get("decided", 0)),
+            "top1": _num(o.get("top1")), "top1_decided": _num(o.get("top1_decided")),
+            "row_cosine": {str(p): {str(k): _num(v) for k, v in q.items()} for p, q in per_point.items()}}
+    return {"label": str(d.get("label", "int8")), "cpu": d.get("cpu"),
+            "exclude": [str(x) for x in d.get("exclude", [])],
+            "fp32_ms": _num(lat.get("fp32_ms")), "int8_ms": _num(lat.get("int8_ms")),
+            "cpu_model": lat.get("cpu"), "outputs": outputs}
+
+
+def fmt_int8(i: dict[str, Any]) -> list[str]:
+    """One line per output: agreement overall and where fp32 is decided, row cosines, latency."""
+    lines = []
+    speed = ""
+    if i.get("fp32_ms") and i.get("int8_ms"):
+        speed = (f"int8 {i['int8_ms']:.1f} ms vs fp32 {i['fp32_ms']:.1f} ms "
+                 f"({i['fp32_ms'] / i['int8_ms']:.2f}x) on {i.get('cpu_model') or 'this CPU'}")
+    for name, o in i["outputs"].items():
+        cos = o["row_cosine"]
+        dist = ", ".join(f"{p} {fmt_cosine(q.get('min'))}/{fmt_cosine(q.get('median'))}/{fmt_cosine(q.get('max'))}"
+                         for p, q in cos.items())
+        decided = (f"{o['top1_decided']:.0%} of {o['decided']} where fp32 is decided" if o["decided"]
+                   else "fp32 decided on none")
+        lines.append(f"{i['label']} · {name}: top-1 {fmt(o['top1'])} of {o['rows']} rows, {decided}; "
+                     f"cosine per row (min/median/max) {dist}; {speed}"
+                     + (f"; {len(i['exclude'])} nodes kept in fp32" if i["exclude"] else ""))
+    return lines
 
 
 def _divergence(d: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -323,6 +360,8 @@ def fmt_tolerance(tol: dict[str, Any] | None) -> str:
         parts.append(f"cosine ≥ {tol['min_cosine']:g}")
     if tol.get("min_top1") is not None:
         parts.append(f"top-1 ≥ {tol['min_top1']:g}")
+    if tol.get("min_top1_decided") is not None:
+        parts.append(f"decided top-1 ≥ {tol['min_top1_decided']:g}")
     return ", ".join(parts) or "no tolerance"
 
 

@@ -12,7 +12,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from buildsys.reports.collect import cases, fmt, fmt_change, fmt_cosine, fmt_divergence, fmt_tolerance, fmt_worst
+from buildsys.reports.collect import (cases, fmt, fmt_change, fmt_cosine, fmt_divergence, fmt_int8, fmt_tolerance,
+                                      fmt_worst)
 
 TEMPLATES = Path(__file__).parent / "templates"
 _RANK = {"error": 0, "failed": 0, "blocked": 1, "regressed": 2, "unavailable": 3, "passed": 4}
@@ -81,7 +82,8 @@ def _check(c: dict[str, Any], regressed: bool) -> dict[str, Any]:
             "candidate": c.get("candidate") or "", "tolerance": fmt_tolerance(c.get("tolerance")),
             "random_calibration": c.get("random_calibration", False),
             "divergence": fmt_divergence(c.get("divergence")), "rows": rows,
-            "node": (c.get("divergence") or {}).get("node") or "", "view": "", "view_node": ""}
+            "node": (c.get("divergence") or {}).get("node") or "", "view": "", "view_node": "",
+            "int8": fmt_int8(c["int8"]) if c.get("int8") else []}
 
 
 def _output_row(point: str, shapes: str, o: dict[str, Any], atol: float | None) -> dict[str, Any]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from buildsys.reports.collect import (Case, cases, fmt, fmt_change, fmt_cosine, fmt_divergence, fmt_tolerance,
+from buildsys.reports.collect import (Case, cases, fmt, fmt_change, fmt_cosine, fmt_divergence, fmt_int8,
+                                      fmt_tolerance,
                                       output_names)
 
 MAX_ROWS = 150  # GitHub cuts comments at 65,536 characters
@@ -36,6 +37,10 @@ def render(doc: dict[str, Any]) -> str:
             lines.append(f"\n… {len(rows) - MAX_ROWS} more rows in parity.html")
     else:
         lines.append("No parity checks were run.")
+    int8 = [(r["name"], line) for r in doc["recipes"] for c in r["checks"] if c.get("int8")
+            for line in fmt_int8(c["int8"])]
+    if int8:
+        lines += ["", "**int8 against fp32**", ""] + [f"- {escape(n)}: {escape(line)}" for n, line in int8]
     if doc.get("baseline"):
         lines += [""] + _baseline(doc["baseline"])
     lines += ["", _footer(doc)]

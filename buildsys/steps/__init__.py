@@ -16,6 +16,7 @@ KINDS: dict[str, str] = {
     "engine-onnxruntime": "buildsys.steps.engine_onnxruntime:OrtFormatEngine",
     "calibrate": "buildsys.steps.calibrate:CalibrateRanges",
     "quantize": "buildsys.steps.quantize:QuantizeQdq",
+    "fallback": "buildsys.steps.fallback:Int8Fallback",
     "engine-tensorrt": "buildsys.steps.engine_tensorrt:TensorRTEngine",
     "engine-torchscript": "buildsys.steps.engine_torchscript:TorchScriptEngine",
     "convert-fp16": "buildsys.steps.convert_fp16:ConvertFp16",

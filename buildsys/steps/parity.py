@@ -4,6 +4,10 @@ Every output at every shape point and sample is compared under the precision's
 tolerance; the full figures go to a JSON result, the verdict to the build.
 A model that cannot even run at a shape point (a sequence length baked in at
 export, say) fails that point with ONNX Runtime's message.
+
+parity[int8] also times the int8 model against the fp32 one on this machine's
+CPU (median of a few runs at the opt point), and says which CPU class its
+ONNX Runtime flavour was made for: the reviewer judges quality and speed at once.
 """
 from __future__ import annotations
 
@@ -15,11 +19,10 @@ from buildsys.steps.base import Step, StepResult
 
 class ParityCheck(Step):
     KIND = "parity"
-    VERSION = 3
+    VERSION = 4
     TOOLS = ("onnxruntime", "numpy")
 
     def run(self) -> StepResult:
-        from buildsys.numerics import compare
         from buildsys.steps._ort import cpu_session
         from buildsys.steps.reference import read_reference
 
@@ -31,24 +34,7 @@ class ParityCheck(Step):
         except Exception as exc:
             raise StepError(f"ONNX Runtime cannot load the model: {str(exc).strip()[:500]}") from None
         manifest, arrays = read_reference(self.ctx.inputs["reference"])
-        results, failed = [], []
-        for entry in manifest:
-            feeds = {name: arrays[key] for name, key in entry["inputs"].items()}
-            row = {"point": entry["point"], "sample": entry["sample"],
-                   "shapes": {k: list(v.shape) for k, v in feeds.items()}, "outputs": {}, "error": None}
-            try:
-                got = session.run(p["outputs"], feeds)
-            except Exception as exc:
-                row["error"] = " ".join(str(exc).split())[:800]
-                failed.append(f"{entry['point']}: ONNX Runtime failed: {row['error'][:300]}")
-                results.append(row)
-                continue
-            for name, value in zip(p["outputs"], got):
-                m = compare(arrays[entry["outputs"][name]], value, tol)
-                row["outputs"][name] = m
-                if not m["passed"]:
-                    failed.append(f"{entry['point']} {name}: {'; '.join(m['failures'])}")
-            results.append(row)
+        results, failed = judge(session, manifest, arrays, p["outputs"], tol)
         passed = not failed
         worst = max((m.get("max_abs", 0.0) for r in results for m in r["outputs"].values()), default=0.0)
         figures = f"max abs error {worst:.3g}"
@@ -61,9 +47,95 @@ class ParityCheck(Step):
                    f" ({figures})") if passed else f"{precision} FAILED: " + " | ".join(failed[:4])
         doc = {"precision": precision, "tolerance": tol, "passed": passed, "failures": failed,
                "candidate": self.ctx.inputs["model"].name, "results": results}
+        if "fp32" in self.ctx.inputs:
+            doc["int8"] = int8_figures(results, p.get("quantization", {}))
+            doc["int8"]["latency"] = _latency(self.ctx.inputs["fp32"], self.ctx.inputs["model"], manifest, arrays,
+                                              self.ctx.threads)
+            lat = doc["int8"]["latency"]
+            for name, o in doc["int8"]["outputs"].items():
+                if o["decided"]:
+                    summary += (f"; {name}: top-1 {o['top1']:.0%} overall, "
+                                f"{o['top1_decided']:.0%} of {o['decided']} decided")
+            summary += f"; {doc['int8']['label']}: {lat['int8_ms']:.1f} ms vs fp32 {lat['fp32_ms']:.1f} ms here"
         self.ctx.output("result").write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=True) + "\n")
         print(summary)
         return StepResult(verdict={"passed": passed, "summary": summary}, summary=summary)
+
+
+def judge(session, manifest: list[dict], arrays, outputs: list[str], tol: dict) -> tuple[list[dict], list[str]]:
+    """Each reference entry run through `session` and compared under `tol`: (result rows, failures)."""
+    from buildsys.numerics import compare
+
+    results, failed = [], []
+    for entry in manifest:
+        feeds = {name: arrays[key] for name, key in entry["inputs"].items()}
+        row = {"point": entry["point"], "sample": entry["sample"],
+               "shapes": {k: list(v.shape) for k, v in feeds.items()}, "outputs": {}, "error": None}
+        try:
+            got = session.run(outputs, feeds)
+        except Exception as exc:
+            row["error"] = " ".join(str(exc).split())[:800]
+            failed.append(f"{entry['point']}: ONNX Runtime failed: {row['error'][:300]}")
+            results.append(row)
+            continue
+        for name, value in zip(outputs, got):
+            m = compare(arrays[entry["outputs"][name]], value, tol)
+            row["outputs"][name] = m
+            if not m["passed"]:
+                failed.append(f"{entry['point']} {name}: {'; '.join(m['failures'])}")
+        results.append(row)
+    return results, failed
+
+
+def int8_figures(results: list[dict], int8: dict) -> dict:
+    """Top-1 agreement over every row and where the reference is decided, over all points, per output."""
+    outputs = {}
+    for r in results:
+        for name, m in r["outputs"].items():
+            if m.get("rows") is None:
+                continue
+            o = outputs.setdefault(name, {"rows": 0, "agree": 0.0, "decided": 0, "agree_decided": 0.0})
+            o["rows"] += m["rows"]
+            o["agree"] += m["top1"] * m["rows"]
+            o["decided"] += m["decided"]
+            o["agree_decided"] += (m["top1_decided"] or 0.0) * m["decided"]
+    figures = {name: {"rows": o["rows"], "top1": round(o["agree"] / o["rows"], 6) if o["rows"] else None,
+                      "decided": o["decided"],
+                      "top1_decided": round(o["agree_decided"] / o["decided"], 6) if o["decided"] else None,
+                      "row_cosine": {r["point"]: r["outputs"][name]["row_cosine"] for r in results
+                                     if r["outputs"].get(name, {}).get("row_cosine")}}
+               for name, o in outputs.items()}
+    cpu = int8.get("cpu")
+    label = {"vnni": "int8 for VNNI CPUs", "avx2": "int8 for AVX2 CPUs"}.get(cpu, "int8")
+    return {"cpu": cpu, "label": label, "exclude": list(int8.get("exclude", [])), "outputs": figures}
+
+
+def _latency(fp32, int8, manifest: list[dict], arrays, threads: int, runs: int = 10) -> dict:
+    """Median latency of the fp32 and the int8 model at the opt point, timed in turn, on this CPU."""
+    import statistics
+    import time
+
+    from buildsys.steps._ort import cpu_session
+    from buildsys.toolchain import cpu
+
+    entry = next((e for e in manifest if e["point"] == "opt"), manifest[0])
+    feeds = {name: arrays[key] for name, key in entry["inputs"].items()}
+    sessions = {"fp32": cpu_session(fp32, threads), "int8": cpu_session(int8, threads)}
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    try:
+        for s in sessions.values():
+            s.run(None, feeds)
+        for _ in range(runs):
+            for k, s in sessions.items():
+                t0 = time.perf_counter()
+                s.run(None, feeds)
+                times[k].append(time.perf_counter() - t0)
+    except Exception as exc:
+        return {"error": " ".join(str(exc).split())[:300], "fp32_ms": float("nan"), "int8_ms": float("nan")}
+    return {"fp32_ms": round(statistics.median(times["fp32"]) * 1e3, 3),
+            "int8_ms": round(statistics.median(times["int8"]) * 1e3, 3),
+            "point": entry["point"], "shapes": {k: list(v.shape) for k, v in feeds.items()},
+            "threads": threads, "cpu": cpu()["model"]}
 
 
 def _order(point: str) -> int:

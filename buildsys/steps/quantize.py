@@ -8,16 +8,21 @@ written with `save_tensors_data`) so that the model never runs again here.
 The flavours differ in what their runtime executes fast or at all:
 
 - `onnxruntime` (CPU): unsigned (QUInt8, asymmetric) activations with signed
-  (QInt8) weights. On an x86 CPU without VNNI this is the pair ONNX Runtime's
-  integer kernels are fast with (ResNet-18, 2 threads: 1.8-2x fp32), where signed
-  activations gain nothing over fp32. The weights keep 7 bits (`reduce_range`):
-  those kernels sum pairs of u8 x s8 products in 16 bits (AVX2 `vpmaddubsw`), which
-  saturates with 8-bit weights. Measured on EfficientNet-Lite0 (32 views of 16
-  photographs, median cosine to fp32 and top-1 agreement): 8-bit weights give 0.94
-  and 56% in those kernels where the model's own Q/DQ arithmetic gives 0.99 and 78%;
-  7-bit weights give 0.97 and 75% in both.
-  The artifact is not tied to the machine that built it, so it is safe on every
-  x86 CPU rather than best on a VNNI one.
+  (QInt8) weights, the pair ONNX Runtime's x86 integer kernels are fast with
+  (ResNet-18 on a VNNI CPU, 2 threads: about 3x fp32 at batch 1, 3.5x at batch 8), where signed activations gain nothing over
+  fp32. How many bits the weights keep follows the CPU class (`quantization.cpu`,
+  `auto` being the building machine's), which is part of the step's key:
+  - `avx2`: 7 bits (`reduce_range`). AVX2 kernels sum pairs of u8 x s8 products in
+    16 bits (`vpmaddubsw`), which saturates with 8-bit weights: on EfficientNet-Lite0
+    8-bit weights give a median cosine to fp32 of 0.94 in those kernels where the
+    model's own Q/DQ arithmetic gives 0.99.
+  - `vnni`: 8 bits, for CPUs with AVX-512 VNNI, AVX-VNNI or AMX, whose `vpdpbusd`
+    accumulates u8 x s8 products in 32 bits and never saturates. On EfficientNet-Lite0
+    (48 held-out views of photographs, benchmarks/bench_int8.py) 8-bit per-channel
+    weights raise the median cosine to fp32 from 0.965 to 0.990 and top-1 agreement
+    where fp32 is decided from 85% to 96%, at the same speed.
+  A `vnni` model still runs on an AVX2-only CPU, with the saturation above: the
+  class is in the report ("int8 for VNNI CPUs") so that nobody ships it there.
 - `tensorrt`: signed, symmetric int8 activations and weights (zero point 0), the
   only int8 TensorRT's explicit quantization accepts; biases stay float (TensorRT
   fuses them into the convolution and has no int32 dequantization).
@@ -31,7 +36,7 @@ import json
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +59,36 @@ FLAVOURS: dict[str, Flavour] = {
     "tensorrt": Flavour(activations="QInt8", weights="QInt8", symmetric_activations=True, quantize_bias=False,
                         reduce_range=False),
 }
+# CPU classes of the onnxruntime flavour, and the /proc/cpuinfo flags that make a CPU `vnni`.
+CPU_CLASSES = ("vnni", "avx2")
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+CPU_LABELS = {"vnni": "int8 for VNNI CPUs (8-bit weights)", "avx2": "int8 for AVX2 CPUs (7-bit weights)"}
+
+
+def cpu_class(isa: str | None = None) -> str:
+    """`vnni` where the CPU (its /proc/cpuinfo flags, or `isa`) has VNNI or AMX, else `avx2`."""
+    if isa is None:
+        from buildsys.toolchain import cpu
+
+        isa = cpu()["isa"]
+    return "vnni" if set(isa.split()) & set(VNNI_FLAGS) else "avx2"
+
+
+def flavour_for(name: str, cpu: str | None) -> Flavour:
+    """The flavour a quantize step applies: onnxruntime's weight bits follow its CPU class."""
+    flavour = FLAVOURS.get(name)
+    if flavour is None:
+        raise StepError(f"unknown quantization flavour {name!r} (known: {', '.join(FLAVOURS)})")
+    if name == "onnxruntime":
+        if cpu not in CPU_CLASSES:
+            raise StepError(f"unknown CPU class {cpu!r} (known: {', '.join(CPU_CLASSES)})", field="quantization.cpu")
+        flavour = replace(flavour, reduce_range=cpu == "avx2")
+    return flavour
 
 
 class QuantizeQdq(Step):
     KIND = "quantize"
-    VERSION = 1
+    VERSION = 2
     TOOLS = ("onnx", "onnxruntime", "numpy")
 
     @classmethod
@@ -70,9 +100,9 @@ class QuantizeQdq(Step):
         from buildsys.steps.export import check_onnx
 
         p = self.params
-        flavour = FLAVOURS.get(p["flavour"])
-        if flavour is None:
-            raise StepError(f"unknown quantization flavour {p['flavour']!r} (known: {', '.join(FLAVOURS)})")
+        q = p["quantization"]
+        flavour = flavour_for(p["flavour"], q.get("cpu"))
+        exclude = tuple(q["exclude"])
         model = self.ctx.inputs["model"]
         out = self.ctx.output("model")
         calib = json.loads(self.ctx.inputs["ranges"].read_text())
@@ -85,20 +115,29 @@ class QuantizeQdq(Step):
             return StepResult(outputs={"model": written}, summary=summary)
 
         with tempfile.TemporaryDirectory(dir=self.ctx.scratch) as tmp:
-            written = quantize(model, calib, flavour, p["calibration"]["per_channel"], out, Path(tmp))
+            written = quantize(model, calib, flavour, p["calibration"]["per_channel"], out, Path(tmp), exclude)
         check_onnx(out, self.ctx.scratch)
         counts = _q_dq_counts(out)
+        bits = "7-bit " if flavour.reduce_range else ""
         kinds = f"{flavour.activations} activations{' (symmetric)' if flavour.symmetric_activations else ''}, " \
-                f"{flavour.weights} {'per-channel' if p['calibration']['per_channel'] else 'per-tensor'} weights"
-        summary = (f"{p['flavour']}: {counts['QuantizeLinear']} QuantizeLinear, {counts['DequantizeLinear']} "
+                f"{bits}{flavour.weights} {'per-channel' if p['calibration']['per_channel'] else 'per-tensor'} weights"
+        label = CPU_LABELS[q["cpu"]] if p["flavour"] == "onnxruntime" else p["flavour"]
+        summary = (f"{label}: {counts['QuantizeLinear']} QuantizeLinear, {counts['DequantizeLinear']} "
                    f"DequantizeLinear ({kinds}) from {calib['method']} ranges")
+        if exclude:
+            summary += f"; {len(exclude)} {'node' if len(exclude) == 1 else 'nodes'} kept in fp32"
         if calib.get("random_data"):
             summary += " of random data"
         return StepResult(outputs={"model": written}, summary=summary)
 
 
-def quantize(model: Path, calib: dict, flavour: Flavour, per_channel: bool, out: Path, tmp: Path) -> list[str]:
-    """Write the Q/DQ model to `out` (and its external data beside it); return the files written."""
+def quantize(model: Path, calib: dict, flavour: Flavour, per_channel: bool, out: Path, tmp: Path,
+             exclude: tuple[str, ...] = ()) -> list[str]:
+    """Write the Q/DQ model to `out` (and its external data beside it); return the files written.
+
+    The nodes named in `exclude` stay in fp32: they read fp32 tensors (see
+    `float_inputs`), not the Q/DQ pairs the quantizer leaves on their inputs.
+    """
     import numpy as np
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -113,6 +152,7 @@ def quantize(model: Path, calib: dict, flavour: Flavour, per_channel: bool, out:
     cache = tmp / "ranges.json"
     save_tensors_data(ranges, cache)
     staged = stage_model(model, tmp)
+    _check_exclude(staged, exclude)
     external = has_external_data(staged) or staged.stat().st_size > EXTERNAL_DATA_BYTES
     options = {
         "ActivationSymmetric": flavour.symmetric_activations,
@@ -130,14 +170,123 @@ def quantize(model: Path, calib: dict, flavour: Flavour, per_channel: bool, out:
             per_channel=per_channel, reduce_range=flavour.reduce_range,
             activation_type=getattr(QuantType, flavour.activations), weight_type=getattr(QuantType, flavour.weights),
             calibrate_method=method, calibration_cache_path=cache, use_external_data_format=external,
-            extra_options=options,
+            nodes_to_exclude=list(exclude), extra_options=options,
         )
     except Exception as exc:
         raise StepError(f"ONNX Runtime's quantizer failed: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}") \
             from None
+    if exclude:
+        detached = onnx.load(str(out))
+        float_inputs(detached, exclude, onnx.load(str(staged)))
+        onnx.save(detached, str(out), save_as_external_data=external, all_tensors_to_one_file=True,
+                  location=out.name + ".data")
     files = [out.name] + ([out.name + ".data"] if (out.parent / (out.name + ".data")).exists() else [])
     _check_ranges_matched(onnx.load(str(out), load_external_data=False), calib)
     return files
+
+
+def float_inputs(model, names, fp32) -> None:
+    """Make the nodes `names` of a Q/DQ model read fp32 tensors, in place, and drop the Q/DQ left unused.
+
+    An activation fed through QuantizeLinear -> DequantizeLinear is read before the
+    QuantizeLinear instead, and a dequantized weight is replaced by its initializer in
+    `fp32` (the model before quantization). ONNX Runtime's optimizer quantizes the
+    float weights of a Conv/Gemm whose input comes from a DequantizeLinear (its
+    weight/bias quantization pass), so an excluded node must not read one: the
+    quantizer's own `nodes_to_exclude` leaves such inputs, and with them the node
+    ran in int8 all the same (measured: cosine 0.93 instead of 0.998).
+
+    The quantizer also removes a Relu/Clip in front of a QuantizeLinear, whose clamp
+    does its work. An fp32 reader of that tensor gets the activation back, as a copy
+    of the fp32 model's node, so that it reads what the fp32 model computes.
+    """
+    import onnx
+
+    producer = {o: n for n in model.graph.node for o in n.output}
+    present = {n.name for n in model.graph.node}
+    taken = {t.name for t in model.graph.initializer} | set(producer)
+    weights = {t.name: t for t in fp32.graph.initializer}
+    originals = {n.name: n for n in fp32.graph.node}
+    fp32_producer = {o: n for n in fp32.graph.node for o in n.output}
+    nodes, restored = list(model.graph.node), {}
+
+    def fresh(name: str) -> str:
+        while name in taken:
+            name += "_fp32"
+        taken.add(name)
+        return name
+
+    def initializer(name: str) -> str:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(weights[name])
+        copy.name = fresh(name)
+        model.graph.initializer.append(copy)
+        return copy.name
+
+    for node in list(nodes):
+        original = originals.get(node.name)
+        if node.name not in names or original is None:
+            continue
+        for i, tensor in enumerate(node.input):
+            dq = producer.get(tensor)
+            if dq is None or dq.op_type != "DequantizeLinear" or i >= len(original.input):
+                continue
+            q = producer.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                if original.input[i] in weights:
+                    node.input[i] = initializer(original.input[i])
+                continue
+            source = q.input[0]
+            act = fp32_producer.get(original.input[i])
+            if act is not None and act.op_type in ("Relu", "Clip") and act.name not in present:
+                if source not in restored:
+                    again = onnx.NodeProto()
+                    again.CopyFrom(act)
+                    again.name = fresh(act.name)
+                    again.input[0] = source
+                    for j in range(1, len(again.input)):  # Clip's min and max
+                        if again.input[j] in weights:
+                            again.input[j] = initializer(again.input[j])
+                    again.output[0] = fresh(source + "_activated")
+                    nodes.insert(nodes.index(node), again)
+                    restored[source] = again.output[0]
+                source = restored[source]
+            node.input[i] = source
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    _drop_unused_qdq(model)
+
+
+def _drop_unused_qdq(model) -> None:
+    while True:
+        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        dead = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            model.graph.node.remove(n)
+    used = {i for n in model.graph.node for i in n.input}
+    for t in [t for t in model.graph.initializer if t.name not in used]:
+        model.graph.initializer.remove(t)
+
+
+def _check_exclude(model_path: Path, exclude: tuple[str, ...]) -> None:
+    """Every name in quantization.exclude names a node of the model, or the step says which do not."""
+    import difflib
+
+    import onnx
+
+    if not exclude:
+        return
+    names = [n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node if n.name]
+    unknown = [x for x in exclude if x not in set(names)]
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], names, n=3)
+        raise StepError(f"quantization.exclude names {len(unknown)} {'node' if len(unknown) == 1 else 'nodes'} "
+                        f"the model does not have: {', '.join(map(repr, unknown[:5]))}", field="quantization.exclude",
+                        hint=f"did you mean {', '.join(map(repr, near))}?" if near else
+                        "use node names of the simplified model (out/<recipe>/model.sim.onnx), as fallback prints them")
 
 
 def _copy_model(model: Path, out: Path) -> list[str]:

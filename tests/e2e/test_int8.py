@@ -59,3 +59,116 @@ def test_adding_an_int8_target_runs_only_the_int8_steps(workspace):
     int8 = [c for c in checks if "int8" in c["check"]]
     assert int8 and all(c["random_calibration"] for c in int8)
     assert "random data" in (workspace.root / "out/reports/parity.md").read_text()
+
+
+OUTLIER = """\
+version: 1
+model: {factory: "tm.outlier:outlier"}
+inputs:
+  - name: x
+    dtype: float32
+    shape: [batch, 16]
+    data: {kind: normal, mean: 0.0, std: 1.0}
+outputs:
+  - name: scores
+dims:
+  batch: {min: 1, opt: 8, max: 16}
+export: {opset: 18, exporter: torchscript}
+calibration: {data: {kind: normal, mean: 0.0, std: 1.0}, samples: 8, method: minmax, per_channel: false}
+tolerances:
+  int8: {min_cosine: 0.99}
+targets:
+  - {backend: onnxruntime, precision: int8}
+"""
+
+
+def test_fallback_keeps_the_outlier_layer_in_fp32_and_the_pinned_recipe_searches_nothing(workspace):
+    # Without the fallback the layer with the outlier weight fails the gate.
+    workspace.write("recipes/outlier.yaml", OUTLIER)
+    r = workspace.build()
+    assert r.code == 1, r.stderr
+    assert "int8 FAILED" in r.stderr and "cosine" in r.stderr
+
+    workspace.write("recipes/outlier.yaml", OUTLIER + "quantization: {fallback: auto, max_fp32_nodes: 2}\n")
+    r = workspace.build()
+    assert r.code == 0, r.stderr
+    assert r.ran() == ["outlier:engine[onnxruntime-int8]", "outlier:fallback[onnxruntime]", "outlier:parity[int8]"]
+    out = workspace.root / "out/outlier"
+    report = json.loads((out / "fallback.json").read_text())
+    assert report["searched"] is True and report["passed"] is True
+    assert report["kept_fp32"] == ["/fc2/Gemm"]
+    assert report["sensitivity"][0]["node"] == "/fc2/Gemm"
+    assert report["before"]["lowest_cosine"] < 0.99 <= report["after"]["lowest_cosine"]
+    assert set(report["latency_ms"]) == {"fp32", "int8_before", "int8_after"}
+    assert "kept 1 node in fp32 (/fc2/Gemm)" in r.stderr
+    assert "quantization: {exclude: [/fc2/Gemm]}" in r.stderr
+    parity = json.loads((out / "parity/int8.json").read_text())
+    assert parity["passed"] is True and parity["candidate"] == "model.int8.fallback.onnx"
+    # the reports show agreement overall and where fp32 is decided, row cosines and both latencies
+    assert workspace.run("check").code == 0
+    md = (workspace.root / "out/reports/parity.md").read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("- outlier: int8 for"))
+    assert "top-1" in line and "cosine per row (min/median/max)" in line and "ms vs fp32" in line
+    assert "int8 for" in (workspace.root / "out/reports/parity.html").read_text()
+
+    # The same build again is a cache hit: the search is a step like every other.
+    r = workspace.build()
+    assert r.code == 0 and r.ran() == []
+
+    # The printed line pins the choice: quantize keeps the node in fp32 itself, nothing is searched.
+    workspace.write("recipes/outlier.yaml", OUTLIER + "quantization: {fallback: auto, exclude: [/fc2/Gemm]}\n")
+    r = workspace.build()
+    assert r.code == 0, r.stderr
+    assert "outlier:quantize[onnxruntime]" in r.ran()
+    report = json.loads((out / "fallback.json").read_text())
+    assert report["searched"] is False and report["kept_fp32"] == [] and report["pinned"] == ["/fc2/Gemm"]
+    assert "no fp32 fallback needed" in r.stderr
+    # and exclude alone, without the fallback step, passes the gate
+    workspace.write("recipes/outlier.yaml", OUTLIER + "quantization: {exclude: [/fc2/Gemm]}\n")
+    r = workspace.build()
+    assert r.code == 0, r.stderr
+    assert "fallback" not in " ".join(s["id"] for s in r.json["steps"])
+
+
+def test_exclude_naming_no_node_is_a_step_error_naming_the_field(workspace):
+    workspace.write("recipes/outlier.yaml", OUTLIER + "quantization: {exclude: [/fc2/Gem]}\n")
+    r = workspace.build()
+    assert r.code == 3, r.stderr
+    assert "quantization.exclude" in r.stderr and "'/fc2/Gem'" in r.stderr
+    assert "did you mean '/fc2/Gemm'" in r.stderr
+
+
+def test_the_cpu_class_is_in_the_quantize_key_and_the_report(workspace):
+    workspace.write("recipes/outlier.yaml", OUTLIER.replace("0.99", "0.5") + "quantization: {cpu: vnni}\n")
+    r = workspace.build()
+    assert r.code == 0, r.stderr
+    assert "int8 for VNNI CPUs" in r.stderr
+    vnni = (workspace.root / "out/outlier/model.int8.onnx").read_bytes()
+
+    workspace.write("recipes/outlier.yaml", OUTLIER.replace("0.99", "0.5") + "quantization: {cpu: avx2}\n")
+    status = workspace.run("status")
+    assert "quantization.cpu: vnni → avx2" in status.stdout + status.stderr
+    r = workspace.build()
+    assert r.code == 0, r.stderr
+    assert "outlier:quantize[onnxruntime]" in r.ran() and "outlier:calibrate" not in r.ran()
+    assert "int8 for AVX2 CPUs" in r.stderr
+    assert (workspace.root / "out/outlier/model.int8.onnx").read_bytes() != vnni
+    parity = json.loads((workspace.root / "out/outlier/parity/int8.json").read_text())
+    assert parity["int8"]["cpu"] == "avx2" and parity["int8"]["latency"]["int8_ms"] > 0
+
+    # back to vnni: served from the cache, never the avx2 model
+    workspace.write("recipes/outlier.yaml", OUTLIER.replace("0.99", "0.5") + "quantization: {cpu: vnni}\n")
+    r = workspace.build()
+    assert r.code == 0 and r.ran() == []
+    assert (workspace.root / "out/outlier/model.int8.onnx").read_bytes() == vnni
+
+
+def test_a_fallback_that_spends_its_budget_says_so_and_the_gate_fails(workspace):
+    strict = OUTLIER.replace("min_cosine: 0.99", "min_cosine: 0.999999")
+    workspace.write("recipes/outlier.yaml", strict + "quantization: {fallback: auto, max_fp32_nodes: 1}\n")
+    r = workspace.build()
+    assert r.code == 1, r.stderr
+    assert "int8 still fails with 1 of at most 1 nodes in fp32 (/fc2/Gemm)" in r.stderr
+    assert "int8 FAILED" in r.stderr
+    report = json.loads((workspace.root / "out/outlier/fallback.json").read_text())
+    assert report["passed"] is False and report["kept_fp32"] == ["/fc2/Gemm"] and "pin" in report

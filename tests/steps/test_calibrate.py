@@ -346,8 +346,15 @@ def test_quantize_runs_no_model_and_says_what_it_made(fp32, monkeypatch):
     monkeypatch.setattr(ort, "InferenceSession", no_session)
     answer = fp32.run("quantize[onnxruntime]")
     assert answer["ok"], answer.get("error")
-    assert answer["summary"].startswith("onnxruntime: ")
-    assert "QUInt8 activations, QInt8 per-channel weights" in answer["summary"]
+    from buildsys.steps.quantize import cpu_class
+
+    # auto: the class of this machine's CPU, 8-bit weights with VNNI, 7-bit without
+    if cpu_class() == "vnni":
+        assert answer["summary"].startswith("int8 for VNNI CPUs (8-bit weights): ")
+        assert "QUInt8 activations, QInt8 per-channel weights" in answer["summary"]
+    else:
+        assert answer["summary"].startswith("int8 for AVX2 CPUs (7-bit weights): ")
+        assert "QUInt8 activations, 7-bit QInt8 per-channel weights" in answer["summary"]
     assert answer["summary"].endswith("from minmax ranges of random data")
 
 
@@ -374,3 +381,15 @@ def test_threads_setting_reaches_the_calibrator(fp32, monkeypatch):
     job["scratch"] = str(fp32.ws / "tmp" / "threads")
     assert run_job(job)["ok"]
     assert seen[-1] == (2, "0")  # the session that runs the batches is the last one made
+
+
+def test_the_cpu_class_follows_the_instruction_set():
+    from buildsys.steps.quantize import cpu_class, flavour_for
+
+    assert cpu_class("avx avx2 fma avx512f avx512_vnni") == "vnni"
+    assert cpu_class("avx avx2 avx_vnni") == "vnni"
+    assert cpu_class("avx2 amx_tile amx_int8") == "vnni"
+    assert cpu_class("avx avx2 fma f16c") == "avx2"
+    assert flavour_for("onnxruntime", "vnni").reduce_range is False
+    assert flavour_for("onnxruntime", "avx2").reduce_range is True
+    assert flavour_for("tensorrt", None).reduce_range is False
