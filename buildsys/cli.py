@@ -626,20 +626,12 @@ def _report_entry(ws, graph, step, outcome):
 
 
 def _divergence(ws, r, step) -> dict:
-    """The first node of the quantized model that strays from the fp32 model."""
-    from buildsys.diverge import DivergenceError, first_divergence
-    from buildsys.steps.reference import read_reference
+    """Where the quantized model strays from the fp32 model, on the sample that failed."""
+    from buildsys.diverge import diagnose
 
     fp32 = ws.out / r.name / ("model.sim.onnx" if r.simplify.enabled else "model.onnx")
     candidate = ws.out / r.name / ("model.int8.tensorrt.onnx" if "tensorrt" in step.name else "model.int8.onnx")
-    manifest, arrays = read_reference(ws.out / r.name / "reference.npz")
-    entry = next((e for e in manifest if e["point"] == "opt"), manifest[0])
-    feeds = {name: arrays[key] for name, key in entry["inputs"].items()}
-    tol = r.tolerances["int8"]
-    try:
-        return first_divergence(fp32, candidate, feeds, tol.atol or 0.0, tol.rtol or 0.0, tol.min_cosine)
-    except DivergenceError as exc:
-        return {"error": exc.message}
+    return diagnose(fp32, candidate, ws.out / step.outputs["result"], ws.out / r.name / "reference.npz")
 
 
 def cmd_bench(root: Path, args) -> int:

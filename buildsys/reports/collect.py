@@ -327,9 +327,27 @@ def fmt_tolerance(tol: dict[str, Any] | None) -> str:
 
 
 def fmt_divergence(d: dict[str, Any] | None) -> str:
+    """One line: the node named, its figures beside the tolerance, and its inputs' figures."""
     if not d:
         return ""
-    if "node" not in d:
-        return f"first divergence not found: {d.get('error', 'no reason given')}"
-    return (f"first divergence: node {d['node']} ({d.get('op_type', '?')}), output {d.get('output', '?')}: "
-            f"max abs {fmt(d.get('max_abs'))}, cosine {fmt_cosine(d.get('cosine'))}")
+    if "error" in d:
+        return f"first divergence not found: {d.get('error') or 'no reason given'}"
+    where = f" on {d['point']}.{d['sample']}" if d.get("point") else ""
+    tol = fmt_tolerance(d.get("tolerance"))
+    grown = ", ".join(f"{g['node']} (+{fmt(g['growth'], digits=2)})" for g in d.get("growth") or [])
+    if d.get("verdict") == "none":
+        return (f"no single node breaks the tolerance ({tol}){where}; "
+                f"the error grows most at: {grown or 'no node'}")
+    inputs = "; ".join(f"{i['tensor']} cosine {fmt_cosine(i.get('cosine'))}, max abs {fmt(i.get('max_abs'))}"
+                       for i in d.get("inputs") or [])
+    figures = f"cosine {fmt_cosine(d.get('cosine'))}, max abs {fmt(d.get('max_abs'))}"
+    if d.get("top1") is not None:
+        figures += f", top-1 {fmt(d.get('top1'))}"
+    if d.get("mismatched"):
+        figures += f", {d['mismatched']} values out of atol/rtol"
+    head = (f"node {d['node']} ({d.get('op_type', '?')}), output {d.get('output', '?')}{where}: "
+            f"{figures} against tolerance {tol}; its inputs: {inputs or 'none compared'}")
+    if d.get("verdict") == "accumulated":
+        return (f"no single node breaks the tolerance: the error accumulates and crosses it at {head}; "
+                f"the error grows most at: {grown}")
+    return f"first divergence: {head}"
