@@ -95,6 +95,7 @@ def first_divergence(reference_model: Path, candidate_model: Path, feeds: dict[s
     judged: dict[str, dict[str, Any]] = {}  # candidate tensor -> its figures
     growth: list[dict[str, Any]] = []
     found = None
+    producer = {o: n for n in cand.graph.node for o in n.output if o}
     for node in _topological(cand.graph):
         for out in node.output:
             if out not in mapping:
@@ -111,7 +112,8 @@ def first_divergence(reference_model: Path, candidate_model: Path, feeds: dict[s
             fig = {"node": _name(node), "op_type": node.op_type, "output": out, "reference_output": r_name,
                    "shape": list(got.shape), **{k: m.get(k) for k in _KEPT}}
             judged[out] = fig
-            inherited = max((_deficit(judged[i]) for i in node.input if i in judged), default=0.0)
+            inherited = max((_deficit(judged[i]) for i in _float_inputs(node, producer) if i in judged),
+                            default=0.0)
             growth.append({**{k: fig[k] for k in ("node", "op_type", "output", "cosine")},
                            "growth": _deficit(fig) - inherited})
             if found is None and not m["passed"]:
@@ -173,6 +175,14 @@ def _cos_key(m: dict[str, Any]) -> float:
 
 
 _KEPT = ("passed", "failures", "cosine", "max_abs", "max_rel", "mismatched", "top1", "nan", "inf")
+
+
+def _float_inputs(node, producer: dict) -> list[str]:
+    """The node's inputs, a DequantizeLinear's quantized input read as the float its QuantizeLinear took."""
+    q = producer.get(node.input[0]) if node.op_type == "DequantizeLinear" and node.input else None
+    if q is not None and q.op_type == "QuantizeLinear":
+        return [q.input[0]]
+    return list(node.input)
 
 
 def _deficit(fig: dict[str, Any]) -> float:
