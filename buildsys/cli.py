@@ -614,15 +614,22 @@ def _report_entry(ws, graph, step, outcome):
     check = step.name[step.name.index("[") + 1:-1] if "[" in step.name else step.name
     done = outcome.state in ("ran", "cached", "cutoff")
     result = ws.out / step.outputs["result"] if done else None
-    random_data = check.endswith("int8") and r.calibration is not None and \
-        r.calibration.data.kind in ("uniform", "normal", "randint")
+    calib = _calibration_record(ws, r) if check.endswith("int8") else {}
     divergence = None
     if done and check.endswith("int8") and outcome.verdict and not outcome.verdict.get("passed"):
         divergence = _divergence(ws, r, step)
     return ReportInput(recipe=r.name, recipe_file=r.file, recipe_digest=recipe_digest(r), check=check,
                        result=result, state=outcome.state, reason=outcome.message or outcome.reason,
-                       outputs=tuple(o.name for o in r.outputs), random_calibration=random_data,
-                       divergence=divergence, description=r.description)
+                       outputs=tuple(o.name for o in r.outputs), random_calibration=bool(calib.get("random_data")),
+                       qat=bool(calib.get("qat")), divergence=divergence, description=r.description)
+
+
+def _calibration_record(ws, r) -> dict:
+    """calib.json as the calibrate step wrote it (QAT, random data or not): the reports say what it says."""
+    try:
+        return json.loads((ws.out / r.name / "calib.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _divergence(ws, r, step) -> dict:

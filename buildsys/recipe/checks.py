@@ -145,9 +145,6 @@ def _check_targets(doc: Document) -> list[Problem]:
         if not isinstance(t, dict) or not isinstance(t.get("backend"), str):
             continue
         precision = t.get("precision", "fp32")
-        if precision == "int8" and "calibration" not in doc.data:
-            out.append(doc.problem(("targets", i), "precision int8 needs a calibration block",
-                                   "add calibration: {data: {kind: uniform, low: 0, high: 1}, samples: 64}"))
         tid = "torchscript" if t["backend"] == "torchscript" else f"{t['backend']}-{precision}"
         if tid in ids:
             out.append(doc.problem(("targets", i), f"duplicate target {tid} (also targets.{ids[tid]})",

@@ -40,6 +40,7 @@ class ReportInput:
     reason: str = ""  # for failed / skipped / unavailable: why (the outcome's message or reason)
     outputs: tuple[str, ...] = ()  # the recipe's output names: the test cases of a check that did not run
     random_calibration: bool = False  # int8: the calibration data was seeded random, not real data
+    qat: bool = False  # int8: the model carried its own Q/DQ (quantization-aware trained), nothing was calibrated
     divergence: dict[str, Any] | None = None  # diverge.first_divergence's answer (or {"error": reason})
     description: str = ""
 
@@ -89,6 +90,7 @@ def build_document(entries: list[ReportInput], meta: dict[str, Any]) -> dict[str
 def _check(e: ReportInput) -> dict[str, Any]:
     c: dict[str, Any] = {"check": e.check, "state": e.state, "status": "passed", "reason": e.reason or None,
                          "candidate": None, "tolerance": None, "random_calibration": bool(e.random_calibration),
+                         "qat": bool(e.qat),
                          "divergence": _divergence(e.divergence), "failures": [], "results": [],
                          "declared_outputs": list(e.outputs)}
     if e.state in _NOT_RUN:
@@ -324,6 +326,17 @@ def fmt_tolerance(tol: dict[str, Any] | None) -> str:
     if tol.get("min_top1") is not None:
         parts.append(f"top-1 ≥ {tol['min_top1']:g}")
     return ", ".join(parts) or "no tolerance"
+
+
+QAT_NOTE = "quantization-aware trained (Q/DQ from the model)"
+RANDOM_NOTE = "calibrated on random data"
+
+
+def fmt_calibration(check: dict[str, Any]) -> str:
+    """Where an int8 check's scales came from, when the reader must know: QAT, or random data."""
+    if check.get("qat"):
+        return QAT_NOTE
+    return RANDOM_NOTE if check.get("random_calibration") else ""
 
 
 def fmt_divergence(d: dict[str, Any] | None) -> str:
