@@ -29,7 +29,7 @@ node stands for the reference node's output in the same position.
 Both models run with ONNX Runtime's graph optimisations off, so each node computes
 exactly what the graph says (a fused QLinearConv rounds differently from
 DequantizeLinear → Conv → QuantizeLinear, and fusion would hide the very tensors
-we look at). Models with external data are read with it.
+we look at). Models over 2 GiB (external data) are not supported.
 """
 from __future__ import annotations
 

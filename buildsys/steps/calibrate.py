@@ -101,7 +101,7 @@ class CalibrateRanges(Step):
 
 
 def stage_model(model_path: Path, folder: Path) -> Path:
-    """Link the model (and its external data) into `folder`, and return the link.
+    """Link the model (and copy its external data) into `folder`, and return the link.
 
     ONNX Runtime's quantization tools write `<model>-inferred.onnx` beside the model
     they are given: beside a link in the step's scratch, not in out/, where steps
@@ -114,8 +114,13 @@ def stage_model(model_path: Path, folder: Path) -> Path:
     for t in model.graph.initializer:
         if t.data_location == onnx.TensorProto.EXTERNAL:
             names.update(e.value for e in t.external_data if e.key == "location")
-    for name in sorted(names):
-        (folder / name).symlink_to((model_path.parent / name).resolve())
+    import shutil
+
+    (folder / model_path.name).symlink_to(model_path.resolve())
+    for name in sorted(names - {model_path.name}):
+        # Copied: onnx refuses external data reached through a symbolic link or a file with
+        # several hard links (and out/ files are hard links into the store).
+        shutil.copyfile((model_path.parent / name).resolve(), folder / name)
     return folder / model_path.name
 
 
