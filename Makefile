@@ -6,18 +6,43 @@ VENV := .venv
 BIN := $(VENV)/bin
 JOBS ?= 1
 comma := ,
-# The gpu extra (TensorRT) joins where an NVIDIA driver answers; GPU=0 or GPU=1 overrides.
+PIP = $(BIN)/python -m pip
+# The GPU packages (the gpu extra: TensorRT; onnxruntime-gpu in place of onnxruntime) join where an
+# NVIDIA driver answers. There a failed install (TensorRT's libraries come from NVIDIA's index) is one
+# line and a note the GPU steps give as their `unavailable` reason; GPU=1 given by hand insists.
 GPU ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
-EXTRAS := samples,test,cluster$(if $(filter 1,$(GPU)),$(comma)gpu)
-# One stamp per set of extras: a venv made without the gpu extra is completed on a GPU machine.
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+GPU_REQUIRED := $(if $(filter command line environment,$(origin GPU)),$(GPU),0)
+EXTRAS := samples,test,cluster
+GPU_NOTE := $(VENV)/.gpu-packages-missing
+ORT_GPU = $(shell $(PYTHON) -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['tool']['buildsys']['onnxruntime-gpu'])")
+GPU_ADD := PIP_EXTRA_INDEX_URL=https://pypi.nvidia.com make GPU=1
+# One stamp per set of extras: a venv made without the GPU packages is completed on a GPU machine.
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))$(if $(filter 1,$(GPU)),-gpu)$(if $(filter 1,$(GPU_REQUIRED)),-required)
 
-.PHONY: engines test check validate status bench-build clean distclean
+.PHONY: engines test check validate status bench-build clean distclean install gpu-check
+
+install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	$(PIP) install --quiet --disable-pip-version-check \
 		--config-settings editable_mode=compat -e '.[$(EXTRAS)]'
+	@rm -f $(GPU_NOTE)
+ifeq ($(GPU),1)
+	@log=$(VENV)/gpu-install.log; : > $$log; why=""; \
+	$(PIP) install --disable-pip-version-check --config-settings editable_mode=compat \
+		-e '.[$(EXTRAS),gpu]' >>$$log 2>&1 || why="TensorRT (the gpu extra)"; \
+	if $(PIP) uninstall --yes --quiet onnxruntime onnxruntime-gpu >>$$log 2>&1 && \
+		$(PIP) install --disable-pip-version-check '$(ORT_GPU)' >>$$log 2>&1; then :; else \
+		why="$${why:+$$why and }$(ORT_GPU)"; \
+		$(PIP) uninstall --yes --quiet onnxruntime-gpu >>$$log 2>&1; \
+		$(PIP) install --quiet --disable-pip-version-check --config-settings editable_mode=compat \
+			-e '.[$(EXTRAS)]' >>$$log 2>&1; fi; \
+	if [ -n "$$why" ]; then \
+		line="GPU packages not installed ($$why; pip's output in $$log), GPU steps are unavailable; to add them: $(GPU_ADD)"; \
+		if [ "$(GPU_REQUIRED)" = 1 ]; then echo "error: $$line" >&2; exit 1; fi; \
+		echo "$$line" | tee $(GPU_NOTE); fi
+endif
 	@touch $(STAMP)
 
 engines: $(STAMP)
@@ -41,6 +66,10 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# What to run first on a GPU machine: the gpu-marked tests, then every sample on every GPU target.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 check: $(STAMP)
 	$(BIN)/buildsys check -j $(JOBS) $(CHECK_ARGS)

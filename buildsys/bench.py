@@ -93,22 +93,73 @@ def bench_recipe(recipe, workspace: Path, out: Path, threads: int | None = None)
             del scripted
         for name, path in _onnx_candidates(folder):
             rows.append(_bench_ort(name, path, feeds, threads, profile, shapes, batch))
+        for name, model, provider, options in _ort_gpu_candidates(folder, workspace, recipe):
+            rows.append(_bench_ort_gpu(name, model, provider, options, feeds, threads, profile, shapes, batch))
         for plan in sorted((folder / "engines").glob("*.plan")):
             rows.append(_bench_trt(plan, feeds, profile, shapes, batch))
     return rows
 
 
+def _ort_gpu_candidates(folder: Path, workspace: Path, recipe) -> list[tuple[str, Path, str, list]]:
+    """ONNX Runtime's GPU targets whose step has run: their result names the model the provider ran."""
+    found = []
+    for t in recipe.targets:
+        if t.backend != "onnxruntime" or t.provider not in ("cuda", "tensorrt"):
+            continue
+        result = folder / "parity" / f"{t.id}.json"
+        if not result.is_file():
+            continue
+        doc = json.loads(result.read_text())
+        model = folder / doc.get("candidate", "")
+        if model.is_file():
+            found.append((t.id, model, t.provider, doc.get("options") or {}))
+    return found
+
+
+def _bench_ort_gpu(name: str, path: Path, provider: str, options: dict, feeds, threads: int, profile: int,
+                   shapes, batch) -> BenchRow:
+    """ONNX Runtime on its CUDA or TensorRT provider with the options its step used; never a CPU run in disguise."""
+    from buildsys import gpu
+    from buildsys.errors import StepError
+    from buildsys.steps._ort import PROVIDER_NAMES, cuda_options, gpu_session, refuse_fallback
+
+    why = gpu.absent_reason()
+    if why is not None:
+        return BenchRow(name, profile, shapes, 0, 0.0, 0.0, 0.0, 0.0, note=f"unavailable: {why}")
+    providers = [(PROVIDER_NAMES[provider], options)]
+    if provider == "tensorrt":
+        providers.append(("CUDAExecutionProvider", cuda_options("fp16")))
+    try:
+        if provider == "tensorrt":
+            import tensorrt  # noqa: F401  (loads TensorRT's libraries for the provider)
+        session = gpu_session(path, threads, [*providers, "CPUExecutionProvider"])
+        refuse_fallback(session, provider)
+        row = BenchRow(name, profile, shapes, *measure(lambda: session.run(None, feeds), batch),
+                       note="host-device copies included")
+    except StepError as exc:
+        return BenchRow(name, profile, shapes, 0, 0.0, 0.0, 0.0, 0.0, note=f"unavailable: {exc.message[:200]}")
+    except Exception as exc:  # the provider could not start or run: say why, with the cause when known
+        err = gpu.failure(f"{provider} provider", exc)
+        return BenchRow(name, profile, shapes, 0, 0.0, 0.0, 0.0, 0.0, note=f"unavailable: {err.message[:200]}")
+    del session
+    return row
+
+
 def _bench_trt(plan: Path, feeds, profile: int, shapes, batch) -> BenchRow:
     """A TensorRT engine through Polygraphy's TrtRunner (host-device copies included), or why not."""
-    import importlib.util
 
     from buildsys import gpu
 
-    why = gpu.absent_reason()
-    if why is None and importlib.util.find_spec("tensorrt") is None:
-        why = "TensorRT is not installed (pip install '.[gpu]')"
+    from buildsys.steps.engine_tensorrt import pin_cuda_runtime, tensorrt_missing
+
+    why = gpu.absent_reason() or tensorrt_missing()
     if why is not None:
         return BenchRow(plan.stem, profile, shapes, 0, 0.0, 0.0, 0.0, 0.0, note=f"unavailable: {why}")
+    try:
+        pin_cuda_runtime()
+    except Exception as exc:
+        return BenchRow(plan.stem, profile, shapes, 0, 0.0, 0.0, 0.0, 0.0,
+                        note=f"unavailable: {gpu.failure('the CUDA runtime could not be loaded', exc).message[:200]}")
     from polygraphy.backend.common import BytesFromPath
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
     from polygraphy.datatype import DataType
@@ -120,9 +171,10 @@ def _bench_trt(plan: Path, feeds, profile: int, shapes, batch) -> BenchRow:
                     for k, v in feeds.items() if k in meta}
             return BenchRow(plan.stem, profile, shapes, *measure(lambda: runner.infer(cast), batch),
                             note="host-device copies included")
-    except Exception as exc:  # an engine built for another GPU or TensorRT version, say
-        return BenchRow(plan.stem, profile, shapes, 0, 0.0, 0.0, 0.0, 0.0,
-                        note=f"unavailable: {' '.join(str(exc).split())[:200]}")
+    except Exception as exc:  # an engine built for another GPU or TensorRT version, out of GPU memory, say
+        err = gpu.failure("TensorRT could not run the engine", exc)
+        note = err.message + (f" (hint: {err.hint})" if err.hint and gpu.failure_cause(str(exc)) else "")
+        return BenchRow(plan.stem, profile, shapes, 0, 0.0, 0.0, 0.0, 0.0, note=f"unavailable: {note[:300]}")
 
 
 def _onnx_candidates(folder: Path) -> list[tuple[str, Path]]:

@@ -3,7 +3,9 @@
 The orchestrator still decides everything (keys, cache hits, order); only steps
 that must run are sent out. A remote worker fetches the step's input artifacts
 from the shared cache by digest, runs the step exactly as a local worker would,
-uploads the blobs it wrote and answers with their digests. The orchestrator then
+uploads the blobs it wrote and answers with their digests. On the worker the step
+runs in a forked child of a template process, exactly as on a local build, so a
+Dask worker that served other recipes' steps leaks nothing into this one. The orchestrator then
 fetches those blobs, verifies them, and commits as for a local step, so a build
 through the cluster records the same keys and bytes as a local one.
 
@@ -25,8 +27,8 @@ from buildsys.workers import Finished
 def run_remote(job: dict[str, Any]) -> dict[str, Any]:
     """Runs on a Dask worker: inputs from the shared cache, outputs back to it."""
     from buildsys.sharedcache import SharedCache
-    from buildsys.steps.base import run_job
     from buildsys.store import Store
+    from buildsys.workers import run_isolated
 
     cache = SharedCache(job["cache"])
     with tempfile.TemporaryDirectory(prefix="buildsys-") as tmp:
@@ -42,7 +44,7 @@ def run_remote(job: dict[str, Any]) -> dict[str, Any]:
                 store.materialize(digest, folder / rel)
             inputs[name] = str(folder / primary)
         local = {**job, "inputs": inputs, "scratch": str(root / "out"), "log": str(root / "step.log")}
-        answer = run_job(local)
+        answer = run_isolated(local, job["threads"], job["timeout"])
         answer["remote"] = True
         try:
             answer["log_text"] = (root / "step.log").read_text(errors="replace")
@@ -79,7 +81,7 @@ class DaskRunner:
 
     def submit(self, job: dict[str, Any], timeout: float) -> None:
         resources = {"GPU": 1} if job.get("device") == "gpu" else None
-        job = {**job, "cache": self.cache_url, "threads": self.threads}
+        job = {**job, "cache": self.cache_url, "threads": self.threads, "timeout": timeout}
         future = self.client.submit(run_remote, job, key=f"{job['id']}-{time.time_ns()}", pure=False,
                                     resources=resources)
         self.pending[future] = (job, time.monotonic(), time.monotonic() + timeout)

@@ -48,8 +48,16 @@ def _from_files(spec: dict, pattern: str, shape: tuple[int, ...], workspace: Pat
         raise StepError(f"no file matches {pattern!r}", field=f"{field}.data.path",
                         hint="the glob is relative to the workspace root")
     path = files[sample % len(files)]
-    loaded = np.load(path, allow_pickle=False)
-    arr = loaded[spec["name"]] if hasattr(loaded, "files") else loaded
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        arr = loaded[spec["name"]] if hasattr(loaded, "files") else loaded  # an .npz reads on access
+    except (OSError, ValueError) as exc:  # not a numpy file, an array of Python objects, a truncated file
+        raise StepError(f"{path}: not a readable .npy/.npz file ({str(exc).splitlines()[0][:160]})",
+                        field=f"{field}.data.path",
+                        hint="save numeric arrays: np.save(path, array.astype('float32'))") from None
+    except KeyError:
+        raise StepError(f"{path}: no array named {spec['name']!r} (found {', '.join(loaded.files) or 'none'})",
+                        field=f"{field}.data.path", hint="an .npz holds one array per input name") from None
     try:
         return fit_to_shape(arr, spec["shape"], shape)
     except ValueError as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import buildsys
 from buildsys.errors import Problem, RecipeError
-from buildsys.recipe import unique_names
+from buildsys.recipe import READING_VERSION, unique_names
 from buildsys.recipe.model import Recipe
 from buildsys.state import State, file_stamp
 
@@ -25,7 +25,7 @@ def discover(root: Path) -> list[Path]:
 
 
 def _stamp(root: Path, sources: list[str], head: list | None = None) -> list:
-    head = head if head is not None else [buildsys.__version__, file_stamp(SCHEMA)]
+    head = head if head is not None else [buildsys.__version__, READING_VERSION, file_stamp(SCHEMA)]
     return head + [[s, file_stamp(root / s)] for s in sources]
 
 
@@ -41,7 +41,7 @@ def load(root: Path, state: State | None, selectors: list[str], keep_going: bool
     rels = [p.relative_to(root).as_posix() for p in paths]
     cached = state.cached_recipes() if state is not None else {}
     gone = sorted(set(cached) - set(rels))  # recipes deleted since they were cached
-    head = [buildsys.__version__, file_stamp(SCHEMA)]
+    head = [buildsys.__version__, READING_VERSION, file_stamp(SCHEMA)]
     found: dict[str, Recipe] = {}  # workspace-relative path -> recipe, from the cache
     stale: list[Path] = []
     for p, rel in zip(paths, rels):

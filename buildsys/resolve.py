@@ -132,7 +132,7 @@ def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
         )
         steps.append(calibrate)
         # ONNX Runtime's flavour always exists: parity[int8] runs it on this machine.
-        flavours = ["onnxruntime"] + (["tensorrt"] if any(t.backend == "tensorrt" for t in int8_targets) else [])
+        flavours = ["onnxruntime"] + (["tensorrt"] if any(_on_tensorrt(t) for t in int8_targets) else [])
         for flavour in flavours:
             q = StepSpec(
                 id=f"{n}:quantize[{flavour}]", recipe=n, name=f"quantize[{flavour}]", kind_path=KINDS["quantize"],
@@ -146,6 +146,16 @@ def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
             quantized[flavour] = f"{q.id}#model"
         parities["int8"] = _parity(r, "int8", quantized["onnxruntime"], reference)
         steps.append(parities["int8"])
+    if any(_needs_fp16_onnx(t) for t in r.targets):
+        # The fp16 ONNX (float32 inputs and outputs kept) that fp16 engines build from; its parity runs on the CPU.
+        convert = StepSpec(
+            id=f"{n}:convert[fp16]", recipe=n, name="convert[fp16]", kind_path=KINDS["convert-fp16"],
+            params={}, inputs={"model": candidate}, outputs={"model": f"{n}/model.fp16.onnx"},
+        )
+        steps.append(convert)
+        quantized["fp16"] = f"{convert.id}#model"
+        parities["fp16"] = _parity(r, "fp16", quantized["fp16"], reference)
+        steps.append(parities["fp16"])
 
     for t in r.targets:
         steps.append(_engine(r, t, candidate, quantized, parities, reference, base))
@@ -207,29 +217,55 @@ def _parity(r: Recipe, precision: str, candidate: str, reference: StepSpec) -> S
     )
 
 
+def _on_tensorrt(t: TargetSpec) -> bool:
+    """TensorRT runs the target: the tensorrt backend, or ONNX Runtime's TensorRT provider."""
+    return t.backend == "tensorrt" or (t.backend == "onnxruntime" and t.provider == "tensorrt")
+
+
+def _needs_fp16_onnx(t: TargetSpec) -> bool:
+    """fp16 targets that build from the fp16 ONNX: TensorRT (strongly typed) and ONNX Runtime on CUDA."""
+    return t.precision == "fp16" and (t.backend == "tensorrt" or (t.backend == "onnxruntime" and t.provider == "cuda"))
+
+
+def _target(t: TargetSpec) -> dict[str, Any]:
+    """The target's fields; an unset provider stays out, so CPU targets keep their keys."""
+    return {k: v for k, v in _asdict(t).items() if not (k == "provider" and v is None)}
+
+
 def _engine(r: Recipe, t: TargetSpec, candidate: str, quantized: dict[str, str], parities: dict[str, StepSpec],
             reference: StepSpec, base: dict[str, Any]) -> StepSpec:
     n = r.name
     common = dict(id=f"{n}:engine[{t.id}]", recipe=n, name=f"engine[{t.id}]")
-    gate = parities["int8" if t.precision == "int8" else "fp32"].id
+    gate = parities["int8" if t.precision == "int8" else "fp16" if _needs_fp16_onnx(t) else "fp32"].id
+    profiles = [{k: _asdict(d) for k, d in r.profile_dims(i).items()} for i in range(1 + len(r.profiles))]
+    if t.backend == "onnxruntime" and t.provider in ("cuda", "tensorrt"):
+        # On the GPU: the parity of the model as the provider runs it; the TensorRT provider's engines are cached.
+        model = (quantized[t.provider] if t.precision == "int8" else quantized["fp16"] if _needs_fp16_onnx(t)
+                 else candidate)
+        return StepSpec(**common, kind_path=KINDS[f"engine-onnxruntime-{t.provider}"],
+                        params={"target": _target(t), "inputs": base["inputs"], "outputs": base["outputs"],
+                                "profiles": profiles[:1],
+                                "tolerances": {t.precision: _asdict(r.tolerances[t.precision])}},
+                        inputs={"model": model, "reference": f"{reference.id}#reference"}, gates=(gate,),
+                        outputs={"result": f"{n}/parity/{t.id}.json"})
     if t.backend == "onnxruntime":
         model = quantized["onnxruntime"] if t.precision == "int8" else candidate
-        return StepSpec(**common, kind_path=KINDS["engine-onnxruntime"], params={"target": _asdict(t)},
+        return StepSpec(**common, kind_path=KINDS["engine-onnxruntime"], params={"target": _target(t)},
                         inputs={"model": model, "reference": f"{reference.id}#reference"}, gates=(gate,),
                         outputs={"engine": f"{n}/engines/{t.id}.ort"})
     if t.backend == "tensorrt":
-        model = quantized["tensorrt"] if t.precision == "int8" else candidate
-        profiles = [{k: _asdict(d) for k, d in r.profile_dims(i).items()} for i in range(1 + len(r.profiles))]
+        model = quantized["tensorrt"] if t.precision == "int8" else quantized["fp16"] if _needs_fp16_onnx(t) \
+            else candidate
         precision = "fp16" if t.precision == "best" else t.precision
         return StepSpec(**common, kind_path=KINDS["engine-tensorrt"],
-                        params={"target": _asdict(t), "inputs": base["inputs"], "outputs": base["outputs"],
+                        params={"target": _target(t), "inputs": base["inputs"], "outputs": base["outputs"],
                                 "profiles": profiles,
                                 "tolerances": {precision: _asdict(r.tolerances[precision])}},
                         inputs={"model": model, "reference": f"{reference.id}#reference"}, gates=(gate,),
                         outputs={"engine": f"{n}/engines/{t.id}.plan", "result": f"{n}/parity/{t.id}.json"})
     # torchscript: compiled from the PyTorch model itself and checked against eager
     return StepSpec(**common, kind_path=KINDS["engine-torchscript"],
-                    params={**base, "target": _asdict(t), "tolerances": {"fp32": _asdict(r.tolerances["fp32"])}},
+                    params={**base, "target": _target(t), "tolerances": {"fp32": _asdict(r.tolerances["fp32"])}},
                     inputs={"reference": f"{reference.id}#reference"},
                     files={"checkpoint": r.model.checkpoint} if r.model.checkpoint else {},
                     outputs={"engine": f"{n}/engines/torchscript.pt", "result": f"{n}/parity/torchscript.json"})

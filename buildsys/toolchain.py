@@ -37,10 +37,24 @@ def installed() -> dict[str, str]:
     return found
 
 
+# Distributions that ship the same module under another name: onnxruntime-gpu installs
+# `onnxruntime` in place of the CPU wheel, and a step that lists the tool must not read
+# "absent" there. The name joins the version, so CPU and GPU builds never share a key.
+_SAME_MODULE = {"onnxruntime": ("onnxruntime-gpu",)}
+
+
 def versions(names: tuple[str, ...]) -> dict[str, str]:
     """Versions of the named tools; a tool that is not installed is "absent"."""
     have = installed()
-    return {n: have.get(normalize(n), "absent") for n in names}
+    found = {}
+    for n in names:
+        version = have.get(normalize(n))
+        for other in () if version else _SAME_MODULE.get(normalize(n), ()):
+            if other in have:
+                version = f"{have[other]} ({other})"
+                break
+        found[n] = version or "absent"
+    return found
 
 
 def python_version() -> str:

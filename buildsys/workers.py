@@ -1,12 +1,13 @@
-"""Persistent worker processes that run steps, and the in-process runner for tests.
+"""Worker processes that run steps, and the in-process runner for tests.
 
-A worker imports torch and ONNX Runtime once and then serves step after step
-(Bazel's persistent workers): re-importing torch per step costs more than most
-steps take. Each worker is its own process group, so a step that hangs or
-outlives its timeout is killed together with anything it started. Each worker
-also holds the read end of a lifeline pipe whose only write end is the build's:
-however the build ends (SIGKILL included), the pipe closes and the worker's group
-is killed (see buildsys.worker), so no step outlives its build.
+A worker is a template process (see buildsys.worker): it imports torch and ONNX
+Runtime once and forks a fresh child for every step, so steps start warm (re-
+importing torch per step costs more than most steps take) and yet hermetic (no
+step sees what another one did to its interpreter). Each worker is its own
+process group, so a step that hangs or outlives its timeout is killed together
+with anything it started. Each worker also holds the read end of a lifeline pipe
+whose only write end is the build's: however the build ends (SIGKILL included),
+the pipe closes and the worker's group is killed, so no step outlives its build.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -83,7 +85,7 @@ class WorkerPool:
 
     def submit(self, job: dict[str, Any], timeout: float) -> None:
         worker = self.idle.pop() if self.idle else self._spawn()
-        job = {**job, "threads": self.threads}
+        job = {**job, "threads": self.threads, "preload": _preload(job)}
         worker.conn.send(job)
         worker.job, worker.started, worker.deadline = job, time.monotonic(), time.monotonic() + timeout
         self.busy.append(worker)
@@ -123,15 +125,7 @@ class WorkerPool:
         return done
 
     def _death(self, w: Worker) -> dict[str, Any]:
-        code = w.proc.wait(timeout=10)
-        what = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-        hint = "a crash in native code (an exporter, onnxsim, a runtime); the log has everything it printed"
-        if code == -signal.SIGKILL:
-            hint = ("nothing in buildsys sends SIGKILL to a running step: most often the kernel's OOM killer "
-                    "ended it because the machine ran out of memory (see `dmesg`); --memory-limit SIZE makes "
-                    "such a step fail with an out-of-memory message instead")
-        return {"ok": False, "seconds": time.monotonic() - w.started,
-                "error": f"the worker process running the step {what}{_tail(w.job)}", "hint": hint}
+        return death_answer(w.proc.wait(timeout=10), w.job, w.started)
 
     def _discard(self, w: Worker) -> None:
         if w in self.busy:
@@ -148,6 +142,26 @@ class WorkerPool:
             os.close(w.lifeline)
         self.idle.clear()
         self.busy.clear()
+
+
+def death_answer(code: int, job: dict[str, Any] | None, started: float) -> dict[str, Any]:
+    """The answer for a step whose process died without answering (exit code as subprocess gives it)."""
+    what = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+    hint = "a crash in native code (an exporter, onnxsim, a runtime); the log has everything it printed"
+    if code == -signal.SIGKILL:
+        hint = ("nothing in buildsys sends SIGKILL to a running step: most often the kernel's OOM killer "
+                "ended it because the machine ran out of memory (see `dmesg`); --memory-limit SIZE makes "
+                "such a step fail with an out-of-memory message instead")
+    return {"ok": False, "seconds": time.monotonic() - started,
+            "error": f"the worker process running the step {what}{_tail(job)}", "hint": hint}
+
+
+def _preload(job: dict[str, Any]) -> list[str]:
+    """Modules the worker's template imports before forking this step (from the step's TOOLS)."""
+    from buildsys.steps import step_class
+    from buildsys.worker import warm_modules
+
+    return warm_modules(tuple(getattr(step_class(job["kind_path"]), "TOOLS", ())))
 
 
 def _tail(job: dict[str, Any] | None, lines: int = 5) -> str:
@@ -171,6 +185,26 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pass
+
+
+_pools = threading.local()
+
+
+def run_isolated(job: dict[str, Any], threads: int, timeout: float) -> dict[str, Any]:
+    """Run one step in a forked child of a template worker kept for this thread; wait for its answer.
+
+    For hosts that receive steps one at a time from elsewhere (a Dask worker): the
+    step is as hermetic as on a local build, and the host's own interpreter, with
+    its threads and event loop, is never forked.
+    """
+    pools = _pools.__dict__.setdefault("by_workspace", {})
+    pool = pools.get((job["workspace"], threads))
+    if pool is None:
+        pool = pools[(job["workspace"], threads)] = WorkerPool(1, threads, job["workspace"])
+    pool.submit(job, timeout)
+    while True:
+        for done in pool.wait():
+            return done.answer
 
 
 class InlineRunner:

@@ -1,21 +1,20 @@
 """Shared by every test: tests marked `gpu` are skipped, with the reason, where no NVIDIA GPU and TensorRT are."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 
 def gpu_missing() -> str | None:
-    """Why this machine cannot run the `gpu` tests, or None when it can."""
-    from buildsys import gpu
+    """Why this machine cannot run the `gpu` tests, or None when it can.
 
-    reason = gpu.absent_reason()
-    if reason:
-        return reason
-    if importlib.util.find_spec("tensorrt") is None:
-        return "TensorRT is not installed (pip install '.[gpu]')"
-    return None
+    The reasons are the TensorRT step's own: no GPU, GPU packages that `make`
+    could not install, TensorRT's bindings without its libraries, a driver too
+    old for its CUDA.
+    """
+    from buildsys import gpu
+    from buildsys.steps.engine_tensorrt import tensorrt_missing
+
+    return gpu.absent_reason() or tensorrt_missing()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -141,6 +141,15 @@ def test_only_recipes_whose_files_moved_are_read_again(ws: Path, parsed: list[st
     assert recipes[2].profile_dims()["batch"].max == 8
 
 
+def test_recipes_cached_under_other_reading_rules_are_read_again(ws: Path, parsed: list[str], monkeypatch):
+    state = State(ws / "out/.buildsys")
+    loading.load(ws, state, [])
+    parsed.clear()
+    monkeypatch.setattr(loading, "READING_VERSION", loading.READING_VERSION + 1)
+    assert _names(loading.load(ws, state, [])[0]) == [f"r{i}" for i in range(5)]
+    assert parsed == [f"r{i}.yaml" for i in range(5)]
+
+
 def test_a_broken_recipe_among_cached_ones(ws: Path, parsed: list[str]):
     state = State(ws / "out/.buildsys")
     loading.load(ws, state, [])

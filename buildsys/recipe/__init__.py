@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from buildsys.errors import Problem, RecipeError, UsageError
+from buildsys.recipe.limits import MAX_EXTENDS, unusable_path
 from buildsys.recipe.model import (
     DEFAULT_TOLERANCES,
     POINTS,
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 __all__ = ["Recipe", "discover", "load_recipe", "load_recipes", "select", "unique_names"]
 
 _SUFFIXES = (".yaml", ".yml")
+# How recipe files are read and checked. Bump it when one file would load differently
+# (2: integers only where integers belong, booleans as PyYAML reads them, size and
+# depth bounds), so that recipes cached by an earlier buildsys are read again.
+READING_VERSION = 2
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
@@ -165,7 +170,7 @@ def _read_document(path: Path, ws: Path, chain: tuple[Path, ...] = ()) -> tuple[
     yml = load_yaml(path, rel)
     values = {p: (rel, *m) for p, m in yml.positions.items()}
     keys = {p: (rel, *m) for p, m in yml.key_positions.items()}
-    doc = Document(rel, dict(yml.data), values, keys)
+    doc = Document(rel, dict(yml.data), values, keys, dict(yml.bool_texts))
     if "extends" not in doc.data:
         return doc, [rel]
     base_path = _base_path(doc, path, ws, chain)
@@ -173,8 +178,8 @@ def _read_document(path: Path, ws: Path, chain: tuple[Path, ...] = ()) -> tuple[
     over = dict(doc.data)
     del over["extends"]
     merged = _deep_merge(base.data, over)
-    return Document(rel, merged, _pick(merged, values, base.values), _pick(merged, keys, base.keys)), [
-        rel, *base_sources]
+    return Document(rel, merged, _pick(merged, values, base.values), _pick(merged, keys, base.keys),
+                    _pick(merged, yml.bool_texts, base.bool_texts)), [rel, *base_sources]
 
 
 def _base_path(doc: Document, path: Path, ws: Path, chain: tuple[Path, ...]) -> Path:
@@ -191,17 +196,35 @@ def _base_path(doc: Document, path: Path, ws: Path, chain: tuple[Path, ...]) -> 
     if not isinstance(ext, str) or not ext:
         raise fail(f"expected the path of a base YAML file, found {found_text(ext)}",
                    "for example extends: _base.yaml (relative to this file)")
+    unusable = unusable_path(ext)
+    if unusable is not None:
+        raise fail(unusable, "for example extends: _base.yaml (relative to this file)")
+    if len(chain) + 1 >= MAX_EXTENDS:
+        raise fail(f"a chain of extends longer than {MAX_EXTENDS} files (from {_rel(chain[0], ws)}), "
+                   "the limit of a recipe", "let the bases extend fewer files in turn")
     base = Path(os.path.abspath(path.parent / ext))
-    if not base.resolve().is_relative_to(ws.resolve()):
+    try:
+        inside = base.resolve().is_relative_to(ws.resolve())
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "a symlink loop"
+        raise fail(f"cannot follow '{ext}': {reason}", "a base is a YAML file; check the symlinks on its path") from None
+    if not inside:
         raise fail(f"'{ext}' is outside the workspace", "bases must live inside the project")
     if base in (*chain, path):
         cycle = " -> ".join(_rel(p, ws) for p in (*chain, path, base))
         raise fail(f"makes a cycle: {cycle}", "remove the extends: that points back")
-    if not base.is_file():
+    if not _is_file(base):
         near = difflib.get_close_matches(base.name, [p.name for p in base.parent.glob("*.y*ml")], n=1)
         raise fail(f"base file not found: '{ext}' (looked for {_rel(base, ws)})",
                    f"did you mean '{near[0]}'?" if near else "the path is relative to this recipe's folder")
     return base
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name the file system refuses, a folder we may not read: not a usable base
+        return False
 
 
 def _deep_merge(base: Any, over: Any) -> Any:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from buildsys.errors import Problem
+from buildsys.recipe.limits import unusable_path
 from buildsys.recipe.validate import IDENT, NAME_PATTERN, Document, FieldPath, number_text, suggest
 
 _INT_DTYPES = {"int64", "int32", "int8", "uint8", "bool"}
@@ -33,6 +34,7 @@ def semantic_problems(doc: Document, workspace: Path, default_name: str) -> list
         out.extend(check(doc))
     out.extend(_check_factory(doc, ws))
     out.extend(_check_paths(doc, ws))
+    out.extend(_check_npy_contents(doc, ws))
     if "name" not in doc.data and not _valid_name(default_name):
         out.append(Problem(doc.file, None, None, "name",
                            f"the file name gives the recipe name '{default_name}', which is not a valid name",
@@ -145,7 +147,9 @@ def _check_targets(doc: Document) -> list[Problem]:
         if not isinstance(t, dict) or not isinstance(t.get("backend"), str):
             continue
         precision = t.get("precision", "fp32")
-        tid = "torchscript" if t["backend"] == "torchscript" else f"{t['backend']}-{precision}"
+        provider = t.get("provider") if t.get("provider") not in (None, "cpu") else None
+        tid = ("torchscript" if t["backend"] == "torchscript"
+               else "-".join(x for x in (t["backend"], provider, precision) if x))
         if tid in ids:
             out.append(doc.problem(("targets", i), f"duplicate target {tid} (also targets.{ids[tid]})",
                                    "each target builds one artifact; remove one of them"))
@@ -161,7 +165,7 @@ def _check_profiles(doc: Document) -> list[Problem]:
                 hint = suggest(name, list(dims)) or "a profile overrides dims declared under dims:"
                 out.append(doc.problem(("profiles", k, name), f"dim '{name}' is not declared in dims", hint, key=True))
                 continue
-            merged = {**dims[name], **over} if isinstance(over, dict) else None
+            merged = {**dims[name], **over} if isinstance(over, dict) and isinstance(dims[name], dict) else None
             valid_base = _ints(dims[name], ("min", "opt", "max")) and not _order_problems(dims[name])
             if valid_base and _ints(merged, ("min", "opt", "max")):
                 out.extend(doc.problem(("profiles", k, name), f"{m} after applying this profile to dims.{name}",
@@ -179,16 +183,21 @@ def _data_specs(doc: Document) -> list[tuple[FieldPath, dict, str | None]]:
     return found
 
 
+def _text(value: Any) -> str | None:
+    """`value` where it is text; None for anything else (the schema reports those)."""
+    return value if isinstance(value, str) else None
+
+
 def _check_data(doc: Document) -> list[Problem]:
     out: list[Problem] = []
     for i, inp in _inputs(doc):
-        if inp.get("dtype") in _INT_DTYPES and "data" not in inp:
+        if _text(inp.get("dtype")) in _INT_DTYPES and "data" not in inp:
             out.append(doc.problem(("inputs", i, "dtype"),
                                    f"dtype {inp['dtype']} needs data: the default (kind uniform) gives fractions",
                                    "add data: {kind: randint, low: 0, high: N} (high exclusive)"))
     for path, data, dtype in _data_specs(doc):
         kind = data.get("kind", "uniform")
-        if dtype in _INT_DTYPES and kind in ("uniform", "normal", "images"):
+        if _text(dtype) in _INT_DTYPES and kind in ("uniform", "normal", "images"):
             out.append(doc.problem((*path, "kind") if "kind" in data else path,
                                    f"expected one of randint, npy for dtype {dtype}, found \"{kind}\"",
                                    "token ids and masks take {kind: randint, low: 0, high: N} (high exclusive)"))
@@ -216,7 +225,10 @@ def _check_paths(doc: Document, ws: Path) -> list[Problem]:
     ckpt = doc.get(("model", "checkpoint"))
     if isinstance(ckpt, str) and ckpt:
         target = ws / ckpt
-        if not _inside(target, ws):
+        if (unusable := unusable_path(ckpt)) is not None:
+            out.append(doc.problem(("model", "checkpoint"), unusable,
+                                   "name the state_dict file, relative to the project root"))
+        elif not _inside(target, ws):
             out.append(doc.problem(("model", "checkpoint"), f"'{ckpt}' is outside the workspace",
                                    "keep checkpoints inside the project so their content is tracked"))
         elif target.is_dir():
@@ -227,13 +239,58 @@ def _check_paths(doc: Document, ws: Path) -> list[Problem]:
     for path, data, _ in _data_specs(doc):
         where = data.get("path")
         if data.get("kind") in ("npy", "images") and isinstance(where, str) and where:
-            if not _inside(ws.joinpath(*_until_glob(Path(where).parts)), ws):
+            if (unusable := unusable_path(where)) is not None:
+                out.append(doc.problem((*path, "path"), unusable,
+                                       "data paths are relative to the project root and must stay inside it"))
+            elif not _inside(ws.joinpath(*_until_glob(Path(where).parts)), ws):
                 out.append(doc.problem((*path, "path"), f"'{where}' is outside the workspace",
                                        "data paths are relative to the project root and must stay inside it"))
             elif data.get("kind") == "npy" and not _matches_a_file(where, ws):
                 out.append(doc.problem((*path, "path"), f"no file matches '{where}'",
                                        "the glob is relative to the project root, not to the recipe's folder"))
     return out
+
+
+_NPY_HEADERS_READ = 1000  # files of one glob whose header validate reads; the steps check them all
+
+
+def _check_npy_contents(doc: Document, ws: Path) -> list[Problem]:
+    """A `.npy` that holds Python objects can never be read (steps load without pickle): say so here."""
+    out: list[Problem] = []
+    for path, data, _ in _data_specs(doc):
+        where = data.get("path")
+        if data.get("kind") != "npy" or not isinstance(where, str) or unusable_path(where) is not None:
+            continue
+        try:
+            matches = glob.iglob(where, root_dir=ws, recursive=True)
+            npys = [m for _, m in zip(range(_NPY_HEADERS_READ), (m for m in matches if m.endswith(".npy")))]
+        except (OSError, ValueError):
+            continue  # _check_paths names what is wrong with the glob
+        for rel in npys:
+            reason = _unreadable_npy(ws / rel)
+            if reason is not None:
+                out.append(doc.problem((*path, "path"), f"'{rel}' {reason}",
+                                       "buildsys reads numeric arrays without pickle: "
+                                       "np.save(path, array.astype('float32'))"))
+                break
+    return out
+
+
+def _unreadable_npy(file: Path) -> str | None:
+    """Why the steps could not load this .npy file, from its header alone; None when they can
+    (or when the header is not one: the steps name what is wrong with such a file)."""
+    import numpy as np  # only for recipes with npy data
+
+    try:
+        with open(file, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            _, _, dtype = read(f)
+    except (OSError, ValueError):
+        return None
+    if dtype.hasobject:
+        return f"holds Python objects (dtype {dtype}), which cannot be loaded without pickle"
+    return None
 
 
 def _matches_a_file(pattern: str, ws: Path) -> bool:
@@ -255,6 +312,10 @@ def _check_factory(doc: Document, ws: Path) -> list[Problem]:
     if not isinstance(factory, str) or not re.fullmatch(rf"{IDENT}(\.{IDENT})*:{IDENT}", factory):
         return []
     module = factory.partition(":")[0]
+    unusable = unusable_path(module.replace(".", "/") + ".py")
+    if unusable is not None:
+        return [doc.problem(("model", "factory"), f"module '{module}' cannot be a file: {unusable}",
+                            "the factory's module must be importable from the project root")]
     missing = _missing_module(module, ws)
     if missing is None:
         return []

@@ -93,11 +93,14 @@ class TargetSpec:
     precision: str = "fp32"  # fp32 | fp16 | int8 | best
     workspace: int | None = None  # bytes (TensorRT)
     mode: str | None = None  # torchscript: script | trace
+    provider: str | None = None  # onnxruntime: cpu (None) | cuda | tensorrt (execution provider)
 
     @property
     def id(self) -> str:
         if self.backend == "torchscript":
             return "torchscript"
+        if self.provider not in (None, "cpu"):
+            return f"{self.backend}-{self.provider}-{self.precision}"
         return f"{self.backend}-{self.precision}"
 
 

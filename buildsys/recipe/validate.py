@@ -53,6 +53,7 @@ class Document:
     data: dict[str, Any]
     values: dict[FieldPath, Pos] = field(default_factory=dict)  # where each value starts
     keys: dict[FieldPath, Pos] = field(default_factory=dict)  # where each mapping entry's key starts
+    bool_texts: dict[FieldPath, str] = field(default_factory=dict)  # how each boolean was written (`no`, `On`)
 
     def get(self, path: FieldPath) -> Any:
         node: Any = self.data
@@ -102,13 +103,23 @@ def validate(doc: Document, workspace: Path, default_name: str) -> list[Problem]
 # -- JSON Schema ---------------------------------------------------------------------
 
 
-def schema_problems(doc: Document) -> list[Problem]:
-    from jsonschema import Draft202012Validator  # ~110 ms: only when a recipe is really validated
+@functools.lru_cache(maxsize=1)
+def _validator_class() -> Any:
+    """JSON Schema 2020-12 where an integer is written as one: 8.0 is a number, not the integer 8."""
+    from jsonschema import Draft202012Validator, validators  # ~110 ms: only when a recipe is really validated
 
+    checker = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+    return validators.extend(Draft202012Validator, type_checker=checker)
+
+
+def schema_problems(doc: Document) -> list[Problem]:
     found: dict[tuple, tuple[bool, Problem]] = {}
-    for error in Draft202012Validator(load_schema()).iter_errors(doc.data):
+    for error in _validator_class()(load_schema()).iter_errors(doc.data):
         conditional = "then" in error.absolute_schema_path
         for path, message, hint, key in _explain(error, doc):
+            if hint is None and error.validator in ("type", "enum"):
+                hint = _described(error, path)
             slot = (path, error.validator)
             # A conditional branch (precision for a backend, fields of a data kind)
             # says more than the general rule that failed on the same value.
@@ -134,6 +145,10 @@ def _explain(error: Any, doc: Document) -> list[tuple[FieldPath, str, str | None
         return [((*path, k), f"required field is missing{when}", None, False) for k in missing]
     if kind == "not":
         return [(path, f"not allowed{when}", _not_allowed_hint(path, doc), True)]
+    if isinstance(value, bool) and _wants_text(kind, error.validator_value):
+        # `name: no` loads as a boolean (as PyYAML reads it) where text belongs
+        return [(path, f"expected {_expected_text(kind, error.validator_value)}{when}, found the boolean "
+                 f"{str(value).lower()}", f"quote it: '{doc.bool_texts.get(path, str(value).lower())}'", False)]
     if kind == "type":
         return [(path, f"expected {_types(error.validator_value)}{when}, found {found_text(value)}",
                  _type_hint(error.validator_value, value), False)]
@@ -157,6 +172,30 @@ def _explain(error: Any, doc: Document) -> list[tuple[FieldPath, str, str | None
             hint = f"separate the module from the callable with ':': {module}:{attr}"
         return [(path, f"expected {desc}, found '{value}'", hint, False)]
     return [(path, _bound_message(kind, error.validator_value, value, schema), None, False)]
+
+
+def _described(error: Any, path: FieldPath) -> str | None:
+    """The schema's description of the field: the hint where no better one is known."""
+    schema = error.schema
+    desc = schema.get("description")
+    if not desc:
+        return None
+    field_name = path[-1] if path and isinstance(path[-1], str) else dotted(path) or "the recipe"
+    required = schema.get("required") if schema.get("type") == "object" else None
+    shape = f" (a mapping with {', '.join(required)})" if required else ""
+    return f"{field_name}: {desc.rstrip('.')}{shape}"
+
+
+def _wants_text(kind: str, expected: Any) -> bool:
+    if kind == "type":
+        return "string" in ([expected] if isinstance(expected, str) else expected)
+    return kind == "enum" and all(isinstance(o, str) for o in expected)
+
+
+def _expected_text(kind: str, expected: Any) -> str:
+    if kind == "type":
+        return _types(expected)
+    return f"one of {', '.join(expected)}" if len(expected) > 1 else expected[0]
 
 
 def _bound_message(kind: str, limit: Any, value: Any, schema: dict) -> str:
@@ -190,8 +229,10 @@ def _not_allowed_hint(path: FieldPath, doc: Document) -> str | None:
     name = path[-1]
     if name in _ONLY_FOR:
         return _ONLY_FOR[name]
-    kind = (doc.get(path[:-1]) or {}).get("kind", "uniform")
-    return f"kind {kind} takes {_KIND_FIELDS.get(kind, 'other fields')}"
+    owner = doc.get(path[:-1])
+    kind = owner.get("kind", "uniform") if isinstance(owner, dict) else "uniform"
+    fields = _KIND_FIELDS.get(kind, "other fields") if isinstance(kind, str) else "other fields"
+    return f"kind {kind} takes {fields}"
 
 
 def _types(expected: str | list[str]) -> str:
@@ -226,6 +267,8 @@ def _type_hint(expected: str | list[str], value: Any) -> str | None:
     names = [expected] if isinstance(expected, str) else list(expected)
     if value is None:
         return "nothing follows the colon, so YAML reads null; give a value or remove the key"
+    if isinstance(value, float) and "integer" in names and value.is_integer():
+        return f"write {int(value)}: an integer is written without a decimal point"
     if isinstance(value, str) and {"number", "integer"} & set(names):
         # A plain scalar that looks like this would have been read as a number,
         # so this one was quoted.

@@ -5,9 +5,13 @@ parser's events itself (libyaml's parser when present) instead of using PyYAML's
 constructors, so that:
 
 - scalars resolve as YAML 1.2's core schema says (`1e-5` is a float, `2024-01-01`
-  is a string), and the YAML 1.1 readings that other tools would still apply
-  (`yes`/`no`/`on`/`off`/`y`/`n`, octal `010`, base-60 `12:30`) are errors with a
-  hint rather than values that mean different things to different readers;
+  is a string, `y`, `n` and `x` are strings), except that `yes`/`no`/`on`/`off`
+  are booleans as PyYAML reads them: a Python user's other tools read the recipe
+  the same way, and a boolean where text belongs is reported with the hint to
+  quote it (see `bool_texts`). The YAML 1.1 numbers that other tools would still
+  read (octal `010`, base-60 `12:30`) are errors with a hint;
+- integers fit in 64 bits, and the file's size and nesting depth are bounded
+  (`limits.py`), the depth checked by a scan before the parser runs;
 - every explicit tag (`!!python/object/apply:...`, `!!str`, `!custom`) is an error:
   a recipe is data, never objects;
 - anchors, aliases and merge keys (`<<`) are errors too: sharing goes through
@@ -16,7 +20,8 @@ constructors, so that:
 - every problem of the file is collected before one `RecipeError` is raised.
 
 Positions are 1-based (line, column). `positions` holds where each value starts,
-`key_positions` where the key of each mapping entry starts.
+`key_positions` where the key of each mapping entry starts, `bool_texts` how each
+boolean value was written.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from typing import Any, Iterator
 import yaml
 
 from buildsys.errors import Problem, RecipeError
+from buildsys.recipe import limits
 
 Path_ = tuple[Any, ...]  # a field path: mapping keys (str) and list indices (int)
 Mark = tuple[int, int]
@@ -36,19 +42,19 @@ Mark = tuple[int, int]
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _NULL = {"", "~", "null", "Null", "NULL"}
-_TRUE = {"true", "True", "TRUE"}
-_FALSE = {"false", "False", "FALSE"}
+# YAML 1.2's booleans and YAML 1.1's as PyYAML resolves them (y and n stay text).
+_TRUE = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"}
+_FALSE = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"}
 _INT = re.compile(r"[-+]?[0-9]+")
 _OCT = re.compile(r"0o[0-7]+")
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _INF = re.compile(r"[-+]?\.(inf|Inf|INF)")
 _NAN = re.compile(r"\.(nan|NaN|NAN)")
-# What YAML 1.1 (PyYAML, Go yaml.v2, many editors) reads differently from 1.2.
-_YAML11_BOOL = {"yes", "no", "on", "off", "y", "n"}
+# What YAML 1.1 (PyYAML, Go yaml.v2, many editors) reads as a number, 1.2 as text.
 _LEADING_ZERO = re.compile(r"[-+]?0[0-9_]+")
 _SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?")
-_MAX_DEPTH = 64
+_MAX_INT_DIGITS = len(str(limits.MAX_INT))
 _START_HINT = "a recipe is a mapping that starts with `version: 1`"
 
 
@@ -60,6 +66,7 @@ class YamlDocument:
     data: dict[str, Any]
     positions: dict[Path_, Mark] = field(default_factory=dict)
     key_positions: dict[Path_, Mark] = field(default_factory=dict)
+    bool_texts: dict[Path_, str] = field(default_factory=dict)  # `no`, `On`: how a boolean was written
 
     def locate(self, path: Path_) -> Mark | None:
         """Where a user looks for `path`: the value of a scalar, else its key."""
@@ -86,9 +93,13 @@ def _is_collection(value: Any) -> bool:
 def load_yaml(path: Path, display: str) -> YamlDocument:
     """Read `path` (shown as `display` in messages); raise RecipeError on any problem."""
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise RecipeError([Problem(display, None, None, "", f"cannot read the file: {exc.strerror or exc}")]) from None
+        with open(path, "rb") as f:  # read at most one byte past the limit, whatever the file is
+            raw = f.read(limits.MAX_FILE_BYTES + 1)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise RecipeError([Problem(display, None, None, "", f"cannot read the file: {reason}")]) from None
+    if len(raw) > limits.MAX_FILE_BYTES:
+        raise RecipeError([limits.size_problem(raw, display)])
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -111,6 +122,9 @@ def load_yaml(path: Path, display: str) -> YamlDocument:
 
 def parse_yaml(text: str, display: str) -> YamlDocument:
     """Parse recipe YAML text; raise RecipeError listing every problem found."""
+    too_deep = limits.depth_problem(text, display)
+    if too_deep is not None:
+        raise RecipeError([too_deep])
     composer = _Composer(display)
     try:
         data = composer.compose(yaml.parse(text, Loader=_Loader))
@@ -118,17 +132,23 @@ def parse_yaml(text: str, display: str) -> YamlDocument:
         mark = exc.problem_mark or exc.context_mark
         message = ": ".join(str(s) for s in (exc.context, exc.problem) if s) or "invalid YAML"
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
-        hint = None
+        hint = "check the indentation, brackets and quotes here and on the line before"
         if mark is not None and text.splitlines()[mark.line:mark.line + 1] and "\t" in text.splitlines()[mark.line]:
             hint = "YAML indents with spaces; replace the tabs"
         raise RecipeError(
             [*composer.problems, Problem(display, line, col, "", f"YAML syntax error: {message}", hint)]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, found before any token
+        at = min(exc.position, len(text))
+        line, col = text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1) + 1
+        raise RecipeError([*composer.problems, Problem(
+            display, line, col, "", f"YAML error: character #x{exc.character:04x} is not allowed in YAML text",
+            "remove it, or write it as an escape inside double quotes (\"\\x1b\")")]) from None
     except yaml.YAMLError as exc:
         raise RecipeError([*composer.problems, Problem(display, None, None, "", f"YAML error: {exc}")]) from None
     if composer.problems:
         raise RecipeError(composer.problems)
     assert isinstance(data, dict)
-    return YamlDocument(display, data, composer.positions, composer.key_positions)
+    return YamlDocument(display, data, composer.positions, composer.key_positions, composer.bool_texts)
 
 
 def _dotted(path: Path_) -> str:
@@ -147,6 +167,7 @@ class _Composer:
         self.problems: list[Problem] = []
         self.positions: dict[Path_, Mark] = {}
         self.key_positions: dict[Path_, Mark] = {}
+        self.bool_texts: dict[Path_, str] = {}
 
     def problem(self, mark: Any, path: Path_, message: str, hint: str | None = None) -> None:
         self.problems.append(Problem(self.file, mark.line + 1, mark.column + 1, _dotted(path), message, hint))
@@ -177,8 +198,8 @@ class _Composer:
 
     def node(self, event: yaml.Event, path: Path_) -> Any:
         self.check_decorations(event, path)
-        if len(path) > _MAX_DEPTH:
-            self.problem(event.start_mark, path, f"nested more than {_MAX_DEPTH} levels deep")
+        if len(path) > limits.MAX_DEPTH:
+            self.problem(event.start_mark, path, *limits.depth_message())
             self.skip(event)
             raise _Rejected
         if isinstance(event, yaml.ScalarEvent):
@@ -266,8 +287,8 @@ class _Composer:
                          "share settings through `extends:` a base file")
             return None
         if not isinstance(key, str):
-            self.problem(event.start_mark, path, f"expected a text key, found {_kind(key)} {event.value}",
-                         f"quote it: '{event.value}'")
+            found = f"the boolean {str(key).lower()}" if isinstance(key, bool) else f"{_kind(key)} {event.value}"
+            self.problem(event.start_mark, path, f"expected a text key, found {found}", f"quote it: '{event.value}'")
             return None
         return key
 
@@ -276,6 +297,14 @@ class _Composer:
         if event.style or event.tag is not None:
             return text  # quoted, block, or tagged (reported): always text
         value = _resolve_plain(text)
+        if isinstance(value, bool):
+            self.bool_texts[path] = text
+        if value is _TOO_LARGE or (isinstance(value, int) and not -limits.MAX_INT - 1 <= value <= limits.MAX_INT):
+            digits = len(text.lstrip("+-"))
+            shown = text if digits <= 40 else f"of {digits} digits"
+            self.problem(event.start_mark, path, f"the integer {shown} is out of range: recipes hold integers "
+                         "from -2^63 to 2^63-1", "write a smaller number, or quote it if you mean text")
+            raise _Rejected
         if value is not _UNRESOLVED:
             return value
         trap = _yaml11_trap(text)
@@ -286,6 +315,7 @@ class _Composer:
 
 
 _UNRESOLVED = object()
+_TOO_LARGE = object()  # more digits than a 64-bit integer has: never converted (Python caps int() at 4300)
 
 
 def _resolve_plain(text: str) -> Any:
@@ -297,11 +327,11 @@ def _resolve_plain(text: str) -> Any:
     if text in _FALSE:
         return False
     if _INT.fullmatch(text):
-        return _UNRESOLVED if _LEADING_ZERO.fullmatch(text) else int(text)
-    if _OCT.fullmatch(text):
-        return int(text[2:], 8)
-    if _HEX.fullmatch(text):
-        return int(text[2:], 16)
+        if _LEADING_ZERO.fullmatch(text):
+            return _UNRESOLVED
+        return _TOO_LARGE if len(text.lstrip("+-")) > _MAX_INT_DIGITS else int(text)
+    if _OCT.fullmatch(text) or _HEX.fullmatch(text):
+        return _TOO_LARGE if len(text) > 2 + 22 else int(text[2:], 8 if text[1] == "o" else 16)
     if _FLOAT.fullmatch(text):
         return float(text)
     if _INF.fullmatch(text):
@@ -313,9 +343,9 @@ def _resolve_plain(text: str) -> Any:
 
 def _yaml11_trap(text: str) -> tuple[str, str] | None:
     """(message, hint) when YAML 1.1 would read `text` as something else than text."""
-    if text.lower() in _YAML11_BOOL:
-        return (f"YAML 1.1 reads {text} as a boolean; write true/false or quote it",
-                f"write true or false for a flag, or '{text}' for text")
+    if _LEADING_ZERO.fullmatch(text) and len(text) > _MAX_INT_DIGITS + 1:
+        return (f"YAML 1.1 reads this {len(text)}-digit text with a leading zero as an octal number",
+                "quote it if you mean text")
     if _LEADING_ZERO.fullmatch(text):
         sign = "-" if text.startswith("-") else ""
         digits = text.lstrip("+-").replace("_", "")

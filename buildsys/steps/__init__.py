@@ -18,6 +18,9 @@ KINDS: dict[str, str] = {
     "quantize": "buildsys.steps.quantize:QuantizeQdq",
     "engine-tensorrt": "buildsys.steps.engine_tensorrt:TensorRTEngine",
     "engine-torchscript": "buildsys.steps.engine_torchscript:TorchScriptEngine",
+    "convert-fp16": "buildsys.steps.convert_fp16:ConvertFp16",
+    "engine-onnxruntime-cuda": "buildsys.steps.engine_onnxruntime:OrtCudaEngine",
+    "engine-onnxruntime-tensorrt": "buildsys.steps.engine_onnxruntime:OrtTensorRTEngine",
 }
 
 

@@ -1,5 +1,9 @@
-"""engine[onnxruntime-*]: an ORT-format model optimised for this machine, proven to load and run."""
+"""engine[onnxruntime-*]: an ORT-format model optimised for this CPU, proven to load and run; and
+ONNX Runtime on the GPU (the cuda and tensorrt providers), proven within tolerance of the reference."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
@@ -62,3 +66,154 @@ class OrtFormatEngine(Step):
                 f"with its weights in {out.name}.data") if big else ""
         return StepResult(outputs={"engine": files}, note=note,
                           summary=f"{kind}, {size:.1f} MiB, ran at {entry['point']} (max abs error {worst:.3g})")
+
+
+class _OrtGpuEngine(Step):
+    """ONNX Runtime on one GPU provider: the model as that provider runs it, against the reference.
+
+    The artifact is the parity result: ONNX Runtime compiles for the GPU when a
+    session starts (the TensorRT provider keeps its engines in a cache folder
+    named by this step's inputs), so what is proven is that the provider loads,
+    runs every shape point and stays within the precision's tolerance.
+    """
+    PROVIDER = ""
+    VERSION = 1
+    DEVICE = "gpu"
+
+    @classmethod
+    def unavailable(cls, params):
+        from buildsys import gpu
+        from buildsys.steps._ort import GPU_WHEEL
+        from buildsys.toolchain import installed
+
+        reason = gpu.absent_reason()
+        if reason:
+            return reason
+        if GPU_WHEEL not in installed():  # make's note says why, where it tried
+            return gpu.packages_note() or (f"ONNX Runtime's CPU wheel is installed; the {cls.PROVIDER} provider needs {GPU_WHEEL} in its "
+                    f"place (make does the swap where nvidia-smi answers: make GPU=1)")
+        return None
+
+    def providers(self, model) -> list:
+        raise NotImplementedError
+
+    def run(self) -> StepResult:
+        from buildsys import gpu
+        from buildsys.numerics import compare
+        from buildsys.steps._ort import gpu_session, refuse_fallback
+        from buildsys.steps.engine_tensorrt import _document, _tolerance
+        from buildsys.steps.reference import read_reference
+
+        p = self.params
+        model = self.ctx.inputs["model"]
+        action = f"ONNX Runtime could not start its {self.PROVIDER} provider"
+        try:
+            session = gpu_session(model, self.ctx.threads, self.providers(model))
+        except Exception as exc:
+            raise gpu.failure(action, exc) from None
+        refuse_fallback(session, self.PROVIDER)
+        tol = _tolerance(p)
+        manifest, arrays = read_reference(self.ctx.inputs["reference"])
+        results, failed = [], []
+        for entry in manifest:
+            feeds = {name: arrays[key] for name, key in entry["inputs"].items()}
+            row = {"point": entry["point"], "sample": entry["sample"],
+                   "shapes": {k: list(v.shape) for k, v in feeds.items()}, "outputs": {}, "error": None}
+            results.append(row)
+            try:
+                got = session.run(p["outputs"], feeds)
+            except Exception as exc:
+                if gpu.failure_cause(str(exc)) is not None:  # the GPU failed, not the model
+                    raise gpu.failure(f"ONNX Runtime failed at {entry['point']}", exc) from None
+                row["error"] = " ".join(str(exc).split())[:800]
+                failed.append(f"{entry['point']}: ONNX Runtime failed: {row['error'][:300]}")
+                continue
+            for name, value in zip(p["outputs"], got):
+                m = compare(arrays[entry["outputs"][name]], value, tol)
+                row["outputs"][name] = m
+                if not m["passed"]:
+                    failed.append(f"{entry['point']} {name}: {'; '.join(m['failures'])}")
+        doc = _document(p["target"]["precision"], tol, results, failed)
+        doc.update(candidate=model.name, providers=list(session.get_providers()), provider=self.PROVIDER,
+                   options=self.options_record())
+        self.ctx.output("result").write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=True) + "\n")
+        summary = f"{p['target']['precision']} on {self.PROVIDER}: {doc['summary']}"
+        print(summary)
+        return StepResult(verdict={"passed": doc["passed"], "summary": summary}, summary=summary)
+
+    def options_record(self) -> dict:
+        return {}
+
+
+class OrtCudaEngine(_OrtGpuEngine):
+    KIND = "engine-onnxruntime-cuda"
+    PROVIDER = "cuda"
+    TOOLS = ("onnxruntime", "onnxruntime-gpu", "numpy")
+
+    def providers(self, model) -> list:
+        from buildsys.steps._ort import cuda_options
+
+        return [("CUDAExecutionProvider", cuda_options(self.params["target"]["precision"])), "CPUExecutionProvider"]
+
+    def options_record(self) -> dict:
+        from buildsys.steps._ort import cuda_options
+
+        return cuda_options(self.params["target"]["precision"])
+
+
+class OrtTensorRTEngine(_OrtGpuEngine):
+    KIND = "engine-onnxruntime-tensorrt"
+    PROVIDER = "tensorrt"
+    TOOLS = ("onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorrt-cu13", "tensorrt-cu12", "numpy")
+
+    @classmethod
+    def unavailable(cls, params):
+        from buildsys.steps.engine_tensorrt import tensorrt_missing
+
+        return super().unavailable(params) or tensorrt_missing()
+
+    def providers(self, model) -> list:
+        from buildsys.steps._ort import cuda_options
+
+        # TensorRT's libraries are loaded by its module; the provider then finds them in the process.
+        from buildsys.steps.engine_tensorrt import _import_tensorrt
+
+        _import_tensorrt()
+        self._cache = self.cache_dir(model)
+        self._cache.mkdir(parents=True, exist_ok=True)
+        return [("TensorrtExecutionProvider", self.options(self._cache)),
+                ("CUDAExecutionProvider", cuda_options(self.params["target"]["precision"])), "CPUExecutionProvider"]
+
+    def options(self, cache: Path) -> dict[str, str]:
+        from buildsys.steps._ort import tensorrt_options
+        from buildsys.steps.engine_tensorrt import profile_shapes
+
+        p = self.params
+        shapes = profile_shapes(p["inputs"], p["profiles"][0])
+        return tensorrt_options(p["target"]["precision"], shapes, cache, p["target"].get("workspace"))
+
+    def cache_dir(self, model: Path) -> Path:
+        return ort_tensorrt_cache(self.ctx.workspace, model, self.params)
+
+    def options_record(self) -> dict:
+        return self.options(self._cache)
+
+
+ORT_TENSORRT_DIR = ("out", ".buildsys", "onnxruntime-tensorrt")
+
+
+def ort_tensorrt_cache(workspace: Path, model: Path, params: dict) -> Path:
+    """The TensorRT provider's cache folder: named by the model's digest, the tool versions, the GPU and the target.
+
+    ONNX Runtime names its cached engines by a hash of the graph that omits the
+    weights and the TensorRT version, so two models or two TensorRT versions can
+    collide in one folder; here each key has its own folder.
+    """
+    from buildsys import gpu
+    from buildsys.canonical import digest_data, digest_file
+    from buildsys.toolchain import versions
+
+    tools = versions(OrtTensorRTEngine.TOOLS)
+    tag = digest_data({"model": digest_file(model), "tools": tools, "gpu": gpu.gpu(), "target": params["target"],
+                       "profiles": params["profiles"]})[:16]
+    return workspace.joinpath(*ORT_TENSORRT_DIR) / tag

@@ -5,15 +5,16 @@ The recipe's target becomes builder settings in a pure function
 settings into Polygraphy's loaders (NetworkFromOnnxPath → CreateConfig →
 EngineFromNetwork), the only place that imports polygraphy's TensorRT backend.
 
-Precisions, on TensorRT 10 (weakly typed networks, precision flags):
-  fp32  no reduced precision, TF32 off (fp32 tolerances are tighter than TF32's 10-bit mantissa)
-  fp16  FP16 + TF32 kernels allowed
-  int8  INT8 + TF32, only for an explicitly quantized (Q/DQ) model: TensorRT >= 10
-        deprecated implicit calibration, so there is no calibrator here
-  best  FP16 + INT8 + TF32 (trtexec's --best): INT8 kernels are taken only where the
-        model carries Q/DQ scales (a QAT model); on a plain fp32 model it is fp16
-On TensorRT >= 11, which removed the precision flags, networks are strongly typed:
-fp32 and int8 (the Q/DQ model) build as written; fp16 and best are unavailable.
+Every precision but `best` builds a strongly typed network, whose types are the
+model's own: TensorRT 11 builds nothing else, and TensorRT 10 recommends it for
+explicitly quantized models. So one recipe gives the same engine on both majors:
+  fp32  the fp32 model, TF32 off (fp32 tolerances are tighter than TF32's 10-bit mantissa)
+  fp16  the fp16 ONNX of convert[fp16] (float32 inputs and outputs kept), TF32 allowed
+        for what stayed fp32; its parity on the CPU is parity[fp16]
+  int8  the Q/DQ model of quantize[tensorrt], TF32 allowed; TensorRT >= 10 deprecated
+        implicit calibration and the INT8 flag, so there is no calibrator here
+  best  FP16 + INT8 + TF32 flags on a weakly typed network (trtexec's --best): TensorRT 10
+        only; INT8 kernels are taken where the model carries Q/DQ scales (a QAT model)
 
 The timing cache is persisted per GPU and TensorRT version under
 out/.buildsys/tensorrt/. It decides which tactics are re-timed, not what the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ Shape = tuple[int, ...]
 # Distributions that can provide the `tensorrt` module; the meta package first.
 TENSORRT_DISTS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12")
 TIMING_DIR = ("out", ".buildsys", "tensorrt")
+_CU_SUFFIX = re.compile(r"-cu(\d+)(?:-|$)")
 FLAGLESS_MAJOR = 11  # TensorRT 11 removed BuilderFlag.FP16/INT8: strongly typed networks only
 
 
@@ -66,14 +69,14 @@ def profile_shapes(inputs: list[dict[str, Any]],
 
 def precision_flags(precision: str, tensorrt_major: int) -> dict[str, bool]:
     """Builder flags of a target precision (see the module docstring for the choices)."""
-    if tensorrt_major >= FLAGLESS_MAJOR:
-        if precision in ("fp16", "best"):
-            raise StepError(f"TensorRT {tensorrt_major} builds strongly typed networks only: precision {precision} "
-                            "needs an fp16 ONNX model, which buildsys does not produce", field="targets",
-                            hint="install TensorRT 10 (pip install '.[gpu]'), or use precision fp32 or int8")
+    if precision != "best":
         return {"fp16": False, "int8": False, "tf32": precision != "fp32", "strongly_typed": True}
-    return {"fp16": precision in ("fp16", "best"), "int8": precision in ("int8", "best"),
-            "tf32": precision != "fp32", "strongly_typed": False}
+    if tensorrt_major >= FLAGLESS_MAJOR:
+        raise StepError(f"TensorRT {tensorrt_major} builds strongly typed networks only, and precision best "
+                        "asks for precision flags", field="targets",
+                        hint="use precision fp16 (built from an fp16 ONNX) or int8 (from the Q/DQ model), "
+                             "or install TensorRT 10 (pip install '.[gpu]')")
+    return {"fp16": True, "int8": True, "tf32": True, "strongly_typed": False}
 
 
 def builder_settings(params: dict[str, Any], timing_cache: Path, tensorrt_version: str = "10") -> BuilderSettings:
@@ -109,6 +112,93 @@ def engine_loader(settings: BuilderSettings, model: Path):
     return EngineFromNetwork(network, config=config, save_timing_cache=str(settings.timing_cache))
 
 
+def tensorrt_missing() -> str | None:
+    """Why TensorRT cannot be loaded here, or None; asks no GPU and imports nothing.
+
+    `make` leaves a note when it could not install the GPU packages. The
+    `tensorrt` module (the bindings) can be present without its libraries: the
+    libraries package is a placeholder that downloads from NVIDIA's index at
+    install time, and where that index cannot be reached only the bindings land.
+    """
+    note = gpu.packages_note()
+    if note:
+        return note
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT is not installed (pip install '.[gpu]')"
+    if importlib.util.find_spec("tensorrt_libs") is None and not _system_nvinfer():
+        version = installed_tensorrt() or ""
+        return ("TensorRT's Python bindings are installed but not its libraries (no tensorrt_libs package, no "
+                f"libnvinfer on the loader path): pip install --extra-index-url https://pypi.nvidia.com "
+                f"'{libs_requirement(version)}'")
+    short = gpu.cuda_shortfall(needed_cuda(), f"TensorRT {installed_tensorrt()}") if needed_cuda() else None
+    return short
+
+
+def _system_nvinfer() -> bool:
+    """Whether libnvinfer is on the loader path (a TensorRT installed from NVIDIA's packages or tar file)."""
+    import ctypes.util
+
+    return ctypes.util.find_library("nvinfer") is not None
+
+
+def libs_requirement(version: str) -> str:
+    """The libraries distribution that matches the installed TensorRT distribution."""
+    from buildsys.toolchain import installed
+
+    dist = next((d for d in TENSORRT_DISTS if d in installed()), "tensorrt-cu12")
+    base = "tensorrt-cu12" if dist == "tensorrt" else dist
+    return f"{base}-libs=={version}" if version else f"{base}-libs"
+
+
+def needed_cuda() -> int | None:
+    """The CUDA major the installed TensorRT and CUDA runtime wheels are built for (cu12 → 12), if named."""
+    from buildsys.toolchain import installed
+
+    for dist in installed():
+        m = _CU_SUFFIX.search(dist)
+        if m and (dist.startswith("tensorrt") or dist.startswith("nvidia-cuda-runtime")):
+            return int(m[1])
+    return None
+
+
+def cuda_runtime_dir() -> Path | None:
+    """The folder of the CUDA runtime wheel (nvidia-cuda-runtime-cuXX) that the pinned TensorRT goes with."""
+    import sys
+
+    for entry in sys.path:
+        lib = Path(entry or ".") / "nvidia" / "cuda_runtime" / "lib"
+        if any(lib.glob("libcudart.so*")):
+            return lib
+    return None
+
+
+def pin_cuda_runtime() -> Path | None:
+    """Make Polygraphy load the CUDA runtime of the pinned wheel, not the first libcudart it meets.
+
+    Polygraphy looks in LD_LIBRARY_PATH, then /usr/local/cuda/lib64, /usr/lib and
+    /lib before the wheel; a system toolkit newer than the driver then stops every
+    CUDA call with error 35. Its wrapper is made once per process, here, with the
+    wheel's folder first on its search path. Returns the folder used, if any.
+    """
+    import os
+
+    from polygraphy import cuda
+
+    folder = cuda_runtime_dir()
+    if folder is None:
+        return None
+    saved = os.environ.get("LD_LIBRARY_PATH")
+    os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([str(folder), *([saved] if saved else [])])
+    try:
+        cuda.wrapper()
+    finally:
+        if saved is None:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+        else:
+            os.environ["LD_LIBRARY_PATH"] = saved
+    return folder
+
+
 def installed_tensorrt() -> str | None:
     """TensorRT's version from its distribution metadata, without importing it."""
     from buildsys.toolchain import installed
@@ -133,16 +223,13 @@ class TensorRTEngine(Step):
 
     @classmethod
     def unavailable(cls, params: dict[str, Any]) -> str | None:
-        reason = gpu.absent_reason()
+        reason = gpu.absent_reason() or tensorrt_missing()
         if reason:
             return reason
-        if importlib.util.find_spec("tensorrt") is None:
-            return "TensorRT is not installed (pip install '.[gpu]')"
         version = installed_tensorrt()
-        precision = params["target"]["precision"]
-        if version and _major(version) >= FLAGLESS_MAJOR and precision in ("fp16", "best"):
-            return (f"TensorRT {version} builds strongly typed networks only; precision {precision} needs "
-                    "TensorRT 10 (pip install '.[gpu]')")
+        if version and _major(version) >= FLAGLESS_MAJOR and params["target"]["precision"] == "best":
+            return (f"TensorRT {version} builds strongly typed networks only; precision best needs "
+                    "TensorRT 10 (pip install '.[gpu]'), or use fp16 or int8")
         return None
 
     def run(self) -> StepResult:
@@ -156,6 +243,14 @@ class TensorRTEngine(Step):
                             hint="TensorRT >= 10 deprecated implicit calibration: build the int8 target from the "
                                  "quantize[tensorrt] step's model, or give the recipe a QAT model")
         version = _import_tensorrt()
+        short = gpu.cuda_shortfall(needed_cuda(), f"TensorRT {version}") if needed_cuda() else None
+        if short:
+            raise StepError(f"TensorRT cannot run here: {short}",
+                            hint="update the NVIDIA driver, or install the TensorRT build for the driver's CUDA")
+        try:
+            pin_cuda_runtime()
+        except Exception as exc:
+            raise gpu.failure("the CUDA runtime could not be loaded", exc, needed_cuda()) from None
         settings = builder_settings(p, timing_cache_path(self.ctx.workspace, gpu.gpu(), version), version)
         settings.timing_cache.parent.mkdir(parents=True, exist_ok=True)
         out = self.ctx.output("engine")
@@ -179,10 +274,10 @@ class TensorRTEngine(Step):
 
         try:
             return SaveEngine(engine_loader(settings, model), path=str(out))()
-        except (PolygraphyException, RuntimeError) as exc:
-            text = " ".join(str(exc).split())[:600]
-            raise StepError(f"TensorRT could not build the engine: {text}",
-                            hint="TensorRT's own messages are in the step's log") from None
+        except Exception as exc:  # TensorRT's errors have no common base; a CUDA failure is a TypeError
+            if not isinstance(exc, (PolygraphyException, RuntimeError)) and gpu.failure_cause(str(exc)) is None:
+                raise
+            raise gpu.failure("TensorRT could not build the engine", exc, needed_cuda()) from None
 
     def _parity(self, engine, tol: dict[str, Any]) -> dict[str, Any]:
         """The engine on the reference inputs at every shape point (profile 0 holds them all)."""
@@ -195,7 +290,12 @@ class TensorRTEngine(Step):
         p = self.params
         manifest, arrays = read_reference(self.ctx.inputs["reference"])
         results, failed = [], []
-        with TrtRunner(engine, optimization_profile=0) as runner:
+        runner = TrtRunner(engine, optimization_profile=0)
+        try:
+            runner.activate()
+        except Exception as exc:
+            raise gpu.failure("TensorRT could not load the engine to check it", exc, needed_cuda()) from None
+        try:
             meta = runner.get_input_metadata()
             for entry in manifest:
                 feeds = {name: arrays[key].astype(DataType.to_dtype(meta[name].dtype, "numpy"), copy=False)
@@ -206,6 +306,8 @@ class TensorRTEngine(Step):
                 try:
                     got = runner.infer(feeds)
                 except Exception as exc:  # TensorRT's and Polygraphy's errors have no common base
+                    if gpu.failure_cause(str(exc)) is not None:  # the GPU failed, not the engine
+                        raise gpu.failure(f"TensorRT failed at {entry['point']}", exc, needed_cuda()) from None
                     row["error"] = " ".join(str(exc).split())[:800]
                     failed.append(f"{entry['point']}: TensorRT failed: {row['error'][:300]}")
                     continue
@@ -218,6 +320,8 @@ class TensorRTEngine(Step):
                     row["outputs"][name] = m
                     if not m["passed"]:
                         failed.append(f"{entry['point']} {name}: {'; '.join(m['failures'])}")
+        finally:
+            runner.deactivate()
         return _document(p["target"]["precision"], tol, results, failed)
 
 
@@ -246,7 +350,7 @@ def _tolerance(params: dict[str, Any]) -> dict[str, Any]:
 def _import_tensorrt() -> str:
     try:
         import tensorrt as trt
-    except ImportError as exc:
+    except (ImportError, OSError) as exc:
         raise StepError(f"TensorRT cannot be imported: {exc}",
                         hint="reinstall it with pip install '.[gpu]'; its libraries come from NVIDIA's index") from None
     return trt.__version__

@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,3 +98,46 @@ def workspace(tmp_path: Path) -> Workspace:
     shutil.copytree(FIXTURES, tmp_path / "tm", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "recipes").mkdir()
     return ws
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def cluster(tmp_path_factory):
+    """A Dask scheduler and two one-thread workers on 127.0.0.1; yields the scheduler's address."""
+    pytest.importorskip("distributed", reason="Dask is an optional extra: pip install '.[cluster]'")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    bin_dir = Path(sys.executable).parent
+    logs = tmp_path_factory.mktemp("dask-logs")
+    procs = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT,
+                              start_new_session=True)]
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.3)
+    for i in range(2):
+        procs.append(subprocess.Popen(
+            [str(bin_dir / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
+             "--memory-limit", "4GiB", "--name", f"w{i}"],
+            stdout=open(logs / f"worker{i}.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    from distributed import Client
+
+    with Client(address, timeout="60s") as client:
+        client.wait_for_workers(2, timeout=120)
+    yield address
+    for p in procs:
+        try:
+            os.killpg(p.pid, 9)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=10)

@@ -1,11 +1,7 @@
 """The same graph on a real Dask cluster (a scheduler and two workers on 127.0.0.1)."""
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,47 +10,6 @@ import pytest
 from tests.e2e.conftest import Workspace, tiny_recipe
 
 pytest.importorskip("distributed", reason="Dask is an optional extra: pip install '.[cluster]'")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def cluster(tmp_path_factory):
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    bin_dir = Path(sys.executable).parent
-    logs = tmp_path_factory.mktemp("dask-logs")
-    procs = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT,
-                              start_new_session=True)]
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.3)
-    for i in range(2):
-        procs.append(subprocess.Popen(
-            [str(bin_dir / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
-             "--memory-limit", "4GiB", "--name", f"w{i}"],
-            stdout=open(logs / f"worker{i}.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"}))
-    from distributed import Client
-
-    with Client(address, timeout="60s") as client:
-        client.wait_for_workers(2, timeout=120)
-    yield address
-    for p in procs:
-        try:
-            os.killpg(p.pid, 9)
-        except ProcessLookupError:
-            pass
-        p.wait(timeout=10)
 
 
 def _run_ort(path: Path) -> bytes:

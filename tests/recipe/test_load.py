@@ -328,6 +328,16 @@ def test_a_recipe_overriding_a_bad_base_value_is_fine(ws: Path):
         pytest.param({"_list.yaml": "- 1\n"}, "_list.yaml",
                      "error: recipes/_list.yaml:1:1: expected a mapping at the top level, found a list\n"
                      "  hint: a recipe is a mapping that starts with `version: 1`", id="base-not-a-mapping"),
+        pytest.param({}, '"_base\\0.yaml"',
+                     "error: recipes/r.yaml:9:10: extends: the path contains a NUL character, which no file name "
+                     "can hold\n  hint: for example extends: _base.yaml (relative to this file)", id="nul"),
+        pytest.param({}, "b" * 300 + ".yaml",
+                     "error: recipes/r.yaml:9:10: extends: a name in the path is longer than 255 bytes, the limit "
+                     "of a file name\n  hint: for example extends: _base.yaml (relative to this file)", id="too-long"),
+        pytest.param({f"_c{i}.yaml": f"extends: _c{i + 1}.yaml\n" for i in range(2000)}, "_c0.yaml",
+                     "error: recipes/_c14.yaml:1:10: extends: a chain of extends longer than 16 files (from "
+                     "recipes/r.yaml), the limit of a recipe\n  hint: let the bases extend fewer files in turn",
+                     id="chain-of-2000"),
     ],
 )
 def test_extends_errors(ws: Path, files: dict[str, str], extends: str, expected: str):
@@ -335,6 +345,28 @@ def test_extends_errors(ws: Path, files: dict[str, str], extends: str, expected:
     for name, text in files.items():
         write(ws, name, text)
     assert problems(ws, MINIMAL + f"extends: {extends}\n").startswith(expected)
+
+
+def test_extends_chains_up_to_the_limit(ws: Path):
+    for i in range(14):
+        write(ws, f"_c{i}.yaml", f"extends: _c{i + 1}.yaml\n")
+    write(ws, "_c14.yaml", "parity: {seed: 14}\n")
+    assert load(ws, MINIMAL + "extends: _c0.yaml\n").parity.seed == 14  # 16 files in all
+
+
+def test_extends_through_a_symlink_loop(ws: Path):
+    os.symlink("_loop2.yaml", ws / "recipes" / "_loop.yaml")
+    os.symlink("_loop.yaml", ws / "recipes" / "_loop2.yaml")
+    assert problems(ws, MINIMAL + "extends: _loop.yaml\n") == (
+        "error: recipes/r.yaml:9:10: extends: cannot follow '_loop.yaml': a symlink loop\n"
+        "  hint: a base is a YAML file; check the symlinks on its path")
+
+
+def test_a_boolean_from_a_base_is_quoted_as_written_there(ws: Path):
+    write(ws, "_base.yaml", "description: Off\n")
+    assert problems(ws, MINIMAL + "extends: _base.yaml\n") == (
+        "error: recipes/_base.yaml:1:14: description: expected string, found the boolean false\n"
+        "  hint: quote it: 'Off'")
 
 
 # -- discovery, several recipes, selection ---------------------------------------------------
@@ -365,13 +397,13 @@ def test_discover_without_recipes(tmp_path: Path):
 
 def test_a_broken_recipe_does_not_hide_the_good_ones(ws: Path):
     write(ws, "a.yaml", MINIMAL)
-    write(ws, "b.yaml", MINIMAL + "export: {opset: \"18\"}\nsimplify: yes\n")
+    write(ws, "b.yaml", MINIMAL + "export: {opset: \"18\"}\nsimplify: 012\n")
     write(ws, "c.yaml", MINIMAL + "parity: {seed: 2}\n")
     recipes, found = load_recipes(ws, discover(ws))
     assert [r.name for r in recipes] == ["a", "c"]
     assert [p.render() for p in found] == [
-        "recipes/b.yaml:10:11: simplify: YAML 1.1 reads yes as a boolean; write true/false or quote it\n"
-        "  hint: write true or false for a flag, or 'yes' for text",
+        "recipes/b.yaml:10:11: simplify: YAML 1.1 reads 012 as the octal number 10\n"
+        "  hint: write 12 without the leading zero, or quote it: '012'",
     ]
     assert RecipeError(found).exit_code == 2
 

@@ -204,7 +204,8 @@ CASES = [
     ("name-too-long", f"name: {'a' * 65}\n",
      "error: recipes/r.yaml:9:7: name: expected at most 64 characters, found 65"),
     ("description-list", "description: [a, b]\n",
-     "error: recipes/r.yaml:9:1: description: expected string, found a list"),
+     "error: recipes/r.yaml:9:1: description: expected string, found a list\n"
+     "  hint: description: One line shown in reports"),
     # targets
     ("precision-for-onnxruntime", "targets:\n  - {backend: onnxruntime, precision: fp16}\n",
      "error: recipes/r.yaml:10:39: targets.0.precision: expected one of fp32, int8 for backend onnxruntime, "
@@ -272,7 +273,8 @@ CASES = [
     ("shape-zero", None,
      "error: recipes/r.yaml:4:53: inputs.0.shape.2: expected an integer >= 1, found 0"),
     ("shape-float", None,
-     "error: recipes/r.yaml:4:53: inputs.0.shape.2: expected integer or string, found number 8.5"),
+     "error: recipes/r.yaml:4:53: inputs.0.shape.2: expected integer or string, found number 8.5\n"
+     "  hint: inputs.0.shape.2: A fixed size (integer >= 1) or a dim name"),
     ("axis-not-declared", None,
      "error: recipes/r.yaml:4:53: inputs.0.shape.2: axis 'heigth' is not declared in dims\n"
      "  hint: declare it: dims: {heigth: {min: 1, opt: 1, max: 1}}"),
@@ -341,7 +343,8 @@ CASES = [
      "error: recipes/r.yaml:9:42: calibration.data.path: '/srv/imagenet/val' is outside the workspace\n"
      "  hint: data paths are relative to the project root and must stay inside it"),
     ("images-preset", "calibration: {data: {kind: images, path: data/val, preset: coco}}\n",
-     "error: recipes/r.yaml:9:60: calibration.data.preset: expected imagenet, found \"coco\""),
+     "error: recipes/r.yaml:9:60: calibration.data.preset: expected imagenet, found \"coco\"\n"
+     "  hint: preset: images: preprocessing preset (imagenet when omitted)"),
     ("uniform-low-ge-high", "calibration: {data: {low: 1, high: 0}}\n",
      "error: recipes/r.yaml:9:15: calibration.data: low (1) >= high (0)\n  hint: low must be below high"),
     ("randint-low-ge-high", "calibration: {data: {kind: randint, low: 5, high: 5}}\n",
@@ -356,12 +359,14 @@ CASES = [
      "error: recipes/r.yaml:9:24: calibration.samples: expected an integer >= 1, found 0"),
     # export, simplify, tolerances, parity, profiles
     ("opset-float", "export: {opset: 17.5}\n",
-     "error: recipes/r.yaml:9:17: export.opset: expected integer, found number 17.5"),
+     "error: recipes/r.yaml:9:17: export.opset: expected integer, found number 17.5\n"
+     "  hint: opset: ONNX opset to export; the exported model must carry exactly this opset"),
     ("exporter", "export: {exporter: torch_script}\n",
      "error: recipes/r.yaml:9:20: export.exporter: expected one of dynamo, torchscript, found \"torch_script\"\n"
      "  hint: did you mean 'torchscript'?"),
     ("simplify-quoted", "simplify: \"true\"\n",
-     "error: recipes/r.yaml:9:11: simplify: expected boolean or mapping, found string 'true'"),
+     "error: recipes/r.yaml:9:11: simplify: expected boolean or mapping, found string 'true'\n"
+     "  hint: simplify: Run onnxsim on the exported model: true / false, or a mapping"),
     ("tolerance-empty", "tolerances:\n  int8: {}\n",
      "error: recipes/r.yaml:10:3: tolerances.int8: expected at least one of atol, rtol, min_cosine, min_top1, "
      "found none"),
@@ -510,3 +515,76 @@ def test_name_from_an_invalid_file_stem(ws: Path):
 )
 def test_factory_modules_found_without_importing(ws: Path, factory: str):
     assert load(ws, MINIMAL.replace("models.net:build", factory)).model.factory == factory
+
+
+# -- plain names are names; booleans where text belongs ---------------------------------------
+
+
+def test_plain_names_that_yaml_1_1_would_read_as_booleans_are_names(ws: Path):
+    text = MINIMAL.replace("name: image", "name: x").replace("logits", "y").replace("batch", "n")
+    r = load(ws, text + "description: y\nsimplify: yes\n")
+    assert [i.name for i in r.inputs] == ["x"] and [o.name for o in r.outputs] == ["y"]
+    assert [d.name for d in r.dims] == ["n"] and r.inputs[0].shape[0] == "n"
+    assert r.description == "y" and r.simplify.enabled is True
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param("{name: logits}", "{name: no}",
+                     "error: recipes/r.yaml:6:12: outputs.0.name: expected string, found the boolean false\n"
+                     "  hint: quote it: 'no'", id="output-name-no"),
+        pytest.param("dtype: float32", "dtype: On",
+                     "error: recipes/r.yaml:4:26: inputs.0.dtype: expected one of float32, float16, float64, int64, "
+                     "int32, int8, uint8, bool, found the boolean true\n  hint: quote it: 'On'", id="dtype-On"),
+        pytest.param("[batch, 3, 8, 8]", "[batch, 3, 8, off]",
+                     "error: recipes/r.yaml:4:56: inputs.0.shape.3: expected integer or string, found the boolean "
+                     "false\n  hint: quote it: 'off'", id="axis-off"),
+    ],
+)
+def test_a_boolean_where_text_belongs(ws: Path, old: str, new: str, expected: str):
+    assert problems(ws, MINIMAL.replace(old, new)) == expected
+
+
+# -- values that once ended in a traceback ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param("dtype: float32", "dtype: [float32]",
+                     "error: recipes/r.yaml:4:19: inputs.0.dtype: expected one of float32, float16, float64, int64, "
+                     "int32, int8, uint8, bool, found a list\n  hint: dtype: Element type", id="dtype-list"),
+        pytest.param("batch: {min: 1, opt: 2, max: 4}", "batch: 2\nprofiles: [{batch: {max: 8}}]",
+                     "error: recipes/r.yaml:8:10: dims.batch: expected mapping, found integer 2\n"
+                     "  hint: batch: Sizes of one dynamic axis (a mapping with min, opt, max)", id="dim-int-profile"),
+        pytest.param("{min: 1, opt: 2, max: 4}", "{min: 8.0, opt: 4, max: 16}",
+                     "error: recipes/r.yaml:8:16: dims.batch.min: expected integer, found number 8.0\n"
+                     "  hint: write 8: an integer is written without a decimal point", id="dim-float"),
+        pytest.param("models.net:build", "models." + "m" * 300 + ":build",
+                     "error: recipes/r.yaml:2:18: model.factory: module 'models." + "m" * 300 + "' cannot be a file: "
+                     "a name in the path is longer than 255 bytes, the limit of a file name\n"
+                     "  hint: the factory's module must be importable from the project root", id="module-too-long"),
+        pytest.param("models.net:build}", "models.net:build, checkpoint: \"w\\0.pt\"}",
+                     "error: recipes/r.yaml:2:48: model.checkpoint: the path contains a NUL character, which no file "
+                     "name can hold\n  hint: name the state_dict file, relative to the project root", id="checkpoint-nul"),
+    ],
+)
+def test_values_that_once_crashed_the_checks(ws: Path, old: str, new: str, expected: str):
+    assert old in MINIMAL
+    assert problems(ws, MINIMAL.replace(old, new)) == expected
+
+
+def test_an_npy_of_python_objects_is_named(ws: Path):
+    import numpy as np
+
+    (ws / "data").mkdir(exist_ok=True)
+    np.save(ws / "data" / "ok.npy", np.zeros((1, 3, 8, 8), dtype=np.float32))
+    np.save(ws / "data" / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    text = MINIMAL.replace("shape: [batch, 3, 8, 8]}", "shape: [batch, 3, 8, 8], data: {kind: npy, path: data/*.npy}}")
+    assert problems(ws, text) == (
+        "error: recipes/r.yaml:4:84: inputs.0.data.path: 'data/objects.npy' holds Python objects (dtype object), "
+        "which cannot be loaded without pickle\n"
+        "  hint: buildsys reads numeric arrays without pickle: np.save(path, array.astype('float32'))")
+    (ws / "data" / "objects.npy").unlink()
+    assert load(ws, text).inputs[0].data.path == "data/*.npy"

@@ -74,25 +74,50 @@ def test_profile_shapes_of_inputs_with_named_and_fixed_dims():
     assert profile_shapes(inputs, profile) == {"ids": ((1, 8), (2, 128), (4, 512)), "scale": ((1,), (1,), (1,))}
 
 
-@pytest.mark.parametrize(("precision", "fp16", "int8", "tf32"), [
-    ("fp32", False, False, False),  # TF32 off: fp32 tolerances are tighter than its 10-bit mantissa
-    ("fp16", True, False, True),
-    ("int8", False, True, True),
-    ("best", True, True, True),
+@pytest.mark.parametrize("version", ["10.16.1.11", "11.4.0.106"])
+@pytest.mark.parametrize(("precision", "tf32"), [
+    ("fp32", False),  # TF32 off: fp32 tolerances are tighter than its 10-bit mantissa
+    ("fp16", True),
+    ("int8", True),
 ])
-def test_precision_flags_on_tensorrt_10(tmp_path, precision, fp16, int8, tf32):
-    s = builder_settings(engine_params(tmp_path, precision), tmp_path / "t.cache", "10.16.1.11")
-    assert (s.fp16, s.int8, s.tf32, s.strongly_typed) == (fp16, int8, tf32, False)
+def test_fp32_fp16_and_int8_build_strongly_typed_on_both_majors_without_precision_flags(tmp_path, version,
+                                                                                      precision, tf32):
+    s = builder_settings(engine_params(tmp_path, precision), tmp_path / "t.cache", version)
+    assert (s.fp16, s.int8, s.tf32, s.strongly_typed) == (False, False, tf32, True)
 
 
-def test_tensorrt_11_builds_strongly_typed_and_refuses_fp16(tmp_path):
-    fp32 = builder_settings(engine_params(tmp_path / "a", "fp32"), tmp_path / "t.cache", "11.4.0.106")
-    int8 = builder_settings(engine_params(tmp_path / "b", "int8"), tmp_path / "t.cache", "11.4.0.106")
-    assert (fp32.strongly_typed, fp32.fp16, fp32.int8) == (True, False, False)
-    assert (int8.strongly_typed, int8.fp16, int8.int8) == (True, False, False)  # precision from the Q/DQ nodes
-    with pytest.raises(StepError, match="strongly typed networks only: precision fp16") as err:
-        builder_settings(engine_params(tmp_path / "c", "fp16"), tmp_path / "t.cache", "11.4.0.106")
-    assert err.value.field == "targets" and "TensorRT 10" in err.value.hint
+def test_best_uses_the_precision_flags_on_tensorrt_10_and_is_refused_on_11(tmp_path):
+    s = builder_settings(engine_params(tmp_path / "a", "best"), tmp_path / "t.cache", "10.16.1.11")
+    assert (s.fp16, s.int8, s.tf32, s.strongly_typed) == (True, True, True, False)
+    with pytest.raises(StepError, match="strongly typed networks only, and precision best") as err:
+        builder_settings(engine_params(tmp_path / "b", "best"), tmp_path / "t.cache", "11.4.0.106")
+    assert err.value.field == "targets" and "fp16" in err.value.hint
+
+
+def test_fp16_engines_build_from_the_fp16_onnx_gated_by_its_own_cpu_parity(tmp_path):
+    steps = RecipeSteps(tmp_path, IMAGE.format(precision="fp16", workspace=""))
+    engine = steps.steps["engine[tensorrt-fp16]"]
+    convert, parity = steps.steps["convert[fp16]"], steps.steps["parity[fp16]"]
+    assert engine.inputs["model"] == f"{convert.id}#model" and engine.gates == (parity.id,)
+    assert parity.inputs["model"] == f"{convert.id}#model" and parity.params["precision"] == "fp16"
+    assert convert.inputs["model"] == "r:simplify#model" and convert.outputs == {"model": "r/model.fp16.onnx"}
+    best = RecipeSteps(tmp_path / "b", IMAGE.format(precision="best", workspace=""))
+    assert "convert[fp16]" not in best.steps  # best keeps the fp32 model and TensorRT 10's flags
+    assert best.steps["engine[tensorrt-best]"].inputs["model"] == "r:simplify#model"
+
+
+def test_the_engine_builder_network_is_strongly_typed_through_polygraphy(tmp_path, monkeypatch):
+    """The loader chain as Polygraphy receives it (tensorrt itself faked: its enum is all the chain reads)."""
+    import types
+
+    fake = types.SimpleNamespace(MemoryPoolType=types.SimpleNamespace(WORKSPACE="workspace"))
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    s = builder_settings(engine_params(tmp_path, "int8", "1GiB"), tmp_path / "t.cache", "10.16.1.11")
+    loader = et.engine_loader(s, tmp_path / "m.onnx")
+    network = loader._network
+    assert network.strongly_typed is True
+    assert (loader._config.int8, loader._config.fp16, loader._config.tf32) == (False, False, True)
+    assert loader._config.memory_pool_limits == {"workspace": 2**30}
 
 
 def test_workspace_size_becomes_bytes_and_defaults_to_tensorrt_s_own(tmp_path):
@@ -170,14 +195,86 @@ def test_unavailable_without_tensorrt_says_how_to_install_it(tmp_path, monkeypat
     assert TensorRTEngine.unavailable(engine_params(tmp_path)) == "TensorRT is not installed (pip install '.[gpu]')"
 
 
-def test_unavailable_for_fp16_on_tensorrt_11_but_not_for_fp32(tmp_path, monkeypatch):
+def test_unavailable_for_best_on_tensorrt_11_but_not_for_fp16(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu, "absent_reason", lambda: None)
-    monkeypatch.setattr(et.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(et, "tensorrt_missing", lambda: None)
     monkeypatch.setattr(et, "installed_tensorrt", lambda: "11.4.0.106")
-    reason = TensorRTEngine.unavailable(engine_params(tmp_path / "a", "fp16"))
-    assert reason == ("TensorRT 11.4.0.106 builds strongly typed networks only; precision fp16 needs TensorRT 10 "
-                      "(pip install '.[gpu]')")
-    assert TensorRTEngine.unavailable(engine_params(tmp_path / "b", "fp32")) is None
+    reason = TensorRTEngine.unavailable(engine_params(tmp_path / "a", "best"))
+    assert reason == ("TensorRT 11.4.0.106 builds strongly typed networks only; precision best needs TensorRT 10 "
+                      "(pip install '.[gpu]'), or use fp16 or int8")
+    assert TensorRTEngine.unavailable(engine_params(tmp_path / "b", "fp16")) is None
+
+
+def test_bindings_without_libraries_are_unavailable_with_the_command_that_adds_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu, "absent_reason", lambda: None)
+    monkeypatch.setattr(gpu, "packages_note", lambda: None)
+    monkeypatch.setattr(et.importlib.util, "find_spec", lambda name: None if name == "tensorrt_libs" else object())
+    monkeypatch.setattr(et, "_system_nvinfer", lambda: False)
+    monkeypatch.setattr(et, "installed_tensorrt", lambda: "10.16.1.11")
+    monkeypatch.setattr(et, "libs_requirement", lambda version: f"tensorrt-cu12-libs=={version}")
+    reason = TensorRTEngine.unavailable(engine_params(tmp_path))
+    assert reason.startswith("TensorRT's Python bindings are installed but not its libraries")
+    assert reason.endswith("pip install --extra-index-url https://pypi.nvidia.com 'tensorrt-cu12-libs==10.16.1.11'")
+    monkeypatch.setattr(et, "_system_nvinfer", lambda: True)  # a TensorRT from NVIDIA's packages
+    monkeypatch.setattr(et, "needed_cuda", lambda: None)
+    assert TensorRTEngine.unavailable(engine_params(tmp_path)) is None
+
+
+def test_a_note_left_by_make_is_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu, "absent_reason", lambda: None)
+    monkeypatch.setattr(gpu.sys, "prefix", str(tmp_path))
+    (tmp_path / gpu.PACKAGES_NOTE).write_text("GPU packages not installed (pip failed): run  make GPU=1\n")
+    assert TensorRTEngine.unavailable(engine_params(tmp_path)) == ("GPU packages not installed (pip failed): run "
+                                                                   "make GPU=1")
+
+
+def test_a_driver_older_than_the_pinned_cuda_is_unavailable_naming_the_driver_needed(fake_smi, monkeypatch,
+                                                                                     tmp_path):
+    (tmp_path / "bin" / "nvidia-smi").write_text(SMI.replace("12.4", "11.4").replace("550.54.15", "470.82.01"))
+    fake_smi.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setattr(et.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(et, "installed_tensorrt", lambda: "10.16.1.11")
+    monkeypatch.setattr(et, "needed_cuda", lambda: 12)
+    monkeypatch.setattr(gpu, "packages_note", lambda: None)
+    assert TensorRTEngine.unavailable(engine_params(tmp_path / "ws")) == (
+        "the NVIDIA driver 470.82.01 supports CUDA 11.4, and TensorRT 10.16.1.11 needs CUDA 12 "
+        "(driver 525.60.13 or newer)")
+
+
+def test_the_cuda_major_comes_from_the_installed_wheels(monkeypatch):
+    from buildsys import toolchain
+
+    monkeypatch.setattr(toolchain, "installed", lambda: {"numpy": "2", "tensorrt-cu12-bindings": "10.16.1.11"})
+    assert et.needed_cuda() == 12
+    monkeypatch.setattr(toolchain, "installed", lambda: {"tensorrt-cu13": "11.4.0.106"})
+    assert et.needed_cuda() == 13
+    monkeypatch.setattr(toolchain, "installed", lambda: {"tensorrt": "10.16.1.11"})
+    assert et.needed_cuda() is None
+
+
+def test_polygraphy_loads_the_cuda_runtime_of_the_wheel_before_the_system_toolkit(tmp_path, monkeypatch):
+    """The wheel's folder comes first on the search path Polygraphy's CUDA wrapper is made with."""
+    from polygraphy import cuda
+    from polygraphy.cuda import cuda as pg_cuda
+
+    wheel = tmp_path / "site" / "nvidia" / "cuda_runtime" / "lib"
+    wheel.mkdir(parents=True)
+    (wheel / "libcudart.so.12").write_bytes(b"")
+    system = tmp_path / "toolkit"
+    system.mkdir()
+    (system / "libcudart.so.13").write_bytes(b"")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "site"), *sys.path])
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(system))
+    seen = []
+
+    def wrapper():
+        dirs = pg_cuda._find_cuda_lib_dirs()
+        seen.append(pg_cuda.util.find_in_dirs("libcudart.so*", dirs)[0])
+
+    monkeypatch.setattr(cuda, "wrapper", wrapper)
+    assert et.pin_cuda_runtime() == wheel
+    assert seen == [str(wheel / "libcudart.so.12")]
+    assert os.environ["LD_LIBRARY_PATH"] == str(system)  # put back once the wrapper is made
 
 
 def test_unavailable_imports_neither_tensorrt_nor_polygraphy(tmp_path):

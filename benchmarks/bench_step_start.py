@@ -1,0 +1,83 @@
+"""What starting a step costs: a forked child of a warm template against running in-process.
+
+    .venv/bin/python benchmarks/bench_step_start.py [--runs 40]
+
+A step that does nothing (its class lists torch, onnx and onnxruntime among its
+tools, so the worker's template has them imported, as for a real export) is sent
+to a one-worker pool --runs times. Its round trip (submit, fork, run, answer, exit)
+is set beside the same step run in this process by `run_job`, which is what the
+persistent workers before the template did per step plus the same pipe. The
+difference is the price of a pristine interpreter per step. Medians; the first,
+cold round trip (the template importing torch) is shown on its own.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+STEP = '''
+from buildsys.steps.base import Step, StepResult
+
+
+class Noop(Step):
+    KIND = "noop"
+    TOOLS = ("torch", "onnx", "onnxruntime", "numpy")
+
+    def run(self):
+        (self.ctx.scratch / "out.txt").write_text("x")
+        return StepResult()
+'''
+
+
+def _job(root: Path, i: int) -> dict:
+    return {"id": f"noop:{i}", "kind_path": "bmstep:Noop", "params": {}, "workspace": str(root),
+            "scratch": str(root / "tmp" / str(i)), "inputs": {}, "files": {}, "outputs": {"out": "out.txt"},
+            "log": str(root / "logs" / f"{i}.log")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=40)
+    args = ap.parse_args()
+
+    from buildsys.steps.base import run_job
+    from buildsys.workers import WorkerPool
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "bmstep.py").write_text(STEP)
+        sys.path.insert(0, str(root))
+        pool = WorkerPool(1, 1, str(root))
+        try:
+            t0 = time.perf_counter()
+            pool.submit(_job(root, 0), 600)
+            assert pool.wait()[0].answer["ok"]
+            cold = time.perf_counter() - t0
+            forked, inline = [], []
+            for i in range(1, args.runs + 1):
+                t0 = time.perf_counter()
+                pool.submit(_job(root, i), 600)
+                answer = pool.wait()[0].answer
+                forked.append(time.perf_counter() - t0)
+                assert answer["ok"], answer
+                t0 = time.perf_counter()
+                assert run_job(_job(root, 10_000 + i))["ok"]
+                inline.append(time.perf_counter() - t0)
+        finally:
+            pool.shutdown()
+    f, n = statistics.median(forked), statistics.median(inline)
+    print(f"first step (template imports torch, onnx, onnxruntime): {cold * 1000:.0f} ms")
+    print(f"step in a forked child, round trip: median {f * 1000:.1f} ms over {args.runs} "
+          f"(min {min(forked) * 1000:.1f}, max {max(forked) * 1000:.1f})")
+    print(f"same step in-process (run_job):      median {n * 1000:.1f} ms")
+    print(f"cost of a pristine interpreter per step: {(f - n) * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Steps are hermetic: a recipe built among recipes whose factories change the interpreter
+gives the same bytes as the same recipe built alone, in either order, at -j 1 and -j 2, and
+through Dask."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import FIXTURES, Workspace
+
+LEAKS = ("dtype", "stub", "seed", "backends", "environ", "patch")
+KINDS = ("plain", *LEAKS)
+RECIPE = """\
+version: 1
+model: {{factory: "tm.leaky:{factory}", kwargs: {{features: 4}}}}
+inputs:
+  - name: x
+    dtype: float32
+    shape: [batch, 4]
+    data: {{kind: normal, mean: 0.0, std: 1.0}}
+outputs:
+  - name: scores
+dims:
+  batch: {{min: 1, opt: 4, max: 8}}
+export: {{opset: 18, exporter: torchscript}}
+simplify: false
+"""
+# Byte for byte; ORT-format engines are compared by what they compute (their layout varies).
+COMPARED = ("model.onnx", "reference.npz")
+
+
+def _workspace(root: Path, names: dict[str, str]) -> Workspace:
+    import shutil
+
+    ws = Workspace(root)
+    shutil.copytree(FIXTURES, root / "tm", ignore=shutil.ignore_patterns("__pycache__"))
+    for name, kind in names.items():
+        ws.write(f"recipes/{name}.yaml", RECIPE.format(factory=kind))
+    return ws
+
+
+def _artifacts(ws: Workspace, name: str) -> dict[str, object]:
+    import numpy as np
+    import onnxruntime as ort
+
+    out = ws.root / "out" / name
+    found: dict[str, object] = {rel: (out / rel).read_bytes() for rel in COMPARED}
+    session = ort.InferenceSession(str(out / "engines/onnxruntime-fp32.ort"), providers=["CPUExecutionProvider"])
+    x = np.linspace(-2, 2, 24, dtype=np.float32).reshape(6, 4)
+    found["engine(x)"] = session.run(None, {"x": x})[0].tobytes()
+    parity = json.loads((out / "parity/fp32.json").read_text())
+    found["parity"] = [(r["point"], r["outputs"]) for r in parity["results"]]
+    return found
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory) -> dict[str, dict[str, object]]:
+    """Each recipe built by itself, in a build of its own."""
+    ws = _workspace(tmp_path_factory.mktemp("alone"), {k: k for k in KINDS})
+    found = {}
+    for kind in KINDS:
+        r = ws.build(kind)
+        assert r.code == 0, r.stderr
+        found[kind] = _artifacts(ws, kind)
+    return found
+
+
+def _check_mixed(ws: Workspace, names: dict[str, str], alone: dict[str, dict[str, object]], *args: str) -> None:
+    r = ws.build("-k", *args)
+    assert r.code == 0, r.stderr
+    assert set(r.states().values()) == {"ran"}
+    for name, kind in names.items():
+        got = _artifacts(ws, name)
+        for what, expected in alone[kind].items():
+            assert got[what] == expected, f"{name} ({kind}): {what} differs from a build of the recipe alone"
+
+
+def test_leaky_recipes_first_one_worker(alone, tmp_path):
+    # sorted step order runs the leaky factories before the plain one, all in one worker
+    names = {f"a_{k}": k for k in LEAKS} | {"p_plain": "plain"}
+    _check_mixed(_workspace(tmp_path, names), names, alone, "-j", "1")
+
+
+def test_plain_recipe_first_two_workers(alone, tmp_path):
+    names = {"a_plain": "plain"} | {f"z_{k}": k for k in LEAKS}
+    _check_mixed(_workspace(tmp_path, names), names, alone, "-j", "2")
+
+
+@pytest.mark.slow
+def test_through_dask(alone, cluster, tmp_path, tmp_path_factory):
+    names = {f"a_{k}": k for k in LEAKS} | {"p_plain": "plain"}
+    _check_mixed(_workspace(tmp_path, names), names, alone, "-j", "2", "--executor", "dask",
+                 "--scheduler", cluster, "--cache", str(tmp_path_factory.mktemp("meeting-point")))
+
+
+def test_a_step_that_crashes_fails_alone_and_the_worker_serves_the_next(tmp_path):
+    # one worker: the plain recipe's steps run in children of the same template after the crash
+    names = {"a_crash": "crash", "b_plain": "plain"}
+    ws = _workspace(tmp_path, names)
+    r = ws.build("-k", "-j", "1")
+    assert r.code == 3
+    states = r.states()
+    assert states["a_crash:export"] == "failed"
+    assert {s for sid, s in states.items() if sid.startswith("b_plain:")} == {"ran"}
+    failed = next(s for s in r.json["steps"] if s["id"] == "a_crash:export")
+    assert "killed by signal SIGABRT" in failed["message"]
+    assert "log: out/a_crash/logs/export.log" in failed["message"]
+    from tests.e2e.conftest import worker_pids
+
+    assert worker_pids(ws.root) == []

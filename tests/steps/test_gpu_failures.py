@@ -1,0 +1,299 @@
+"""The GPU without a GPU: MIG and UUID devices, CUDA failures named with a cause, ONNX Runtime's GPU providers."""
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from buildsys import gpu
+from buildsys.steps import _ort
+from buildsys.steps import engine_onnxruntime as eo
+from tests.steps import RecipeSteps
+
+ROWS = [{"index": "0", "uuid": "GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77", "name": "NVIDIA A100-SXM4-40GB",
+         "compute_cap": "8.0", "driver": "550.54.15"},
+        {"index": "1", "uuid": "GPU-aa11bb22-0000-0000-0000-000000000000", "name": "NVIDIA A100-SXM4-40GB",
+         "compute_cap": "8.0", "driver": "550.54.15"}]
+LISTING = """\
+GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77)
+  MIG 3g.20gb     Device  0: (UUID: MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f)
+  MIG 1g.5gb      Device  1: (UUID: MIG-0a1b2c3d-0000-5de3-91c7-45d71c87eb3f)
+GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-aa11bb22-0000-0000-0000-000000000000)
+"""
+
+
+def test_a_mig_instance_is_its_gpu_with_the_profile_in_the_identity():
+    migs = gpu.parse_list(LISTING)
+    assert migs["MIG-0a1b2c3d-0000-5de3-91c7-45d71c87eb3f"] == {"index": "0", "profile": "1g.5gb"}
+    ident = gpu.select(ROWS, "MIG-0a1b2c3d-0000-5de3-91c7-45d71c87eb3f", "12.4", migs)
+    assert ident == {"name": "NVIDIA A100-SXM4-40GB", "compute_cap": "8.0", "driver": "550.54.15",
+                     "cuda": "12.4", "mig": "1g.5gb"}
+    assert gpu.select(ROWS, "MIG-c6d4", "12.4", migs)["mig"] == "3g.20gb"  # a unique prefix, as CUDA takes it
+    assert gpu.select(ROWS, "MIG-ffff", "12.4", migs) == {}
+
+
+def test_the_older_mig_form_names_its_gpu_by_uuid():
+    ident = gpu.select(ROWS, "MIG-GPU-aa11bb22-0000-0000-0000-000000000000/1/0", None)
+    assert ident["name"] == "NVIDIA A100-SXM4-40GB" and ident["mig"] == "gi/ci 1/0"
+
+
+def test_gpu_uuids_and_their_unique_prefixes_select_a_gpu_and_an_ambiguous_one_none():
+    assert gpu.select(ROWS, "GPU-aa11", "12.4")["name"] == "NVIDIA A100-SXM4-40GB"
+    assert gpu.select(ROWS, "GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77,1", None)["driver"] == "550.54.15"
+    assert gpu.select(ROWS, "GPU-", None) == {}
+
+
+@pytest.mark.parametrize(("message", "cause"), [
+    ("TypeError: pybind11::init(): factory function returned nullptr", "start"),
+    ("CUDA Error: 35. To figure out what this means, refer to https://docs.nvidia.com/cuda/", "driver"),
+    ("[TRT] [E] 1: [defaultAllocator.cpp::allocate::31] Error Code 1: Cuda Runtime "
+     "(CUDA driver version is insufficient for CUDA runtime version)", "driver"),
+    ("CUDA failure 100: no CUDA-capable device is detected ; GPU=0", "device"),
+    ("[E] 2: [executionContext.cpp] Error Code 2: OutOfMemory (Requested size was 4294967296 bytes.)", "memory"),
+    ("CUDA Error: 2. To figure out what this means", "memory"),
+    ("Error Code 4: Internal Error (Network has dynamic or shape inputs, but no optimization profile)", None),
+])
+def test_cuda_failures_are_named_by_their_cause(message, cause):
+    assert gpu.failure_cause(message) == cause
+
+
+def test_a_cuda_start_failure_with_an_old_driver_says_which_driver_is_needed(monkeypatch):
+    monkeypatch.setattr(gpu, "gpu", lambda: {"name": "Tesla T4", "compute_cap": "7.5", "driver": "470.82.01",
+                                             "cuda": "11.4"})
+    err = gpu.failure("TensorRT could not build the engine",
+                      TypeError("pybind11::init(): factory function returned nullptr"), needed_cuda=12)
+    assert err.message.startswith("TensorRT could not build the engine: the NVIDIA driver is too old for this "
+                                  "CUDA runtime (driver 470.82.01 (CUDA 11.4)): TypeError: pybind11::init()")
+    assert "525.60.13 or newer (CUDA 12)" in err.hint
+
+
+def test_out_of_gpu_memory_and_no_device_get_their_hints(monkeypatch):
+    monkeypatch.setattr(gpu, "gpu", lambda: {})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    oom = gpu.failure("TensorRT failed at max", RuntimeError("CUDA Error: 2."))
+    assert oom.message.startswith("TensorRT failed at max: out of GPU memory") and "workspace" in oom.hint
+    none = gpu.failure("x", RuntimeError("no CUDA-capable device is detected"))
+    assert "(CUDA_VISIBLE_DEVICES=3)" in none.message and "--gpus" in none.hint
+    other = gpu.failure("x", RuntimeError("Error Code 4: Internal Error (bad network)"))
+    assert other.message == "x: RuntimeError: Error Code 4: Internal Error (bad network)"
+
+
+def test_a_visible_device_that_matches_no_gpu_is_named_in_the_reason(monkeypatch, tmp_path):
+    monkeypatch.setattr(gpu, "NVIDIACTL", tmp_path)
+    monkeypatch.setattr(gpu.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(gpu, "gpu", lambda: {})
+    monkeypatch.setattr(gpu, "_smi_failure", lambda: None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-ffff")
+    assert gpu.absent_reason().startswith("CUDA_VISIBLE_DEVICES=MIG-ffff names no GPU that nvidia-smi lists")
+
+
+# -- ONNX Runtime on the GPU ------------------------------------------------------------
+
+RECIPE = """\
+version: 1
+model: {{factory: "tm.tiny:tiny", kwargs: {{features: 4}}}}
+inputs: [{{name: x, dtype: float32, shape: [batch, 4], data: {{kind: normal, mean: 0.0, std: 1.0}}}}]
+outputs: [{{name: scores}}]
+dims: {{batch: {{min: 1, opt: 4, max: 8}}}}
+export: {{opset: 18, exporter: torchscript}}
+calibration: {{data: {{kind: normal, mean: 0.0, std: 1.0}}, samples: 4}}
+targets:
+{targets}
+"""
+
+
+def recipe(tmp_path, *targets: str) -> RecipeSteps:
+    return RecipeSteps(tmp_path, RECIPE.format(targets="\n".join(f"  - {t}" for t in targets)))
+
+
+def test_gpu_targets_resolve_to_provider_steps_on_the_right_models(tmp_path):
+    steps = recipe(tmp_path, "{backend: onnxruntime, provider: cuda, precision: fp16}",
+                   "{backend: onnxruntime, provider: cuda, precision: fp32}",
+                   "{backend: onnxruntime, provider: tensorrt, precision: int8}",
+                   "{backend: onnxruntime, provider: tensorrt, precision: fp16}",
+                   "{backend: onnxruntime, precision: fp32}").steps
+    cuda16, cuda32 = steps["engine[onnxruntime-cuda-fp16]"], steps["engine[onnxruntime-cuda-fp32]"]
+    trt8, trt16 = steps["engine[onnxruntime-tensorrt-int8]"], steps["engine[onnxruntime-tensorrt-fp16]"]
+    assert cuda16.inputs["model"] == "r:convert[fp16]#model" and cuda16.gates == ("r:parity[fp16]",)
+    assert cuda32.inputs["model"] == "r:simplify#model" and cuda32.gates == ("r:parity[fp32]",)
+    assert trt8.inputs["model"] == "r:quantize[tensorrt]#model" and trt8.gates == ("r:parity[int8]",)
+    assert trt16.inputs["model"] == "r:simplify#model"  # the provider's own fp16 flag on the fp32 model
+    assert cuda16.outputs == {"result": "r/parity/onnxruntime-cuda-fp16.json"}
+    assert cuda16.kind_path.endswith(":OrtCudaEngine") and trt8.kind_path.endswith(":OrtTensorRTEngine")
+    assert steps["engine[onnxruntime-fp32]"].params == {"target": {"backend": "onnxruntime", "precision": "fp32",
+                                                                   "workspace": None, "mode": None}}
+
+
+@pytest.mark.parametrize(("target", "found"), [
+    ("{backend: onnxruntime, provider: cuda, precision: int8}", "int8"),
+    ("{backend: onnxruntime, provider: tensorrt, precision: fp32}", "fp32"),
+    ("{backend: onnxruntime, precision: fp16}", "fp16"),
+    ("{backend: tensorrt, provider: cuda, precision: fp16}", "provider: not allowed for backend tensorrt"),
+])
+def test_precisions_a_provider_cannot_run_are_recipe_errors(tmp_path, target, found):
+    from buildsys.errors import RecipeError
+
+    with pytest.raises(RecipeError) as err:
+        recipe(tmp_path, target)
+    assert "targets" in err.value.message and found in err.value.message
+
+
+def test_tensorrt_provider_options_hold_precision_profile_and_the_step_s_cache(tmp_path):
+    shapes = {"x": ((1, 4), (4, 4), (8, 4)), "mask": ((1, 16),) * 3}
+    opts = _ort.tensorrt_options("int8", shapes, tmp_path / "c", workspace=2**30)
+    assert opts["trt_int8_enable"] == "True" and opts["trt_fp16_enable"] == "True"
+    assert opts["trt_profile_min_shapes"] == "x:1x4,mask:1x16"
+    assert opts["trt_profile_opt_shapes"] == "x:4x4,mask:1x16"
+    assert opts["trt_profile_max_shapes"] == "x:8x4,mask:1x16"
+    assert opts["trt_engine_cache_path"] == opts["trt_timing_cache_path"] == str(tmp_path / "c")
+    assert opts["trt_engine_cache_enable"] == "True" and opts["trt_max_workspace_size"] == str(2**30)
+    fp16 = _ort.tensorrt_options("fp16", shapes, tmp_path / "c")
+    assert (fp16["trt_int8_enable"], fp16["trt_fp16_enable"]) == ("False", "True")
+    assert "trt_max_workspace_size" not in fp16
+    assert _ort.cuda_options("fp32") == {"device_id": "0", "use_tf32": "0"}
+    assert _ort.cuda_options("fp16")["use_tf32"] == "1"
+
+
+def test_the_tensorrt_provider_cache_is_keyed_by_model_tools_gpu_and_target(tmp_path, monkeypatch):
+    params = recipe(tmp_path / "ws", "{backend: onnxruntime, provider: tensorrt, precision: fp16}").steps[
+        "engine[onnxruntime-tensorrt-fp16]"].params
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    a.write_bytes(b"model a")
+    b.write_bytes(b"model b")
+    monkeypatch.setattr(gpu, "gpu", lambda: {"name": "NVIDIA H100", "compute_cap": "9.0"})
+    first = eo.ort_tensorrt_cache(tmp_path, a, params)
+    assert first.parent == tmp_path / "out" / ".buildsys" / "onnxruntime-tensorrt" and len(first.name) == 16
+    assert eo.ort_tensorrt_cache(tmp_path, a, params) == first
+    assert eo.ort_tensorrt_cache(tmp_path, b, params) != first
+    monkeypatch.setattr(eo.OrtTensorRTEngine, "TOOLS", ("tensorrt-cu12",))
+    from buildsys import toolchain
+
+    monkeypatch.setattr(toolchain, "installed", lambda: {"tensorrt-cu12": "10.15.1.29"})
+    assert eo.ort_tensorrt_cache(tmp_path, a, params) != first
+    monkeypatch.setattr(toolchain, "installed", lambda: {"tensorrt-cu12": "10.16.1.11"})
+    other = eo.ort_tensorrt_cache(tmp_path, a, params)
+    monkeypatch.setattr(gpu, "gpu", lambda: {"name": "NVIDIA A100", "compute_cap": "8.0"})
+    assert eo.ort_tensorrt_cache(tmp_path, a, params) != other
+
+
+def test_without_onnxruntime_gpu_the_provider_steps_are_unavailable_saying_so(tmp_path, monkeypatch):
+    from buildsys import toolchain
+
+    monkeypatch.setattr(gpu, "absent_reason", lambda: None)
+    monkeypatch.setattr(gpu, "packages_note", lambda: None)
+    monkeypatch.setattr(toolchain, "installed", lambda: {"onnxruntime": "1.32.0"})
+    reason = eo.OrtCudaEngine.unavailable({})
+    assert reason.startswith("ONNX Runtime's CPU wheel is installed; the cuda provider needs onnxruntime-gpu")
+    monkeypatch.setattr(gpu, "absent_reason", lambda: "no NVIDIA GPU on this machine (no /dev/nvidiactl)")
+    assert eo.OrtTensorRTEngine.unavailable({}) == "no NVIDIA GPU on this machine (no /dev/nvidiactl)"
+
+
+class FallbackSession:
+    """What ONNX Runtime gives when the CUDA provider fails to load: a session on the CPU only."""
+
+    def __init__(self, path, so=None, providers=None):
+        self.asked = providers
+
+    def get_providers(self):
+        return ["CPUExecutionProvider"]
+
+    def run(self, names, feeds):
+        raise AssertionError("a session that fell back to the CPU must not run")
+
+
+def built(tmp_path, target: str, step: str) -> RecipeSteps:
+    steps = recipe(tmp_path, target)
+    for name in ("export", "reference", "simplify", "convert[fp16]", "parity[fp16]"):
+        if name in steps.steps:
+            assert steps.run(name)["ok"], name
+    return steps
+
+
+def test_a_silent_fallback_to_the_cpu_fails_the_step_instead_of_passing_as_cuda(tmp_path, monkeypatch):
+    steps = built(tmp_path, "{backend: onnxruntime, provider: cuda, precision: fp16}", "engine[onnxruntime-cuda-fp16]")
+    fake = types.SimpleNamespace(InferenceSession=FallbackSession, SessionOptions=_FakeOptions)
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    answer = steps.run("engine[onnxruntime-cuda-fp16]")
+    assert not answer["ok"]
+    assert answer["error"].startswith("ONNX Runtime did not load its cuda provider (CUDAExecutionProvider); the "
+                                      "session would run on CPUExecutionProvider")
+    assert "missing CUDA, cuDNN or TensorRT library" in answer["hint"]
+    assert not steps.out("engine[onnxruntime-cuda-fp16]", "result").exists()
+
+
+def test_the_provider_step_checks_every_point_with_the_provider_it_asked_for(tmp_path, monkeypatch):
+    """A session that reports CUDA and computes on the CPU stands in for the GPU: the step's own logic runs."""
+    import onnxruntime as real
+
+    steps = built(tmp_path, "{backend: onnxruntime, provider: cuda, precision: fp16}", "engine[onnxruntime-cuda-fp16]")
+    asked = []
+
+    class CudaSession(real.InferenceSession):
+        def __init__(self, path, so=None, providers=None):
+            asked.append(providers)
+            super().__init__(path, so, providers=["CPUExecutionProvider"])
+
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    fake = types.SimpleNamespace(InferenceSession=CudaSession, SessionOptions=real.SessionOptions)
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    answer = steps.run("engine[onnxruntime-cuda-fp16]")
+    assert answer["ok"], answer.get("error")
+    assert asked == [[("CUDAExecutionProvider", {"device_id": "0", "use_tf32": "1"}), "CPUExecutionProvider"]]
+    doc = json.loads(steps.out("engine[onnxruntime-cuda-fp16]", "result").read_text())
+    assert doc["passed"] and doc["candidate"] == "model.fp16.onnx" and doc["provider"] == "cuda"
+    assert {r["point"] for r in doc["results"]} == {"min", "opt", "max"}
+    assert answer["verdict"]["summary"].startswith("fp16 on cuda: parity passed at min, opt, max")
+
+
+def test_a_gpu_out_of_memory_while_running_is_a_step_failure_with_its_hint(tmp_path, monkeypatch):
+    steps = built(tmp_path, "{backend: onnxruntime, provider: cuda, precision: fp32}", "engine[onnxruntime-cuda-fp32]")
+
+    class OomSession(FallbackSession):
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        def run(self, names, feeds):
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : CUDA failure 2: out of memory ; GPU=0")
+
+    monkeypatch.setitem(sys.modules, "onnxruntime",
+                        types.SimpleNamespace(InferenceSession=OomSession, SessionOptions=_FakeOptions))
+    answer = steps.run("engine[onnxruntime-cuda-fp32]")
+    assert not answer["ok"] and "traceback" not in answer
+    assert answer["error"].startswith("ONNX Runtime failed at min: out of GPU memory")
+
+
+class _FakeOptions:
+    def add_session_config_entry(self, key, value):
+        pass
+
+
+# -- the fp16 ONNX ----------------------------------------------------------------------
+
+
+def test_the_fp16_onnx_keeps_float32_inputs_and_outputs_and_passes_its_own_parity_on_the_cpu(tmp_path):
+    import onnx
+
+    steps = recipe(tmp_path, "{backend: tensorrt, precision: fp16}")
+    for name in ("export", "reference", "simplify"):
+        assert steps.run(name)["ok"]
+    answer = steps.run("convert[fp16]")
+    assert answer["ok"], answer.get("error")
+    model = onnx.load(steps.out("convert[fp16]", "model"))
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [onnx.TensorProto.FLOAT]
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [onnx.TensorProto.FLOAT]
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    assert "initializers in float16" in answer["summary"]
+    parity = steps.run("parity[fp16]")
+    assert parity["ok"] and parity["verdict"]["passed"], parity["verdict"]
+    doc = json.loads(steps.out("parity[fp16]", "result").read_text())
+    errors = [m["max_abs"] for r in doc["results"] for m in r["outputs"].values()]
+    assert doc["candidate"] == "model.fp16.onnx" and 0 < max(errors) < 1e-2  # float16 rounding shows, within tolerance
+    again = recipe(tmp_path / "again", "{backend: tensorrt, precision: fp16}")
+    for name in ("export", "simplify", "convert[fp16]"):
+        assert again.run(name)["ok"]
+    assert again.out("convert[fp16]", "model").read_bytes() == steps.out("convert[fp16]", "model").read_bytes()
