@@ -148,6 +148,8 @@ def _check_targets(doc: Document) -> list[Problem]:
             continue
         precision = t.get("precision", "fp32")
         provider = t.get("provider") if t.get("provider") not in (None, "cpu") else None
+        if not all(isinstance(x, str) for x in (precision, provider or "")):
+            continue  # a precision or provider of the wrong type: the schema's problem, already reported
         tid = ("torchscript" if t["backend"] == "torchscript"
                else "-".join(x for x in (t["backend"], provider, precision) if x))
         if tid in ids:
