@@ -40,6 +40,7 @@ class Outcome:
     message: str | None = None  # failure message (with hint)
     log: str | None = None
     key: str | None = None  # the step's key, where it could be computed
+    note: str = ""  # a ran step's word on how it made its output (StepResult.note)
 
     @property
     def blocks(self) -> bool:
@@ -54,6 +55,8 @@ class Outcome:
         if self.verdict is not None:
             d["passed"] = bool(self.verdict.get("passed"))
             d["summary"] = self.verdict.get("summary", "")
+        if self.note:
+            d["note"] = self.note
         if self.message:
             d["message"] = self.message
         if self.log:
@@ -284,7 +287,7 @@ class Build:
             if self.shared is not None:
                 self.shared.publish(decision.key, deps, outputs, answer.get("verdict"), self.store)
             return Outcome(step.id, "ran", decision.reason, seconds, outputs, answer.get("verdict"),
-                           log=step.log)
+                           log=step.log, note=answer.get("note", ""))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 

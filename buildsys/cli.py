@@ -629,33 +629,32 @@ def _report_entry(ws, graph, step, outcome):
     check = step.name[step.name.index("[") + 1:-1] if "[" in step.name else step.name
     done = outcome.state in ("ran", "cached", "cutoff")
     result = ws.out / step.outputs["result"] if done else None
-    random_data = check.endswith("int8") and r.calibration is not None and \
-        r.calibration.data.kind in ("uniform", "normal", "randint")
+    calib = _calibration_record(ws, r) if check.endswith("int8") else {}
     divergence = None
     if done and check.endswith("int8") and outcome.verdict and not outcome.verdict.get("passed"):
         divergence = _divergence(ws, r, step, graph)
     return ReportInput(recipe=r.name, recipe_file=r.file, recipe_digest=recipe_digest(r), check=check,
                        result=result, state=outcome.state, reason=outcome.message or outcome.reason,
-                       outputs=tuple(o.name for o in r.outputs), random_calibration=random_data,
-                       divergence=divergence, description=r.description)
+                       outputs=tuple(o.name for o in r.outputs), random_calibration=bool(calib.get("random_data")),
+                       qat=bool(calib.get("qat")), divergence=divergence, description=r.description)
+
+
+def _calibration_record(ws, r) -> dict:
+    """calib.json as the calibrate step wrote it (QAT, random data or not): the reports say what it says."""
+    try:
+        return json.loads((ws.out / r.name / "calib.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _divergence(ws, r, step, graph) -> dict:
-    """The first node of the quantized model that strays from the fp32 model."""
-    from buildsys.diverge import DivergenceError, first_divergence
-    from buildsys.steps.reference import read_reference
+    """Where the quantized model strays from the fp32 model, on the sample that failed."""
+    from buildsys.diverge import diagnose
 
     fp32 = ws.out / r.name / ("model.sim.onnx" if r.simplify.enabled else "model.onnx")
     source, _, output = step.inputs["model"].partition("#")  # the model the check judged (fallback's, if any)
     candidate = ws.out / graph.steps[source].outputs[output]
-    manifest, arrays = read_reference(ws.out / r.name / "reference.npz")
-    entry = next((e for e in manifest if e["point"] == "opt"), manifest[0])
-    feeds = {name: arrays[key] for name, key in entry["inputs"].items()}
-    tol = r.tolerances["int8"]
-    try:
-        return first_divergence(fp32, candidate, feeds, tol.atol or 0.0, tol.rtol or 0.0, tol.min_cosine)
-    except DivergenceError as exc:
-        return {"error": exc.message}
+    return diagnose(fp32, candidate, ws.out / step.outputs["result"], ws.out / r.name / "reference.npz")
 
 
 def cmd_bench(root: Path, args) -> int:

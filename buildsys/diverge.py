@@ -1,9 +1,22 @@
 """Where parity breaks: the first node of a candidate ONNX model whose output leaves the reference.
 
-Both models run in ONNX Runtime with their intermediate tensors exposed as graph
-outputs; the candidate's nodes are then walked in topological order and each
-output that has a counterpart in the reference is compared under the given
-tolerance. The first one out of tolerance is the answer.
+Both models run in ONNX Runtime on the inputs of the parity sample that failed,
+with their intermediate tensors exposed as graph outputs; the candidate's nodes
+are then walked in topological order and each output that has a counterpart in
+the reference is judged with the very tolerance the failed check used
+(`numerics.compare`: atol/rtol, cosine, top-1, whichever the precision sets).
+The first node whose output breaks it is the answer; every node before it in
+topological order, its upstream included, held.
+
+Top-1 agreement is a class-score metric: it judges only tensors shaped like one
+of the model's outputs, never a feature map (whose arg-max over the width means
+nothing).
+
+A node can break the tolerance by itself, or be merely where an error that grew
+along the way crosses the line. The answer tells them apart by the cosine
+deficit (1 − cosine, which does not depend on a tensor's scale): when more than
+half of the named node's deficit was already in its inputs, the verdict is
+"accumulated" and the nodes that added the most deficit are listed.
 
 Counterparts are found by name first. Quantizers rename what they touch, so a
 Q/DQ candidate's tensors are also traced back to the fp32 tensors they stand
@@ -27,11 +40,17 @@ from typing import Any
 import numpy as np
 
 from buildsys.errors import BuildsysError
-from buildsys.numerics import cosine
+from buildsys.numerics import compare
 
 # onnx.TensorProto element types compared: FLOAT, FLOAT16, DOUBLE, BFLOAT16.
 # Integer tensors (quantized values, shapes, indices) have no fp32 counterpart.
 _FLOAT_TYPES = {1, 10, 11, 16}
+# The named node "accumulated" its error when its inputs already carried more than
+# this share of its own cosine deficit.
+INHERITED_SHARE = 0.5
+GROWTH_LISTED = 3
+# Cosine deficits below this are the rounding of the cosine itself, not error.
+_NOISE = 1e-12
 
 
 class DivergenceError(BuildsysError):
@@ -39,20 +58,21 @@ class DivergenceError(BuildsysError):
 
 
 def first_divergence(reference_model: Path, candidate_model: Path, feeds: dict[str, np.ndarray],
-                     atol: float | None, rtol: float | None, min_cosine: float | None,
-                     threads: int = 2) -> dict[str, Any] | None:
-    """The first candidate node whose output diverges from the reference, or None.
+                     tolerance: dict[str, Any], threads: int = 2) -> dict[str, Any]:
+    """Where the candidate leaves the reference under `tolerance`, on `feeds`.
 
-    A tensor diverges where any element is off by more than atol + rtol·|ref|
-    (when atol or rtol is given), where it holds NaN/Inf that the reference
-    does not, or where its cosine similarity is below min_cosine (when given).
+    `tolerance` is the precision's entry as the parity check applied it
+    ({atol, rtol, min_cosine, min_top1}, unset keys None or absent).
 
-    Returns {node, op_type, output, reference_output, max_abs, cosine,
-    mismatched, shape, compared}: `output` is the candidate tensor,
-    `reference_output` the reference tensor it was compared with, `compared`
-    how many tensors were compared up to and including this one.
-    Raises DivergenceError when the models cannot be loaded or run, or when no
-    tensor of the candidate can be matched with the reference.
+    Returns {verdict, tolerance, compared, growth, ...}: `verdict` is "node" (a
+    node breaks the tolerance while its inputs hold), "accumulated" (the first
+    node out of tolerance got most of its error from its inputs) or "none" (no
+    compared tensor breaks it on these feeds). With a node: node, op_type,
+    output, reference_output, shape, its figures (cosine, max_abs, max_rel,
+    mismatched, top1, failures) and `inputs`, the figures of each of its inputs
+    that could be compared. `growth` lists the nodes that added the most cosine
+    deficit. Raises DivergenceError when the models cannot be loaded or run, or
+    when no tensor of the candidate can be matched with the reference.
     """
     import onnx
     from google.protobuf.message import DecodeError
@@ -62,14 +82,20 @@ def first_divergence(reference_model: Path, candidate_model: Path, feeds: dict[s
         cand = onnx.load(str(candidate_model))
     except (OSError, DecodeError) as exc:
         raise DivergenceError(f"cannot load the models to localise the divergence: {exc}") from None
+    tol = {k: tolerance.get(k) for k in ("atol", "rtol", "min_cosine", "min_top1")}
     ref_types, cand_types = _types(ref), _types(cand)
     mapping = match_tensors(cand, ref)
     mapping = {c: r for c, r in mapping.items() if cand_types.get(c) in _FLOAT_TYPES}
     ref_consts = {t.name: t for t in ref.graph.initializer}
     ref_wanted = sorted({r for r in mapping.values() if r not in ref_consts})
     ref_values = _run(ref, ref_types, ref_wanted, feeds, threads, "reference")
-    cand_values = _run(cand, cand_types, sorted(mapping), feeds, threads, "candidate")
-    compared = 0
+    outputs = [o.name for o in cand.graph.output]
+    cand_values = _run(cand, cand_types, sorted(set(mapping) | set(outputs)), feeds, threads, "candidate")
+    class_shapes = {cand_values[o].shape for o in outputs if o in cand_values}
+    judged: dict[str, dict[str, Any]] = {}  # candidate tensor -> its figures
+    growth: list[dict[str, Any]] = []
+    found = None
+    producer = {o: n for n in cand.graph.node for o in n.output if o}
     for node in _topological(cand.graph):
         for out in node.output:
             if out not in mapping:
@@ -79,16 +105,94 @@ def first_divergence(reference_model: Path, candidate_model: Path, feeds: dict[s
             want = ref_values[r_name] if r_name in ref_values else _constant(ref_consts.get(r_name))
             if got is None or want is None or got.shape != want.shape:
                 continue
-            compared += 1
-            figures = _diverges(want, got, atol, rtol, min_cosine)
-            if figures is not None:
-                return {"node": node.name or f"<unnamed {node.op_type}>", "op_type": node.op_type,
-                        "output": out, "reference_output": r_name, "shape": list(got.shape),
-                        "compared": compared, **figures}
-    if not compared:
+            scores = got.shape in class_shapes
+            m = compare(want, got, tol if scores else {**tol, "min_top1": None})
+            if not scores:
+                m.pop("top1", None)
+            fig = {"node": _name(node), "op_type": node.op_type, "output": out, "reference_output": r_name,
+                   "shape": list(got.shape), **{k: m.get(k) for k in _KEPT}}
+            judged[out] = fig
+            inherited = max((_deficit(judged[i]) for i in _float_inputs(node, producer) if i in judged),
+                            default=0.0)
+            growth.append({**{k: fig[k] for k in ("node", "op_type", "output", "cosine")},
+                           "growth": _deficit(fig) - inherited})
+            if found is None and not m["passed"]:
+                found = (node, fig, inherited)
+    if not judged:
         raise DivergenceError("no tensor of the candidate could be matched with one of the reference "
                               "(by name, through its Q/DQ pair, or by node name and position)")
-    return None
+    growth = sorted((g for g in growth if g["growth"] > _NOISE), key=lambda g: -g["growth"])[:GROWTH_LISTED]
+    answer: dict[str, Any] = {"tolerance": tol, "compared": len(judged), "growth": growth}
+    if found is None:
+        return {"verdict": "none", **answer}
+    node, fig, inherited = found
+    inputs = [{"tensor": i, **{k: judged[i][k] for k in ("node", "reference_output", "cosine", "max_abs", "passed")}}
+              for i in node.input if i in judged]
+    deficit = _deficit(fig)
+    accumulated = deficit > 0 and inherited > INHERITED_SHARE * deficit
+    return {"verdict": "accumulated" if accumulated else "node", **fig, "inputs": inputs, **answer,
+            "compared": list(judged).index(fig["output"]) + 1}
+
+
+def diagnose(reference_model: Path, candidate_model: Path, result: Path, reference: Path,
+             threads: int = 2) -> dict[str, Any]:
+    """first_divergence for a failed parity check: its tolerance, on the sample that failed worst.
+
+    `result` is the check's parity JSON, `reference` the recipe's reference.npz.
+    The sample is the failing (point, sample, output) with the lowest cosine;
+    the answer says which (`point`, `sample`, `check_output`). On any problem
+    the answer is {"error": reason}.
+    """
+    import json
+
+    from buildsys.steps.reference import read_reference
+
+    try:
+        doc = json.loads(Path(result).read_text(encoding="utf-8"))
+        manifest, arrays = read_reference(reference)
+    except (OSError, ValueError, KeyError) as exc:
+        return {"error": f"cannot read the parity result or the reference: {exc}"}
+    failing = [(row, name, m) for row in doc.get("results", []) if not row.get("error")
+               for name, m in (row.get("outputs") or {}).items() if not m.get("passed")]
+    if not failing:
+        return {"error": "no output failed its tolerance (the check failed to run at some point); "
+                         "nothing to localise"}
+    row, name, _ = min(failing, key=lambda f: (_cos_key(f[2]), -(f[2].get("max_abs") or 0.0)))
+    entry = next((e for e in manifest if e["point"] == row["point"] and e["sample"] == row["sample"]), None)
+    if entry is None:
+        return {"error": f"the reference holds no sample {row['point']}.{row['sample']}"}
+    feeds = {k: arrays[key] for k, key in entry["inputs"].items()}
+    try:
+        found = first_divergence(reference_model, candidate_model, feeds, doc.get("tolerance") or {}, threads)
+    except DivergenceError as exc:
+        return {"error": exc.message}
+    return {**found, "point": row["point"], "sample": row["sample"], "check_output": name}
+
+
+def _cos_key(m: dict[str, Any]) -> float:
+    c = m.get("cosine")
+    return -1.0 if c is None or not np.isfinite(c) else float(c)
+
+
+_KEPT = ("passed", "failures", "cosine", "max_abs", "max_rel", "mismatched", "top1", "nan", "inf")
+
+
+def _float_inputs(node, producer: dict) -> list[str]:
+    """The node's inputs, a DequantizeLinear's quantized input read as the float its QuantizeLinear took."""
+    q = producer.get(node.input[0]) if node.op_type == "DequantizeLinear" and node.input else None
+    if q is not None and q.op_type == "QuantizeLinear":
+        return [q.input[0]]
+    return list(node.input)
+
+
+def _deficit(fig: dict[str, Any]) -> float:
+    """1 − cosine, the scale-free size of a tensor's error (NaN counts as the whole budget)."""
+    c = fig.get("cosine")
+    return 1.0 if c is None or not np.isfinite(c) else max(0.0, 1.0 - float(c))
+
+
+def _name(node) -> str:
+    return node.name or f"<unnamed {node.op_type}>"
 
 
 def match_tensors(cand, ref) -> dict[str, str]:
@@ -135,24 +239,6 @@ def match_tensors(cand, ref) -> dict[str, str]:
         if r is not None:
             found[t] = r
     return found
-
-
-def _diverges(ref: np.ndarray, got: np.ndarray, atol: float | None, rtol: float | None,
-              min_cosine: float | None) -> dict[str, Any] | None:
-    r = ref.astype(np.float64, copy=False)
-    g = got.astype(np.float64, copy=False)
-    diff = np.abs(g - r)
-    finite = np.where(np.isfinite(diff), diff, np.inf)
-    max_abs = float(finite.max()) if diff.size else 0.0
-    cos = cosine(r, g)
-    new_nonfinite = int((~np.isfinite(g) & np.isfinite(r)).sum())
-    mismatched = 0
-    if atol is not None or rtol is not None:
-        mismatched = int((~(diff <= (atol or 0.0) + (rtol or 0.0) * np.abs(r))).sum())
-    low_cosine = min_cosine is not None and not cos >= min_cosine
-    if not (new_nonfinite or mismatched or low_cosine):
-        return None
-    return {"max_abs": max_abs, "cosine": cos, "mismatched": mismatched, "non_finite": new_nonfinite}
 
 
 def _types(model) -> dict[str, int]:

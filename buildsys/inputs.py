@@ -62,10 +62,70 @@ def _from_files(spec: dict, pattern: str, shape: tuple[int, ...], workspace: Pat
     except KeyError:
         raise StepError(f"{path}: no array named {spec['name']!r} (found {', '.join(loaded.files) or 'none'})",
                         field=f"{field}.data.path", hint="an .npz holds one array per input name") from None
-    if tuple(arr.shape) != tuple(shape):
-        raise StepError(f"{path}: array of shape {list(arr.shape)}, expected {list(shape)}",
-                        field=f"{field}.data.path")
+    try:
+        return fit_to_shape(arr, spec["shape"], shape)
+    except ValueError as exc:
+        raise StepError(f"{path}: array of shape {list(arr.shape)}, expected {list(shape)}: {exc}",
+                        field=f"{field}.data.path", hint=FIT_RULE) from None
+
+
+FIT_RULE = ("npy data fits each shape point along the named (dynamic) dims: an array larger there is cut "
+            "to its first entries, a smaller one is repeated until it fills the size; fixed dims must match")
+
+
+def fit_to_shape(arr: np.ndarray, declared: list, shape: tuple[int, ...]) -> np.ndarray:
+    """`arr` at a shape point by FIT_RULE: along each named dim, the first entries or repeats.
+
+    Users bring data of one size and declare a range: a batch of 2 serves the min
+    point (batch 1) with its first row and the max point (batch 8) repeated four
+    times. Raises ValueError naming the dim that cannot fit (rank or a fixed size).
+    """
+    if arr.ndim != len(shape):
+        raise ValueError(f"rank {arr.ndim}, the input has rank {len(shape)}")
+    for axis, (have, want, name) in enumerate(zip(arr.shape, shape, declared)):
+        if have == want:
+            continue
+        if isinstance(name, int):
+            raise ValueError(f"dim {axis} is fixed at {want}, found {have}")
+        if have == 0:
+            raise ValueError(f"dim {axis} ({name}) is empty, nothing to repeat")
+        if have > want:
+            arr = np.take(arr, np.arange(want), axis=axis)
+        else:
+            arr = np.take(arr, np.arange(want) % have, axis=axis)
     return arr
+
+
+def fitted(arr_shape: tuple[int, ...], declared: list, shape: tuple[int, ...]) -> str:
+    """How FIT_RULE changed an array's shape, in words ("" when it did not)."""
+    said = []
+    for have, want, name in zip(arr_shape, shape, declared):
+        if have > want:
+            said.append(f"first {want} of {have} along {name}")
+        elif have < want:
+            said.append(f"{have} repeated to {want} along {name}")
+    return ", ".join(said)
+
+
+def fit_notes(params: dict[str, Any], workspace: Path, point: str, sample: int) -> list[str]:
+    """For each npy input that FIT_RULE reshaped at this point: which file, from what, how."""
+    from buildsys.resolve import npy_files
+
+    notes = []
+    for spec in params["inputs"]:
+        data = spec["data"]
+        files = npy_files(workspace, data["path"]) if data["kind"] == "npy" else []
+        if not files:
+            continue
+        path = files[sample % len(files)]
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r")
+        arr = loaded[spec["name"]] if hasattr(loaded, "files") else loaded
+        shape = concrete_shape(spec["shape"], params["dims"], point)
+        how = fitted(tuple(arr.shape), spec["shape"], shape)
+        if how:
+            rel = Path(path).resolve().relative_to(workspace.resolve()).as_posix()
+            notes.append(f"{spec['name']} at {point}: {rel} {list(arr.shape)} -> {list(shape)} ({how})")
+    return notes
 
 
 def parity_inputs(params: dict[str, Any], workspace: Path, point: str, sample: int) -> dict[str, np.ndarray]:

@@ -19,6 +19,8 @@ def describe(o: Outcome) -> str:
     text = f"{head}  ({o.reason})" if o.reason else head
     if o.verdict is not None:
         text += f"\n            {o.verdict.get('summary', '')}"
+    if o.note:
+        text += f"\n            note: {o.note}"
     if o.message:
         text += "\n            " + o.message.replace("\n", "\n            ")
     return text

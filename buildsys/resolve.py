@@ -142,7 +142,8 @@ def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
         for flavour in flavours:
             q = StepSpec(
                 id=f"{n}:quantize[{flavour}]", recipe=n, name=f"quantize[{flavour}]", kind_path=KINDS["quantize"],
-                params={"flavour": flavour, "calibration": {"per_channel": r.calibration.per_channel},
+                params={"flavour": flavour,
+                        "calibration": {"per_channel": r.calibration.per_channel if r.calibration else None},
                         "quantization": {"exclude": list(r.quantization.exclude),
                                          **({"cpu": cpu} if flavour == "onnxruntime" else {})}},
                 inputs={"model": candidate, "ranges": f"{calibrate.id}#ranges"},

@@ -80,11 +80,16 @@ def edited(src: Path, dst: Path, initializer: str, change) -> Path:
 
 
 def test_identical_models_do_not_diverge(models, feeds):
-    assert first_divergence(models["fp32"], models["fp32"], feeds, atol=1e-6, rtol=0.0, min_cosine=0.9999) is None
+    found = first_divergence(models["fp32"], models["fp32"], feeds, {"atol": 1e-6, "rtol": 0.0, "min_cosine": 0.9999})
+    assert found["verdict"] == "none" and found["compared"] == 11 and found["growth"] == []
 
 
 def test_a_sound_int8_model_stays_within_cosine(models, feeds):
-    assert first_divergence(models["fp32"], models["int8"], feeds, atol=None, rtol=None, min_cosine=0.99) is None
+    found = first_divergence(models["fp32"], models["int8"], feeds, {"min_cosine": 0.99})
+    assert found["verdict"] == "none", found
+    # rounding is not divergence: a cosine-only tolerance does not judge elementwise
+    found = first_divergence(models["fp32"], models["int8"], feeds, {"min_cosine": 0.99, "atol": None, "rtol": None})
+    assert found["verdict"] == "none", found
 
 
 def test_corrupted_activation_scale_is_named(models, feeds):
@@ -99,9 +104,9 @@ def test_corrupted_activation_scale_is_named(models, feeds):
     broken = edited(models["int8"], models["dir"] / "bad-act.onnx", dq.input[1], lambda s: s * 200)
     consumers = [n.name for n in qdq.graph.node if dq.output[0] in n.input]
 
-    found = first_divergence(models["fp32"], broken, feeds, atol=None, rtol=None, min_cosine=0.99)
+    found = first_divergence(models["fp32"], broken, feeds, {"min_cosine": 0.99})
 
-    assert found is not None and found["node"] in {dq.name, q.name, *consumers}, found
+    assert found["verdict"] == "node" and found["node"] in {dq.name, q.name, *consumers}, found
     assert found["node"] == dq.name and found["op_type"] == "DequantizeLinear"
     assert found["reference_output"] == q.input[0] and found["cosine"] < 0.99
 
@@ -109,9 +114,9 @@ def test_corrupted_activation_scale_is_named(models, feeds):
 def test_corrupted_weight_scale_is_named(models, feeds):
     broken = edited(models["int8"], models["dir"] / "bad-weight.onnx", "conv2.weight_scale", lambda s: s * 0.01)
 
-    found = first_divergence(models["fp32"], broken, feeds, atol=None, rtol=None, min_cosine=0.99)
+    found = first_divergence(models["fp32"], broken, feeds, {"min_cosine": 0.99})
 
-    assert found is not None and found["node"] in {"conv2.weight_DequantizeLinear", "conv2"}, found
+    assert found["verdict"] == "node" and found["node"] in {"conv2.weight_DequantizeLinear", "conv2"}, found
     assert found["reference_output"] in {"conv2.weight", "conv2_out"}
 
 
@@ -122,9 +127,9 @@ def test_perturbed_fp32_conv_weight_is_named(models, feeds):
 
     broken = edited(models["fp32"], models["dir"] / "perturbed.onnx", "conv2.weight", nudge)
 
-    found = first_divergence(models["fp32"], broken, feeds, atol=1e-4, rtol=1e-3, min_cosine=None)
+    found = first_divergence(models["fp32"], broken, feeds, {"atol": 1e-4, "rtol": 1e-3})
 
-    assert found is not None
+    assert found["verdict"] == "node"
     assert (found["node"], found["op_type"], found["output"]) == ("conv2", "Conv", "conv2_out")
     assert found["mismatched"] > 0 and found["max_abs"] > 1e-3
     assert found["compared"] == 5  # conv0, relu0, conv1, relu1 agreed before it
@@ -132,7 +137,7 @@ def test_perturbed_fp32_conv_weight_is_named(models, feeds):
 
 def test_missing_feed_is_reported(models):
     with pytest.raises(DivergenceError, match="needs inputs"):
-        first_divergence(models["fp32"], models["fp32"], {"other": np.zeros(1, np.float32)}, 1e-4, 1e-3, None)
+        first_divergence(models["fp32"], models["fp32"], {"other": np.zeros(1, np.float32)}, {"atol": 1e-4, "rtol": 1e-3})
 
 
 def test_unrelated_models_are_reported_not_passed(models, feeds, tmp_path):
@@ -144,15 +149,83 @@ def test_unrelated_models_are_reported_not_passed(models, feeds, tmp_path):
     renamed = tmp_path / "renamed.onnx"
     onnx.save(model, renamed)
     # only `logits` can be matched; it agrees, so nothing diverges
-    assert first_divergence(models["fp32"], renamed, feeds, 1e-4, 1e-3, None) is None
+    assert first_divergence(models["fp32"], renamed, feeds, {"atol": 1e-4, "rtol": 1e-3})["verdict"] == "none"
     model.graph.output[0].name = model.graph.node[-1].output[0] = "scores"
     onnx.save(model, renamed)
     with pytest.raises(DivergenceError, match="no tensor of the candidate could be matched"):
-        first_divergence(models["fp32"], renamed, feeds, 1e-4, 1e-3, None)
+        first_divergence(models["fp32"], renamed, feeds, {"atol": 1e-4, "rtol": 1e-3})
 
 
 def test_unreadable_model_is_reported(models, feeds, tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
     with pytest.raises(DivergenceError, match="cannot load"):
-        first_divergence(models["fp32"], junk, feeds, 1e-4, 1e-3, None)
+        first_divergence(models["fp32"], junk, feeds, {"atol": 1e-4, "rtol": 1e-3})
+
+
+def test_a_layer_whose_outlier_weight_int8_clips_is_named(tmp_path, feeds):
+    """One weight 40x the others: per-tensor int8 rounds the rest of conv2's weights to a few levels."""
+    def outlier(w):
+        w[0, 0, 1, 1] = 40 * np.abs(w).max()
+        return w
+
+    fp32 = edited(tiny_convnet(tmp_path / "clean.onnx"), tmp_path / "fp32.onnx", "conv2.weight", outlier)
+    int8 = quantize(fp32, tmp_path / "int8.onnx")
+
+    found = first_divergence(fp32, int8, feeds, {"min_cosine": 0.99})
+
+    assert found["verdict"] == "node", found
+    assert (found["node"], found["op_type"], found["reference_output"]) == ("conv2", "Conv", "conv2_out")
+    assert found["cosine"] < 0.99 and found["failures"] == [f"cosine {found['cosine']:.6f} < 0.99"]
+    # what it computed from held: the activation and the (outlier-dominated) weight
+    by_ref = {i["reference_output"]: i for i in found["inputs"]}
+    assert by_ref["relu1_out"]["passed"] and by_ref["conv2.weight"]["passed"]
+    assert by_ref["conv2.weight"]["cosine"] >= 0.99 and by_ref["relu1_out"]["cosine"] >= 0.99
+    assert found["tolerance"] == {"atol": None, "rtol": None, "min_cosine": 0.99, "min_top1": None}
+    # a stricter tolerance finds the weight itself out of it first: same metric, other threshold
+    strict = first_divergence(fp32, int8, feeds, {"min_cosine": 0.999})
+    assert strict["node"] == "conv2.weight_DequantizeLinear" and strict["inputs"] == []
+
+    from buildsys.reports.collect import fmt_divergence
+
+    text = fmt_divergence(found)
+    assert text.startswith("first divergence: node conv2 (Conv)")
+    assert f"cosine {found['cosine']:.5f}" in text and "against tolerance cosine ≥ 0.99" in text
+    assert "its inputs: relu1_out_DequantizeLinear_Output cosine 0.999" in text
+
+
+def chain(path: Path, gains: list[np.ndarray]) -> Path:
+    """x * g0 * g1 * ... as a chain of Mul nodes named mul0, mul1, ..."""
+    nodes, inits, x = [], [], "x"
+    for i, g in enumerate(gains):
+        inits.append(numpy_helper.from_array(g.astype(np.float32), f"g{i}"))
+        nodes.append(helper.make_node("Mul", [x, f"g{i}"], [f"m{i}"], name=f"mul{i}"))
+        x = f"m{i}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 256])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_error_that_accumulates_is_not_blamed_on_one_node(tmp_path):
+    rng = np.random.default_rng(3)
+    ones = [np.ones((1, 256)) for _ in range(6)]
+    noisy = [1 + 0.08 * rng.standard_normal((1, 256)) for _ in range(6)]  # each Mul adds ~0.3% deficit
+    ref, cand = chain(tmp_path / "ref.onnx", ones), chain(tmp_path / "cand.onnx", noisy)
+    feeds = {"x": rng.uniform(0.5, 1.5, (1, 256)).astype(np.float32)}
+
+    found = first_divergence(ref, cand, feeds, {"min_cosine": 0.99})
+
+    assert found["verdict"] == "accumulated", found
+    assert found["node"] not in ("mul0", "mul1") and found["cosine"] < 0.99
+    (upstream,) = found["inputs"]
+    assert upstream["passed"] and 1 - upstream["cosine"] > 0.5 * (1 - found["cosine"])
+    assert {g["node"] for g in found["growth"]} <= {f"mul{i}" for i in range(6)} and len(found["growth"]) == 3
+
+    from buildsys.reports.collect import fmt_divergence
+
+    text = fmt_divergence(found)
+    assert text.startswith("no single node breaks the tolerance: the error accumulates")
+    assert f"node {found['node']} (Mul)" in text and "the error grows most at: mul" in text

@@ -148,9 +148,6 @@ def _check_targets(doc: Document) -> list[Problem]:
         if not isinstance(t, dict) or not isinstance(t.get("backend"), str):
             continue
         precision = t.get("precision", "fp32")
-        if precision == "int8" and "calibration" not in doc.data:
-            out.append(doc.problem(("targets", i), "precision int8 needs a calibration block",
-                                   "add calibration: {data: {kind: uniform, low: 0, high: 1}, samples: 64}"))
         provider = t.get("provider") if t.get("provider") not in (None, "cpu") else None
         if not all(isinstance(x, str) for x in (precision, provider or "")):
             continue  # a precision or provider of the wrong type: the schema names it

@@ -40,6 +40,7 @@ class ReportInput:
     reason: str = ""  # for failed / skipped / unavailable: why (the outcome's message or reason)
     outputs: tuple[str, ...] = ()  # the recipe's output names: the test cases of a check that did not run
     random_calibration: bool = False  # int8: the calibration data was seeded random, not real data
+    qat: bool = False  # int8: the model carried its own Q/DQ (quantization-aware trained), nothing was calibrated
     divergence: dict[str, Any] | None = None  # diverge.first_divergence's answer (or {"error": reason})
     description: str = ""
 
@@ -89,6 +90,7 @@ def build_document(entries: list[ReportInput], meta: dict[str, Any]) -> dict[str
 def _check(e: ReportInput) -> dict[str, Any]:
     c: dict[str, Any] = {"check": e.check, "state": e.state, "status": "passed", "reason": e.reason or None,
                          "candidate": None, "tolerance": None, "random_calibration": bool(e.random_calibration),
+                         "qat": bool(e.qat),
                          "divergence": _divergence(e.divergence), "failures": [], "results": [],
                          "declared_outputs": list(e.outputs)}
     if e.state in _NOT_RUN:
@@ -365,10 +367,39 @@ def fmt_tolerance(tol: dict[str, Any] | None) -> str:
     return ", ".join(parts) or "no tolerance"
 
 
+QAT_NOTE = "quantization-aware trained (Q/DQ from the model)"
+RANDOM_NOTE = "calibrated on random data"
+
+
+def fmt_calibration(check: dict[str, Any]) -> str:
+    """Where an int8 check's scales came from, when the reader must know: QAT, or random data."""
+    if check.get("qat"):
+        return QAT_NOTE
+    return RANDOM_NOTE if check.get("random_calibration") else ""
+
+
 def fmt_divergence(d: dict[str, Any] | None) -> str:
+    """One line: the node named, its figures beside the tolerance, and its inputs' figures."""
     if not d:
         return ""
-    if "node" not in d:
-        return f"first divergence not found: {d.get('error', 'no reason given')}"
-    return (f"first divergence: node {d['node']} ({d.get('op_type', '?')}), output {d.get('output', '?')}: "
-            f"max abs {fmt(d.get('max_abs'))}, cosine {fmt_cosine(d.get('cosine'))}")
+    if "error" in d:
+        return f"first divergence not found: {d.get('error') or 'no reason given'}"
+    where = f" on {d['point']}.{d['sample']}" if d.get("point") else ""
+    tol = fmt_tolerance(d.get("tolerance"))
+    grown = ", ".join(f"{g['node']} (+{fmt(g['growth'], digits=2)})" for g in d.get("growth") or [])
+    if d.get("verdict") == "none":
+        return (f"no single node breaks the tolerance ({tol}){where}; "
+                f"the error grows most at: {grown or 'no node'}")
+    inputs = "; ".join(f"{i['tensor']} cosine {fmt_cosine(i.get('cosine'))}, max abs {fmt(i.get('max_abs'))}"
+                       for i in d.get("inputs") or [])
+    figures = f"cosine {fmt_cosine(d.get('cosine'))}, max abs {fmt(d.get('max_abs'))}"
+    if d.get("top1") is not None:
+        figures += f", top-1 {fmt(d.get('top1'))}"
+    if d.get("mismatched"):
+        figures += f", {d['mismatched']} values out of atol/rtol"
+    head = (f"node {d['node']} ({d.get('op_type', '?')}), output {d.get('output', '?')}{where}: "
+            f"{figures} against tolerance {tol}; its inputs: {inputs or 'none compared'}")
+    if d.get("verdict") == "accumulated":
+        return (f"no single node breaks the tolerance: the error accumulates and crosses it at {head}; "
+                f"the error grows most at: {grown}")
+    return f"first divergence: {head}"

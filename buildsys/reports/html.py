@@ -12,8 +12,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from buildsys.reports.collect import (cases, fmt, fmt_change, fmt_cosine, fmt_divergence, fmt_int8, fmt_tolerance,
-                                      fmt_worst)
+from buildsys.reports.collect import (cases, fmt, fmt_calibration, fmt_change, fmt_cosine, fmt_divergence, fmt_int8,
+                                      fmt_tolerance, fmt_worst)
 
 TEMPLATES = Path(__file__).parent / "templates"
 _RANK = {"error": 0, "failed": 0, "blocked": 1, "regressed": 2, "unavailable": 3, "passed": 4}
@@ -80,7 +80,7 @@ def _check(c: dict[str, Any], regressed: bool) -> dict[str, Any]:
     rows.sort(key=lambda x: _RANK[x["status"]])
     return {"check": c["check"], "status": status, "state": c["state"], "reason": c.get("reason") or "",
             "candidate": c.get("candidate") or "", "tolerance": fmt_tolerance(c.get("tolerance")),
-            "random_calibration": c.get("random_calibration", False),
+            "calibration": fmt_calibration(c),
             "divergence": fmt_divergence(c.get("divergence")), "rows": rows,
             "node": (c.get("divergence") or {}).get("node") or "", "view": "", "view_node": "",
             "int8": fmt_int8(c["int8"]) if c.get("int8") else []}

@@ -14,7 +14,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from buildsys.reports.collect import Case, cases, fmt, fmt_cosine, fmt_divergence, fmt_tolerance, fmt_worst
+from buildsys.reports.collect import Case, cases, fmt, fmt_calibration, fmt_cosine, fmt_divergence, fmt_tolerance, fmt_worst
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -61,8 +61,8 @@ def _details(k: Case, check: dict[str, Any]) -> str:
     lines = [k.message, ""]
     if check.get("tolerance"):
         lines.append(f"tolerance: {fmt_tolerance(check['tolerance'])}")
-    if check.get("random_calibration"):
-        lines.append("calibration used random data")
+    if fmt_calibration(check):
+        lines.append(fmt_calibration(check))
     if k.rows:
         lines.append(f"{'point':<8} {'max_abs':>10} {'mean_abs':>10} {'max_rel':>10} {'cosine':>12} "
                      f"{'top1':>6} {'nan':>5} {'inf':>5}  baseline max_abs  worst element")

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from buildsys.reports.collect import (Case, cases, fmt, fmt_change, fmt_cosine, fmt_divergence, fmt_int8,
-                                      fmt_tolerance,
-                                      output_names)
+from buildsys.reports.collect import (Case, cases, fmt, fmt_calibration, fmt_change, fmt_cosine, fmt_divergence,
+                                      fmt_int8, fmt_tolerance, output_names)
 
 MAX_ROWS = 150  # GitHub cuts comments at 65,536 characters
 MAX_LISTED = 20
@@ -153,14 +152,15 @@ def _collapsed(recipe: str, checks: list[dict[str, Any]]) -> str:
     detail = f"{len(outs)} comparisons passed"
     if len(tolerances) == 1:
         detail += f" ({tolerances.pop()})"
-    if any(c["random_calibration"] for c in checks):
-        detail += _calib({"random_calibration": True})
+    for note in dict.fromkeys(fmt_calibration(c) for c in checks if fmt_calibration(c)):
+        detail += f" · {note}"
     return _row("passed", recipe, ", ".join(c["check"] for c in checks), ", ".join(points),
                 ", ".join(names), max_abs, fmt_cosine(low_cos), fmt(low_top1), detail)
 
 
 def _calib(check: dict[str, Any]) -> str:
-    return " · calibrated on random data" if check.get("random_calibration") else ""
+    note = fmt_calibration(check)
+    return f" · {note}" if note else ""
 
 
 def _row(mark: str, *cells: str) -> str:

@@ -71,7 +71,17 @@ def load_model(params: dict[str, Any], workspace: Path, files: dict[str, Path]):
     if "checkpoint" in files:
         _load_checkpoint(model, files["checkpoint"], spec["checkpoint"])
     model.eval()
+    _freeze_qat_observers(model)
     return model, discover(workspace, model, imported)
+
+
+def _freeze_qat_observers(model) -> None:
+    from buildsys.steps._qat import freeze_observers
+
+    left_on = freeze_observers(model)
+    if left_on:
+        print(f"quantization-aware trained: {left_on} FakeQuantize observers were still on; switched off so that "
+              "the trained scales are used (torch.ao.quantization.disable_observer)", flush=True)
 
 
 def _load_checkpoint(model, path: Path, shown: str) -> None:

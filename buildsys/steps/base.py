@@ -42,6 +42,8 @@ class StepResult:
     # a judgement on the artifact (parity): {"passed": bool, "summary": str}
     verdict: dict[str, Any] | None = None
     summary: str = ""
+    # what the user must know about how the output was made (a step passed over): console and --json
+    note: str = ""
 
 
 class Step:
@@ -147,7 +149,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         print(f"done in {seconds:.2f}s: {result.summary}", flush=True)
     return {"ok": True, "outputs": outputs, "deps": result.deps, "verdict": result.verdict,
-            "summary": result.summary, "seconds": seconds}
+            "summary": result.summary, "seconds": seconds, **({"note": result.note} if result.note else {})}
 
 
 def _storage_answer(exc: OSError, started: float) -> dict[str, Any] | None:

@@ -20,7 +20,8 @@ Calibration data comes from the recipe's `calibration.data`:
   into the model's NCHW float input, consecutive images filling the opt batch.
 
 A model that already carries QuantizeLinear/DequantizeLinear nodes (quantization-
-aware training) is not calibrated: its scales are part of the model.
+aware training) is not calibrated: its scales are part of the model, and the
+recipe needs no `calibration:` block. Without one, a model without Q/DQ fails here.
 """
 from __future__ import annotations
 
@@ -76,9 +77,15 @@ class CalibrateRanges(Step):
             doc = {"format": FORMAT, "qat": True, "qdq_nodes": qdq, "method": None, "random_data": False,
                    "tensors": {}}
             out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-            summary = f"the model already carries {qdq} QuantizeLinear/DequantizeLinear nodes (QAT): calibration skipped"
+            summary = (f"quantization-aware trained (Q/DQ from the model): its {qdq} QuantizeLinear/DequantizeLinear "
+                       "nodes keep their trained scales; calibration skipped")
             print(summary)
-            return StepResult(summary=summary)
+            return StepResult(summary=summary, note=summary)
+        if cal is None:
+            raise StepError("the model carries no QuantizeLinear/DequantizeLinear nodes (it is not quantization-aware "
+                            "trained), so its int8 targets need calibration data", field="calibration",
+                            hint="add calibration: {data: {kind: uniform, low: 0, high: 1}, samples: 64}, or real "
+                                 "data ({kind: npy, path: ...} or {kind: images, ...})")
 
         source = calibration_source(self.params, self.ctx.workspace, self.ctx.files)
         with tempfile.TemporaryDirectory(dir=self.ctx.scratch) as tmp:
@@ -98,7 +105,7 @@ class CalibrateRanges(Step):
 
 
 def stage_model(model_path: Path, folder: Path) -> Path:
-    """Link the model (and its external data) into `folder`, and return the link.
+    """Link the model (and copy its external data) into `folder`, and return the link.
 
     ONNX Runtime's quantization tools write `<model>-inferred.onnx` beside the model
     they are given: beside a link in the step's scratch, not in out/, where steps
@@ -111,8 +118,13 @@ def stage_model(model_path: Path, folder: Path) -> Path:
     for t in model.graph.initializer:
         if t.data_location == onnx.TensorProto.EXTERNAL:
             names.update(e.value for e in t.external_data if e.key == "location")
-    for name in sorted(names):
-        (folder / name).symlink_to((model_path.parent / name).resolve())
+    import shutil
+
+    (folder / model_path.name).symlink_to(model_path.resolve())
+    for name in sorted(names - {model_path.name}):
+        # Copied: onnx refuses external data reached through a symbolic link or a file with
+        # several hard links (and out/ files are hard links into the store).
+        shutil.copyfile((model_path.parent / name).resolve(), folder / name)
     return folder / model_path.name
 
 

@@ -62,7 +62,9 @@ class OrtFormatEngine(Step):
         files = [out.name] + ([out.name + ".data"] if big else [])
         size = sum((out.parent / f).stat().st_size for f in files) / 2**20
         kind = "optimised ONNX with external weights (over 2 GiB)" if big else "ORT format"
-        return StepResult(outputs={"engine": files},
+        note = (f"the model is over 2 GiB, beyond the ORT format's limit: written as optimised ONNX, {out.name} "
+                f"with its weights in {out.name}.data") if big else ""
+        return StepResult(outputs={"engine": files}, note=note,
                           summary=f"{kind}, {size:.1f} MiB, ran at {entry['point']} (max abs error {worst:.3g})")
 
 

@@ -53,6 +53,7 @@ class ExportOnnx(Step):
         torch.set_num_threads(self.ctx.threads)
         p = self.params
         model, deps = load_model(p, self.ctx.workspace, self.ctx.files)
+        qat_as_qdq(model, p["export"]["exporter"])
         dims = trace_dims(p["dims"])
         args = example_inputs({**p, "dims": dims}, self.ctx.workspace, "opt")
         out = self.ctx.output("model")
@@ -162,6 +163,16 @@ class ExportOnnx(Step):
         n_out = len(m.graph.output)
         if n_out != len(p["outputs"]):
             raise outputs_mismatch(n_out, len(p["outputs"]), what="the exported graph outputs")
+
+
+def qat_as_qdq(model, exporter: str) -> None:
+    """A quantization-aware trained model's FakeQuantize modules, made exportable as Q/DQ with their trained scales."""
+    from buildsys.steps._qat import tensor_only_fake_quant
+
+    count = tensor_only_fake_quant(model, exporter)
+    if count:
+        print(f"quantization-aware trained: {count} FakeQuantize modules exported as QuantizeLinear + "
+              "DequantizeLinear with their trained scales", flush=True)
 
 
 def strip_source_locations(path: Path) -> None:

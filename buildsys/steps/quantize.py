@@ -110,8 +110,8 @@ class QuantizeQdq(Step):
             raise StepError(f"{self.ctx.inputs['ranges'].name} has format {calib.get('format')}, expected {FORMAT}")
         if calib["qat"]:
             written = _copy_model(model, out)
-            summary = (f"QAT model: its {calib['qdq_nodes']} QuantizeLinear/DequantizeLinear nodes are kept, "
-                       "the model is copied unchanged")
+            summary = (f"quantization-aware trained (Q/DQ from the model): its {calib['qdq_nodes']} "
+                       "QuantizeLinear/DequantizeLinear nodes are kept, the model is copied unchanged")
             return StepResult(outputs={"model": written}, summary=summary)
 
         with tempfile.TemporaryDirectory(dir=self.ctx.scratch) as tmp:

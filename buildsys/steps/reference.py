@@ -1,5 +1,7 @@
 """reference: PyTorch outputs on the seeded parity inputs at every shape point.
 
+Inputs from `npy` files are fitted to each shape point by `inputs.FIT_RULE`
+(first entries along a named dim, or repeats), and the step's note says how.
 Stored with the inputs in one `.npz` (written with fixed zip timestamps, so the
 same outputs give the same bytes), which lets parity run without torch.
 """
@@ -46,17 +48,18 @@ class ReferenceOutputs(Step):
         import torch
 
         from buildsys.errors import StepError
-        from buildsys.inputs import parity_inputs
+        from buildsys.inputs import fit_notes, parity_inputs
         from buildsys.steps._model import flatten_outputs, load_model
         from buildsys.steps.export import outputs_mismatch
 
         torch.set_num_threads(self.ctx.threads)
         p = self.params
         model, deps = load_model(p, self.ctx.workspace, self.ctx.files)
-        arrays, manifest = {}, []
+        arrays, manifest, fits = {}, [], []
         for point in p["parity"]["points"]:
             for sample in range(p["parity"]["samples"]):
                 inputs = parity_inputs(p, self.ctx.workspace, point, sample)
+                fits += [f for f in fit_notes(p, self.ctx.workspace, point, sample) if f not in fits]
                 tag = f"{point}.{sample}"
                 with torch.inference_mode():
                     try:
@@ -80,7 +83,13 @@ class ReferenceOutputs(Step):
                 manifest.append(entry)
         arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
         write_npz(self.ctx.output("reference"), arrays)
-        return StepResult(deps=deps, summary=f"{len(manifest)} samples at {', '.join(p['parity']['points'])}")
+        note = ""
+        if fits:
+            # The same arrays feed every parity and engine check: said once, here.
+            note = "npy data fitted to the shape points (first entries, or repeated): " + "; ".join(fits)
+            print(note, flush=True)
+        return StepResult(deps=deps, note=note,
+                          summary=f"{len(manifest)} samples at {', '.join(p['parity']['points'])}")
 
 
 def write_reference_outputs(p: dict, workspace: Path, out: Path, run) -> int:

@@ -1,6 +1,11 @@
 """simplify: onnxsim and/or onnxoptimizer on the exported model, in the order the recipe lists them;
 each result is checked (dynamic axes still symbolic) and the last re-checked before it is kept.
 
+A model over 2 GiB (external data) is passed through: onnxsim holds a model in
+one protobuf, which cannot exceed 2 GiB. The step says so on the console and in
+`build --json` (its `note`), and the passed-through graph names its own data
+file (model.sim.onnx.data), so that each artifact can be copied with its data alone.
+
 With `simplify: {fallback: true}` onnxsim runs in a child interpreter, so that an
 exception, a rejected result or a crash of its native code (a segfault, an abort,
 memory exhausted) leaves the exported model in place of the simplified one, and
@@ -34,7 +39,7 @@ def symbolic_axes(model) -> dict[tuple[str, int], str]:
 
 class SimplifyOnnx(Step):
     KIND = "simplify"
-    VERSION = 1
+    VERSION = 2
     TOOLS = ("onnx", "onnxsim", "onnxoptimizer")
 
     def run(self) -> StepResult:
@@ -43,9 +48,9 @@ class SimplifyOnnx(Step):
         data = src.with_name(src.name + ".data")
         if data.exists() and data.stat().st_size + src.stat().st_size > TWO_GIB:
             # onnxsim works on one in-memory protobuf, which cannot exceed 2 GiB.
-            return StepResult(outputs={"model": _pass_through(src, out)},
-                              summary="skipped: the model is over 2 GiB and onnxsim cannot hold it in one "
-                                      "protobuf; passed through unchanged")
+            why = ("onnxsim skipped: the model is over 2 GiB and onnxsim cannot hold it in one protobuf; "
+                   "the exported model is passed through unchanged")
+            return StepResult(outputs={"model": _pass_through(src, out)}, summary=why, note=why)
         spec = self.params["simplify"]
         passes = tuple(spec.get("passes", ("onnxsim",)))
         optimizer = tuple(spec.get("onnxoptimizer", ()))
@@ -62,19 +67,54 @@ class SimplifyOnnx(Step):
         print(f"onnxsim did not give a usable model: {why}")
         for name in (out.name, out.name + ".data"):
             (self.ctx.scratch / name).unlink(missing_ok=True)
-        return StepResult(outputs={"model": _pass_through(src, out)},
-                          summary=f"fell back to the exported model (simplify.fallback): {why}")
+        said = f"fell back to the exported model (simplify.fallback): {why}"
+        return StepResult(outputs={"model": _pass_through(src, out)}, summary=said, note=said)
 
 
 def _pass_through(src: Path, out: Path) -> list[str]:
-    """The exported model (and its external data) as this step's output, unchanged."""
-    os.link(src, out)
-    files = [out.name]
+    """The exported model (and its external data) as this step's output, unchanged but for the data's name."""
     data = src.with_name(src.name + ".data")
-    if data.exists():
-        os.link(data, out.with_name(out.name + ".data"))
-        files.append(out.name + ".data")
-    return files
+    if not data.exists():
+        os.link(src, out)
+        return [out.name]
+    return [out.name, *own_external_data(src, out)]
+
+
+def own_external_data(src: Path, out: Path) -> list[str]:
+    """Write `src`'s graph to `out` with its external data linked beside it under `out`'s own name.
+
+    The bytes of the data file do not change, only the name the graph gives it:
+    model.sim.onnx names model.sim.onnx.data, so the pair can be copied on its own.
+    Returns the data files written. Several data files become `<out>.<i>.data`.
+    """
+    import onnx
+
+    model = onnx.load(str(src), load_external_data=False)
+    tensors = _external_tensors(model.graph)
+    locations = sorted({e.value for t in tensors for e in t.external_data if e.key == "location"})
+    rename = ({locations[0]: out.name + ".data"} if len(locations) == 1
+              else {loc: f"{out.name}.{i}.data" for i, loc in enumerate(locations)})
+    for t in tensors:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = rename[e.value]
+    onnx.save(model, str(out))
+    for old, new in rename.items():
+        os.link(src.parent / old, out.parent / new)
+    return list(rename.values())
+
+
+def _external_tensors(graph) -> list:
+    import onnx
+
+    found = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t") and attr.t.data_location == onnx.TensorProto.EXTERNAL:
+                found.append(attr.t)
+            for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                found.extend(_external_tensors(g))
+    return found
 
 
 def _failure(proc: subprocess.CompletedProcess) -> str:

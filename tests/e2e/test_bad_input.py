@@ -350,8 +350,6 @@ RECIPE_CASES: list = [
     recipe_case("ort-workspace", BASE + "targets:\n  - {backend: onnxruntime, precision: fp32, workspace: 1GiB}\n",
                 "18:45", "targets.0.workspace", "not allowed for backend onnxruntime",
                 hint="workspace applies to tensorrt targets only"),
-    recipe_case("int8-no-calib", BASE + "targets:\n  - {backend: onnxruntime, precision: int8}\n", "18:5",
-                "targets.0", "precision int8 needs a calibration block", hint="add calibration:"),
     recipe_case("dup-target", BASE + "targets:\n  - {backend: onnxruntime}\n  - {backend: onnxruntime, precision: fp32}\n",
                 "19:5", "targets.1", "duplicate target onnxruntime-fp32 (also targets.0)"),
     recipe_case("npy-no-match", edit(("data: {kind: normal, mean: 0.0, std: 1.0}",

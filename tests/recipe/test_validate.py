@@ -236,9 +236,6 @@ CASES = [
      "error: recipes/r.yaml:10:36: targets.0.workspace: expected an integer >= 1, found 0"),
     ("targets-empty", "targets: []\n",
      "error: recipes/r.yaml:9:1: targets: expected at least 1 item, found none"),
-    ("int8-needs-calibration", "targets:\n  - {backend: onnxruntime}\n  - {backend: tensorrt, precision: int8}\n",
-     "error: recipes/r.yaml:11:5: targets.1: precision int8 needs a calibration block\n"
-     "  hint: add calibration: {data: {kind: uniform, low: 0, high: 1}, samples: 64}"),
     ("duplicate-target", "targets:\n  - {backend: tensorrt, precision: fp16}\n  - {backend: tensorrt, precision: fp16}\n",
      "error: recipes/r.yaml:11:5: targets.1: duplicate target tensorrt-fp16 (also targets.0)\n"
      "  hint: each target builds one artifact; remove one of them"),
@@ -488,11 +485,9 @@ def test_all_problems_of_a_file_are_reported_sorted_by_position(ws: Path):
         "  hint: did you mean 'tolerances'?\n"
         "error: recipes/r.yaml:11:39: targets.0.precision: expected one of fp32, int8 for backend onnxruntime, "
         "found \"fp16\"\n"
-        "error: recipes/r.yaml:12:5: targets.1: precision int8 needs a calibration block\n"
-        "  hint: add calibration: {data: {kind: uniform, low: 0, high: 1}, samples: 64}\n"
         "error: recipes/r.yaml:13:17: export.opset: expected integer, found string '18'\n"
         "  hint: remove the quotes: a quoted value is text\n"
-        "5 problems found"
+        "4 problems found"
     )
 
 

@@ -336,3 +336,39 @@ def test_divergence_is_reported_everywhere(tmp_path):
     assert "first divergence: node relu1_out_DequantizeLinear" in (out / "parity.html").read_text()
     failure = ET.parse(out / "junit.xml").getroot().find("testsuite/testcase/failure")
     assert "relu1_out_DequantizeLinear" in failure.text
+
+
+def test_every_divergence_verdict_fits_the_schema_and_reads_in_the_reports(tmp_path):
+    tol = {"atol": None, "rtol": None, "min_cosine": 0.99, "min_top1": None}
+    growth = [{"node": "conv3", "op_type": "Conv", "output": "c3", "cosine": 0.97, "growth": 0.02}]
+    node = {"verdict": "node", "node": "conv2", "op_type": "Conv", "output": "c2", "reference_output": "c2",
+            "shape": [2, 8], "passed": False, "failures": ["cosine 0.950000 < 0.99"], "cosine": 0.95,
+            "max_abs": 1.5, "tolerance": tol, "compared": 4, "growth": growth, "point": "min", "sample": 0,
+            "inputs": [{"tensor": "r1_dq", "node": "r1_dq", "reference_output": "r1", "cosine": 0.999,
+                        "max_abs": 0.01, "passed": True}]}
+    verdicts = {"node": node, "accumulated": {**node, "verdict": "accumulated"},
+                "none": {"verdict": "none", "tolerance": tol, "compared": 9, "growth": growth, "point": "min",
+                         "sample": 0}}
+    for verdict, d in verdicts.items():
+        _, out = report(tmp_path / verdict, [entry(tmp_path / verdict, "m", "int8",
+                                                   parity_doc("int8", INT8, {"logits": 2.0}), divergence=d)])
+        validate(out)
+        text = (out / "parity.md").read_text().replace("\\_", "_")
+        if verdict == "none":
+            assert "no single node breaks the tolerance (cosine ≥ 0.99) on min.0; the error grows most at: conv3" \
+                in text
+            continue
+        said = ("node conv2 (Conv), output c2 on min.0: cosine 0.95000, max abs 1.5 against tolerance cosine ≥ 0.99; "
+                "its inputs: r1_dq cosine 0.99900, max abs 0.01")
+        assert said in text
+        assert ("first divergence: " + said in text) == (verdict == "node")
+        assert ("the error accumulates and crosses it at " + said in text) == (verdict == "accumulated")
+
+
+def test_a_qat_check_says_so_and_never_random_data(tmp_path):
+    _, out = report(tmp_path, [entry(tmp_path, "m", "int8", parity_doc("int8", INT8, {"logits": 1e-4}), qat=True)])
+    doc = validate(out)
+    assert doc["recipes"][0]["checks"][0]["qat"] is True
+    for name in ("parity.md", "parity.html"):
+        text = (out / name).read_text()
+        assert "quantization-aware trained (Q/DQ from the model)" in text and "random data" not in text, name
