@@ -51,6 +51,8 @@ def _parser():
     b.add_argument("-v", "--verbose", action="store_true", help="also list steps that were up to date")
     b.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="kill a step that runs longer than this (default: one hour per step)")
+    b.add_argument("--cache-max-size", type=_cache_size, metavar="SIZE",
+                   help="after the build, trim the local store to this size (as `cache gc --max-size`)")
     _cache_options(b)
     _executor_options(b)
 
@@ -91,6 +93,24 @@ def _parser():
     c = sub.add_parser("clean", help="remove build outputs (the cache keeps artifacts unless --cache)")
     c.add_argument("recipes", nargs="*")
     c.add_argument("--cache", action="store_true", help="also remove the artifact store and build state")
+
+    a = sub.add_parser("cache", help="what the cache holds (stats) and trimming it (gc)")
+    acts = a.add_subparsers(dest="cache_command", metavar="stats|gc", parser_class=_Parser)
+    acts.required = True
+    st = acts.add_parser("stats", help="entries, blobs, total size, size the current recipes use, oldest and "
+                                       "newest use")
+    gc = acts.add_parser("gc", help="remove least recently used entries and the blobs no entry names, "
+                                    "until the cache fits")
+    gc.add_argument("--max-size", type=_cache_size, metavar="SIZE", help="trim to this size (e.g. 10GiB)")
+    gc.add_argument("--max-age", type=float, metavar="DAYS", help="also remove entries unused for this many days")
+    gc.add_argument("--grace", type=float, default=60.0, metavar="MINUTES",
+                    help="shared cache: never remove a blob younger than this (a build may be publishing it; "
+                         "default 60)")
+    gc.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    for q in (st, gc):
+        q.add_argument("--cache", metavar="DIR_OR_URL",
+                       help="a shared cache (a folder or an fsspec URL) instead of this workspace's local store")
+        q.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
 
@@ -114,6 +134,21 @@ def _size(text: str) -> int:
         value = 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a size like 6GiB or 512MiB, found {text!r}")
+    return value
+
+
+def _cache_size(text: str) -> int:
+    """A cache size: a byte count or a size like 10GiB; 0 keeps only what is in use."""
+    import argparse
+
+    from buildsys.recipe import parse_size
+
+    try:
+        value = int(text) if text.strip().isdigit() else parse_size(text)
+    except (StopIteration, ArithmeticError, ValueError):
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a size like 10GiB or 500MiB, found {text!r}")
     return value
 
 
@@ -213,7 +248,7 @@ def _fast_noop(root: Path, args) -> int | None:
     from buildsys import fastpath
 
     meta = str(root / "out" / ".buildsys")
-    if args.command == "build" and not args.dry_run and not args.verbose:
+    if args.command == "build" and not args.dry_run and not args.verbose and not getattr(args, "cache_max_size", None):
         entry = fastpath.check(meta, _signature(args.recipes, args.only, args.require_all))
         if entry is None:
             return None
@@ -272,7 +307,89 @@ def cmd_build(root: Path, args) -> int:
             # stored answer) must not find an answer recorded halfway through its own changes.
             _record_noop(ws, graph, outcomes, _final_traces(build, state, outcomes),
                          _signature(args.recipes, args.only, args.require_all), code)
+        if args.cache_max_size is not None and not args.dry_run:
+            _trim_after_build(ws, state, store, None if problems else set(graph.steps), args.cache_max_size)
     return code
+
+
+def _trim_after_build(ws, state, store, current, max_size: int) -> None:
+    """`build --cache-max-size`: the collection of `cache gc`, under the build's own lock."""
+    from buildsys import cachegc
+
+    done = cachegc.collect_local(state, store, current, max_size, None)
+    print(cachegc.render_plan(done, "cache"), file=sys.stderr)
+
+
+def cmd_cache(root: Path, args) -> int:
+    """`cache stats` and `cache gc`, on the local store or on a shared cache."""
+    from buildsys import cachegc
+    from buildsys.build import Workspace
+    from buildsys.errors import UsageError
+    from buildsys.state import State, WorkspaceLock
+    from buildsys.store import Store
+
+    gc = args.cache_command == "gc"
+    if gc and args.max_size is None and args.max_age is None:
+        raise UsageError("cache gc needs --max-size SIZE or --max-age DAYS", hint="e.g. cache gc --max-size 10GiB")
+    if gc and args.max_age is not None and args.max_age < 0:
+        raise UsageError(f"--max-age takes a number of days of 0 or more, found {args.max_age}")
+    ws = Workspace(root)
+    if args.cache:
+        shared = _open_shared(args.cache)
+        if gc:
+            result = cachegc.collect_shared(shared, args.max_size, args.max_age, args.grace, args.dry_run)
+            _print_cache(result, args.json, lambda d: cachegc.render_plan(d, shared.url))
+        else:
+            digests = None
+            if (ws.meta / "state.sqlite").exists():
+                state = State(ws.meta)
+                current, _ = cachegc.current_steps(root, state)
+                digests = cachegc.current_digests(state, current)
+                state.close()
+            inv = cachegc.shared_inventory(shared)
+            _print_cache(cachegc.stats_json(inv, digests), args.json, cachegc.render_stats)
+        return EXIT_OK
+    if not (ws.meta / "state.sqlite").exists():
+        empty = cachegc.Inventory(str(ws.meta), "local", {}, {})
+        result = cachegc.stats_json(empty, set()) if not gc else cachegc.plan_json(
+            cachegc.plan(empty, args.max_size, args.max_age, 0.0), args.dry_run)
+        _print_cache(result, args.json, cachegc.render_stats if not gc else
+                     (lambda d: cachegc.render_plan(d, str(ws.meta))))
+        return EXIT_OK
+    if not gc:
+        state = State(ws.meta)
+        current, _ = cachegc.current_steps(root, state)
+        inv = cachegc.local_inventory(state, Store(ws.meta / "store"), current)
+        stats = cachegc.stats_json(inv, cachegc.current_digests(state, current))
+        state.close()
+        _print_cache(stats, args.json, cachegc.render_stats)
+        return EXIT_OK
+    with WorkspaceLock(ws.meta):  # a build holds it for its whole run: neither sees the other half done
+        state = State(ws.meta)
+        current, why = cachegc.current_steps(root, state)
+        if why:
+            print(f"note: {why}; the last build of every step is kept", file=sys.stderr)
+        result = cachegc.collect_local(state, Store(ws.meta / "store"), current, args.max_size, args.max_age,
+                                       args.dry_run)
+        state.close()
+    _print_cache(result, args.json, lambda d: cachegc.render_plan(d, str(ws.meta)))
+    return EXIT_OK
+
+
+def _open_shared(url: str):
+    from buildsys.errors import UsageError
+    from buildsys.sharedcache import open_cache
+
+    if "://" not in url and not Path(url).is_dir():
+        raise UsageError(f"--cache {url}: no such folder", hint="give the folder or URL that builds use as --cache")
+    try:
+        return open_cache(url, read_only=False)
+    except (ImportError, ValueError) as exc:
+        raise UsageError(f"--cache {url}: {exc}", hint="install the fsspec backend for this URL (e.g. s3fs)") from None
+
+
+def _print_cache(result: dict, as_json: bool, render) -> None:
+    print(json.dumps(result, indent=1) if as_json else render(result))
 
 
 @contextlib.contextmanager
@@ -720,4 +837,5 @@ _COMMANDS = {
     "bench": cmd_bench,
     "validate": cmd_validate,
     "clean": cmd_clean,
+    "cache": cmd_cache,
 }
