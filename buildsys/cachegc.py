@@ -38,6 +38,9 @@ from buildsys.state import State
 from buildsys.store import Store
 
 GRACE_MINUTES = 60.0  # a shared blob younger than this may belong to a publish in flight
+# An unfinished upload (a temporary name beside the blobs or entries) is removed only after a
+# day, whatever the grace period: removing it while it is written would fail that build.
+UPLOAD_MAX_S = 86400.0
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -291,7 +294,7 @@ def plan(inv: Inventory, max_size: int | None, max_age_days: float | None, now: 
         while at < len(queue) and size > max_size:
             drop(queue[at])
             at += 1
-    debris = [n for n, b in inv.debris.items() if b.written is not None and b.written <= now - max(grace_s, 0)]
+    debris = [n for n, b in inv.debris.items() if _old(b.written, now, max(grace_s, UPLOAD_MAX_S))]
     gone = {e.key for e in evict}
     young = [d for d, b in inv.blobs.items() if d not in remove and not refs[d] and d not in protected]
     return Plan(
