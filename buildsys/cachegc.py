@@ -323,6 +323,9 @@ def apply_local(plan_: Plan, state: State, store: Store) -> None:
         # only traces of steps no current recipe has: a current step's key is protected, never evicted
         steps = [(s,) for s, k in state.db.execute("SELECT step, key FROM traces") if k in gone]
         state.db.executemany("DELETE FROM traces WHERE step = ?", steps)
+        # stamps of keys that are gone already (an entry found damaged is forgotten by the build)
+        state.db.execute("DELETE FROM action_uses WHERE key NOT IN (SELECT key FROM actions) "
+                         "AND key NOT IN (SELECT key FROM traces)")
     for digest in plan_.remove_blobs:
         store.path(digest).unlink(missing_ok=True)
 
@@ -392,9 +395,13 @@ def human(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def when_text(t: float | None) -> str:
     if t is None:
-        return "unknown"
+        return "none recorded"
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -443,20 +450,20 @@ def plan_json(p: Plan, dry_run: bool) -> dict[str, Any]:
 def render_plan(d: dict[str, Any], where: str) -> str:
     r, k = d["removed"], d["kept"]
     verb = "would remove" if d["dry_run"] else "removed"
-    line = f"{verb} {r['entries']} entries and {r['blobs']} blobs, {human(r['bytes'])}"
+    line = f"{verb} {_count(r['entries'], 'entry', 'entries')} and {_count(r['blobs'], 'blob')}, {human(r['bytes'])}"
     if r["entries"] and r["last_used_from"] is not None:
         line += f" (last used {when_text(r['last_used_from'])} to {when_text(r['last_used_to'])})"
     if r["other_files"]:
         line += f", and {r['other_files']} unfinished uploads"
     lines = [f"{where}: {line}",
-             f"kept {k['entries']} entries and {k['blobs']} blobs, {human(k['bytes'])}"
+             f"kept {_count(k['entries'], 'entry', 'entries')} and {_count(k['blobs'], 'blob')}, {human(k['bytes'])}"
              + (f" (limit {human(d['max_size'])})" if d["max_size"] is not None else "")]
     if k["protected_entries"]:
-        lines.append(f"  {k['protected_entries']} entries, {human(k['protected_bytes'])}, are the current recipes' "
-                     "last build and are never removed")
+        lines.append(f"  of which {_count(k['protected_entries'], 'entry', 'entries')}, {human(k['protected_bytes'])}: "
+                     "the current recipes' last build, never removed")
     if k["young_blobs"]:
-        lines.append(f"  {k['young_blobs']} blobs, {human(k['young_bytes'])}, that no entry names are younger than "
-                     "the grace period (a build may be publishing them)")
+        lines.append(f"  of which {_count(k['young_blobs'], 'blob')}, {human(k['young_bytes'])}, that no entry names: "
+                     "younger than the grace period (a build may be publishing them)")
     if not d["fits"]:
         lines.append(f"warning: the cache still holds {human(k['bytes'])}, over the limit of {human(d['max_size'])}: "
                      "what is left is in use")

@@ -308,16 +308,22 @@ def cmd_build(root: Path, args) -> int:
             _record_noop(ws, graph, outcomes, _final_traces(build, state, outcomes),
                          _signature(args.recipes, args.only, args.require_all), code)
         if args.cache_max_size is not None and not args.dry_run:
-            _trim_after_build(ws, state, store, None if problems else set(graph.steps), args.cache_max_size)
+            _trim_after_build(ws, state, store, args.cache_max_size)
     return code
 
 
-def _trim_after_build(ws, state, store, current, max_size: int) -> None:
-    """`build --cache-max-size`: the collection of `cache gc`, under the build's own lock."""
+def _trim_after_build(ws, state, store, max_size: int) -> None:
+    """`build --cache-max-size`: the collection of `cache gc`, under the build's own lock.
+
+    Every recipe's steps are current, not only the ones this build selected.
+    """
     from buildsys import cachegc
 
+    current, why = cachegc.current_steps(ws.root, state)
+    if why:
+        print(f"note: {why}; the last build of every step is kept", file=sys.stderr)
     done = cachegc.collect_local(state, store, current, max_size, None)
-    print(cachegc.render_plan(done, "cache"), file=sys.stderr)
+    print(cachegc.render_plan(done, str(ws.meta)), file=sys.stderr)
 
 
 def cmd_cache(root: Path, args) -> int:
