@@ -141,6 +141,15 @@ class SharedCache:
     def remove_files(self, names: list[str]) -> None:
         """Delete files named relative to the cache root; one already gone is not an error."""
         paths = [f"{self.root}/{n}" for n in names]
+        if not getattr(self.fs, "async_impl", False):
+            # A filesystem of local calls deletes file by file anyway (and memory://'s rm of a
+            # list checks each path by scanning every file); object stores delete a list in bulk.
+            paths, singles = [], paths
+            for path in singles:
+                try:
+                    self.fs.rm_file(path)
+                except FileNotFoundError:
+                    continue
         for i in range(0, len(paths), 1000):
             chunk = paths[i:i + 1000]
             try:
