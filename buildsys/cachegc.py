@@ -282,18 +282,20 @@ def plan(inv: Inventory, max_size: int | None, max_age_days: float | None, now: 
                 remove.add(d)
                 size -= inv.blobs[d].size
 
+    # an entry whose filesystem keeps no times counts as the least recently used, but not as old
     queue = sorted((e for e in inv.entries.values() if not e.protected),
                    key=lambda e: (e.last_use if e.last_use is not None else float("-inf"), e.key))
-    at = 0
     if max_age_days is not None:
         cutoff = now - max_age_days * 86400
-        while at < len(queue) and (queue[at].last_use is None or queue[at].last_use < cutoff):
-            drop(queue[at])
-            at += 1
+        expired = [e for e in queue if e.last_use is not None and e.last_use < cutoff]
+        for e in expired:
+            drop(e)
+        queue = [e for e in queue if not (e.last_use is not None and e.last_use < cutoff)]
     if max_size is not None:
-        while at < len(queue) and size > max_size:
-            drop(queue[at])
-            at += 1
+        for e in queue:
+            if size <= max_size:
+                break
+            drop(e)
     debris = [n for n, b in inv.debris.items() if _old(b.written, now, max(grace_s, UPLOAD_MAX_S))]
     gone = {e.key for e in evict}
     young = [d for d, b in inv.blobs.items() if d not in remove and not refs[d] and d not in protected]

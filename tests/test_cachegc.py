@@ -415,3 +415,51 @@ def test_gc_with_a_grace_period_beside_publishers_leaves_every_entry_whole(tmp_p
     assert all(cache.has_blobs(outputs) for outputs in published)  # every blob is younger than the grace
     for action in (folder / "actions").glob("*.json"):
         assert cache.has_blobs(cache.actions(action.name[:-5])[0]["outputs"])
+
+
+def test_an_entry_published_during_gc_keeps_the_blobs_it_names(shared, tmp_path):
+    """The blob is unnamed when gc lists the entries; a build names it before gc removes blobs."""
+    store = Store(tmp_path / "pub")
+    src = tmp_path / "artifact"
+    src.write_text("reused bytes")
+    digest = hashlib.sha256(b"reused bytes").hexdigest()
+    store.put(src, digest)
+    outputs = {"out": [["a.txt", digest, 12]]}
+    shared.publish_blobs(outputs, store)  # an orphan blob, left by an earlier collection
+    at = time.time()
+    inv = cachegc.shared_inventory(shared)
+    p = cachegc.plan(inv, 0, None, at, 0.0)
+    assert p.remove_blobs == [digest]
+    shared.publish(digest_data("a build publishing now"), {}, outputs, None, store)  # the blob exists: not re-sent
+    done = cachegc.apply_shared(p, inv, shared, at, 0.0)
+    assert done.remove_blobs == [] and done.kept_blobs == 1
+    assert shared.has_blobs(outputs)
+    assert shared.fetch(shared.actions(digest_data("a build publishing now"))[0]["outputs"],
+                        Store(tmp_path / "reader"))
+
+
+def test_entries_without_times_go_first_for_size_but_never_for_age():
+    now = time.time()
+    blobs = {f"{i:064x}": cachegc.Blob(100, now - 10 * 86400) for i in range(3)}
+    names = sorted(blobs)
+    entries = {
+        "k-none": cachegc.Entry("k-none", frozenset([names[0]]), None),
+        "k-old": cachegc.Entry("k-old", frozenset([names[1]]), now - 30 * 86400),
+        "k-new": cachegc.Entry("k-new", frozenset([names[2]]), now - 60),
+    }
+    inv = cachegc.Inventory("test", "shared", entries, blobs)
+    by_age = cachegc.plan(inv, None, 7, now)
+    assert [e.key for e in by_age.evict] == ["k-old"]
+    by_size = cachegc.plan(inv, 150, None, now)
+    assert [e.key for e in by_size.evict] == ["k-none", "k-old"] and by_size.fits
+
+
+def test_listed_times_are_read_from_whichever_field_a_filesystem_fills():
+    from datetime import datetime, timezone
+
+    t = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+    assert cachegc._when({"mtime": t.timestamp()}) == t.timestamp()  # local folders
+    assert cachegc._when({"LastModified": t}) == t.timestamp()  # s3
+    assert cachegc._when({"updated": "2026-11-01T12:00:00Z"}) == t.timestamp()  # gcs
+    assert cachegc._when({"created": t.replace(tzinfo=None)}) == t.timestamp()  # memory, naive UTC
+    assert cachegc._when({"size": 3}) is None
