@@ -101,3 +101,25 @@ def test_gc_beside_a_running_build_on_the_local_store_and_a_shared_cache(workspa
     r = workspace.build()
     assert r.code == 0 and r.ran() == []
     assert os.path.exists(workspace.root / "out/tiny/model.onnx")
+
+
+def test_gc_imports_no_heavy_library_and_leaves_the_no_op_fast(workspace):
+    workspace.write("recipes/tiny.yaml", tiny_recipe(atol="1.0e-3"))
+    assert workspace.build().code == 0
+    workspace.write("recipes/tiny.yaml", tiny_recipe())
+    assert workspace.build().ran() == ["tiny:parity[fp32]"]
+    past = time.time() - 60
+    for p in workspace.root.rglob("*"):
+        os.utime(p, (past, past), follow_symlinks=False)
+    assert workspace.build().ran() == []  # records the stat manifest
+    heavy = {"torch", "onnx", "onnxruntime", "onnxsim"}
+    for args in (("cache", "stats"), ("cache", "gc", "--max-size", "0")):
+        r = workspace.run(*args, env={"_pyflags": ["-X", "importtime"]})
+        assert r.code == 0, r.stderr
+        imported = {line.split("|")[-1].strip().split(".")[0] for line in r.stderr.splitlines()
+                    if "import time:" in line}
+        assert not imported & heavy, args
+    assert "removed 1 entry" in r.stdout
+    fast = workspace.run("build", "--json", env={"_pyflags": ["-X", "importtime"]})
+    assert fast.code == 0 and fast.ran() == []
+    assert "buildsys.build" not in fast.stderr  # still answered from the stat manifest
