@@ -426,7 +426,7 @@ def render_stats(s: dict[str, Any]) -> str:
              f"  blobs        {s['blobs']}",
              f"  total size   {human(s['bytes'])}"]
     reach = s["reachable"]
-    lines.append("  reachable    " + ("unknown: no recipes here" if reach is None else
+    lines.append("  reachable    " + ("unknown: no build state in this workspace" if reach is None else
                                       f"{human(reach['bytes'])} in {reach['blobs']} blobs, "
                                       "from the current recipes' last build"))
     lines.append(f"  oldest use   {when_text(s['oldest_use'])}")

@@ -328,58 +328,63 @@ def _trim_after_build(ws, state, store, max_size: int) -> None:
 
 def cmd_cache(root: Path, args) -> int:
     """`cache stats` and `cache gc`, on the local store or on a shared cache."""
-    from buildsys import cachegc
     from buildsys.build import Workspace
     from buildsys.errors import UsageError
-    from buildsys.state import State, WorkspaceLock
-    from buildsys.store import Store
 
     gc = args.cache_command == "gc"
     if gc and args.max_size is None and args.max_age is None:
         raise UsageError("cache gc needs --max-size SIZE or --max-age DAYS", hint="e.g. cache gc --max-size 10GiB")
-    if gc and args.max_age is not None and args.max_age < 0:
-        raise UsageError(f"--max-age takes a number of days of 0 or more, found {args.max_age}")
+    if gc and min(args.max_age or 0, args.grace) < 0:
+        raise UsageError(f"--max-age and --grace take 0 or more, found {args.max_age} and {args.grace}")
     ws = Workspace(root)
-    if args.cache:
-        shared = _open_shared(args.cache)
-        if gc:
-            result = cachegc.collect_shared(shared, args.max_size, args.max_age, args.grace, args.dry_run)
-            _print_cache(result, args.json, lambda d: cachegc.render_plan(d, shared.url))
-        else:
-            digests = None
-            if (ws.meta / "state.sqlite").exists():
-                state = State(ws.meta)
-                current, _ = cachegc.current_steps(root, state)
-                digests = cachegc.current_digests(state, current)
-                state.close()
-            inv = cachegc.shared_inventory(shared)
-            _print_cache(cachegc.stats_json(inv, digests), args.json, cachegc.render_stats)
-        return EXIT_OK
-    if not (ws.meta / "state.sqlite").exists():
+    result, render = (_cache_shared if args.cache else _cache_local)(ws, args, gc)
+    print(json.dumps(result, indent=1) if args.json else render(result))
+    return EXIT_OK
+
+
+def _cache_shared(ws, args, gc: bool):
+    from buildsys import cachegc
+    from buildsys.state import State
+
+    shared = _open_shared(args.cache)
+    if gc:
+        result = cachegc.collect_shared(shared, args.max_size, args.max_age, args.grace, args.dry_run)
+        return result, lambda d: cachegc.render_plan(d, shared.url)
+    digests = None  # what this workspace's current recipes use, when it has built them
+    if (ws.meta / "state.sqlite").exists():
+        state = State(ws.meta)
+        digests = cachegc.current_digests(state, cachegc.current_steps(ws.root, state)[0])
+        state.close()
+    return cachegc.stats_json(cachegc.shared_inventory(shared), digests), cachegc.render_stats
+
+
+def _cache_local(ws, args, gc: bool):
+    from buildsys import cachegc
+    from buildsys.state import State, WorkspaceLock
+    from buildsys.store import Store
+
+    render = (lambda d: cachegc.render_plan(d, str(ws.meta))) if gc else cachegc.render_stats
+    if not (ws.meta / "state.sqlite").exists():  # nothing built here: nothing to create either
         empty = cachegc.Inventory(str(ws.meta), "local", {}, {})
-        result = cachegc.stats_json(empty, set()) if not gc else cachegc.plan_json(
-            cachegc.plan(empty, args.max_size, args.max_age, 0.0), args.dry_run)
-        _print_cache(result, args.json, cachegc.render_stats if not gc else
-                     (lambda d: cachegc.render_plan(d, str(ws.meta))))
-        return EXIT_OK
+        if gc:
+            return cachegc.plan_json(cachegc.plan(empty, args.max_size, args.max_age, 0.0), args.dry_run), render
+        return cachegc.stats_json(empty, set()), render
     if not gc:
         state = State(ws.meta)
-        current, _ = cachegc.current_steps(root, state)
+        current, _ = cachegc.current_steps(ws.root, state)
         inv = cachegc.local_inventory(state, Store(ws.meta / "store"), current)
-        stats = cachegc.stats_json(inv, cachegc.current_digests(state, current))
+        result = cachegc.stats_json(inv, cachegc.current_digests(state, current))
         state.close()
-        _print_cache(stats, args.json, cachegc.render_stats)
-        return EXIT_OK
+        return result, render
     with WorkspaceLock(ws.meta):  # a build holds it for its whole run: neither sees the other half done
         state = State(ws.meta)
-        current, why = cachegc.current_steps(root, state)
+        current, why = cachegc.current_steps(ws.root, state)
         if why:
             print(f"note: {why}; the last build of every step is kept", file=sys.stderr)
         result = cachegc.collect_local(state, Store(ws.meta / "store"), current, args.max_size, args.max_age,
                                        args.dry_run)
         state.close()
-    _print_cache(result, args.json, lambda d: cachegc.render_plan(d, str(ws.meta)))
-    return EXIT_OK
+    return result, render
 
 
 def _open_shared(url: str):
@@ -392,10 +397,6 @@ def _open_shared(url: str):
         return open_cache(url, read_only=False)
     except (ImportError, ValueError) as exc:
         raise UsageError(f"--cache {url}: {exc}", hint="install the fsspec backend for this URL (e.g. s3fs)") from None
-
-
-def _print_cache(result: dict, as_json: bool, render) -> None:
-    print(json.dumps(result, indent=1) if as_json else render(result))
 
 
 @contextlib.contextmanager
