@@ -427,7 +427,7 @@ def render_stats(s: dict[str, Any]) -> str:
              f"  total size   {human(s['bytes'])}"]
     reach = s["reachable"]
     lines.append("  reachable    " + ("unknown: no build state in this workspace" if reach is None else
-                                      f"{human(reach['bytes'])} in {reach['blobs']} blobs, "
+                                      f"{human(reach['bytes'])} in {_count(reach['blobs'], 'blob')}, "
                                       "from the current recipes' last build"))
     lines.append(f"  oldest use   {when_text(s['oldest_use'])}")
     lines.append(f"  newest use   {when_text(s['newest_use'])}")
@@ -467,8 +467,10 @@ def render_plan(d: dict[str, Any], where: str) -> str:
         lines.append(f"  of which {_count(k['young_blobs'], 'blob')}, {human(k['young_bytes'])}, that no entry names: "
                      "younger than the grace period (a build may be publishing them)")
     if not d["fits"]:
+        why = [w for w, n in (("the current recipes' last build", k["protected_entries"]),
+                              ("blobs younger than the grace period", k["young_blobs"])) if n]
         lines.append(f"warning: the cache still holds {human(k['bytes'])}, over the limit of {human(d['max_size'])}: "
-                     "what is left is in use")
+                     f"what is left is {' and '.join(why) or 'in use'}")
     return "\n".join(lines)
 
 
