@@ -24,8 +24,9 @@ One workspace of --recipes synthetic recipes (benchmarks/bench_build.py's tiny
 model) is built, then copied, and each copy is settled under one version of the
 code. The no-op build (answered from the stat manifest) and the full no-op
 (the manifest deleted first: every step decided, nothing run) are then timed
-alternately, BEFORE and this tree run by run, so that load on the machine hits
-both alike.
+alternately, BEFORE and this tree run by run (each first every other time), so
+that load on the machine hits both alike; so is State.record (what a run or a
+restore writes, which now also stamps last use), in-process on 2,000 steps.
 """
 from __future__ import annotations
 
@@ -226,24 +227,50 @@ def bench_noop(before: Path, n: int, runs: int) -> list[str]:
     cmd = {name: [sys.executable, "-m", "buildsys", "-C", str(ws), "build"] for name, ws in spaces.items()}
     fast: dict[str, list[float]] = {"before": [], "after": []}
     full: dict[str, list[float]] = {"before": [], "after": []}
-    for _ in range(runs):
-        for name in ("before", "after"):
+    orders = [("before", "after"), ("after", "before")]  # neither always runs first
+    for r in range(runs):
+        for name in orders[r % 2]:
             t, _ = _run(cmd[name], _env(trees[name]))
             fast[name].append(t)
-    for _ in range(max(3, runs // 3)):
-        for name in ("before", "after"):
+    for r in range(max(3, runs // 3)):
+        for name in orders[r % 2]:
             (spaces[name] / "out/.buildsys/noop.json").unlink()
             t, p = _run(cmd[name], _env(trees[name]))
             if " ran " in p.stderr or p.stderr.startswith("ran "):
                 raise SystemExit(f"the full no-op of {name} ran steps:\n{p.stderr[-2000:]}")
             full[name].append(t)
             time.sleep(2.1)  # the manifest is recorded only for files 2 s old
+    record = {name: [] for name in ("before", "after")}
+    for r in range(max(3, runs // 3)):
+        for name in orders[r % 2]:
+            _, p = _run([sys.executable, "-c", _RECORD], _env(trees[name]))
+            record[name].append(float(p.stdout))
     lines = [f"no-op build of {n} recipes ({n * 5} steps), median of {runs} (full path: "
              f"{max(3, runs // 3)}) runs, before ({before}) and after, alternating"]
     for name in ("before", "after"):
         lines.append(f"  {name:<6} no-op (stat manifest) {_median(fast[name])}   "
-                     f"full no-op (every step decided) {_median(full[name])}")
+                     f"full no-op (every step decided) {_median(full[name])}   "
+                     f"recording a restored step {statistics.median(record[name]) * 1e6:5.0f} µs")
     return lines
+
+
+# State.record of 2,000 steps into a fresh database, each a key the step moves to: what a
+# restore (or a run) writes; prints seconds per step.
+_RECORD = """
+import tempfile, time
+from pathlib import Path
+from buildsys.state import State, Trace
+with tempfile.TemporaryDirectory() as d:
+    s = State(Path(d))
+    out = {"model": [["model.onnx", "ab" * 32, 100]]}
+    for i in range(2000):
+        s.record(Trace(f"r{i % 200}:export", f"{i:064x}", {"step": "export"}, {}, out, None, 0.1), "0" * 64)
+    t0 = time.perf_counter()
+    for i in range(2000, 4000):
+        s.record(Trace(f"r{i % 200}:export", f"{i:064x}", {"step": "export"}, {}, out, None, 0.1), "0" * 64)
+    print((time.perf_counter() - t0) / 2000)
+    s.close()
+"""
 
 
 def _settle(ws: Path, env: dict[str, str]) -> None:
