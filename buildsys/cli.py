@@ -51,6 +51,8 @@ def _parser():
     b.add_argument("-v", "--verbose", action="store_true", help="also list steps that were up to date")
     b.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="kill a step that runs longer than this (default: one hour per step)")
+    b.add_argument("--cache-max-size", type=_cache_size, metavar="SIZE",
+                   help="after the build, trim the local store to this size (as `cache gc --max-size`)")
     _cache_options(b)
     _executor_options(b)
 
@@ -98,6 +100,24 @@ def _parser():
     c = sub.add_parser("clean", help="remove build outputs (the cache keeps artifacts unless --cache)")
     c.add_argument("recipes", nargs="*")
     c.add_argument("--cache", action="store_true", help="also remove the artifact store and build state")
+
+    a = sub.add_parser("cache", help="what the cache holds (stats) and trimming it (gc)")
+    acts = a.add_subparsers(dest="cache_command", metavar="stats|gc", parser_class=_Parser)
+    acts.required = True
+    st = acts.add_parser("stats", help="entries, blobs, total size, size the current recipes use, oldest and "
+                                       "newest use")
+    gc = acts.add_parser("gc", help="remove least recently used entries and the blobs no entry names, "
+                                    "until the cache fits")
+    gc.add_argument("--max-size", type=_cache_size, metavar="SIZE", help="trim to this size (e.g. 10GiB)")
+    gc.add_argument("--max-age", type=float, metavar="DAYS", help="also remove entries unused for this many days")
+    gc.add_argument("--grace", type=float, default=60.0, metavar="MINUTES",
+                    help="shared cache: never remove a blob younger than this (a build may be publishing it; "
+                         "default 60)")
+    gc.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    for q in (st, gc):
+        q.add_argument("--cache", metavar="DIR_OR_URL",
+                       help="a shared cache (a folder or an fsspec URL) instead of this workspace's local store")
+        q.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
 
@@ -121,6 +141,21 @@ def _size(text: str) -> int:
         value = 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a size like 6GiB or 512MiB, found {text!r}")
+    return value
+
+
+def _cache_size(text: str) -> int:
+    """A cache size: a byte count or a size like 10GiB; 0 keeps only what is in use."""
+    import argparse
+
+    from buildsys.recipe import parse_size
+
+    try:
+        value = int(text) if text.strip().isdigit() else parse_size(text)
+    except (StopIteration, ArithmeticError, ValueError):
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a size like 10GiB or 500MiB, found {text!r}")
     return value
 
 
@@ -226,7 +261,7 @@ def _fast_noop(root: Path, args) -> int | None:
     from buildsys import fastpath
 
     meta = str(root / "out" / ".buildsys")
-    if args.command == "build" and not args.dry_run and not args.verbose:
+    if args.command == "build" and not args.dry_run and not args.verbose and not getattr(args, "cache_max_size", None):
         entry = fastpath.check(meta, _signature(args.recipes, args.only, args.require_all))
         if entry is None:
             return None
@@ -286,7 +321,96 @@ def cmd_build(root: Path, args) -> int:
             # stored answer) must not find an answer recorded halfway through its own changes.
             _record_noop(ws, graph, outcomes, _final_traces(build, state, outcomes),
                          _signature(args.recipes, args.only, args.require_all), code)
+        if args.cache_max_size is not None and not args.dry_run:
+            _trim_after_build(ws, state, store, args.cache_max_size)
     return code
+
+
+def _trim_after_build(ws, state, store, max_size: int) -> None:
+    """`build --cache-max-size`: the collection of `cache gc`, under the build's own lock.
+
+    Every recipe's steps are current, not only the ones this build selected.
+    """
+    from buildsys import cachegc
+
+    current, why = cachegc.current_steps(ws.root, state)
+    if why:
+        print(f"note: {why}; the last build of every step is kept", file=sys.stderr)
+    done = cachegc.collect_local(state, store, current, max_size, None)
+    print(cachegc.render_plan(done, str(ws.meta)), file=sys.stderr)
+
+
+def cmd_cache(root: Path, args) -> int:
+    """`cache stats` and `cache gc`, on the local store or on a shared cache."""
+    from buildsys.build import Workspace
+    from buildsys.errors import UsageError
+
+    gc = args.cache_command == "gc"
+    if gc and args.max_size is None and args.max_age is None:
+        raise UsageError("cache gc needs --max-size SIZE or --max-age DAYS", hint="e.g. cache gc --max-size 10GiB")
+    if gc and min(args.max_age or 0, args.grace) < 0:
+        raise UsageError(f"--max-age and --grace take 0 or more, found {args.max_age} and {args.grace}")
+    ws = Workspace(root)
+    result, render = (_cache_shared if args.cache else _cache_local)(ws, args, gc)
+    print(json.dumps(result, indent=1) if args.json else render(result))
+    return EXIT_OK
+
+
+def _cache_shared(ws, args, gc: bool):
+    from buildsys import cachegc
+    from buildsys.state import State
+
+    shared = _open_shared(args.cache)
+    if gc:
+        result = cachegc.collect_shared(shared, args.max_size, args.max_age, args.grace, args.dry_run)
+        return result, lambda d: cachegc.render_plan(d, shared.url)
+    digests = None  # what this workspace's current recipes use, when it has built them
+    if (ws.meta / "state.sqlite").exists():
+        state = State(ws.meta)
+        digests = cachegc.current_digests(state, cachegc.current_steps(ws.root, state)[0])
+        state.close()
+    return cachegc.stats_json(cachegc.shared_inventory(shared), digests), cachegc.render_stats
+
+
+def _cache_local(ws, args, gc: bool):
+    from buildsys import cachegc
+    from buildsys.state import State, WorkspaceLock
+    from buildsys.store import Store
+
+    render = (lambda d: cachegc.render_plan(d, str(ws.meta))) if gc else cachegc.render_stats
+    if not (ws.meta / "state.sqlite").exists():  # nothing built here: nothing to create either
+        empty = cachegc.Inventory(str(ws.meta), "local", {}, {})
+        if gc:
+            return cachegc.plan_json(cachegc.plan(empty, args.max_size, args.max_age, 0.0), args.dry_run), render
+        return cachegc.stats_json(empty, set()), render
+    if not gc:
+        state = State(ws.meta)
+        current, _ = cachegc.current_steps(ws.root, state)
+        inv = cachegc.local_inventory(state, Store(ws.meta / "store"), current)
+        result = cachegc.stats_json(inv, cachegc.current_digests(state, current))
+        state.close()
+        return result, render
+    with WorkspaceLock(ws.meta):  # a build holds it for its whole run: neither sees the other half done
+        state = State(ws.meta)
+        current, why = cachegc.current_steps(ws.root, state)
+        if why:
+            print(f"note: {why}; the last build of every step is kept", file=sys.stderr)
+        result = cachegc.collect_local(state, Store(ws.meta / "store"), current, args.max_size, args.max_age,
+                                       args.dry_run)
+        state.close()
+    return result, render
+
+
+def _open_shared(url: str):
+    from buildsys.errors import UsageError
+    from buildsys.sharedcache import open_cache
+
+    if "://" not in url and not Path(url).is_dir():
+        raise UsageError(f"--cache {url}: no such folder", hint="give the folder or URL that builds use as --cache")
+    try:
+        return open_cache(url, read_only=False)
+    except (ImportError, ValueError) as exc:
+        raise UsageError(f"--cache {url}: {exc}", hint="install the fsspec backend for this URL (e.g. s3fs)") from None
 
 
 @contextlib.contextmanager
@@ -766,4 +890,5 @@ _COMMANDS = {
     "validate": cmd_validate,
     "view": cmd_view,
     "clean": cmd_clean,
+    "cache": cmd_cache,
 }

@@ -129,6 +129,8 @@ class Rebuilder:
                     continue
                 if found:
                     self.shared.hits += 1
+                    if self.fetch:
+                        self.shared.record_use(key)  # the shared cache's last use, for `cache gc`
                     return Decision("restore", key, doc, "fetched from the shared cache", entry["outputs"],
                                     entry.get("deps", {}), entry.get("verdict"))
             self.shared.misses += 1

@@ -3,6 +3,7 @@
 Layout under the cache root:
     blobs/<2 hex>/<sha256>      artifact bytes, named by their digest
     actions/<key>.json          [{"deps", "outputs", "verdict"}, ...] for one step key
+    uses/<key>                  empty; its modification time is the key's last hit
 
 Everything read here is untrusted: whoever can write to the cache can write
 any entry. Entries are checked by buildsys.untrusted before their names and
@@ -192,6 +193,65 @@ def _usable(declared: dict[str, str], entry: Any) -> bool:
     except Rejected:
         return False
     return True
+
+    # -- last use and collection (buildsys.cachegc) -------------------------------
+
+    def record_use(self, key: str) -> None:
+        """Stamp a hit on `key`: one empty write, whose time `cache gc` reads back from a listing."""
+        if self.read_only:
+            return
+        path = f"{self.root}/uses/{key}"
+        try:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.pipe_file(path, b"")
+        except OSError:
+            pass  # the hit was served; without the stamp the entry only looks older to `cache gc`
+
+    def listing(self, folder: str) -> dict[str, dict[str, Any]]:
+        """Every file under `folder` (blobs, actions, uses), by path relative to the cache root, with its info."""
+        base = f"{self.root}/{folder}"
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        root = self.root.rstrip("/") + "/"
+        return {name[len(root):] if name.startswith(root) else name: info for name, info in found.items()
+                if info.get("type", "file") == "file"}
+
+    def read_files(self, names: list[str]) -> dict[str, bytes]:
+        """The bytes of files named relative to the cache root; those that vanished meanwhile are left out."""
+        if not names:
+            return {}
+        paths = [f"{self.root}/{n}" for n in names]
+        got = self.fs.cat(paths, on_error="omit")
+        if not isinstance(got, dict):  # some filesystems answer one path with its bytes alone
+            got = {paths[0]: got}
+        back = {p: n for p, n in zip(paths, names)}
+        return {back.get(p, back.get("/" + p.lstrip("/"), p)): data for p, data in got.items()
+                if isinstance(data, bytes)}
+
+    def remove_files(self, names: list[str]) -> None:
+        """Delete files named relative to the cache root; one already gone is not an error."""
+        paths = [f"{self.root}/{n}" for n in names]
+        if not getattr(self.fs, "async_impl", False):
+            # A filesystem of local calls deletes file by file anyway (and memory://'s rm of a
+            # list checks each path by scanning every file); object stores delete a list in bulk.
+            paths, singles = [], paths
+            for path in singles:
+                try:
+                    self.fs.rm_file(path)
+                except FileNotFoundError:
+                    continue
+        for i in range(0, len(paths), 1000):
+            chunk = paths[i:i + 1000]
+            try:
+                self.fs.rm(chunk)
+            except FileNotFoundError:  # one of them went meanwhile: the rest one by one
+                for path in chunk:
+                    try:
+                        self.fs.rm_file(path)
+                    except FileNotFoundError:
+                        continue
 
 
 def open_cache(url: str | None, read_only: bool) -> SharedCache | None:

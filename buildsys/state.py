@@ -4,6 +4,11 @@ The database holds four things: memoised file digests, the last trace of every
 step (what it was built from and what it produced), the action cache (every
 key ever built, so returning to an earlier configuration is a hit), and the
 resolved-recipe cache that lets a no-op build skip YAML and schema work.
+
+When each action-cache key was last used is kept beside it (`action_uses`) for
+`cache gc`. It is written only when a step's trace changes (a run or a restore
+stamps the new key and the key the step leaves): a key that is some step's
+current trace is in use by definition, so a no-op build writes nothing.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ CREATE TABLE IF NOT EXISTS actions (
 CREATE TABLE IF NOT EXISTS failures (
     step TEXT PRIMARY KEY, key TEXT, message TEXT, log TEXT, finished REAL);
 CREATE TABLE IF NOT EXISTS recipes (path TEXT PRIMARY KEY, stamp TEXT, recipe TEXT);
+CREATE TABLE IF NOT EXISTS action_uses (key TEXT PRIMARY KEY, used REAL NOT NULL);
 """
 
 
@@ -216,6 +222,8 @@ class State:
         if not db.execute("SELECT name FROM sqlite_master WHERE name='traces'").fetchone():
             db.executescript(_TABLES)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif not db.execute("SELECT name FROM sqlite_master WHERE name='action_uses'").fetchone():
+            db.executescript(_TABLES)  # a database made before last use was recorded
         return db
 
     def close(self, flush: bool = True) -> None:
@@ -297,6 +305,10 @@ class State:
         verdict = trace._text("_verdict")
         deps, outputs = trace._text("_deps"), trace._text("_outputs")
         with self.transaction():
+            # the key this step leaves was in use until now; the key it takes is used now
+            self.db.execute("INSERT OR REPLACE INTO action_uses SELECT key, ? FROM traces WHERE step = ?",
+                            (now, trace.step))
+            self.db.execute("INSERT OR REPLACE INTO action_uses VALUES (?, ?)", (trace.key, now))
             self.db.execute(
                 "INSERT OR REPLACE INTO traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (trace.step, trace.key, trace._text("_doc"), deps, outputs, verdict, trace.seconds, now),
