@@ -185,15 +185,6 @@ class SharedCache:
             Path(part).unlink(missing_ok=True)
             raise safepath.with_filename(exc, target) from None
 
-
-def _usable(declared: dict[str, str], entry: Any) -> bool:
-    """Whether a stored entry is well formed for these outputs (damaged ones are dropped on publish)."""
-    try:
-        check_outputs(declared, entry.get("outputs") if isinstance(entry, dict) else None)
-    except Rejected:
-        return False
-    return True
-
     # -- last use and collection (buildsys.cachegc) -------------------------------
 
     def record_use(self, key: str) -> None:
@@ -252,6 +243,15 @@ def _usable(declared: dict[str, str], entry: Any) -> bool:
                         self.fs.rm_file(path)
                     except FileNotFoundError:
                         continue
+
+
+def _usable(declared: dict[str, str], entry: Any) -> bool:
+    """Whether a stored entry is well formed for these outputs (damaged ones are dropped on publish)."""
+    try:
+        check_outputs(declared, entry.get("outputs") if isinstance(entry, dict) else None)
+    except Rejected:
+        return False
+    return True
 
 
 def open_cache(url: str | None, read_only: bool) -> SharedCache | None:
