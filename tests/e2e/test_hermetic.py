@@ -70,7 +70,11 @@ def alone(tmp_path_factory) -> dict[str, dict[str, object]]:
 def _check_mixed(ws: Workspace, names: dict[str, str], alone: dict[str, dict[str, object]], *args: str) -> None:
     r = ws.build("-k", *args)
     assert r.code == 0, r.stderr
-    assert set(r.states().values()) == {"ran"}
+    states = r.states()
+    # every recipe's model code ran in this build; steps downstream of byte-identical models
+    # (three factories build the same network) may be restored from the action cache
+    assert all(states[f"{name}:{step}"] == "ran" for name in names for step in ("export", "reference"))
+    assert set(states.values()) <= {"ran", "cached"}
     for name, kind in names.items():
         got = _artifacts(ws, name)
         for what, expected in alone[kind].items():
