@@ -15,7 +15,7 @@ from buildsys.steps.base import Step, StepResult
 
 class ParityCheck(Step):
     KIND = "parity"
-    VERSION = 3
+    VERSION = 4
     TOOLS = ("onnxruntime", "numpy")
 
     def run(self) -> StepResult:
@@ -40,14 +40,14 @@ class ParityCheck(Step):
                 got = session.run(p["outputs"], feeds)
             except Exception as exc:
                 row["error"] = " ".join(str(exc).split())[:800]
-                failed.append(f"{entry['point']}: ONNX Runtime failed: {row['error'][:300]}")
+                failed.append(f"{entry['point']}{_shape_of(row)}: ONNX Runtime failed: {row['error'][:300]}")
                 results.append(row)
                 continue
             for name, value in zip(p["outputs"], got):
                 m = compare(arrays[entry["outputs"][name]], value, tol)
                 row["outputs"][name] = m
                 if not m["passed"]:
-                    failed.append(f"{entry['point']} {name}: {'; '.join(m['failures'])}")
+                    failed.append(f"{entry['point']}{_shape_of(row)} {name}: {'; '.join(m['failures'])}")
             results.append(row)
         passed = not failed
         worst = max((m.get("max_abs", 0.0) for r in results for m in r["outputs"].values()), default=0.0)
@@ -57,8 +57,13 @@ class ParityCheck(Step):
             top1s = [m["top1"] for r in results for m in r["outputs"].values() if m.get("top1") is not None]
             figures = ", ".join(([f"lowest cosine {min(cosines):.4f}"] if cosines else [])
                                 + ([f"lowest top-1 agreement {min(top1s):.0%}"] if top1s else []) + [figures])
-        summary = (f"{precision} passed at {', '.join(sorted({r['point'] for r in results}, key=_order))}"
-                   f" ({figures})") if passed else f"{precision} FAILED: " + " | ".join(failed[:4])
+        if passed:
+            summary = f"{precision} passed at {_points(results)} ({figures})"
+        else:
+            bad = {f.partition(" ")[0].partition(":")[0] for f in failed}
+            held = [r for r in results if r["point"] not in bad]
+            summary = (f"{precision} FAILED: " + " | ".join(failed[:4])
+                       + (f" (passed at {_points(held)})" if held else " (passed at no shape point)"))
         doc = {"precision": precision, "tolerance": tol, "passed": passed, "failures": failed,
                "candidate": self.ctx.inputs["model"].name, "results": results}
         self.ctx.output("result").write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=True) + "\n")
@@ -66,5 +71,23 @@ class ParityCheck(Step):
         return StepResult(verdict={"passed": passed, "summary": summary}, summary=summary)
 
 
-def _order(point: str) -> int:
-    return {"min": 0, "opt": 1, "max": 2}.get(point, 3)
+def _shape_of(row: dict) -> str:
+    """The input shapes of a drawn point (a corner is known by its name): where a graph went wrong."""
+    if row["point"] in ("min", "opt", "max"):
+        return ""
+    return " (" + ", ".join(f"{k} {v}" for k, v in row["shapes"].items()) + ")"
+
+
+def _order(point: str) -> tuple[int, str]:
+    return {"min": 0, "opt": 1, "max": 2}.get(point, 3), point
+
+
+def _points(results: list[dict]) -> str:
+    """`min, opt, max, random1 [3, 117]`: each point once, drawn ones with their shapes."""
+    shown = {}
+    for r in results:
+        if r["point"] not in shown:
+            shapes = list(r["shapes"].values())
+            shown[r["point"]] = r["point"] if r["point"] in ("min", "opt", "max") else \
+                f"{r['point']} {shapes[0] if len(shapes) == 1 else shapes}"
+    return ", ".join(shown[p] for p in sorted(shown, key=_order))
