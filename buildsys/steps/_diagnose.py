@@ -100,10 +100,11 @@ def _node_site(program, node_name: str, workspace: Path) -> str | None:
     """Where the graph node came from, by the stack trace torch.export keeps on it."""
     if program is None:
         return None
-    for node in program.graph.nodes:
-        if node.name == node_name:
-            return _call_site(node.meta.get("stack_trace") or "", workspace)
-    return None
+    # Decomposition renames nodes (linalg_eigvals -> linalg_eig): an exact name first, then a stem.
+    nodes = [n for n in program.graph.nodes if n.meta.get("stack_trace")]
+    found = [n for n in nodes if n.name == node_name] or \
+        [n for n in nodes if n.name.startswith(node_name) or node_name.startswith(n.name)]
+    return _call_site(found[0].meta["stack_trace"], workspace) if found else None
 
 
 def _cause_line(exc: BaseException) -> str:
@@ -200,17 +201,16 @@ class GuardRecorder(logging.Handler):
             return
         m = _GUARD_AT.search(text)
         if m:
-            self.sites.append(f"{m.group(1)}:{m.group(2)} in {m.group(3)}")
+            self.sites.append((m.group(1), f":{m.group(2)} in {m.group(3)}"))
 
-    def first_model_site(self) -> str | None:
+    def first_model_site(self, workspace: Path) -> str | None:
         """The first guard added by code outside torch (the model's own shape logic)."""
         import torch
 
         torch_dir = Path(torch.__file__).parent
-        for site in self.sites:
-            path = site.split(":", 1)[0]
+        for path, rest in self.sites:
             if not (torch_dir / path).exists():
-                return site
+                return _in_workspace(path, workspace) + rest
         return None
 
     def __enter__(self) -> GuardRecorder:
@@ -223,6 +223,16 @@ class GuardRecorder(logging.Handler):
     def __exit__(self, *exc) -> None:
         self._logger.removeHandler(self)
         self._logger.setLevel(self._level)
+
+
+def _in_workspace(path: str, workspace: Path) -> str:
+    """torch's log shortens paths by a common prefix: the workspace file it names, when there is one."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 1):
+        candidate = Path(*parts[i:])
+        if (workspace / candidate).is_file():
+            return candidate.as_posix()
+    return path
 
 
 def is_constraint_violation(exc: BaseException) -> bool:

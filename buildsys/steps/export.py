@@ -115,7 +115,7 @@ class ExportOnnx(Step):
                     print_report(exc)
                     return None
                 print_report(exc)
-                raise self._narrowed(exc, guards.first_model_site()) from None
+                raise self._narrowed(exc, guards.first_model_site(self.ctx.workspace)) from None
 
     def _narrowed(self, exc: Exception, site: str | None) -> StepError:
         from buildsys.steps._diagnose import violated_dims
@@ -124,9 +124,9 @@ class ExportOnnx(Step):
         holds = violated_dims(str(exc), dims)
         if not holds:
             holds = {n: "a narrower range (see the log)" for n in dims if f" {n} " in str(exc)}
-        parts = [f"{n} (declared {dims[n]['min']}..{dims[n]['max']}) holds for {h}" for n, h in holds.items()]
-        message = ("the exported graph does not cover the declared range of " + "; ".join(parts)
-                   + (f"; the model's code constrains it at {site}" if site else ""))
+        parts = [f"dim {n}: the exported graph holds for {h}, not for all of the declared "
+                 f"{dims[n]['min']}..{dims[n]['max']}" for n, h in holds.items()]
+        message = "; ".join(parts) + (f"; the model's code constrains it at {site}" if site else "")
         first = next(iter(holds), None)
         return StepError(message, field=f"dims.{first}" if first else "dims",
                          hint="declare the range that holds (or a fixed size), or make the model's shape "
