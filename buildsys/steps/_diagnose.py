@@ -195,11 +195,11 @@ class GuardRecorder(logging.Handler):
         self.sites: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = record.getMessage()
-        except Exception:  # a record that cannot format itself tells us nothing
+        # Only the guard records, and only their location argument: formatting every record
+        # (sympy expressions thousands of terms long) would cost more than the export.
+        if "[guard added]" not in str(record.msg) or not isinstance(record.args, tuple) or len(record.args) < 3:
             return
-        m = _GUARD_AT.search(text)
+        m = _GUARD_AT.search(f"[guard added] {record.args[2]}")
         if m:
             self.sites.append((m.group(1), f":{m.group(2)} in {m.group(3)}"))
 

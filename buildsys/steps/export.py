@@ -101,21 +101,36 @@ class ExportOnnx(Step):
         """
         import torch
 
-        from buildsys.steps._diagnose import GuardRecorder, is_constraint_violation, print_report
+        from buildsys.steps._diagnose import is_constraint_violation, print_report
+
+        try:
+            return torch.export.export(model, args, dynamic_shapes=shapes, strict=False)
+        except Exception as exc:
+            if not is_constraint_violation(exc):
+                # torch.onnx's other capture strategies (strict tracing, draft export) may
+                # still succeed; its own failure, if any, is the one reported.
+                print("torch.export (non-strict) could not capture the model; torch.onnx tries its "
+                      "other strategies. Its report:", flush=True)
+                print_report(exc)
+                return None
+            print_report(exc)
+            raise self._narrowed(exc, self._guard_site(model, args, shapes)) from None
+
+    def _guard_site(self, model, args, shapes) -> str | None:
+        """Capture again, recording where guards are added: the model line that narrowed the dim.
+
+        Only on failure: recording makes torch format every guard, which doubles a capture.
+        """
+        import torch
+
+        from buildsys.steps._diagnose import GuardRecorder
 
         with GuardRecorder() as guards:
             try:
-                return torch.export.export(model, args, dynamic_shapes=shapes, strict=False)
-            except Exception as exc:
-                if not is_constraint_violation(exc):
-                    # torch.onnx's other capture strategies (strict tracing, draft export) may
-                    # still succeed; its own failure, if any, is the one reported.
-                    print("torch.export (non-strict) could not capture the model; torch.onnx tries its "
-                          "other strategies. Its report:", flush=True)
-                    print_report(exc)
-                    return None
-                print_report(exc)
-                raise self._narrowed(exc, guards.first_model_site(self.ctx.workspace)) from None
+                torch.export.export(model, args, dynamic_shapes=shapes, strict=False)
+            except Exception as exc:  # the violation seen before; only the guards recorded matter
+                print(f"(guards recorded while capturing again: {type(exc).__name__})", flush=True)
+        return guards.first_model_site(self.ctx.workspace)
 
     def _narrowed(self, exc: Exception, site: str | None) -> StepError:
         from buildsys.steps._diagnose import violated_dims
