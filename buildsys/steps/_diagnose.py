@@ -149,7 +149,7 @@ def root_cause(exc: BaseException, workspace: Path, program=None) -> Cause:
 _FIX_DIM = re.compile(r"^\s*(\w+) = Dim\('\w+'(?:, min=(\d+))?(?:, max=(\d+))?\)\s*$")
 _FIX_MULTIPLE = re.compile(r"^\s*(\w+) = (\d+)\*(\w+)(?: \+ (\d+))?\s*$")
 _FIX_CONST = re.compile(r"^\s*(\w+) = (\d+)\s*$")
-_VIOLATION = re.compile(r"Not all values of (\w+) = .*? in the specified range (\d+) <= \1 <= (\d+) "
+_VIOLATION = re.compile(r"Not all values of (\w+) = \S+ in the specified range (?:\d+ <= )?\1 <= \d+ "
                         r"satisfy the generated guard (.+?)\.?$", re.M)
 _GUARD_AT = re.compile(r"\[guard added\] \(([^)]+?):(\d+) in (\w+)\)")
 
@@ -183,7 +183,7 @@ def violated_dims(text: str, declared: dict[str, dict[str, int]]) -> dict[str, s
             holds[name] = f"{lo if lo is not None else d['min']}..{hi if hi is not None else d['max']}"
     for m in _VIOLATION.finditer(text):
         if m.group(1) in declared and m.group(1) not in holds:
-            holds[m.group(1)] = f"only sizes satisfying {m.group(4)[:160]}"
+            holds[m.group(1)] = f"only sizes satisfying {m.group(2)[:160]}"
     return holds
 
 
