@@ -733,17 +733,13 @@ def cmd_check(root: Path, args) -> int:
 
     entries = [_report_entry(ws, graph, step, outcomes[step.id]) for step in checks]
     factors = {r.name: r.parity.max_regression for r in recipes if r.parity.max_regression}
+    besides = EXIT_STEP if any(o.state == "failed" for o in outcomes.values()) else (EXIT_USAGE if problems else 0)
     summary = write_reports(ws.out / "reports", entries, gather_meta(), baseline=args.baseline,
                             max_regression=args.max_regression, markdown_path=args.markdown,
-                            junit_path=args.junit, recipe_factors=factors)
+                            junit_path=args.junit, recipe_factors=factors, command_status=besides)
     print(summary.render(), file=sys.stderr)
     print(f"reports: {ws.out / 'reports'}", file=sys.stderr)
-    code = summary.exit_status
-    if any(o.state == "failed" for o in outcomes.values()):
-        code = EXIT_STEP
-    if problems:
-        code = max(code, EXIT_USAGE)
-    return code
+    return summary.exit_status
 
 
 def _report_entry(ws, graph, step, outcome):

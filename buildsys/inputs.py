@@ -129,11 +129,17 @@ def fit_notes(params: dict[str, Any], workspace: Path, point: str, sample: int) 
 
 
 def parity_inputs(params: dict[str, Any], workspace: Path, point: str, sample: int) -> dict[str, np.ndarray]:
-    """The inputs of one parity sample at one shape point."""
+    """The inputs of one parity sample at one shape point (min, opt, max, or a seeded "randomN")."""
     seed = params["parity"]["seed"]
+    shapes = params["parity"].get("shapes", {})
+    if point in shapes:
+        index = len(POINT_INDEX) + list(shapes).index(point)
+        dims = {n: {point: size} for n, size in shapes[point].items()}
+    else:
+        index, dims = POINT_INDEX[point], params["dims"]
     out = {}
     for i, spec in enumerate(params["inputs"]):
-        rng = np.random.default_rng([seed, POINT_INDEX[point], sample, i])
-        shape = concrete_shape(spec["shape"], params["dims"], point)
+        rng = np.random.default_rng([seed, index, sample, i])
+        shape = concrete_shape(spec["shape"], dims, point)
         out[spec["name"]] = generate(spec, shape, rng, workspace, sample, f"inputs.{i}")
     return out

@@ -99,6 +99,7 @@ def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
     files = {"checkpoint": r.model.checkpoint} if r.model.checkpoint else {}
     files.update(input_files(r, root))
     base = model_params(r)
+    shapes = random_shapes(r)
     export = StepSpec(
         id=f"{n}:export", recipe=n, name="export", kind_path=KINDS["export"],
         params={**base, "export": _asdict(r.export)},
@@ -107,7 +108,7 @@ def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
     reference = StepSpec(
         id=f"{n}:reference", recipe=n, name="reference", kind_path=KINDS["reference"],
         params={**base, "parity": {"samples": r.parity.samples, "seed": r.parity.seed,
-                                   "points": list(r.parity.points)}},
+                                   "points": list(r.parity.points) + list(shapes), "shapes": shapes}},
         outputs={"reference": f"{n}/reference.npz"}, files=files,
     )
     if r.model.kind != "pytorch":  # an ONNX file is checked, a TensorFlow model converted: not exported
@@ -177,6 +178,29 @@ def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
     for t in r.targets:
         steps.append(_engine(r, t, candidate, quantized, parities, reference, base))
     return steps
+
+
+def random_shapes(r: Recipe) -> dict[str, dict[str, int]]:
+    """Seeded shape points inside the declared ranges, besides min/opt/max: "random1" -> {dim: size}.
+
+    A graph that holds only at the sizes it was traced at (a size frozen by the
+    tracer, a range the exporter narrowed) fails parity at one of them.
+    """
+    import random
+
+    if not any(d.min < d.max for d in r.dims) or any(i.data is not None and i.data.kind == "npy" for i in r.inputs):
+        return {}  # nothing to draw, or the data files fix the shapes
+    rng = random.Random(r.parity.seed)
+    corners = {tuple(getattr(d, p) for d in r.dims) for p in ("min", "opt", "max")}
+    out: dict[str, dict[str, int]] = {}
+    for k in range(r.parity.random_shapes):
+        for _ in range(8):  # prefer a shape that is not a corner
+            sizes = tuple(rng.randint(d.min, d.max) for d in r.dims)
+            if sizes not in corners:
+                break
+        corners.add(sizes)
+        out[f"random{k + 1}"] = {d.name: s for d, s in zip(r.dims, sizes)}
+    return out
 
 
 class OutsideWorkspace(ValueError):

@@ -88,6 +88,7 @@ class ModelSpec:
 class ExportSpec:
     opset: int = 18
     exporter: str = "dynamo"  # dynamo | torchscript
+    strict_trace: bool = False  # torchscript: a TracerWarning refuses the trace
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ class ParitySpec:
     samples: int = 1
     seed: int = 0
     points: tuple[str, ...] = POINTS
+    random_shapes: int = 2  # seeded extra shape points inside the declared ranges
     max_regression: float | None = None  # check --baseline: allowed growth factor (None: the command's)
 
 
@@ -261,6 +263,7 @@ def recipe_from_dict(d: dict) -> Recipe:
         tolerances={k: Tolerance(**v) for k, v in d["tolerances"].items()},
         parity=ParitySpec(
             samples=d["parity"]["samples"], seed=d["parity"]["seed"], points=tuple(d["parity"]["points"]),
+            random_shapes=d["parity"].get("random_shapes", ParitySpec.random_shapes),
             max_regression=d["parity"].get("max_regression"),
         ),
         positions={k: tuple(v) for k, v in d.get("positions", {}).items()},

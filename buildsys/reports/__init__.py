@@ -31,7 +31,8 @@ class ReportSummary:
     skipped: int  # the backend is unavailable on this machine
     regressions: tuple[dict[str, Any], ...]  # baseline.compare's entries
     improvements: tuple[dict[str, Any], ...]
-    exit_status: int  # 0 all pass; 1 any tolerance failure, check that could not run, or regression
+    exit_status: int  # 0 all pass; 1 any tolerance failure, check that could not run, or regression;
+    # 2 a recipe is wrong, 3 a step failed (the command's own status, passed in)
     files: dict[str, Path] = field(default_factory=dict)  # report kind -> path written
 
     def render(self) -> str:
@@ -48,14 +49,16 @@ class ReportSummary:
 def write_reports(out_dir: Path, entries: list[ReportInput], meta: dict[str, Any], baseline: Path | None = None,
                   max_regression: float = MAX_REGRESSION, markdown_path: Path | None = None,
                   junit_path: Path | None = None, regression_floor: float = FLOOR,
-                  recipe_factors: dict[str, float] | None = None) -> ReportSummary:
+                  recipe_factors: dict[str, float] | None = None, command_status: int = 0) -> ReportSummary:
     """Write parity.json, parity.md, parity.html and junit.xml under `out_dir` (out/reports/).
 
     `meta` carries {"buildsys", "timestamp", "tools": {name: version}, "machine": {key: value}}
     (collect.gather_meta() reads them from this machine). With `baseline` (main's
     parity.json), error figures that grew beyond `max_regression` fail the gate.
     `markdown_path` / `junit_path` are extra copies where CI wants them. When
-    $GITHUB_STEP_SUMMARY names a file, the markdown is appended to it.
+    $GITHUB_STEP_SUMMARY names a file, the markdown is appended to it. `command_status` is
+    the command's exit status besides parity (3 a step failed, 2 a recipe error): the
+    reports' exit status is never lower than it.
     Raises UsageError when the baseline cannot be read.
     """
     from buildsys.reports import baseline as base_mod
@@ -65,7 +68,7 @@ def write_reports(out_dir: Path, entries: list[ReportInput], meta: dict[str, Any
     if baseline is not None:
         base_mod.compare(doc, base_mod.load(baseline), str(baseline), max_regression, regression_floor,
                          recipe_factors)
-    doc["summary"] = collect.summarize(doc)
+    doc["summary"] = collect.summarize(doc, command_status)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = markdown.render(doc)

@@ -267,14 +267,17 @@ def _grown(figure: str, o: dict[str, Any]) -> str:
     return f"max abs {fmt_change(before, o.get(figure))} beyond the allowed factor"
 
 
-def summarize(doc: dict[str, Any]) -> dict[str, Any]:
+def summarize(doc: dict[str, Any], command_status: int = 0) -> dict[str, Any]:
+    """Counts and the gate's exit status; `command_status` is what the command exits with besides
+    parity (3 a step failed, 2 a recipe is wrong), which the report must not contradict."""
     all_cases = cases(doc)
     count = {s: sum(1 for k in all_cases if k.status == s) for s in ("passed", "failed", "skipped")}
     statuses = [c["status"] for r in doc["recipes"] for c in r["checks"]]
     checks = {s: statuses.count(s) for s in ("passed", "failed", "error", "blocked", "unavailable")}
     regressions = len((doc.get("baseline") or {}).get("regressions", []))
     failing = count["failed"] > 0 or regressions > 0 or any(s in FAILING for s in statuses)
-    return {**count, "checks": checks, "regressions": regressions, "exit_status": 1 if failing else 0}
+    return {**count, "checks": checks, "regressions": regressions,
+            "exit_status": max(1 if failing else 0, command_status)}
 
 
 # ---- strict JSON ----

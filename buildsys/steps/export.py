@@ -31,7 +31,7 @@ def trace_dims(dims: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
 
 class ExportOnnx(Step):
     KIND = "export"
-    VERSION = 1
+    VERSION = 2
     TOOLS = ("torch", "onnx", "onnxscript", "onnx-ir", "numpy")
 
     @classmethod
@@ -61,18 +61,25 @@ class ExportOnnx(Step):
         external = weight_bytes > EXTERNAL_DATA_BYTES
         print(f"exporting with {p['export']['exporter']} at opset {p['export']['opset']}, "
               f"traced at {[list(a.shape) for a in args]}, {weight_bytes / 2**20:.1f} MiB of weights", flush=True)
-        if p["export"]["exporter"] == "dynamo":
-            self._dynamo(model, args, out, external)
-        else:
-            self._torchscript(model, args, out)
+        warned: list[str] = []
+        # Autograd off, as in inference: with it on, torch.export records a graph whose
+        # views of gradient-tracking tensors the ONNX decomposition cannot always replay.
+        with torch.no_grad():
+            if p["export"]["exporter"] == "dynamo":
+                self._dynamo(model, args, out, external)
+            else:
+                warned = self._torchscript(model, args, out)
         files = [out.name]
         data = out.with_name(out.name + ".data")
         if data.exists():
             files.append(data.name)
         check_onnx(out, self.ctx.scratch)
         self._check_graph(out)
-        return StepResult(outputs={"model": files}, deps=deps,
-                          summary=f"opset {p['export']['opset']}, {out.stat().st_size / 2**20:.1f} MiB")
+        summary = f"opset {p['export']['opset']}, {out.stat().st_size / 2**20:.1f} MiB"
+        if warned:
+            summary += (f", {len(warned)} tracer warning{'s' if len(warned) != 1 else ''} (parity judges the "
+                        f"trace; first: {warned[0][:200]})")
+        return StepResult(outputs={"model": files}, deps=deps, summary=summary)
 
     def _dynamo(self, model, args, out: Path, external: bool) -> None:
         import torch
@@ -83,18 +90,77 @@ class ExportOnnx(Step):
         for spec in p["inputs"]:
             axes = {i: dim_objs[s] for i, s in enumerate(spec["shape"]) if isinstance(s, str)}
             shapes.append(axes or None)
+        program = self._capture(model, args, tuple(shapes))
         try:
-            program = torch.onnx.export(
-                model, args, f=None, dynamo=True, opset_version=p["export"]["opset"],
+            onnx_program = torch.onnx.export(
+                program if program is not None else model, args, f=None, dynamo=True,
+                opset_version=p["export"]["opset"],
                 input_names=[i["name"] for i in p["inputs"]], output_names=p["outputs"],
-                dynamic_shapes=tuple(shapes), verbose=False,
+                dynamic_shapes=None if program is not None else tuple(shapes), verbose=False,
             )
         except Exception as exc:
-            raise _export_error(exc, "dynamo") from None
-        program.save(str(out), external_data=external)
+            raise _export_error(exc, "dynamo", self.ctx.workspace, program) from None
+        onnx_program.save(str(out), external_data=external)
         strip_source_locations(out)
 
-    def _torchscript(self, model, args, out: Path) -> None:
+    def _capture(self, model, args, shapes):
+        """torch.export's graph of the model over the declared ranges, or None to let torch.onnx try its ways.
+
+        torch.onnx.export, when torch.export finds that a dim cannot take every size
+        of its range, quietly narrows the range to the suggested fix and exports a
+        graph that is wrong or crashes elsewhere. Capturing here first turns that
+        into a failure that names the dim, the sizes that hold and the guard's line.
+        """
+        import torch
+
+        from buildsys.steps._diagnose import is_constraint_violation, print_report
+
+        try:
+            return torch.export.export(model, args, dynamic_shapes=shapes, strict=False)
+        except Exception as exc:
+            if not is_constraint_violation(exc):
+                # torch.onnx's other capture strategies (strict tracing, draft export) may
+                # still succeed; its own failure, if any, is the one reported.
+                print("torch.export (non-strict) could not capture the model; torch.onnx tries its "
+                      "other strategies. Its report:", flush=True)
+                print_report(exc)
+                return None
+            print_report(exc)
+            raise self._narrowed(exc, self._guard_site(model, args, shapes)) from None
+
+    def _guard_site(self, model, args, shapes) -> str | None:
+        """Capture again, recording where guards are added: the model line that narrowed the dim.
+
+        Only on failure: recording makes torch format every guard, which doubles a capture.
+        """
+        import torch
+
+        from buildsys.steps._diagnose import GuardRecorder
+
+        with GuardRecorder() as guards:
+            try:
+                torch.export.export(model, args, dynamic_shapes=shapes, strict=False)
+            except Exception as exc:  # the violation seen before; only the guards recorded matter
+                print(f"(guards recorded while capturing again: {type(exc).__name__})", flush=True)
+        return guards.first_model_site(self.ctx.workspace)
+
+    def _narrowed(self, exc: Exception, site: str | None) -> StepError:
+        from buildsys.steps._diagnose import violated_dims
+
+        dims = self.params["dims"]
+        holds = violated_dims(str(exc), dims)
+        if not holds:
+            holds = {n: "a narrower range (see the log)" for n in dims if f" {n} " in str(exc)}
+        parts = [f"dim {n}: the exported graph holds for {h}, not for all of the declared "
+                 f"{dims[n]['min']}..{dims[n]['max']}" for n, h in holds.items()]
+        message = "; ".join(parts) + (f"; the model's code constrains it at {site}" if site else "")
+        first = next(iter(holds), None)
+        return StepError(message, field=f"dims.{first}" if first else "dims",
+                         hint="declare the range that holds (or a fixed size), or make the model's shape "
+                              "logic independent of the input size; the log lists every guard")
+
+    def _torchscript(self, model, args, out: Path) -> list[str]:
+        """Trace and export; returns the tracer's warnings (`file:line: message`)."""
         import torch
 
         p = self.params
@@ -112,24 +178,32 @@ class ExportOnnx(Step):
                     dynamic_axes=dynamic_axes, do_constant_folding=True,
                 )
             except Exception as exc:
-                raise _export_error(exc, "torchscript") from None
+                raise _export_error(exc, "torchscript", self.ctx.workspace) from None
+        from buildsys.steps._diagnose import shown_path
+
         tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+        listed = []
         for w in tracer:
-            print(f"TracerWarning: {w.filename}:{w.lineno}: {w.message}", flush=True)
+            line = f"{shown_path(w.filename, self.ctx.workspace)}:{w.lineno}: {str(w.message).splitlines()[0]}"
+            if line not in listed:
+                listed.append(line)
+                print(f"TracerWarning: {line}", flush=True)
         # Tensor-to-Python conversions freeze a value (a branch, a size) at the traced
-        # input: the graph is silently wrong elsewhere. Other tracer warnings (iterating
-        # a fixed-size dimension, say) are often benign; parity at the corners judges them.
-        tracer = [w for w in tracer if any(t in str(w.message) for t in _FREEZING)]
-        if tracer:
-            w = tracer[0]
+        # input. Most are harmless shape checks, so by default parity judges the trace
+        # at every corner and at seeded shapes inside the ranges; strict_trace refuses it.
+        freezing = [w for w in tracer if any(t in str(w.message) for t in _FREEZING)]
+        if freezing and p["export"].get("strict_trace", False):
+            w = freezing[0]
             raise StepError(
-                f"the TorchScript tracer could not follow the model: {Path(w.filename).name}:{w.lineno}: "
-                f"{str(w.message).splitlines()[0]}"
-                + (f" (and {len(tracer) - 1} more)" if len(tracer) > 1 else ""),
-                field="export.exporter",
+                f"the TorchScript tracer could not follow the model: "
+                f"{shown_path(w.filename, self.ctx.workspace)}:{w.lineno}: {str(w.message).splitlines()[0]}"
+                + (f" (and {len(freezing) - 1} more)" if len(freezing) > 1 else ""),
+                field="export.strict_trace",
                 hint="data-dependent Python control flow or tensor-to-Python conversions are frozen into the "
-                     "graph at the traced shape; use exporter: dynamo or make the code tensor-only",
+                     "graph at the traced shape; use exporter: dynamo, make the code tensor-only, or set "
+                     "strict_trace: false to let parity judge the trace",
             )
+        return listed
 
     def _check_graph(self, path: Path) -> None:
         import onnx
@@ -228,24 +302,25 @@ def outputs_mismatch(returned: int, named: int, what: str = "the model returned"
                      hint=f"give outputs one name per tensor the model's forward returns, in order: {returned} names")
 
 
-def _export_error(exc: Exception, exporter: str) -> StepError:
-    """A failure inside torch.onnx.export, blamed on the recipe field that caused it where known."""
-    text = str(exc).strip()
+def _export_error(exc: Exception, exporter: str, workspace: Path, program=None) -> StepError:
+    """A failure inside torch.onnx.export: the whole report to the log, the root cause in the message."""
+    from buildsys.steps._diagnose import print_report, root_cause, strip_ansi
+
+    print_report(exc)
+    text = strip_ansi(str(exc)).strip()
     names = _OUTPUT_NAMES.search(text)
     if names:
         return outputs_mismatch(int(names.group(2)), int(names.group(1)))
     opset = _UNSUPPORTED_OPSET.search(text)
     if opset:
         return _opset_error(int(opset.group(1)), exporter)
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    unsupported = next((ln.strip() for ln in lines if "aten::" in ln or "aten." in ln or "torch.ops" in ln), None)
-    head = lines[0] if lines else type(exc).__name__
-    message = f"the {exporter} exporter failed: {type(exc).__name__}: {head[:400]}"
-    if unsupported and unsupported not in head:
-        message += f" ({unsupported[:200]})"
+    cause = root_cause(exc, workspace, program)
+    message = f"the {exporter} exporter failed: {cause.what}"
+    if cause.where:
+        message += f"\n  at {cause.where}"
     other = "torchscript" if exporter == "dynamo" else "dynamo"
     return StepError(message, field="export.exporter",
-                     hint=f"see the log for the exporter's full report; exporter: {other} may handle this model")
+                     hint=f"the step's log holds the exporter's full report; exporter: {other} may handle this model")
 
 
 def _opset_error(opset: int, exporter: str) -> StepError:

@@ -119,3 +119,13 @@ def test_check_with_everything_cached_imports_no_heavy_library(workspace):
     imported = {line.split("|")[-1].strip().split(".")[0] for line in r.stderr.splitlines() if "import time:" in line}
     assert not imported & {"torch", "onnx", "onnxruntime", "onnxsim"}
     assert (workspace.root / "out/reports/junit.xml").is_file()
+
+
+def test_parity_json_gives_the_exit_status_check_gives_when_a_step_fails(workspace):
+    workspace.write("recipes/tiny.yaml", tiny_recipe())
+    workspace.write("recipes/broken.yaml", tiny_recipe().replace("tm.tiny:tiny", "tm.tiny:missing"))
+    r = workspace.run("check")
+    assert r.code == 3, r.stderr
+    doc = json.loads((workspace.root / "out/reports/parity.json").read_text())
+    assert doc["summary"]["exit_status"] == 3
+    assert "Gate exit status 3." in (workspace.root / "out/reports/parity.html").read_text()

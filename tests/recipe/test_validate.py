@@ -181,7 +181,7 @@ CASES = [
     ("unknown-nested", "parity: {sample: 2}\n",
      "error: recipes/r.yaml:9:10: parity.sample: unknown field 'sample'\n  hint: did you mean 'samples'?"),
     ("unknown-no-close-match", "export: {zzz: 1}\n",
-     "error: recipes/r.yaml:9:10: export.zzz: unknown field 'zzz'\n  hint: expected one of: opset, exporter"),
+     "error: recipes/r.yaml:9:10: export.zzz: unknown field 'zzz'\n  hint: expected one of: opset, exporter, strict_trace"),
     ("number-given-quoted-string", "tolerances:\n  fp32: {atol: \"0.001\"}\n",
      "error: recipes/r.yaml:10:16: tolerances.fp32.atol: expected number, found string '0.001'\n"
      "  hint: remove the quotes: a quoted value is text"),

@@ -439,7 +439,8 @@ def test_builds_a_real_engine_with_two_profiles_a_timing_cache_and_passing_parit
     engine = EngineFromBytes(plan.read_bytes())()
     assert engine.num_optimization_profiles == 2
     result = json.loads(steps.out(name, "result").read_text())
-    assert result["passed"] and {r["point"] for r in result["results"]} == {"min", "opt", "max"}
+    points = {r["point"] for r in result["results"]}
+    assert result["passed"] and points == {"min", "opt", "max", "random1", "random2"}
     assert result["builder"]["fp16"] is (precision == "fp16")
     caches = list((tmp_path / "out" / ".buildsys" / "tensorrt").glob("timing-*.cache"))
     assert len(caches) == 1 and caches[0].stat().st_size > 0

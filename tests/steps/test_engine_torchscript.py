@@ -95,7 +95,8 @@ def test_compiled_model_matches_eager_at_every_shape_point(tiny, mode):
     assert "matches eager at min, opt, max" in answer["verdict"]["summary"]
     result = json.loads(tiny.out(ENGINE, "result").read_text())
     assert result["passed"] is True and result["precision"] == "fp32"
-    assert {r["point"] for r in result["results"]} == {"min", "opt", "max"}
+    # every reference point: the corners and the seeded shapes drawn inside the ranges
+    assert {r["point"] for r in result["results"]} == {"min", "opt", "max", "random1", "random2"}
     assert result["results"][0]["outputs"]["scores"]["max_abs"] < 1e-5
     assert "tm/tiny.py" in answer["deps"]["files"]  # the model's source joins the key
 
