@@ -143,5 +143,23 @@ def _latency(fp32, int8, manifest: list[dict], arrays, threads: int, runs: int =
             "threads": threads, "cpu": cpu()["model"]}
 
 
-def _order(point: str) -> int:
-    return {"min": 0, "opt": 1, "max": 2}.get(point, 3)
+def _shape_of(row: dict) -> str:
+    """The input shapes of a drawn point (a corner is known by its name): where a graph went wrong."""
+    if row["point"] in ("min", "opt", "max"):
+        return ""
+    return " (" + ", ".join(f"{k} {v}" for k, v in row["shapes"].items()) + ")"
+
+
+def _order(point: str) -> tuple[int, str]:
+    return {"min": 0, "opt": 1, "max": 2}.get(point, 3), point
+
+
+def _points(results: list[dict]) -> str:
+    """`min, opt, max, random1 [3, 117]`: each point once, drawn ones with their shapes."""
+    shown = {}
+    for r in results:
+        if r["point"] not in shown:
+            shapes = list(r["shapes"].values())
+            shown[r["point"]] = r["point"] if r["point"] in ("min", "opt", "max") else \
+                f"{r['point']} {shapes[0] if len(shapes) == 1 else shapes}"
+    return ", ".join(shown[p] for p in sorted(shown, key=_order))
