@@ -1,14 +1,17 @@
-"""Entry point of a worker process: a template that forks one child per step.
+"""Entry point of a worker process: templates that fork one child per step.
 
 The worker is a zygote (Android's name for the same trick; `multiprocessing`'s
-forkserver with preload does it too). It imports the heavy libraries a step
-declares among its tools (torch, onnx, onnxruntime, ...) and nothing else: it
-never runs a step, never loads a model and never starts a thread of its own.
-For each step it forks a child, which runs the step and exits. So every step
-starts from the same pristine interpreter state, whatever an earlier step of
-another recipe did to its own (torch's default dtype, `sys.modules`, the global
-RNG, `torch.backends` flags, `os.environ`, a monkeypatched library), and still
-finds torch already imported.
+forkserver with preload does it too). For each step it forks a child, which runs
+the step and exits. So every step starts from the same pristine interpreter
+state, whatever an earlier step of another recipe did to its own (torch's default
+dtype, `sys.modules`, the global RNG, `torch.backends` flags, `os.environ`, a
+monkeypatched library), and still finds its libraries imported.
+
+A step forks from the template of its *lane* (`Step.lane`): what that template
+holds is fixed by the lane and the installed toolchain alone, never by the steps
+that ran before, so a child's starting state is the same in a build of one recipe
+and in a build of a hundred. The worker process itself is the `ort` lane; it
+forks the other lanes' templates from itself the first time a step needs one.
 """
 from __future__ import annotations
 
@@ -17,64 +20,29 @@ import importlib
 import os
 import pickle
 import signal
+import socket
 import sys
 import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-# Tools (distribution names, as steps list them in TOOLS) whose modules are safe to
-# import in the template ahead of the fork: they start no thread that could hold a
-# lock across fork(2) (onnxruntime's one idle thread waits on a condition variable
-# without a lock held) and touch no GPU. TensorRT and CUDA are left to the child:
-# a CUDA context does not survive fork.
-WARM_MODULES: dict[str, tuple[str, ...]] = {
-    "numpy": ("numpy",),
-    "onnx": ("onnx",),
-    "onnxruntime": ("onnxruntime",),
-    "onnxsim": ("onnxsim",),
-    "torch": ("torch",),
+# What each lane's template imports. None of these modules starts a thread that could
+# hold a lock across fork(2) (onnxruntime's one idle thread waits on a condition
+# variable without a lock held) or touches a GPU: TensorRT and CUDA are left to the
+# child, because a CUDA context does not survive fork.
+LANES: dict[str, tuple[str, ...]] = {
+    # parity and the ONNX Runtime engines
+    "ort": ("numpy", "onnxruntime"),
+    # steps that read and write ONNX: simplify, calibrate, quantize, check, TensorRT
+    "onnx": ("numpy", "onnxruntime", "onnx", "onnx.shape_inference", "onnxsim", "onnxoptimizer",
+             "onnxruntime.quantization"),
+    # steps that run PyTorch: reference, the TorchScript exporter and engine
+    "torch": ("numpy", "onnxruntime", "onnx", "onnx.shape_inference", "torch", "torch.onnx"),
+    # the dynamo exporter: its modules, and one export of a fixed model (see _warm_dynamo)
+    "dynamo": ("numpy", "onnxruntime", "onnx", "onnx.shape_inference", "torch", "torch.onnx", "torch.export",
+               "onnxscript"),
 }
-
-
-def warm_modules(tools: tuple[str, ...]) -> list[str]:
-    """The modules a template may import before forking a step that uses `tools`."""
-    return [m for tool in tools for m in WARM_MODULES.get(tool, ())]
-
-
-_learnable: frozenset[str] | None = None
-
-
-def learnable() -> frozenset[str]:
-    """Top-level packages whose modules a child imported the template may import for later children.
-
-    The standard library, buildsys, and the distributions buildsys requires, with
-    theirs, transitively: the pinned toolchain, whose modules import the same way
-    in any process. Never the workspace's modules nor a library only a model uses:
-    importing those may run code that changes the interpreter for every later step.
-    """
-    global _learnable
-    if _learnable is None:
-        import re
-        from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
-
-        def norm(name: str) -> str:
-            return re.sub(r"[-_.]+", "-", name).lower()
-
-        seen, todo = set(), ["buildsys"]
-        while todo:
-            name = norm(todo.pop())
-            if name in seen:
-                continue
-            seen.add(name)
-            try:
-                requires = distribution(name).requires or []
-            except PackageNotFoundError:
-                continue
-            todo += [re.match(r"[A-Za-z0-9._-]+", r).group(0) for r in requires if "extra ==" not in r]
-        tops = {top for top, dists in packages_distributions().items() if any(norm(d) in seen for d in dists)}
-        _learnable = frozenset(tops | set(sys.stdlib_module_names) | {"buildsys"})
-    return _learnable
 
 
 def main() -> int:
@@ -91,14 +59,89 @@ def main() -> int:
         # the whole machine swapping or the OOM killer picking a process. Children inherit it.
         resource.setrlimit(resource.RLIMIT_DATA, (int(limit), int(limit)))
     sys.path.insert(0, os.getcwd())
-    import buildsys.steps.base  # noqa: F401  (what every child runs)
-
-    # Most builds need these; importing them while the orchestrator still plans
-    # takes their cost off the critical path. Torch waits for a step that uses it.
-    _preload(("numpy", "onnxruntime"))
+    _import(_own_modules())  # what every child runs
+    # Imported while the orchestrator still plans: its cost is off the critical path.
+    _import(LANES["ort"])
     _warm_onnxruntime()
-    _serve(conn, torch_lane=True)
+    _serve(conn, root=True)
     return 0
+
+
+def _serve(conn: Connection, root: bool) -> None:
+    """Answer jobs from `conn`, each in a fresh child of this template or of its lane's, until told to stop."""
+    children = _Children()
+    lanes: dict[str, tuple[int, Connection]] = {}
+    while True:
+        children.prepare()  # fork the next child while the orchestrator commits
+        children.reap()
+        try:
+            job = conn.recv()
+        except EOFError:
+            job = None
+        if job is None:
+            children.close()
+            for _, lane_conn in lanes.values():
+                lane_conn.close()
+            return
+        lane = job.get("lane", "ort")
+        if root and lane != "ort":
+            if lane not in lanes:
+                lanes[lane] = _start_lane(lane)
+            answer = _forward(lanes[lane], job)
+            if answer is None:
+                del lanes[lane]
+                answer = {"ok": False, "seconds": 0.0,
+                          "error": f"the worker's {lane} template died; the step did not run",
+                          "hint": "run the build again; if it recurs, the log of the step before may say why"}
+        else:
+            answer = children.run(job)
+        conn.send(answer)
+
+
+def _start_lane(lane: str) -> tuple[int, Connection]:
+    """Fork the template of `lane` from this one (the `ort` lane, which never ran a step)."""
+    mine, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _close_except({theirs.fileno()})
+            lane_conn = Connection(theirs.detach())
+            _import(LANES[lane])
+            if lane == "dynamo":
+                _warm_dynamo()
+            _serve(lane_conn, root=False)
+        finally:
+            os._exit(0)
+    theirs.close()
+    return pid, Connection(mine.detach())
+
+
+def _forward(lane: tuple[int, Connection], job: dict[str, Any]) -> dict[str, Any] | None:
+    pid, conn = lane
+    try:
+        conn.send(job)
+        return conn.recv()
+    except (EOFError, OSError):
+        conn.close()
+        os.waitpid(pid, 0)
+        return None
+
+
+def _own_modules() -> list[str]:
+    """buildsys's step modules and the helpers they import: standard library only at their top."""
+    from buildsys.steps import KINDS
+
+    helpers = ["buildsys.canonical", "buildsys.errors", "buildsys.inputs", "buildsys.numerics", "buildsys.toolchain",
+               "buildsys.steps._diagnose", "buildsys.steps._model", "buildsys.steps._ort", "buildsys.steps._qat"]
+    return ["buildsys.steps.base", *helpers, *sorted({path.partition(":")[0] for path in KINDS.values()})]
+
+
+def _import(modules) -> None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a step that needs it imports it again and reports the failure
+            pass
 
 
 # A one-node model (Identity on a float[1], opset 13), serialised.
@@ -119,83 +162,33 @@ def _warm_onnxruntime() -> None:
     ort.InferenceSession(_IDENTITY_ONNX, options, providers=["CPUExecutionProvider"])
 
 
-def _serve(conn: Connection, torch_lane: bool) -> None:
-    """Answer jobs from `conn`, each in a fresh child, until told to stop.
+def _warm_dynamo() -> None:
+    """One dynamo export of a fixed one-layer model, so that children find its lazy set-up done.
 
-    Steps that use torch go to a second template, forked from this one before
-    torch is imported there: forking a process that holds torch costs ~15 ms
-    and tearing the child down ~25 ms more, which the steps that never touch
-    torch (simplify, parity, engines) need not pay.
+    The exporter imports most of what it needs and builds its operator registry on
+    its first call in a process, seconds that every child would otherwise repeat.
+    The model is built under a forked RNG (the template's generator state is left
+    as it was) on one thread; the progress monitor thread the exporter may start is
+    stopped again. Exports in the children give the same bytes as in a fresh process
+    (tests/e2e/test_hermetic.py compares them).
     """
-    children = _Children()
-    lane: tuple[int, Connection] | None = None
-    while True:
-        children.prepare()  # fork the next child while the orchestrator commits
-        children.reap()
-        try:
-            job = conn.recv()
-        except EOFError:
-            job = None
-        if job is None:
-            children.close()
-            if lane is not None:
-                lane[1].close()
-            return
-        if torch_lane and "torch" in job.get("preload", ()):
-            if lane is None:
-                # What the step needs besides torch is imported here first, so that this
-                # template and the torch one share it rather than import it twice.
-                _preload(m for m in job["preload"] if m.partition(".")[0] not in ("torch", "onnxscript"))
-                lane = _start_torch_lane()
-            answer = _forward(lane, job)
-            if answer is None:
-                lane = None
-                answer = {"ok": False, "seconds": 0.0,
-                          "error": "the worker's torch template died; the step did not run",
-                          "hint": "run the build again; if it recurs, the log of the step before may say why"}
-        else:
-            answer = children.run(job)
-        imported = answer.pop("imported", ())
-        conn.send(answer)
-        # Ready for the next child, off the step's critical path.
-        _preload(m for m in imported if m.partition(".")[0] in learnable())
+    import torch
 
-
-def _start_torch_lane() -> tuple[int, Connection]:
-    import socket
-
-    mine, theirs = socket.socketpair()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            _close_except({theirs.fileno()})
-            lane = Connection(theirs.detach())
-            _preload(WARM_MODULES["torch"])
-            _serve(lane, torch_lane=False)
-        finally:
-            os._exit(0)
-    theirs.close()
-    return pid, Connection(mine.detach())
-
-
-def _forward(lane: tuple[int, Connection], job: dict[str, Any]) -> dict[str, Any] | None:
-    pid, conn = lane
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
-        conn.send(job)
-        return conn.recv()
-    except (EOFError, OSError):
-        conn.close()
-        os.waitpid(pid, 0)
-        return None
-
-
-def _preload(modules) -> None:
-    for name in modules:
-        if name not in sys.modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - the child imports it again and reports the failure as the step's
-                pass
+        with torch.random.fork_rng(), torch.no_grad():
+            model = torch.nn.Sequential(torch.nn.Linear(3, 3)).eval()
+            torch.onnx.export(model, (torch.zeros(2, 3),), dynamo=True, verbose=False,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},))
+    except Exception:  # noqa: BLE001 - a cold start for the children, nothing worse
+        pass
+    finally:
+        torch.set_num_threads(threads)
+    tqdm = sys.modules.get("tqdm")
+    monitor = getattr(getattr(tqdm, "tqdm", None), "monitor", None)
+    if monitor is not None:
+        monitor.exit()
 
 
 class _Children:
@@ -210,14 +203,12 @@ class _Children:
     """
 
     def __init__(self) -> None:
-        self.spare: tuple[int, int, int, frozenset[str]] | None = None  # pid, job pipe, answer pipe, modules
+        self.spare: tuple[int, int, int] | None = None  # pid, job pipe, answer pipe
         self.done: list[int] = []
 
     def prepare(self) -> None:
-        if self.spare is None:
-            self.spare = self._fork()
-
-    def _fork(self) -> tuple[int, int, int, frozenset[str]]:
+        if self.spare is not None:
+            return
         # The template's objects go to the collector's permanent generation: a collection
         # in the child then leaves their pages alone instead of copying them.
         gc.freeze()
@@ -226,21 +217,17 @@ class _Children:
         pid = os.fork()
         if pid == 0:
             _close_except({job_r, ans_w})
-            _child(job_r, ans_w, set(sys.modules))
+            _child(job_r, ans_w)
         os.close(job_r)
         os.close(ans_w)
-        return pid, job_w, ans_r, frozenset(sys.modules)
+        self.spare = pid, job_w, ans_r
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
         from buildsys.workers import death_answer
 
         started = time.monotonic()
-        wanted = job.get("preload", ())
-        if self.spare is not None and not set(wanted) <= self.spare[3]:
-            self._discard()  # forked before these modules were imported here
-        _preload(wanted)
         self.prepare()
-        pid, job_w, ans_r, _ = self.spare
+        pid, job_w, ans_r = self.spare
         self.spare = None
         try:
             with os.fdopen(job_w, "wb") as jobs:
@@ -268,37 +255,30 @@ class _Children:
             if os.waitpid(pid, 0 if block else os.WNOHANG)[0]:
                 self.done.remove(pid)
 
-    def _discard(self) -> None:
-        pid, job_w, ans_r, _ = self.spare
-        self.spare = None
-        os.close(job_w)  # the waiting child reads an empty job and leaves
-        os.close(ans_r)
-        os.waitpid(pid, 0)
-
     def close(self) -> None:
         if self.spare is not None:
-            self._discard()
+            pid, job_w, ans_r = self.spare
+            self.spare = None
+            os.close(job_w)  # the waiting child reads an empty job and leaves
+            os.close(ans_r)
+            os.waitpid(pid, 0)
         self.reap(block=True)
 
 
-def _child(job_r: int, ans_w: int, had: set[str]) -> None:
-    """A forked child: wait for one job, run it, answer with the modules it imported, leave."""
+def _child(job_r: int, ans_w: int) -> None:
+    """A forked child: wait for one job, run it, answer, leave."""
     code = 0
     try:
         with os.fdopen(job_r, "rb") as jobs:
             data = jobs.read()
         if not data:
-            os._exit(0)  # discarded unused
+            os._exit(0)  # not needed after all
         started = time.monotonic()
         job = pickle.loads(data)
         try:
             from buildsys.steps.base import run_job
 
-            answer = run_job(job)
-            workspace = os.path.join(os.path.abspath(job["workspace"]), "")
-            answer["imported"] = [m for m, mod in list(sys.modules.items()) if m not in had
-                                  and not os.path.abspath(getattr(mod, "__file__", None) or "/").startswith(workspace)]
-            answer = pickle.dumps(answer)
+            answer = pickle.dumps(run_job(job))
         except BaseException:  # noqa: BLE001 - anything here is reported as the step's failure
             text = traceback.format_exc()
             answer = pickle.dumps({"ok": False, "error": text.strip().splitlines()[-1], "traceback": text,
@@ -324,10 +304,10 @@ def _guard(lifeline: int) -> None:
 
     The build holds the only write end of `lifeline`; the kernel closes it however
     the build ends, and the sentinel's read returns. Killing the group takes the
-    step's child and its own children (a child interpreter, a tool it runs) with
-    the worker. A process rather than a thread, forked before anything heavy is
-    imported: a step stuck in native code that holds the GIL would stall a thread,
-    and a parent-death signal (prctl) would kill the worker alone and orphan its children.
+    templates, the step's child and its own children (a child interpreter, a tool it
+    runs) with the worker. A process rather than a thread, forked before anything
+    heavy is imported: a step stuck in native code that holds the GIL would stall a
+    thread, and a parent-death signal (prctl) would kill the worker alone and orphan its children.
     """
     if os.fork():
         os.close(lifeline)

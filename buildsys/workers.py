@@ -85,7 +85,7 @@ class WorkerPool:
 
     def submit(self, job: dict[str, Any], timeout: float) -> None:
         worker = self.idle.pop() if self.idle else self._spawn()
-        job = {**job, "threads": self.threads, "preload": _preload(job)}
+        job = {**job, "threads": self.threads, "lane": _lane(job)}
         worker.conn.send(job)
         worker.job, worker.started, worker.deadline = job, time.monotonic(), time.monotonic() + timeout
         self.busy.append(worker)
@@ -156,14 +156,11 @@ def death_answer(code: int, job: dict[str, Any] | None, started: float) -> dict[
             "error": f"the worker process running the step {what}{_tail(job)}", "hint": hint}
 
 
-def _preload(job: dict[str, Any]) -> list[str]:
-    """Modules the worker's template imports before forking this step (from the step's TOOLS)."""
+def _lane(job: dict[str, Any]) -> str:
+    """The template the step forks from (buildsys.worker.LANES), as its class says."""
     from buildsys.steps import step_class
-    from buildsys.worker import warm_modules
 
-    cls = step_class(job["kind_path"])
-    extra = cls.warm_modules(job["params"]) if hasattr(cls, "warm_modules") else ()
-    return [*warm_modules(tuple(getattr(cls, "TOOLS", ()))), *extra]
+    return step_class(job["kind_path"]).lane(job["params"])
 
 
 def _tail(job: dict[str, Any] | None, lines: int = 5) -> str:

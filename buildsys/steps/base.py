@@ -61,10 +61,12 @@ class Step:
         raise NotImplementedError
 
     @classmethod
-    def warm_modules(cls, params: dict[str, Any]) -> tuple[str, ...]:
-        """Modules of the toolchain, beyond its TOOLS' own, that the worker's template may
-        import before forking this step: what the step is sure to import, imported once."""
-        return ()
+    def lane(cls, params: dict[str, Any]) -> str:
+        """The worker template this step forks from (buildsys.worker.LANES): the one that
+        holds the libraries it uses, imported once per worker rather than once per step."""
+        if "torch" in cls.TOOLS:
+            return "torch"
+        return "onnx" if {"onnx", "onnxsim"} & set(cls.TOOLS) else "ort"
 
     @classmethod
     def unavailable(cls, params: dict[str, Any]) -> str | None:

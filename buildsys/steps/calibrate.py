@@ -64,10 +64,6 @@ class CalibrateRanges(Step):
     VERSION = 1
     TOOLS = ("onnx", "onnxruntime", "numpy", "pillow")
 
-    @classmethod
-    def warm_modules(cls, params: dict[str, Any]) -> tuple[str, ...]:
-        return ("onnxruntime.quantization",)
-
     def run(self) -> StepResult:
         cal = self.params["calibration"]
         model = self.ctx.inputs["model"]

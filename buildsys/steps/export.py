@@ -35,14 +35,8 @@ class ExportOnnx(Step):
     TOOLS = ("torch", "onnx", "onnxscript", "onnx-ir", "numpy")
 
     @classmethod
-    def warm_modules(cls, params: dict[str, Any]) -> tuple[str, ...]:
-        if params["export"]["exporter"] == "dynamo":
-            # what torch.onnx.export(dynamo=True) imports on its first call (torch 2.13);
-            # names a later torch lacks are skipped by the template
-            return ("torch.onnx", "torch.export", "torch.export._trace", "onnxscript", "torch._dynamo",
-                    "torch._functorch.aot_autograd", "torch.onnx._internal.exporter._core",
-                    "torch.onnx._internal.exporter._torchlib.ops", "networkx")
-        return ("torch.onnx",)
+    def lane(cls, params: dict[str, Any]) -> str:
+        return "dynamo" if params["export"]["exporter"] == "dynamo" else "torch"
     DISCOVERS = True
 
     def run(self) -> StepResult:

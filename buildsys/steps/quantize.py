@@ -38,7 +38,6 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
@@ -90,10 +89,6 @@ class QuantizeQdq(Step):
     KIND = "quantize"
     VERSION = 2
     TOOLS = ("onnx", "onnxruntime", "numpy")
-
-    @classmethod
-    def warm_modules(cls, params: dict[str, Any]) -> tuple[str, ...]:
-        return ("onnxruntime.quantization",)
 
     def run(self) -> StepResult:
         from buildsys.steps.calibrate import FORMAT
