@@ -2,13 +2,13 @@
 
     .venv/bin/python benchmarks/bench_step_start.py [--runs 40]
 
-A step that does nothing (its class lists torch, onnx and onnxruntime among its
-tools, so the worker's template has them imported, as for a real export) is sent
-to a one-worker pool --runs times. Its round trip (submit, fork, run, answer, exit)
-is set beside the same step run in this process by `run_job`, which is what the
-persistent workers before the template did per step plus the same pipe. The
-difference is the price of a pristine interpreter per step. Medians; the first,
-cold round trip (the template importing torch) is shown on its own.
+A step that does nothing (its class lists torch among its tools, so it forks from
+the worker's `torch` template, as a reference step does) is sent to a one-worker
+pool --runs times. Its round trip (submit, fork, run, answer) is set beside the
+same step run in this process by `run_job`, which is what the persistent workers
+before the templates did per step. The difference is the price of a pristine
+interpreter per step. Medians; the first, cold round trip (the torch template
+starting and importing torch) is shown on its own.
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def main() -> None:
         finally:
             pool.shutdown()
     f, n = statistics.median(forked), statistics.median(inline)
-    print(f"first step (template imports torch, onnx, onnxruntime): {cold * 1000:.0f} ms")
+    print(f"first step (the torch template starts): {cold * 1000:.0f} ms")
     print(f"step in a forked child, round trip: median {f * 1000:.1f} ms over {args.runs} "
           f"(min {min(forked) * 1000:.1f}, max {max(forked) * 1000:.1f})")
     print(f"same step in-process (run_job):      median {n * 1000:.1f} ms")
