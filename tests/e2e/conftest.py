@@ -92,12 +92,17 @@ class Workspace:
         return self.run("build", "--json", *args)
 
 
+def new_workspace(root: Path) -> Workspace:
+    """A workspace at `root` holding the tiny test models as the package `tm` and no recipe yet."""
+    ws = Workspace(root)
+    shutil.copytree(FIXTURES, root / "tm", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "recipes").mkdir()
+    return ws
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
-    ws = Workspace(tmp_path)
-    shutil.copytree(FIXTURES, tmp_path / "tm", ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp_path / "recipes").mkdir()
-    return ws
+    return new_workspace(tmp_path)
 
 
 def _free_port() -> int:

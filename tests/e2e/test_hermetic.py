@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import FIXTURES, Workspace
+from tests.e2e.conftest import Workspace, new_workspace, worker_pids
 
 LEAKS = ("dtype", "stub", "seed", "backends", "environ", "patch")
 KINDS = ("plain", *LEAKS)
@@ -32,10 +32,7 @@ COMPARED = ("model.onnx", "reference.npz")
 
 
 def _workspace(root: Path, names: dict[str, str]) -> Workspace:
-    import shutil
-
-    ws = Workspace(root)
-    shutil.copytree(FIXTURES, root / "tm", ignore=shutil.ignore_patterns("__pycache__"))
+    ws = new_workspace(root)
     for name, kind in names.items():
         ws.write(f"recipes/{name}.yaml", RECIPE.format(factory=kind))
     return ws
@@ -111,6 +108,4 @@ def test_a_step_that_crashes_fails_alone_and_the_worker_serves_the_next(tmp_path
     failed = next(s for s in r.json["steps"] if s["id"] == "a_crash:export")
     assert "killed by signal SIGABRT" in failed["message"]
     assert "log: out/a_crash/logs/export.log" in failed["message"]
-    from tests.e2e.conftest import worker_pids
-
     assert worker_pids(ws.root) == []
