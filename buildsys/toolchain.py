@@ -7,7 +7,6 @@ alone takes seconds to import) and without importlib.metadata's own import cost.
 from __future__ import annotations
 
 import os
-import platform
 import re
 import sys
 from functools import lru_cache
@@ -64,13 +63,14 @@ def python_version() -> str:
 @lru_cache(maxsize=1)
 def cpu() -> dict[str, str]:
     """The CPU an artifact was optimised for: model name and instruction-set flags."""
-    model, flags = platform.machine(), ""
+    arch = os.uname().machine  # platform.machine(), without importing platform on the no-op path
+    model, flags = arch, ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
                 key, _, value = line.partition(":")
                 key = key.strip()
-                if key == "model name" and model == platform.machine():
+                if key == "model name" and model == arch:
                     model = value.strip()
                 elif key == "flags":
                     wanted = ("avx", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "fma", "f16c", "amx_tile", "amx_int8")
@@ -78,4 +78,4 @@ def cpu() -> dict[str, str]:
                     break
     except OSError:
         pass
-    return {"arch": platform.machine(), "model": model, "isa": flags}
+    return {"arch": arch, "model": model, "isa": flags}
