@@ -301,6 +301,7 @@ def test_what_the_build_read_is_what_the_answer_is_stamped_by(tmp_path: Path, mo
     monkeypatch.setattr(noop, "key_sources", list)
     root = _project(tmp_path / "ws", EXTENDING, ONE_MODEL)
     assert _record_build(root)
+    assert _record_build(root)  # again, with every digest memoised: a memo hit is a read too
     assert check(root) is not None
     READ_BY_THE_BUILD[change](root, monkeypatch)
     assert check(root) is None
