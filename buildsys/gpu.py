@@ -11,18 +11,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
 
-# subprocess and buildsys.errors are imported where they are used: the no-op answer
-# reads fingerprint() and must not pay for them (nor for typing, hence the constant).
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from buildsys.errors import StepError
+from buildsys import toolchain
+from buildsys.errors import StepError
 
-NVIDIACTL = Path("/dev/nvidiactl")
-PROC_NVIDIA = Path("/proc/driver/nvidia")  # version: the driver; gpus/*/information: each GPU's model
+NVIDIACTL = Path(toolchain.NVIDIACTL)
 SMI_TIMEOUT = 10.0  # seconds; a wedged driver must not hang every build
 _QUERY = "index,uuid,name,compute_cap,driver_version"
 # Written into the virtual environment by `make` when the GPU packages could not be installed;
@@ -50,33 +47,6 @@ def absent_reason() -> str | None:
                     "(an index, a GPU-… or MIG-… UUID or a unique prefix of one)")
         return f"nvidia-smi lists no usable GPU ({failure or 'no GPU in its answer'})"
     return None
-
-
-def fingerprint() -> list:
-    """What `gpu()` and `absent_reason()` answer from, read from files without running nvidia-smi.
-
-    It moves whenever their answer can: the device file, the driver's version, each
-    GPU's model, CUDA_VISIBLE_DEVICES, the nvidia-smi on PATH and the note on missing
-    GPU packages. The no-op answer is stamped by it; asking nvidia-smi takes longer
-    than a whole no-op build may.
-    """
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if not NVIDIACTL.exists():
-        return [False, visible, packages_note()]
-    try:
-        buses = sorted(os.listdir(PROC_NVIDIA / "gpus"))
-    except OSError:
-        buses = []
-    return [True, visible, packages_note(), _text(PROC_NVIDIA / "version"),
-            [_text(PROC_NVIDIA / "gpus" / bus / "information") for bus in buses], shutil.which("nvidia-smi")]
-
-
-def _text(path: Path) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4096).decode(errors="replace")
-    except OSError:
-        return None
 
 
 def packages_note() -> str | None:
@@ -197,8 +167,6 @@ def _cuda_version() -> str | None:
 
 
 def _smi(*args: str) -> str | None:
-    import subprocess
-
     try:
         proc = subprocess.run(["nvidia-smi", *args], capture_output=True, text=True, timeout=SMI_TIMEOUT,
                               stdin=subprocess.DEVNULL)
@@ -209,8 +177,6 @@ def _smi(*args: str) -> str | None:
 
 def _smi_failure() -> str | None:
     """What nvidia-smi said when it failed, for the unavailable reason."""
-    import subprocess
-
     try:
         proc = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=SMI_TIMEOUT,
                               stdin=subprocess.DEVNULL)
@@ -254,8 +220,6 @@ def failure(action: str, exc: BaseException, needed_cuda: int | None = None) -> 
     The cause is named when the message shows it (driver too old, no device
     visible, out of GPU memory); otherwise TensorRT's own words are kept.
     """
-    from buildsys.errors import StepError
-
     text = " ".join(f"{type(exc).__name__}: {exc}".split())[:600]
     cause = failure_cause(text)
     ident, visible = gpu(), os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -12,6 +12,9 @@ import sys
 from functools import lru_cache
 
 _DIST = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+?)\.dist-info$")
+# The NVIDIA driver's files: gpu.py asks nvidia-smi what they stand for, gpu_fingerprint() only reads them.
+NVIDIACTL = "/dev/nvidiactl"
+PROC_NVIDIA = "/proc/driver/nvidia"  # version: the driver; gpus/*/information: each GPU's model
 
 
 def normalize(name: str) -> str:
@@ -79,3 +82,32 @@ def cpu() -> dict[str, str]:
     except OSError:
         pass
     return {"arch": arch, "model": model, "isa": flags}
+
+
+def gpu_fingerprint() -> list:
+    """What identifies the GPU that `gpu.gpu()` names in a key, read from the driver's files; nothing is run.
+
+    It moves whenever gpu.gpu()'s answer can: the device file, the driver's version,
+    each GPU's model, CUDA_VISIBLE_DEVICES and the nvidia-smi found on PATH. The
+    no-op answer is stamped by it: gpu.gpu() runs nvidia-smi, which takes longer
+    than a whole no-op build may (and importing gpu.py costs a few milliseconds).
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not os.path.exists(NVIDIACTL):
+        return [False, visible]
+    try:
+        buses = sorted(os.listdir(os.path.join(PROC_NVIDIA, "gpus")))
+    except OSError:
+        buses = []
+    smi = (os.path.join(d, "nvidia-smi") for d in os.environ.get("PATH", "").split(os.pathsep) if d)
+    return [True, visible, _text(os.path.join(PROC_NVIDIA, "version")),
+            [_text(os.path.join(PROC_NVIDIA, "gpus", bus, "information")) for bus in buses],
+            next((p for p in smi if os.access(p, os.X_OK)), None)]
+
+
+def _text(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096).decode(errors="replace")
+    except OSError:
+        return None

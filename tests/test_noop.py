@@ -145,10 +145,8 @@ def test_a_gpu_driver_update_falls_back_to_the_full_path(ws: Path, tmp_path: Pat
     (proc / "version").write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15\n")
     (proc / "gpus/0000:01:00.0/information").write_text("Model: \t\t NVIDIA H200\n")
     (tmp_path / "nvidiactl").write_text("")
-    from buildsys import gpu
-
-    monkeypatch.setattr(gpu, "NVIDIACTL", tmp_path / "nvidiactl")
-    monkeypatch.setattr(gpu, "PROC_NVIDIA", proc)
+    monkeypatch.setattr(toolchain, "NVIDIACTL", str(tmp_path / "nvidiactl"))
+    monkeypatch.setattr(toolchain, "PROC_NVIDIA", str(proc))
     record(ws)
     assert check(ws) is not None
     (proc / "version").write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.86.10\n")
@@ -363,7 +361,7 @@ def test_the_code_that_makes_keys_and_the_graph_is_among_the_key_sources():
     from buildsys.steps import KINDS, step_class
 
     makers = [buildsys, Rebuilder.key_doc, Rebuilder._env_doc, resolve.resolve, loading.load, recipe.load_recipe,
-              canonical.digest_data, toolchain.versions, gpu.select, gpu.fingerprint, State.digest, step_class]
+              canonical.digest_data, toolchain.versions, gpu.select, toolchain.gpu_fingerprint, State.digest, step_class]
     makers += [step_class(path) for path in KINDS.values()]
     stamped = set(noop.key_sources())
     for maker in makers:

@@ -19,8 +19,9 @@ it read, through a `Reads` collector the build fills as it goes:
   for presence, and the folders on the way down to every workspace file.
 The environment is what the keys read, asked of the same modules: the installed
 distributions (`toolchain.installed`), the processor (`toolchain.cpu`) and the
-GPU (`gpu.fingerprint`, the files `gpu.gpu()` answers from, since running
-nvidia-smi would cost more than the whole no-op may take), with the interpreter.
+GPU (`toolchain.gpu_fingerprint`, the driver files behind `gpu.gpu()`'s answer:
+running nvidia-smi, or even importing gpu.py, costs more than the no-op may take),
+with the interpreter.
 
 buildsys's own code is keyed by the source files that decide the graph and the
 keys (`KEY_SOURCES`): the package version, the recipe reader and its defaults,
@@ -39,7 +40,7 @@ blob that an artifact under out/ is a hard link of is not stamped on its own:
 the two names share one inode, so the artifact's stamp already moves when the
 blob's bytes do, and its link count drops when the blob is deleted or replaced.
 
-`check` imports only the standard library, `toolchain` and `gpu`.
+`check` imports only the standard library and `toolchain`.
 """
 from __future__ import annotations
 
@@ -134,10 +135,10 @@ def _stamp(st) -> list[int] | None:
 
 def environment() -> list:
     """What no file stamp covers and a key reads: the interpreter, the installed distributions, the devices."""
-    from buildsys import gpu, toolchain
+    from buildsys import toolchain
 
     return [os.path.realpath(sys.executable), sys.prefix, sys.version, toolchain.installed(), toolchain.cpu(),
-            gpu.fingerprint()]
+            toolchain.gpu_fingerprint()]
 
 
 def key_sources() -> list[str]:
