@@ -15,8 +15,9 @@ it read, through a `Reads` collector the build fills as it goes:
 - `loading.load` notes the recipes folder, every recipe's sources (`extends`
   bases included) and the schema;
 - `resolve` notes every folder an `npy` glob can reach and each images folder;
-- `record_build` adds the store blob of each artifact, which the rebuilder checks
-  for presence, and the folders on the way down to every workspace file.
+- `record_build` adds the store blob of each artifact, whose presence the
+  rebuilder checks, and `record` the folders on the way down to every workspace
+  file (a new module beside the model's source, a new sub-folder of data).
 The environment is what the keys read, asked of the same modules: the installed
 distributions (`toolchain.installed`), the processor (`toolchain.cpu`) and the
 GPU (`toolchain.gpu_fingerprint`, the driver files behind `gpu.gpu()`'s answer:
@@ -31,8 +32,10 @@ DEVICE). A VERSION bump, a new package version or a changed schema therefore
 misses, and so does any other edit of those files (the full path then finds
 every key unchanged and records again). An edit anywhere else (the command line,
 the scheduler, the workers, the reports) changes no key and no graph, so the
-recorded answer stands. Whoever moves key-making code to another module adds
-that module here; tests/test_noop.py checks the list against the code.
+recorded answer stands, as a step's key stands when its code changes without a
+VERSION bump. Whoever moves key-making code to another module adds that module
+here; tests/test_noop.py checks the list against the code. A change to what the
+answer looks like bumps this module's VERSION.
 
 Stamps are grouped by folder, and each signature's answer is a file of its own
 (`noop.json` for a plain command), so recording one rewrites only it. A store
