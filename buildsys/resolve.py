@@ -88,7 +88,7 @@ def model_params(r: Recipe) -> dict[str, Any]:
 def resolve(recipes: list[Recipe], root: Path, reads=None) -> Graph:
     """Every recipe's steps; `root` is the workspace the recipes' paths are relative to.
 
-    `reads` (an engine.noop.Reads) notes every folder a data glob can reach, for the no-op answer.
+    `reads` (a buildsys.reads.Reads) notes every folder a data glob can reach, for the no-op answer.
     """
     steps: dict[str, StepSpec] = {}
     for r in recipes:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from buildsys.canonical import digest_file
-from buildsys.engine.noop import Reads
+from buildsys.reads import Reads
 
 SCHEMA_VERSION = 1
 

@@ -17,6 +17,7 @@ import pytest
 
 from buildsys import toolchain
 from buildsys.engine import noop
+from buildsys.reads import Reads, glob_folders
 
 SIGNATURE = json.dumps([[], [], False])  # a plain `buildsys build`
 ANSWER = {"steps": [{"id": "a:export", "state": "cached", "reason": "up to date", "seconds": 0.0}], "exit": 0}
@@ -55,13 +56,13 @@ def ws(tmp_path: Path, monkeypatch) -> Path:
     return root
 
 
-def files(root: Path) -> noop.Reads:
+def files(root: Path) -> Reads:
     """What a `buildsys build` of this workspace would have read."""
     meta = root / "out/.buildsys"
     found = {str(root / p) for p in ("recipes", "recipes/a.yaml", "bm/tiny.py", "w.pt", "data/calib/one/1.npy",
                                     "data/calib/one", "out/a/model.onnx", "out/a/copied.bin")} | {
         str(meta / "store" / BLOB[:2] / BLOB), str(meta / "store/cd" / ("cd" + "2" * 62))}
-    return noop.Reads(found)
+    return Reads(found)
 
 
 def record(root: Path) -> None:
@@ -376,7 +377,7 @@ def test_glob_folders_reach_as_deep_as_the_pattern(tmp_path: Path):
     (tmp_path / "data/a/up").symlink_to(tmp_path / "data", target_is_directory=True)
 
     def rel(pattern: str) -> set[str]:
-        return {os.path.relpath(p, tmp_path) for p in noop.glob_folders(str(tmp_path), pattern)}
+        return {os.path.relpath(p, tmp_path) for p in glob_folders(str(tmp_path), pattern)}
 
     assert rel("data/*.npy") == {"data"}
     assert rel("data/*/*.npy") == {"data", "data/a", "data/b"}

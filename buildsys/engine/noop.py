@@ -8,7 +8,7 @@ if nothing moved, it prints the recorded answer without resolving a single recip
 the full path, which records again.
 
 There is one dependency model, the rebuilder's; this module only remembers what
-it read, through a `Reads` collector the build fills as it goes:
+it read, through a `Reads` collector (buildsys/reads.py) the build fills as it goes:
 - `State.digest` and `State.remember` note every file whose content a key or a
   trace was compared with: the files steps name (checkpoints, data), the project
   sources the traces list, the artifacts under out/;
@@ -43,7 +43,7 @@ blob that an artifact under out/ is a hard link of is not stamped on its own:
 the two names share one inode, so the artifact's stamp already moves when the
 blob's bytes do, and its link count drops when the blob is deleted or replaced.
 
-`check` imports only the standard library and `toolchain`.
+`check` imports only the standard library, `reads` and `toolchain`.
 """
 from __future__ import annotations
 
@@ -51,70 +51,14 @@ import json
 import os
 import sys
 
+from buildsys.reads import Reads
+
 MANIFEST = "noop.json"
 VERSION = 3
 # Paths relative to the buildsys package; a folder stands for its .py files.
 KEY_SOURCES = ("__init__.py", "canonical.py", "gpu.py", "ingest.py", "loading.py", "rebuilder.py", "resolve.py",
                "state.py", "toolchain.py", "recipe", "steps")
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class Reads:
-    """The paths a build's decisions read: files digested, folders listed, every folder a glob can reach."""
-
-    __slots__ = ("paths",)
-
-    def __init__(self, paths: set[str] | None = None):
-        self.paths: set[str] = set(paths or ())
-
-    def file(self, path: str | os.PathLike) -> None:
-        """A file (or folder) whose content or listing was read; one that does not exist counts too."""
-        self.paths.add(os.path.abspath(path))
-
-    def glob(self, root: str | os.PathLike, pattern: str) -> None:
-        """A recursive glob relative to `root` was expanded: every folder a new match could appear in."""
-        self.paths.update(glob_folders(os.path.abspath(root), pattern))
-
-
-def glob_folders(root: str, pattern: str) -> list[str]:
-    """Every folder in which a new file could match `pattern` (a recursive glob relative to `root`).
-
-    That is the pattern's fixed prefix (its components before the first wildcard)
-    and the folders below it, as deep as the pattern reaches: all of them under a
-    `**`. Stamping them all catches a file added to a folder that holds no match
-    yet (data/b/ beside data/a/ for data/**/*.npy), which changes that folder's
-    stamp and no other. Hidden folders are left out, as glob leaves them out,
-    unless the pattern names some. A pattern without wildcards is its own path.
-    """
-    parts = pattern.split("/")
-    first = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
-    if first is None:
-        return [os.path.join(root, pattern)]
-    prefix = "/".join(parts[:first])
-    base = os.path.join(root, prefix) if prefix else root
-    depth = None if "**" in parts[first:] else len(parts) - 1 - first
-    hidden = any(part.startswith(".") for part in parts[first:])
-    found: list[str] = []
-    seen: set[tuple[int, int]] = set()  # folders by identity: a symlink loop is walked once
-    level, reached = [base], 0
-    while level:
-        below = []
-        for folder in level:
-            found.append(folder)
-            if depth is not None and reached >= depth:
-                continue
-            st = _stat(folder)
-            if st is None or (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            try:
-                with os.scandir(folder) as entries:
-                    below.extend(e.path for e in entries
-                                 if (hidden or not e.name.startswith(".")) and e.is_dir())
-            except OSError:
-                continue
-        level, reached = below, reached + 1
-    return found
 
 
 def signature(recipes: list[str], only: list[str] | None, require_all: bool) -> str:
