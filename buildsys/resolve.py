@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from buildsys.reads import Reads
 from buildsys.recipe.model import Recipe, TargetSpec
 from buildsys.steps import KINDS
 
@@ -85,10 +86,10 @@ def model_params(r: Recipe) -> dict[str, Any]:
     }
 
 
-def resolve(recipes: list[Recipe], root: Path, reads=None) -> Graph:
+def resolve(recipes: list[Recipe], root: Path, reads: Reads | None = None) -> Graph:
     """Every recipe's steps; `root` is the workspace the recipes' paths are relative to.
 
-    `reads` (a buildsys.reads.Reads) notes every folder a data glob can reach, for the no-op answer.
+    `reads` notes every folder a data glob can reach, for the no-op answer.
     """
     steps: dict[str, StepSpec] = {}
     for r in recipes:
@@ -97,7 +98,7 @@ def resolve(recipes: list[Recipe], root: Path, reads=None) -> Graph:
     return Graph(steps, {r.name: r for r in recipes})
 
 
-def resolve_recipe(r: Recipe, root: Path, reads=None) -> list[StepSpec]:
+def resolve_recipe(r: Recipe, root: Path, reads: Reads | None = None) -> list[StepSpec]:
     n = r.name
     files = {"checkpoint": r.model.checkpoint} if r.model.checkpoint else {}
     files.update(input_files(r, root, reads))
@@ -253,7 +254,7 @@ def _data_problem(r: Recipe, field_path: str, exc: OutsideWorkspace):
                                      "symbolic link out of it): copy them in")])
 
 
-def input_files(r: Recipe, root: Path, reads=None) -> dict[str, str]:
+def input_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict[str, str]:
     """The .npy/.npz files behind `npy` inputs, by content in the key: new data re-runs the reference."""
     files = {}
     for n, inp in enumerate(r.inputs):
@@ -271,7 +272,7 @@ def input_files(r: Recipe, root: Path, reads=None) -> dict[str, str]:
     return files
 
 
-def calibration_files(r: Recipe, root: Path, reads=None) -> dict[str, str]:
+def calibration_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict[str, str]:
     """The calibration data files, by content in the key: a changed image re-calibrates."""
     data = r.calibration.data if r.calibration else None
     if data is None or data.kind not in ("npy", "images") or not data.path:
