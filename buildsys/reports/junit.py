@@ -5,9 +5,9 @@
 A tolerance failure, a regression against the baseline and a check that could
 not run are failures (type tolerance / regression / error / blocked) whose text
 carries the figures; an unavailable backend is skipped. The recipe's export
-warnings (the TorchScript tracer's) are each of its test cases' system-out. The XML is written by
-xml.etree, which escapes markup; characters XML 1.0 cannot hold at all
-(terminal colour codes in an ONNX Runtime message, say) are replaced first.
+warnings (the TorchScript tracer's) are the system-out of each of its test cases.
+The XML is written by xml.etree, which escapes markup; characters XML 1.0 cannot
+hold at all (terminal colour codes in an ONNX Runtime message, say) are replaced first.
 """
 from __future__ import annotations
 
