@@ -648,9 +648,10 @@ def cmd_check(root: Path, args) -> int:
             outcomes = {o.step: o for o in build.run(graph.closure({s.id for s in checks}))}
         finally:
             reporter.close()
-    from buildsys.reports import gather_meta, write_reports
+    from buildsys.reports import gather_meta, with_export_warnings, write_reports
 
     entries = [_report_entry(ws, graph, step, outcomes[step.id]) for step in checks]
+    entries = with_export_warnings(entries, outcomes)
     factors = {r.name: r.parity.max_regression for r in recipes if r.parity.max_regression}
     besides = EXIT_STEP if any(o.state == "failed" for o in outcomes.values()) else (EXIT_USAGE if problems else 0)
     summary = write_reports(ws.out / "reports", entries, gather_meta(), baseline=args.baseline,
