@@ -20,9 +20,9 @@ no-op. Last use is recorded when a step's trace changes (a run or a restore),
 never by a no-op build; this measures that claim. --noop BEFORE names a folder
 holding the buildsys/ and schemas/ of the code before (for example
 `git archive $(git merge-base main HEAD) buildsys schemas | tar -x -C /tmp/before`).
-One workspace of --recipes synthetic recipes (benchmarks/bench_build.py's tiny
-model) is built, then copied, and each copy is settled under one version of the
-code. The no-op build (answered from the stat manifest) and the full no-op
+One workspace of --recipes synthetic recipes (the build-overhead benchmark's
+tiny model, benchmarks/workspace.py) is built, then copied, and each copy is
+settled under one version of the code. The no-op build (answered from the stat manifest) and the full no-op
 (the manifest deleted first: every step decided, nothing run) are then timed
 alternately, BEFORE and this tree run by run (each first every other time), so
 that load on the machine hits both alike; so is State.record (what a run or a
@@ -45,7 +45,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "benchmarks" / ".work"
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 BLOB = 1024
 CURRENT = 500
@@ -209,13 +208,13 @@ def _memory_gc(template: Path, half: str) -> tuple[float, dict]:
 
 
 def bench_noop(before: Path, n: int, runs: int) -> list[str]:
-    import bench_build
+    from benchmarks.workspace import write_sources
 
     base = WORK / f"gc-noop-{n}"
     built = base / "after"
     if not (base / "ready").exists():
         shutil.rmtree(base, ignore_errors=True)
-        bench_build.write_sources(built, n)
+        write_sources(built, n)
         _run([sys.executable, "-m", "buildsys", "-C", str(built), "build", "-j", "2"], _env(REPO))
         (base / "ready").write_text("")
     trees = {"before": before.resolve(), "after": REPO}
