@@ -59,6 +59,7 @@ class Harness:
 
 def open_harness(keep_env: bool, live: bool) -> Harness:
     """The harness of this venv; unless `live`, the code measured is frozen in a snapshot."""
+    WORK.mkdir(parents=True, exist_ok=True)
     venv_bin = Path(sys.executable).parent
     buildsys = venv_bin / "buildsys"
     env = bytecode_env(keep_env)
