@@ -15,6 +15,8 @@ modules:
     profiling   --profile: importtime and cProfile of buildsys
     cli         the options
 
+probes/record_state.py is what bench_cache_gc.py --noop times under each version of the code.
+
 The scripts beside it run on their own: bench_cache_gc.py, bench_int8.py,
 bench_step_start.py, gpu_check.py, plain_resnet18.py, real_models.py,
 resnet18_batch1.py.
