@@ -58,7 +58,8 @@ LANES: dict[str, tuple[str, ...]] = {
     # those steps import, so that none of them changes `sys.modules` when it runs
     "resident": ("numpy", "numpy.ma", "numpy.random", "onnxruntime", "onnx", "onnx.shape_inference", "onnxsim",
                  "onnxoptimizer", "onnxruntime.quantization", "onnxruntime.quantization.calibrate",
-                 "onnxruntime.quantization.registry", "encodings.cp437", "zipfile", "PIL.Image"),
+                 "onnxruntime.quantization.registry", "onnxruntime.transformers.float16",
+                 "onnxruntime.transformers.onnx_model", "encodings.cp437", "zipfile", "PIL.Image"),
 }
 # The lane each template is forked from: a template never runs a step, so what it hands
 # down is fixed. Only the torch template imports torch (~1 s of CPU): onnxsim imports it
@@ -169,6 +170,12 @@ def _reside(conn: Connection) -> None:
     step's own failures) may have left this process in a state nobody checked:
     the process answers with the failure and leaves, and the next job starts a new one.
     """
+    import logging
+
+    # ONNX Runtime's quantization tools log through the root logger's module functions,
+    # which give the root logger a stderr handler the first time: given here, before any
+    # step, so that no step leaves it behind. stderr is the running step's log.
+    logging.basicConfig()
     while True:
         try:
             job = conn.recv()
