@@ -168,3 +168,55 @@ def _changes(before: dict, after: dict) -> dict[str, object]:
             else:
                 found[key] = (str(before[key])[:300], str(after[key])[:300])
     return found
+
+
+STEPS = '''
+import os
+
+from buildsys.steps.base import Step, StepResult
+
+
+class Aborts(Step):
+    KIND = "aborts"
+    TOOLS = ("numpy",)
+    RESIDENT = True
+
+    def run(self):
+        print("about to abort", flush=True)
+        os.abort()
+
+
+class Writes(Aborts):
+    def run(self):
+        (self.ctx.scratch / "out.txt").write_text(str(os.getpid()))
+        return StepResult()
+'''
+
+
+def test_a_step_that_kills_the_resident_process_fails_with_its_signal_and_the_next_gets_a_new_one(tmp_path, monkeypatch):
+    from buildsys.workers import WorkerPool
+
+    (tmp_path / "rsteps.py").write_text(STEPS)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the pool reads each step's lane from its class
+
+    def job(i: int, cls: str) -> dict:
+        return {"id": f"r:{i}", "kind_path": f"rsteps:{cls}", "params": {}, "workspace": str(tmp_path),
+                "scratch": str(tmp_path / "tmp" / str(i)), "inputs": {}, "files": {},
+                "outputs": {"out": "out.txt"}, "log": str(tmp_path / "logs" / f"{i}.log")}
+
+    pool = WorkerPool(1, 1, str(tmp_path))
+    try:
+        answers = []
+        for i, cls in enumerate(("Writes", "Aborts", "Writes")):
+            pool.submit(job(i, cls), 600)
+            (done,) = pool.wait()
+            assert done.job["lane"] == "resident"
+            answers.append(done.answer)
+    finally:
+        pool.shutdown()
+    first, crashed, after = answers
+    assert first["ok"] and after["ok"], (first, after)
+    assert not crashed["ok"]
+    assert "killed by signal SIGABRT" in crashed["error"] and "about to abort" in crashed["error"]
+    pids = [(tmp_path / "tmp" / str(i) / "out.txt").read_text() for i in (0, 2)]
+    assert pids[0] != pids[1]  # a new resident process served the step after the crash
