@@ -4,7 +4,8 @@
 
 A step that does nothing (its class lists torch among its tools, so it forks from
 the worker's `torch` template, as a reference step does) is sent to a one-worker
-pool --runs times. Its round trip (submit, fork, run, answer) is set beside the
+pool --runs times; so is one that runs in the worker's resident process, as
+simplify, parity and the ONNX Runtime engine do (RESIDENT). Its round trip (submit, fork, run, answer) is set beside the
 same step run in this process by `run_job`, which is what the persistent workers
 before the templates did per step. The difference is the price of a pristine
 interpreter per step. Medians; the first, cold round trip (the torch template
@@ -32,11 +33,16 @@ class Noop(Step):
     def run(self):
         (self.ctx.scratch / "out.txt").write_text("x")
         return StepResult()
+
+
+class ResidentNoop(Noop):
+    TOOLS = ("onnx", "onnxruntime", "numpy")
+    RESIDENT = True
 '''
 
 
-def _job(root: Path, i: int) -> dict:
-    return {"id": f"noop:{i}", "kind_path": "bmstep:Noop", "params": {}, "workspace": str(root),
+def _job(root: Path, i: int, cls: str = "Noop") -> dict:
+    return {"id": f"noop:{i}", "kind_path": f"bmstep:{cls}", "params": {}, "workspace": str(root),
             "scratch": str(root / "tmp" / str(i)), "inputs": {}, "files": {}, "outputs": {"out": "out.txt"},
             "log": str(root / "logs" / f"{i}.log")}
 
@@ -59,7 +65,7 @@ def main() -> None:
             pool.submit(_job(root, 0), 600)
             assert pool.wait()[0].answer["ok"]
             cold = time.perf_counter() - t0
-            forked, inline = [], []
+            forked, inline, resident = [], [], []
             for i in range(1, args.runs + 1):
                 t0 = time.perf_counter()
                 pool.submit(_job(root, i), 600)
@@ -69,6 +75,14 @@ def main() -> None:
                 t0 = time.perf_counter()
                 assert run_job(_job(root, 10_000 + i))["ok"]
                 inline.append(time.perf_counter() - t0)
+            # in a loop of their own: one right after a forked step waits for the torch
+            # template to fork its next spare child (a few ms), which it then does not need
+            for i in range(args.runs + 1):
+                t0 = time.perf_counter()
+                pool.submit(_job(root, 20_000 + i, "ResidentNoop"), 600)
+                answer = pool.wait()[0].answer
+                resident.append(time.perf_counter() - t0)
+                assert answer["ok"], answer
         finally:
             pool.shutdown()
     f, n = statistics.median(forked), statistics.median(inline)
@@ -77,6 +91,8 @@ def main() -> None:
           f"(min {min(forked) * 1000:.1f}, max {max(forked) * 1000:.1f})")
     print(f"same step in-process (run_job):      median {n * 1000:.1f} ms")
     print(f"cost of a pristine interpreter per step: {(f - n) * 1000:.1f} ms")
+    print(f"step in the resident process, round trip: median {statistics.median(resident[1:]) * 1000:.1f} ms "
+          f"(the first, which starts that process, excluded)")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,20 @@ monkeypatched library), and still finds its libraries imported.
 A step forks from the template of its *lane* (`Step.lane`): what that template
 holds is fixed by the lane and the installed toolchain alone, never by the steps
 that ran before, so a child's starting state is the same in a build of one recipe
-and in a build of a hundred. The worker process itself is the `ort` lane; it
-forks the other lanes' templates from itself the first time a step needs one.
+and in a build of a hundred. The worker process itself is the `ort` lane; a lane's
+template is forked from its parent lane's (PARENTS) the first time a step needs
+it, and then imports what its parent lacks and runs its fixed warm-up.
+
+The `resident` lane is not a template: it is one long-lived process per worker,
+forked from the `torch` template, in which steps that never run project code
+(`Step.lane` says which: simplify, parity, the ONNX Runtime CPU engine, check,
+calibrate, quantize, ...) run one after another, the way a persistent worker ran
+every step before templates. Those steps import nothing of the workspace and
+change no interpreter state (tests/e2e/test_resident.py checks every one of them),
+so what one of them did cannot reach the next; they save the fork, the copy-on-
+write faults and the first-use set-up of onnxsim and ONNX Runtime a child pays.
+It is never forked, so it may start threads; if it dies, the step it ran is
+reported like a crashed child and the next such step starts a new one.
 """
 from __future__ import annotations
 
@@ -42,7 +54,18 @@ LANES: dict[str, tuple[str, ...]] = {
     # the dynamo exporter: its modules, and one export of a fixed model (see _warm_dynamo)
     "dynamo": ("numpy", "onnxruntime", "onnx", "onnx.shape_inference", "torch", "torch.onnx", "torch.export",
                "onnxscript"),
+    # the long-lived process of the steps that run no project code (not a template): everything
+    # those steps import, so that none of them changes `sys.modules` when it runs
+    "resident": ("numpy", "numpy.ma", "numpy.random", "onnxruntime", "onnx", "onnx.shape_inference", "onnxsim",
+                 "onnxoptimizer", "onnxruntime.quantization", "onnxruntime.quantization.calibrate",
+                 "onnxruntime.quantization.registry", "onnxruntime.transformers.float16",
+                 "onnxruntime.transformers.onnx_model", "encodings.cp437", "zipfile", "PIL.Image"),
 }
+# The lane each template is forked from: a template never runs a step, so what it hands
+# down is fixed. Only the torch template imports torch (~1 s of CPU): onnxsim imports it
+# too, so the onnx template and the resident process start from the torch template as
+# the dynamo one does, rather than importing torch again.
+PARENTS: dict[str, str] = {"torch": "ort", "onnx": "torch", "dynamo": "torch", "resident": "torch"}
 
 
 def main() -> int:
@@ -63,12 +86,13 @@ def main() -> int:
     # Imported while the orchestrator still plans: its cost is off the critical path.
     _import(LANES["ort"])
     _warm_onnxruntime()
-    _serve(conn, root=True)
+    _serve(conn, "ort")
     return 0
 
 
-def _serve(conn: Connection, root: bool) -> None:
-    """Answer jobs from `conn`, each in a fresh child of this template or of its lane's, until told to stop."""
+def _serve(conn: Connection, lane: str) -> None:
+    """Answer jobs from `conn` until told to stop: a job of this lane in a fresh child of
+    this template, any other one through the lane below this one on its way (PARENTS)."""
     children = _Children()
     lanes: dict[str, tuple[int, Connection]] = {}
     while True:
@@ -83,23 +107,41 @@ def _serve(conn: Connection, root: bool) -> None:
             for _, lane_conn in lanes.values():
                 lane_conn.close()
             return
-        lane = job.get("lane", "ort")
-        if root and lane != "ort":
-            if lane not in lanes:
-                lanes[lane] = _start_lane(lane)
-            answer = _forward(lanes[lane], job)
-            if answer is None:
-                del lanes[lane]
-                answer = {"ok": False, "seconds": 0.0,
-                          "error": f"the worker's {lane} template died; the step did not run",
-                          "hint": "run the build again; if it recurs, the log of the step before may say why"}
-        else:
-            answer = children.run(job)
+        wanted = job.get("lane", "ort")
+        if wanted == lane:
+            conn.send(children.run(job))
+            continue
+        below = _lane_below(lane, wanted)
+        started = time.monotonic()
+        if below not in lanes:
+            lanes[below] = _start_lane(below)
+        answer, code = _forward(lanes[below], job)
+        if answer is None:
+            del lanes[below]
+            answer = _lane_death(wanted, below, code, job, started)
         conn.send(answer)
 
 
+def _lane_below(lane: str, wanted: str) -> str:
+    """The lane forked from `lane` whose descendants include `wanted` (or `wanted` itself)."""
+    below = wanted
+    while PARENTS.get(below, lane) != lane:
+        below = PARENTS[below]
+    return below
+
+
+def _lane_death(wanted: str, below: str, code: int, job: dict[str, Any], started: float) -> dict[str, Any]:
+    from buildsys.workers import death_answer
+
+    if below == wanted == "resident":  # the step itself ran there and took the process with it
+        return death_answer(code, job, started)
+    return {"ok": False, "seconds": 0.0,
+            "error": f"the worker's {below} template died; the step did not run",
+            "hint": "run the build again; if it recurs, the log of the step before may say why"}
+
+
 def _start_lane(lane: str) -> tuple[int, Connection]:
-    """Fork the template of `lane` from this one (the `ort` lane, which never ran a step)."""
+    """Fork the template of `lane` (or the resident process) from this template."""
     mine, theirs = socket.socketpair()
     pid = os.fork()
     if pid == 0:
@@ -107,24 +149,63 @@ def _start_lane(lane: str) -> tuple[int, Connection]:
             _close_except({theirs.fileno()})
             lane_conn = Connection(theirs.detach())
             _import(LANES[lane])
-            if lane == "dynamo":
-                _warm_dynamo()
-            _serve(lane_conn, root=False)
+            if lane == "resident":
+                _reside(lane_conn)
+            else:
+                if lane == "torch":
+                    _warm_torch()
+                elif lane == "dynamo":
+                    _warm_dynamo()
+                _serve(lane_conn, lane)
         finally:
             os._exit(0)
     theirs.close()
     return pid, Connection(mine.detach())
 
 
-def _forward(lane: tuple[int, Connection], job: dict[str, Any]) -> dict[str, Any] | None:
+def _reside(conn: Connection) -> None:
+    """The resident process: run each job here, one after another, until told to stop.
+
+    A job that ends in anything but an answer from `run_job` (which reports the
+    step's own failures) may have left this process in a state nobody checked:
+    the process answers with the failure and leaves, and the next job starts a new one.
+    """
+    import logging
+
+    # ONNX Runtime's quantization tools log through the root logger's module functions,
+    # which give the root logger a stderr handler the first time: given here, before any
+    # step, so that no step leaves it behind. stderr is the running step's log.
+    logging.basicConfig()
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        started = time.monotonic()
+        try:
+            from buildsys.steps.base import run_job
+
+            answer = run_job(job)
+        except BaseException:  # noqa: BLE001 - reported as the step's failure, then this process ends
+            text = traceback.format_exc()
+            conn.send({"ok": False, "error": text.strip().splitlines()[-1], "traceback": text,
+                       "seconds": time.monotonic() - started})
+            return
+        conn.send(answer)
+
+
+def _forward(lane: tuple[int, Connection], job: dict[str, Any]) -> tuple[dict[str, Any] | None, int]:
+    """Send `job` down to a lane's process; (its answer, 0), or (None, exit code) if that process died."""
     pid, conn = lane
     try:
         conn.send(job)
-        return conn.recv()
+        return conn.recv(), 0
     except (EOFError, OSError):
         conn.close()
-        os.waitpid(pid, 0)
-        return None
+        _, status = os.waitpid(pid, 0)
+        return None, os.waitstatus_to_exitcode(status)
 
 
 def _own_modules() -> list[str]:
@@ -160,6 +241,72 @@ def _warm_onnxruntime() -> None:
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     ort.InferenceSession(_IDENTITY_ONNX, options, providers=["CPUExecutionProvider"])
+
+
+def _warm_model():
+    """A fixed small network touching the common layers (convolution, batch norm, pooling,
+    embedding, layer norm, attention, the usual activations, matmul, reshape/cat): its run
+    and its export fill the lazy per-operator set-up that a model's first step pays."""
+    import torch
+    from torch import nn
+
+    class WarmUp(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+            self.pool = nn.MaxPool2d(2)
+            self.embed = nn.Embedding(16, 8)
+            self.norm = nn.LayerNorm(8)
+            self.qkv = nn.Linear(8, 24)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, image, tokens):
+            x = torch.relu(self.bn(self.conv(image)))
+            x = nn.functional.adaptive_avg_pool2d(self.pool(x), 1).flatten(1)
+            q, k, v = self.qkv(self.norm(self.embed(tokens))).chunk(3, dim=-1)
+            t = nn.functional.gelu(nn.functional.scaled_dot_product_attention(q, k, v)).mean(1)
+            t = t + nn.functional.silu(x)
+            y = torch.cat([self.fc(t), torch.matmul(t.unsqueeze(1), t.unsqueeze(2)).reshape(-1, 1)], dim=1)
+            return torch.softmax(y.transpose(0, 1), dim=0)
+
+    return WarmUp().eval(), (torch.zeros(2, 3, 8, 8), torch.zeros(2, 5, dtype=torch.long))
+
+
+def _warm_torch() -> None:
+    """Run the fixed model and export it once with the TorchScript exporter, on one thread.
+
+    What this leaves behind (the exporter's symbolic registry, numpy.random, the
+    operators' first-call set-up, the map of installed distributions the steps'
+    keys name) depends on nothing but the toolchain. The model is
+    built under a forked RNG, so the template's generator state is left as it was,
+    and the exporter's global settings are reset by every export that follows.
+    """
+    import copy
+    import io
+
+    import numpy.random  # noqa: F401  (the seeded inputs of reference and export use it)
+    import torch
+
+    from buildsys.steps._model import provided_by
+
+    provided_by()  # which installed distribution provides which module: read once, here
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng():
+            model, args = _warm_model()
+            with torch.inference_mode():
+                copy.deepcopy(model)(*args)
+            with torch.no_grad():
+                torch.onnx.export(model, args, io.BytesIO(), dynamo=False, opset_version=18,
+                                  input_names=["image", "tokens"],
+                                  dynamic_axes={"image": {0: "batch"}, "tokens": {0: "batch"}})
+    except Exception:  # noqa: BLE001 - a cold start for the children, nothing worse
+        pass
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _warm_dynamo() -> None:

@@ -6,6 +6,7 @@ key) and the packages that provide the model's classes (their versions do).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -145,10 +146,20 @@ def discover(workspace: Path, model, imported: dict[str, str] | None = None) -> 
     return {"files": files, "dists": _dists(tops, workspace)}
 
 
-def _dists(tops: set[str], workspace: Path) -> dict[str, str]:
-    from importlib.metadata import packages_distributions, version
+@functools.cache
+def provided_by() -> dict[str, list[str]]:
+    """Top-level module -> the installed distributions that provide it (read once: ~100 ms).
 
-    provided = packages_distributions()
+    The worker's torch template reads it before forking, so steps find it read."""
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions()
+
+
+def _dists(tops: set[str], workspace: Path) -> dict[str, str]:
+    from importlib.metadata import version
+
+    provided = provided_by()
     local = {p.split("/")[0].removesuffix(".py") for p in os.listdir(workspace)}
     out = {}
     for top in sorted(tops - set(sys.stdlib_module_names) - local - {"builtins", "__main__"}):

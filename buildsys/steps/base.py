@@ -52,6 +52,9 @@ class Step:
     TOOLS: tuple[str, ...] = ()
     DEVICE: bool | str = False  # True: bound to this processor; "gpu": to this GPU model
     DISCOVERS = False  # imports project code: its source files join the key
+    # Runs no project code (never imports the recipe's model, no torch) and leaves the
+    # interpreter as it found it: runs in the worker's resident process (buildsys.worker).
+    RESIDENT = False
 
     def __init__(self, params: dict[str, Any], ctx: StepContext):
         self.params = params
@@ -63,7 +66,10 @@ class Step:
     @classmethod
     def lane(cls, params: dict[str, Any]) -> str:
         """The worker template this step forks from (buildsys.worker.LANES): the one that
-        holds the libraries it uses, imported once per worker rather than once per step."""
+        holds the libraries it uses, imported once per worker rather than once per step;
+        `resident` for the steps that need no fresh interpreter (RESIDENT)."""
+        if cls.RESIDENT and "torch" not in cls.TOOLS:
+            return "resident"
         if "torch" in cls.TOOLS:
             return "torch"
         return "onnx" if {"onnx", "onnxsim"} & set(cls.TOOLS) else "ort"

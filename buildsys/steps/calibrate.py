@@ -63,6 +63,7 @@ class CalibrateRanges(Step):
     KIND = "calibrate"
     VERSION = 1
     TOOLS = ("onnx", "onnxruntime", "numpy", "pillow")
+    RESIDENT = True
 
     def run(self) -> StepResult:
         cal = self.params["calibration"]

@@ -24,6 +24,7 @@ class CheckOnnx(Step):
     KIND = "check"
     VERSION = 1
     TOOLS = ("onnx",)
+    RESIDENT = True
 
     def run(self) -> StepResult:
         import onnx
@@ -82,6 +83,7 @@ class OnnxRuntimeReference(Step):
     KIND = "reference-onnxruntime"
     VERSION = 1
     TOOLS = ("onnxruntime", "numpy")
+    RESIDENT = True
 
     def run(self) -> StepResult:
         from buildsys.steps._ort import cpu_session

@@ -31,6 +31,7 @@ class ConvertFp16(Step):
     KIND = "convert-fp16"
     VERSION = 1
     TOOLS = ("onnx", "onnxruntime", "numpy")
+    RESIDENT = True
 
     def run(self) -> StepResult:
         import onnx

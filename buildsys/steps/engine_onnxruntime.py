@@ -13,6 +13,7 @@ class OrtFormatEngine(Step):
     KIND = "engine-onnxruntime"
     VERSION = 1
     TOOLS = ("onnxruntime",)
+    RESIDENT = True
     DEVICE = True  # ORT_ENABLE_ALL applies layout optimisations specific to this CPU
 
     def run(self) -> StepResult:

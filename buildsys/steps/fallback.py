@@ -45,6 +45,7 @@ class Int8Fallback(Step):
     KIND = "fallback"
     VERSION = 1
     TOOLS = ("onnx", "onnxruntime", "numpy", "pillow")
+    RESIDENT = True
 
     def run(self) -> StepResult:
         import shutil

@@ -21,6 +21,7 @@ class ParityCheck(Step):
     KIND = "parity"
     VERSION = 4
     TOOLS = ("onnxruntime", "numpy")
+    RESIDENT = True
 
     def run(self) -> StepResult:
         from buildsys.steps._ort import cpu_session

@@ -89,6 +89,7 @@ class QuantizeQdq(Step):
     KIND = "quantize"
     VERSION = 2
     TOOLS = ("onnx", "onnxruntime", "numpy")
+    RESIDENT = True
 
     def run(self) -> StepResult:
         from buildsys.steps.calibrate import FORMAT

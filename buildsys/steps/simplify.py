@@ -41,6 +41,7 @@ class SimplifyOnnx(Step):
     KIND = "simplify"
     VERSION = 2
     TOOLS = ("onnx", "onnxsim", "onnxoptimizer")
+    RESIDENT = True
 
     def run(self) -> StepResult:
         src = self.ctx.inputs["model"]

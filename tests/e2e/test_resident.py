@@ -1,0 +1,222 @@
+"""The resident process: every step kind that runs there leaves the interpreter as it found it.
+
+Steps that run no project code (Step.RESIDENT) run one after another in one
+long-lived process per worker instead of a fresh child each. That is hermetic only
+if none of them changes that process's state, so this test takes a fingerprint of
+the process (modules, environment, RNGs, warning filters, numpy's error mode, cwd,
+umask, logging, ...) just before and just after each such step of a real build
+that runs every resident kind, and compares them.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.e2e.test_ingest import write_onnx
+
+RECIPE = """\
+version: 1
+model: {onnx: models/mlp.onnx}
+inputs:
+  - name: x
+    dtype: float32
+    shape: [batch, 4]
+    data: {kind: normal, mean: 0.0, std: 1.0}
+outputs:
+  - name: scores
+dims:
+  batch: {min: 1, opt: 4, max: 8}
+export: {opset: 18}
+calibration: {data: {kind: normal, mean: 0.0, std: 1.0}, samples: 8}
+quantization: {fallback: auto, max_fp32_nodes: 1}
+targets:
+  - {backend: onnxruntime, precision: fp32}
+  - {backend: onnxruntime, precision: int8}
+  - {backend: tensorrt, precision: fp16}
+tolerances:
+  int8: {min_cosine: 0.9}
+"""
+
+# A step that writes the fingerprint of the process it runs in; resident like the steps it watches.
+PROBE = '''
+import hashlib, json, logging, os, random, signal, sys, warnings
+
+from buildsys.steps.base import Step, StepResult
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(repr(value).encode()).hexdigest()
+
+
+def fingerprint() -> dict:
+    import numpy as np
+
+    umask = os.umask(0o22)
+    os.umask(umask)
+    loggers = {name: (lg.level, [repr(h) for h in lg.handlers], lg.propagate, lg.disabled)
+               for name, lg in sorted(logging.root.manager.loggerDict.items()) if isinstance(lg, logging.Logger)}
+    state = {
+        "sys.modules": sorted(sys.modules),
+        "sys.path": list(sys.path),
+        "os.environ": dict(os.environ),
+        "cwd": os.getcwd(),
+        "umask": umask,
+        "random": _digest(random.getstate()),
+        "numpy.random": _digest([a.tolist() if hasattr(a, "tolist") else a for a in np.random.get_state()]),
+        "np.geterr": np.geterr(),
+        "np.printoptions": repr(np.get_printoptions()),
+        "warnings.filters": repr(warnings.filters),
+        "logging.root": (logging.root.level, [repr(h) for h in logging.root.handlers]),
+        "logging.loggers": repr(loggers),
+        "logging.disable": logging.root.manager.disable,
+        "signals": {s.name: repr(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)},
+        "recursionlimit": sys.getrecursionlimit(),
+    }
+    if "torch" in sys.modules:
+        import torch
+
+        state["torch"] = (str(torch.get_default_dtype()), torch.get_num_threads(),
+                          torch.are_deterministic_algorithms_enabled(), _digest(torch.random.get_rng_state().tolist()))
+    return state
+
+
+class Fingerprint(Step):
+    KIND = "fingerprint"
+    TOOLS = ("numpy",)
+    RESIDENT = True
+
+    def run(self):
+        self.ctx.output("state").write_text(json.dumps(fingerprint(), sort_keys=True, default=repr))
+        return StepResult()
+'''
+
+# Builds the workspace with one worker whose pool probes the resident process around each resident step.
+DRIVER = '''
+import json, sys, uuid
+from pathlib import Path
+
+import buildsys.workers as workers
+
+ws = Path(sys.argv[1])
+probes = []
+
+
+class Probing(workers.WorkerPool):
+    def _probe(self):
+        scratch = ws / "probes" / uuid.uuid4().hex
+        job = {"id": "probe", "kind_path": "probe:Fingerprint", "params": {}, "workspace": str(ws),
+               "scratch": str(scratch), "inputs": {}, "files": {}, "outputs": {"state": "state.json"},
+               "log": str(scratch) + ".log"}
+        super().submit(job, 600)
+        done = []
+        while not done:
+            done = super().wait()
+        assert done[0].answer["ok"] and done[0].job["lane"] == "resident", done[0].answer
+        return json.loads((scratch / "state.json").read_text())
+
+    def submit(self, job, timeout):
+        self.before = self._probe() if workers._lane(job) == "resident" else None
+        super().submit(job, timeout)
+
+    def wait(self):
+        done = super().wait()
+        for f in done:
+            if f.job["lane"] == "resident" and f.answer.get("ok"):
+                probes.append({"id": f.job["id"], "kind": f.job["kind_path"], "before": self.before,
+                               "after": self._probe()})
+        return done
+
+
+workers.WorkerPool = Probing
+from buildsys.cli import main
+
+code = main(["-C", str(ws), "build", "-j", "1"])
+(ws / "probes.json").write_text(json.dumps(probes))
+sys.exit(code)
+'''
+
+
+def _resident_kinds() -> set[str]:
+    from buildsys.steps import KINDS, step_class
+
+    return {path for path in KINDS.values() if step_class(path).RESIDENT}
+
+
+def test_every_resident_step_kind_leaves_the_process_as_it_found_it(workspace):
+    write_onnx(workspace.root / "models/mlp.onnx")
+    workspace.write("recipes/mlp.yaml", RECIPE)
+    workspace.write("probe.py", PROBE)
+    workspace.write("driver.py", DRIVER)
+    proc = subprocess.run([sys.executable, str(workspace.root / "driver.py"), str(workspace.root)],
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    probes = json.loads((workspace.root / "probes.json").read_text())
+
+    assert {p["kind"] for p in probes} == _resident_kinds()
+    assert "onnxruntime" in probes[0]["before"]["sys.modules"]
+    changed = {p["id"]: _changes(p["before"], p["after"]) for p in probes}
+    assert not {k: v for k, v in changed.items() if v}, "steps changed the resident process"
+
+
+def _changes(before: dict, after: dict) -> dict[str, object]:
+    found = {}
+    for key in before:
+        if before[key] != after[key]:
+            if key == "sys.modules":
+                found[key] = sorted(set(after[key]) ^ set(before[key]))[:20]
+            else:
+                found[key] = (str(before[key])[:300], str(after[key])[:300])
+    return found
+
+
+STEPS = '''
+import os
+
+from buildsys.steps.base import Step, StepResult
+
+
+class Aborts(Step):
+    KIND = "aborts"
+    TOOLS = ("numpy",)
+    RESIDENT = True
+
+    def run(self):
+        print("about to abort", flush=True)
+        os.abort()
+
+
+class Writes(Aborts):
+    def run(self):
+        (self.ctx.scratch / "out.txt").write_text(str(os.getpid()))
+        return StepResult()
+'''
+
+
+def test_a_step_that_kills_the_resident_process_fails_with_its_signal_and_the_next_gets_a_new_one(tmp_path, monkeypatch):
+    from buildsys.workers import WorkerPool
+
+    (tmp_path / "rsteps.py").write_text(STEPS)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the pool reads each step's lane from its class
+
+    def job(i: int, cls: str) -> dict:
+        return {"id": f"r:{i}", "kind_path": f"rsteps:{cls}", "params": {}, "workspace": str(tmp_path),
+                "scratch": str(tmp_path / "tmp" / str(i)), "inputs": {}, "files": {},
+                "outputs": {"out": "out.txt"}, "log": str(tmp_path / "logs" / f"{i}.log")}
+
+    pool = WorkerPool(1, 1, str(tmp_path))
+    try:
+        answers = []
+        for i, cls in enumerate(("Writes", "Aborts", "Writes")):
+            pool.submit(job(i, cls), 600)
+            (done,) = pool.wait()
+            assert done.job["lane"] == "resident"
+            answers.append(done.answer)
+    finally:
+        pool.shutdown()
+    first, crashed, after = answers
+    assert first["ok"] and after["ok"], (first, after)
+    assert not crashed["ok"]
+    assert "killed by signal SIGABRT" in crashed["error"] and "about to abort" in crashed["error"]
+    pids = [(tmp_path / "tmp" / str(i) / "out.txt").read_text() for i in (0, 2)]
+    assert pids[0] != pids[1]  # a new resident process served the step after the crash
