@@ -1,7 +1,7 @@
 """Clean builds by two checkouts of buildsys, alternated: wall time and the CPU of every process.
 
     .venv/bin/python benchmarks/bench_clean_build.py --old ../base/.venv/bin/buildsys [--pairs 3]
-        [--what samples tiny20] [--samples-from DIR] [-j 2]
+        [--what samples tiny20] [--samples-from DIR] [-j 2] [--new-random-shapes N]
 
 Each pair runs the old checkout's `buildsys build -j J` and then the new one's (the
 order swaps from pair to pair) on the same workspace after removing its out/, so
@@ -69,6 +69,21 @@ def workspace(what: str, samples_from: Path) -> Path:
     return ws
 
 
+def with_random_shapes(ws: Path, n: int) -> Path:
+    """A copy of `ws` whose recipes each say `parity: {random_shapes: n}`."""
+    import yaml
+
+    copy = ws.with_name(ws.name + f"-random{n}")
+    if copy.exists():
+        shutil.rmtree(copy)
+    shutil.copytree(ws, copy, ignore=shutil.ignore_patterns("out"))
+    for path in sorted((copy / "recipes").glob("*.yaml")):
+        recipe = yaml.safe_load(path.read_text())
+        recipe.setdefault("parity", {})["random_shapes"] = n
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return copy
+
+
 def clean_build(exe: str, ws: Path, jobs: int) -> dict:
     shutil.rmtree(ws / "out", ignore_errors=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -97,15 +112,21 @@ def main() -> None:
     ap.add_argument("--what", nargs="+", default=["samples", "tiny20"])
     ap.add_argument("--samples-from", type=Path, default=REPO)
     ap.add_argument("-j", "--jobs", type=int, default=2)
+    ap.add_argument("--new-random-shapes", type=int, metavar="N",
+                    help="the new checkout builds a copy of the workspace whose recipes say parity.random_shapes: N "
+                         "(0 gives it the old checkout's parity points, min, opt and max: the same work)")
     args = ap.parse_args()
     subreaper()
     for what in args.what:
         ws = workspace(what, args.samples_from)
+        spaces = {"old": ws, "new": ws}
+        if args.new_random_shapes is not None:
+            spaces["new"] = with_random_shapes(ws, args.new_random_shapes)
         runs: dict[str, list[dict]] = {"old": [], "new": []}
         for i in range(args.pairs):
             order = ("old", "new") if i % 2 == 0 else ("new", "old")
             for who in order:
-                r = clean_build(getattr(args, who), ws, args.jobs)
+                r = clean_build(getattr(args, who), spaces[who], args.jobs)
                 runs[who].append(r)
                 print(f"{what} pair {i + 1} {who}: wall {r['wall']:.2f} s, cpu {r['cpu']:.2f} s, "
                       f"{r['ran']} steps ran, load {os.getloadavg()[0]:.2f}", flush=True)
