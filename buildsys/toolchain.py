@@ -79,3 +79,14 @@ def cpu() -> dict[str, str]:
     except OSError:
         pass
     return {"arch": platform.machine(), "model": model, "isa": flags}
+
+
+# The /proc/cpuinfo flags that make a CPU `vnni` for ONNX Runtime's int8 flavour.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_class(isa: str | None = None) -> str:
+    """`vnni` where the CPU (its /proc/cpuinfo flags, or `isa`) has VNNI or AMX, else `avx2`."""
+    if isa is None:
+        isa = cpu()["isa"]
+    return "vnni" if set(isa.split()) & set(VNNI_FLAGS) else "avx2"

@@ -165,7 +165,7 @@ def _script(model):
 def _trace(model, example: tuple, check: list[tuple]):
     import torch
 
-    from buildsys.steps.export import _FREEZING
+    from buildsys.steps._diagnose import TRACER_FREEZING
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -183,7 +183,7 @@ def _trace(model, example: tuple, check: list[tuple]):
     for w in tracer:
         print(f"TracerWarning: {w.filename}:{w.lineno}: {str(w.message).splitlines()[0]}", flush=True)
     # A tensor turned into a Python value freezes a branch or a size at the traced input.
-    frozen = [w for w in tracer if any(t in str(w.message) for t in _FREEZING)]
+    frozen = [w for w in tracer if any(t in str(w.message) for t in TRACER_FREEZING)]
     where = (f" ({Path(frozen[0].filename).name}:{frozen[0].lineno}: "
              f"{str(frozen[0].message).split('. ')[0].rstrip('.')})" if frozen else "")
     if error is not None:

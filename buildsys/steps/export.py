@@ -173,7 +173,7 @@ class ExportOnnx(Step):
                 )
             except Exception as exc:
                 raise _export_error(exc, "torchscript", self.ctx.workspace) from None
-        from buildsys.steps._diagnose import shown_path
+        from buildsys.steps._diagnose import TRACER_FREEZING, shown_path
 
         tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
         listed = []
@@ -185,7 +185,7 @@ class ExportOnnx(Step):
         # Tensor-to-Python conversions freeze a value (a branch, a size) at the traced
         # input. Most are harmless shape checks, so by default parity judges the trace
         # at every corner and at seeded shapes inside the ranges; strict_trace refuses it.
-        freezing = [w for w in tracer if any(t in str(w.message) for t in _FREEZING)]
+        freezing = [w for w in tracer if any(t in str(w.message) for t in TRACER_FREEZING)]
         if freezing and p["export"].get("strict_trace", False):
             w = freezing[0]
             raise StepError(
@@ -267,9 +267,6 @@ def strip_source_locations(path: Path) -> None:
                 graphs.extend(attr.graphs)
     if changed:
         onnx.save(model, str(path))
-
-
-_FREEZING = ("Converting a tensor to a Python", "registered as constants", "Python values")
 
 
 def check_onnx(path: Path, scratch: Path) -> None:

@@ -58,19 +58,9 @@ FLAVOURS: dict[str, Flavour] = {
     "tensorrt": Flavour(activations="QInt8", weights="QInt8", symmetric_activations=True, quantize_bias=False,
                         reduce_range=False),
 }
-# CPU classes of the onnxruntime flavour, and the /proc/cpuinfo flags that make a CPU `vnni`.
+# CPU classes of the onnxruntime flavour (the machine's own: toolchain.cpu_class).
 CPU_CLASSES = ("vnni", "avx2")
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 CPU_LABELS = {"vnni": "int8 for VNNI CPUs (8-bit weights)", "avx2": "int8 for AVX2 CPUs (7-bit weights)"}
-
-
-def cpu_class(isa: str | None = None) -> str:
-    """`vnni` where the CPU (its /proc/cpuinfo flags, or `isa`) has VNNI or AMX, else `avx2`."""
-    if isa is None:
-        from buildsys.toolchain import cpu
-
-        isa = cpu()["isa"]
-    return "vnni" if set(isa.split()) & set(VNNI_FLAGS) else "avx2"
 
 
 def flavour_for(name: str, cpu: str | None) -> Flavour:
