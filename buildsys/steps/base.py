@@ -18,6 +18,7 @@ from typing import Any
 
 from buildsys.canonical import digest_file
 from buildsys.errors import StepError
+from buildsys.steps.params import from_slice
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,11 @@ class Step:
     TOOLS: tuple[str, ...] = ()
     DEVICE: bool | str = False  # True: bound to this processor; "gpu": to this GPU model
     DISCOVERS = False  # imports project code: its source files join the key
+    PARAMS: type | None = None  # its typed parameters (buildsys.steps.params); None: the slice as it came
 
     def __init__(self, params: dict[str, Any], ctx: StepContext):
-        self.params = params
+        # The slice stays plain data up to here: it is what the key hashes and the workers receive.
+        self.params = from_slice(self.PARAMS, params) if self.PARAMS is not None else params
         self.ctx = ctx
 
     def run(self) -> StepResult:
