@@ -56,7 +56,9 @@ class Step:
     PARAMS: type | None = None  # its typed parameters (buildsys.steps.params); None: the slice as it came
 
     def __init__(self, params: dict[str, Any], ctx: StepContext):
-        # The slice stays plain data up to here: it is what the key hashes and the workers receive.
+        # The slice stays plain data up to here: it is what the key hashes and the workers receive;
+        # `slice` keeps it for the helpers shared with tools outside the steps (bench), which take it so.
+        self.slice = params
         self.params = from_slice(self.PARAMS, params) if self.PARAMS is not None else params
         self.ctx = ctx
 
