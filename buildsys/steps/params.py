@@ -82,6 +82,25 @@ class ExportParams:
 
 
 @dataclass(frozen=True)
+class ShapePoints:
+    """Where the reference (and so parity) runs: the recipe's `parity` settings and the shapes drawn from them."""
+
+    samples: int
+    seed: int
+    points: tuple[str, ...]  # min / opt / max as the recipe lists them, then the seeded shapes' names
+    shapes: dict[str, dict[str, int]] = field(default_factory=dict)  # "random1" -> {dim: size}
+
+
+@dataclass(frozen=True)
+class ReferenceParams:
+    model: ModelSpec
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[str, ...]
+    dims: dict[str, Dim]
+    parity: ShapePoints
+
+
+@dataclass(frozen=True)
 class ParityParams:
     precision: str
     tolerances: dict[str, Tolerance]
