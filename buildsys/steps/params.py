@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from buildsys.recipe.model import (
+    CalibrationSpec,
     Dim,
     ExportSpec,
     InputSpec,
@@ -110,6 +111,23 @@ class ParityParams:
     @property
     def tolerance(self) -> Tolerance:
         return self.tolerances[self.precision]
+
+
+@dataclass(frozen=True)
+class QuantizeParams:
+    flavour: str  # onnxruntime | tensorrt
+    calibration: CalibrationSpec  # per_channel alone (None where the model is quantization-aware trained)
+    quantization: QuantizationSpec  # exclude; cpu for the onnxruntime flavour
+
+
+@dataclass(frozen=True)
+class FallbackParams:
+    calibration: CalibrationSpec | None
+    inputs: tuple[InputSpec, ...]
+    dims: dict[str, Dim]
+    outputs: tuple[str, ...]
+    tolerances: dict[str, Tolerance]  # int8's
+    quantization: QuantizationSpec
 
 
 @dataclass(frozen=True)

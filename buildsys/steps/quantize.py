@@ -41,6 +41,7 @@ from pathlib import Path
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
+from buildsys.steps.params import QuantizeParams
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ def flavour_for(name: str, cpu: str | None) -> Flavour:
 
 class QuantizeQdq(Step):
     KIND = "quantize"
+    PARAMS = QuantizeParams
     VERSION = 2
     TOOLS = ("onnx", "onnxruntime", "numpy")
 
@@ -85,9 +87,9 @@ class QuantizeQdq(Step):
         from buildsys.steps.export import check_onnx
 
         p = self.params
-        q = p["quantization"]
-        flavour = flavour_for(p["flavour"], q.get("cpu"))
-        exclude = tuple(q["exclude"])
+        q = p.quantization
+        flavour = flavour_for(p.flavour, q.cpu)
+        exclude = q.exclude
         model = self.ctx.inputs["model"]
         out = self.ctx.output("model")
         calib = json.loads(self.ctx.inputs["ranges"].read_text())
@@ -100,13 +102,13 @@ class QuantizeQdq(Step):
             return StepResult(outputs={"model": written}, summary=summary)
 
         with tempfile.TemporaryDirectory(dir=self.ctx.scratch) as tmp:
-            written = quantize(model, calib, flavour, p["calibration"]["per_channel"], out, Path(tmp), exclude)
+            written = quantize(model, calib, flavour, p.calibration.per_channel, out, Path(tmp), exclude)
         check_onnx(out, self.ctx.scratch)
         counts = _q_dq_counts(out)
         bits = "7-bit " if flavour.reduce_range else ""
         kinds = f"{flavour.activations} activations{' (symmetric)' if flavour.symmetric_activations else ''}, " \
-                f"{bits}{flavour.weights} {'per-channel' if p['calibration']['per_channel'] else 'per-tensor'} weights"
-        label = CPU_LABELS[q["cpu"]] if p["flavour"] == "onnxruntime" else p["flavour"]
+                f"{bits}{flavour.weights} {'per-channel' if p.calibration.per_channel else 'per-tensor'} weights"
+        label = CPU_LABELS[q.cpu] if p.flavour == "onnxruntime" else p.flavour
         summary = (f"{label}: {counts['QuantizeLinear']} QuantizeLinear, {counts['DequantizeLinear']} "
                    f"DequantizeLinear ({kinds}) from {calib['method']} ranges")
         if exclude:
