@@ -131,6 +131,18 @@ class FallbackParams:
 
 
 @dataclass(frozen=True)
+class TorchScriptParams:
+    """The TorchScript engine: compiled from the PyTorch model itself, checked against eager."""
+
+    model: ModelSpec
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[str, ...]
+    dims: dict[str, Dim]
+    target: TargetSpec
+    tolerances: dict[str, Tolerance]  # fp32's
+
+
+@dataclass(frozen=True)
 class OrtEngineParams:
     """The ONNX Runtime engine on this CPU: the target alone."""
 
