@@ -114,6 +114,13 @@ class ParityParams:
 
 
 @dataclass(frozen=True)
+class CalibrateParams:
+    calibration: CalibrationSpec | None  # None: the model must carry its own Q/DQ nodes
+    inputs: tuple[InputSpec, ...]
+    dims: dict[str, Dim]
+
+
+@dataclass(frozen=True)
 class QuantizeParams:
     flavour: str  # onnxruntime | tensorrt
     calibration: CalibrationSpec  # per_channel alone (None where the model is quantization-aware trained)
