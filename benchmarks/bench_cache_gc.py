@@ -20,9 +20,9 @@ no-op. Last use is recorded when a step's trace changes (a run or a restore),
 never by a no-op build; this measures that claim. --noop BEFORE names a folder
 holding the buildsys/ and schemas/ of the code before (for example
 `git archive $(git merge-base main HEAD) buildsys schemas | tar -x -C /tmp/before`).
-One workspace of --recipes synthetic recipes (benchmarks/bench_build.py's tiny
-model) is built, then copied, and each copy is settled under one version of the
-code. The no-op build (answered from the stat manifest) and the full no-op
+One workspace of --recipes synthetic recipes (the build-overhead benchmark's
+tiny model, benchmarks/workspace.py) is built, then copied, and each copy is
+settled under one version of the code. The no-op build (answered from the stat manifest) and the full no-op
 (the manifest deleted first: every step decided, nothing run) are then timed
 alternately, BEFORE and this tree run by run (each first every other time), so
 that load on the machine hits both alike; so is State.record (what a run or a
@@ -45,8 +45,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "benchmarks" / ".work"
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
+# State.record timed under one version of the code; a script, so that its folder, not the
+# current directory, comes first on sys.path
+RECORD = Path(__file__).resolve().parent / "probes" / "record_state.py"
 BLOB = 1024
 CURRENT = 500
 
@@ -61,7 +63,9 @@ def _env(code: Path) -> dict[str, str]:
 
 def _run(argv: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
-    p = subprocess.run(argv, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    # cwd: `-m` puts the current directory first on sys.path, and the repository root would
+    # shadow the code on PYTHONPATH
+    p = subprocess.run(argv, env=env, cwd=WORK, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     took = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed (exit {p.returncode}):\n{p.stderr[-2000:]}")
@@ -209,13 +213,13 @@ def _memory_gc(template: Path, half: str) -> tuple[float, dict]:
 
 
 def bench_noop(before: Path, n: int, runs: int) -> list[str]:
-    import bench_build
+    from benchmarks.workspace import write_sources
 
     base = WORK / f"gc-noop-{n}"
     built = base / "after"
     if not (base / "ready").exists():
         shutil.rmtree(base, ignore_errors=True)
-        bench_build.write_sources(built, n)
+        write_sources(built, n)
         _run([sys.executable, "-m", "buildsys", "-C", str(built), "build", "-j", "2"], _env(REPO))
         (base / "ready").write_text("")
     trees = {"before": before.resolve(), "after": REPO}
@@ -243,7 +247,7 @@ def bench_noop(before: Path, n: int, runs: int) -> list[str]:
     record = {name: [] for name in ("before", "after")}
     for r in range(max(3, runs // 3)):
         for name in orders[r % 2]:
-            _, p = _run([sys.executable, "-c", _RECORD], _env(trees[name]))
+            _, p = _run([sys.executable, str(RECORD)], _env(trees[name]))
             record[name].append(float(p.stdout))
     lines = [f"no-op build of {n} recipes ({n * 5} steps), median of {runs} (full path: "
              f"{max(3, runs // 3)}) runs, before ({before}) and after, alternating"]
@@ -254,31 +258,12 @@ def bench_noop(before: Path, n: int, runs: int) -> list[str]:
     return lines
 
 
-# State.record of 2,000 steps into a fresh database, each a key the step moves to: what a
-# restore (or a run) writes; prints seconds per step.
-_RECORD = """
-import tempfile, time
-from pathlib import Path
-from buildsys.state import State, Trace
-with tempfile.TemporaryDirectory() as d:
-    s = State(Path(d))
-    out = {"model": [["model.onnx", "ab" * 32, 100]]}
-    for i in range(2000):
-        s.record(Trace(f"r{i % 200}:export", f"{i:064x}", {"step": "export"}, {}, out, None, 0.1), "0" * 64)
-    t0 = time.perf_counter()
-    for i in range(2000, 4000):
-        s.record(Trace(f"r{i % 200}:export", f"{i:064x}", {"step": "export"}, {}, out, None, 0.1), "0" * 64)
-    print((time.perf_counter() - t0) / 2000)
-    s.close()
-"""
-
-
 def _settle(ws: Path, env: dict[str, str]) -> None:
     """Full no-op builds until one records the stat manifest (files must be 2 s old)."""
     for _ in range(6):
         _run([sys.executable, "-m", "buildsys", "-C", str(ws), "build"], env)
         probe = subprocess.run([sys.executable, "-X", "importtime", "-m", "buildsys", "-C", str(ws), "build"],
-                               env=env, capture_output=True, text=True)
+                               env=env, cwd=WORK, capture_output=True, text=True)
         if "buildsys.build" not in probe.stderr:
             return
         time.sleep(2.1)

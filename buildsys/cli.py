@@ -252,23 +252,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _signature(recipes: list[str], only: list[str] | None, require_all: bool) -> str:
-    return json.dumps([sorted(recipes), sorted(only or []), require_all])
-
-
 def _fast_noop(root: Path, args) -> int | None:
-    """Answer a no-op `build` or an all-up-to-date `status` from the stat manifest."""
-    from buildsys import fastpath
+    """Answer a no-op `build` or an all-up-to-date `status` from the recorded no-op answer."""
+    from buildsys.engine import noop
 
     meta = str(root / "out" / ".buildsys")
     if args.command == "build" and not args.dry_run and not args.verbose and not getattr(args, "cache_max_size", None):
-        entry = fastpath.check(meta, _signature(args.recipes, args.only, args.require_all))
+        entry = noop.check(meta, noop.signature(args.recipes, args.only, args.require_all))
         if entry is None:
             return None
         _print_build_result(entry["steps"], entry["exit"], [], args.json)
         return entry["exit"]
     if args.command == "status":
-        entry = fastpath.check(meta, _signature(args.recipes, None, False))
+        entry = noop.check(meta, noop.signature(args.recipes, None, False))
         if entry is None:
             return None
         _print_status([(s["id"], *_status_of_json(s)) for s in entry["steps"]], args.json)
@@ -302,7 +298,7 @@ def _graph(root: Path, state, selectors: list[str], keep_going: bool = False):
     from buildsys.resolve import resolve
 
     recipes, problems = loading.load(root, state, selectors, keep_going)
-    return recipes, problems, resolve(recipes, root)
+    return recipes, problems, resolve(recipes, root, state.reads if state is not None else None)
 
 
 def cmd_build(root: Path, args) -> int:
@@ -319,8 +315,8 @@ def cmd_build(root: Path, args) -> int:
         if not args.dry_run and not problems and code != EXIT_STEP:
             # Under the lock: a build that starts once it is released (and forgets every
             # stored answer) must not find an answer recorded halfway through its own changes.
-            _record_noop(ws, graph, outcomes, _final_traces(build, state, outcomes),
-                         _signature(args.recipes, args.only, args.require_all), code)
+            _record_noop(ws, state.reads, outcomes, code, recipes=args.recipes, only=args.only,
+                         require_all=args.require_all)
         if args.cache_max_size is not None and not args.dry_run:
             _trim_after_build(ws, state, store, args.cache_max_size)
     return code
@@ -422,8 +418,8 @@ def _building(root: Path, args):
     """
     import shutil
 
-    from buildsys import fastpath
     from buildsys.build import Workspace
+    from buildsys.engine import noop
     from buildsys.state import State, WorkspaceLock
     from buildsys.store import Store
 
@@ -438,7 +434,7 @@ def _building(root: Path, args):
             # which deletes the database a state opened earlier would keep writing to.
             state = State(ws.meta)
             if not getattr(args, "dry_run", False):
-                fastpath.forget(str(ws.meta))
+                noop.forget(str(ws.meta))
                 runner.prestart()
             yield ws, state, Store(ws.meta / "store"), runner
     except KeyboardInterrupt:
@@ -496,89 +492,12 @@ def _print_build_result(steps: list[dict], code: int, problems: list[str], as_js
         print(f"parity failed: {', '.join(parity_failed)}", file=sys.stderr)
 
 
-def _final_traces(build, state, outcomes) -> dict:
-    """The trace each up-to-date step has now, by step id.
+def _record_noop(ws, reads, outcomes, code: int, recipes: list[str], only: list[str] | None,
+                 require_all: bool) -> None:
+    """Remember what a repeat of this build would print, stamped by everything the build read."""
+    from buildsys.engine import noop
 
-    A step decided "cached" from the trace the rebuilder read at the start (its
-    outcome carries that trace's very outputs) still has it; only the steps that
-    ran or were restored are read back from the state.
-    """
-    before = build.rebuilder.traces
-    traces, changed = {}, []
-    for o in outcomes:
-        if o.state not in ("ran", "cached", "cutoff"):
-            continue
-        trace = before.get(o.step) if o.state != "ran" else None
-        if trace is not None and o.outputs is not None and trace.outputs is o.outputs:
-            traces[o.step] = trace
-        else:
-            changed.append(o.step)
-    if changed:
-        traces.update(state.traces(changed))
-    return traces
-
-
-def _record_noop(ws, graph, outcomes, traces, signature: str, code: int) -> None:
-    """Remember what a repeat of this build would print, keyed by the stats of all it reads."""
-    from buildsys import fastpath
-    from buildsys.loading import SCHEMA
-
-    join, dirname = os.path.join, os.path.dirname
-    root, out, meta = os.fspath(ws.root), os.fspath(ws.out), os.fspath(ws.meta)
-    store = join(meta, "store")
-    files = {join(root, "recipes"), str(SCHEMA)}
-    for r in graph.recipes.values():
-        files.update(join(root, src) for src in r.sources)
-        files.update(_data_folders(root, r))
-    steps = []
-    for o in outcomes:
-        step = graph.steps[o.step]
-        for rel in step.files.values():
-            # the folder too: a file added beside calibration data changes what the glob finds
-            path = join(root, rel)
-            files.add(path)
-            files.add(dirname(path))
-        if o.state in ("ran", "cached", "cutoff"):
-            trace = traces.get(o.step)
-            if trace is None:
-                return
-            files.update(join(root, rel) for rel in trace.deps.get("files", {}))
-            for name, entries in trace.outputs.items():
-                folder = dirname(join(out, step.outputs[name]))
-                for rel, digest, _ in entries:
-                    files.add(join(folder, rel))
-                    files.add(f"{store}/{digest[:2]}/{digest}")
-            noop = {"id": o.step, "state": "cached", "reason": "up to date", "seconds": 0.0}
-            if o.verdict is not None:
-                noop["passed"] = bool(o.verdict.get("passed"))
-                noop["summary"] = o.verdict.get("summary", "")
-            steps.append(noop)
-        elif o.state in ("unavailable", "skipped"):
-            steps.append(o.as_json())
-        else:
-            return
-    fastpath.record(meta, signature, files, {"steps": steps, "exit": code})
-
-
-def _data_folders(root: str, recipe) -> set[str]:
-    """Every folder whose new files a recipe's data would take in: npy and calibration globs, images folders.
-
-    A glob's are all the folders it can reach, also those that hold no match yet:
-    a file added to one of them moves that folder's stamp, not its parent's.
-    """
-    from buildsys import fastpath
-
-    found: set[str] = set()
-    for inp in recipe.inputs:
-        if inp.data is not None and inp.data.kind == "npy" and inp.data.path:
-            found.update(fastpath.glob_folders(root, inp.data.path))
-    data = recipe.calibration.data if recipe.calibration is not None else None
-    if data is not None and data.path:
-        if data.kind == "npy":
-            found.update(fastpath.glob_folders(root, data.path))
-        elif data.kind == "images":  # the folder's own files, no sub-folders
-            found.add(os.path.join(root, data.path))
-    return found
+    noop.record_build(os.fspath(ws.meta), noop.signature(recipes, only, require_all), reads, outcomes, code)
 
 
 def _raise_interrupt(signum, frame):
@@ -729,9 +648,10 @@ def cmd_check(root: Path, args) -> int:
             outcomes = {o.step: o for o in build.run(graph.closure({s.id for s in checks}))}
         finally:
             reporter.close()
-    from buildsys.reports import gather_meta, write_reports
+    from buildsys.reports import gather_meta, with_export_warnings, write_reports
 
     entries = [_report_entry(ws, graph, step, outcomes[step.id]) for step in checks]
+    entries = with_export_warnings(entries, outcomes)
     factors = {r.name: r.parity.max_regression for r in recipes if r.parity.max_regression}
     besides = EXIT_STEP if any(o.state == "failed" for o in outcomes.values()) else (EXIT_USAGE if problems else 0)
     summary = write_reports(ws.out / "reports", entries, gather_meta(), baseline=args.baseline,

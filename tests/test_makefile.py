@@ -18,6 +18,8 @@ case "$*" in
   *"[samples,test,cluster,gpu]"*) echo "ERROR: Failed to build tensorrt-cu12-libs (pypi.nvidia.com unreachable)" >&2; exit 1 ;;
   *"onnxruntime-gpu["*) {ort} ;;
   *",tensorflow]"*) echo "ERROR: No matching distribution found for tensorflow-cpu" >&2; exit 1 ;;
+  "freeze "*) echo "numpy==2.4.6" ;;
+  *"dvc=="*) {dvc} ;;
 esac
 exit 0
 """
@@ -40,8 +42,9 @@ def machine(tmp_path):
         shutil.copy(ROOT / name, repo / name)
     log = tmp_path / "pip.log"
 
-    def make(*args: str, gpu: bool, ort_ok: bool = False) -> subprocess.CompletedProcess:
-        _exe(tmp_path / "venv" / "bin" / "python", PYTHON.format(log=log, ort="exit 0" if ort_ok else "exit 1"))
+    def make(*args: str, gpu: bool, ort_ok: bool = False, dvc_ok: bool = True) -> subprocess.CompletedProcess:
+        _exe(tmp_path / "venv" / "bin" / "python", PYTHON.format(log=log, ort="exit 0" if ort_ok else "exit 1",
+                                                                 dvc="exit 0" if dvc_ok else "exit 1"))
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir(exist_ok=True)
         smi = bin_dir / "nvidia-smi"
@@ -118,3 +121,21 @@ def test_a_tensorflow_extra_that_does_not_install_leaves_a_note_and_the_rest_set
     calls = machine.log.read_text().splitlines()
     assert calls[0].endswith("-e .[samples,test,cluster]")
     assert calls[1].endswith("-e .[samples,test,cluster,tensorflow]")
+
+
+def test_bench_build_installs_the_pinned_bench_extra_without_changing_installed_packages(machine, tmp_path):
+    r = machine("bench-build", "BENCH_ARGS=--recipes 5", gpu=False)
+    assert r.returncode == 0, r.stderr
+    calls = machine.log.read_text().splitlines()
+    constraints = tmp_path / "venv" / "bench-constraints.txt"
+    assert calls[1:] == ["freeze --exclude-editable --disable-pip-version-check",
+                         f"install --quiet --disable-pip-version-check -c {constraints} dvc==3.67.1",
+                         "--recipes 5"]  # python -m benchmarks --recipes 5
+    assert constraints.read_text() == "numpy==2.4.6\n"  # what was installed before stays as it is
+
+
+def test_a_bench_extra_that_does_not_install_leaves_a_note_and_the_benchmark_runs(machine):
+    r = machine("bench-build", gpu=False, dvc_ok=False)
+    assert r.returncode == 0, r.stderr
+    assert "note: the bench extra (dvc==3.67.1) did not install here; the benchmark leaves DVC out" in r.stderr
+    assert machine.log.read_text().splitlines()[-1] == ""  # python -m benchmarks, no arguments
