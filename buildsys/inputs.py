@@ -41,7 +41,7 @@ def generate(spec: dict[str, Any], shape: tuple[int, ...], rng: np.random.Genera
 
 def _from_files(spec: dict, pattern: str, shape: tuple[int, ...], workspace: Path, sample: int,
                 field: str) -> np.ndarray:
-    from buildsys.resolve import OutsideWorkspace, npy_files
+    from buildsys.datafiles import OutsideWorkspace, npy_files
 
     try:
         files = npy_files(workspace, pattern)
@@ -109,7 +109,7 @@ def fitted(arr_shape: tuple[int, ...], declared: list, shape: tuple[int, ...]) -
 
 def fit_notes(params: dict[str, Any], workspace: Path, point: str, sample: int) -> list[str]:
     """For each npy input that FIT_RULE reshaped at this point: which file, from what, how."""
-    from buildsys.resolve import npy_files
+    from buildsys.datafiles import npy_files
 
     notes = []
     for spec in params["inputs"]:

@@ -7,13 +7,15 @@ executor never reads a recipe and a step never looks at the recipe file.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from buildsys.datafiles import OutsideWorkspace, inside_workspace, npy_files
+from buildsys.kinds import KINDS
 from buildsys.reads import Reads
 from buildsys.recipe.model import Recipe, TargetSpec
-from buildsys.steps import KINDS
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,6 @@ def resolve_recipe(r: Recipe, root: Path, reads: Reads | None = None) -> list[St
         outputs={"reference": f"{n}/reference.npz"}, files=files,
     )
     if r.model.kind != "pytorch":  # an ONNX file is checked, a TensorFlow model converted: not exported
-        from buildsys.ingest import ingest_steps
-
         export, reference = ingest_steps(r, root, base, reference.params["parity"], input_files(r, root))
     steps = [export, reference]
     candidate = f"{export.id}#model"
@@ -208,40 +208,6 @@ def random_shapes(r: Recipe) -> dict[str, dict[str, int]]:
     return out
 
 
-class OutsideWorkspace(ValueError):
-    """A data file that resolves outside the workspace (through `..` or a symbolic link)."""
-
-
-def npy_files(root: Path, pattern: str) -> list[str]:
-    """The files an `npy` glob (relative to the workspace) matches, sorted: as the keys and the steps see them.
-
-    Raises OutsideWorkspace when a match resolves outside the workspace.
-    """
-    import glob
-    import os
-
-    return inside_workspace(root, sorted(p for p in glob.glob(str(root / pattern), recursive=True)
-                                         if os.path.isfile(p)))
-
-
-def inside_workspace(root: Path, files: list[str]) -> list[str]:
-    """`files`, once each is known to resolve inside the workspace `root`; else OutsideWorkspace."""
-    import os
-
-    inside = os.path.realpath(root).rstrip(os.sep) + os.sep
-    folders: dict[str, str] = {}  # folder -> its real path: thousands of images share a few folders
-    for p in files:
-        folder, name = os.path.split(p)
-        real_folder = folders.get(folder)
-        if real_folder is None:
-            real_folder = folders[folder] = os.path.realpath(folder)
-        real = os.path.realpath(p) if os.path.islink(p) else os.path.join(real_folder, name)
-        if not real.startswith(inside):
-            raise OutsideWorkspace(f"matches {os.path.relpath(p, root)}, which resolves to {real}, "
-                                   f"outside the workspace {root}")
-    return files
-
-
 def _data_problem(r: Recipe, field_path: str, exc: OutsideWorkspace):
     from buildsys.errors import Problem, RecipeError
 
@@ -303,7 +269,7 @@ def calibration_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict
 
 def _int8_cpu(r: Recipe) -> str:
     """The CPU class of ONNX Runtime's int8 flavour: the recipe's, or this machine's for `auto`."""
-    from buildsys.steps.quantize import cpu_class
+    from buildsys.toolchain import cpu_class
 
     return cpu_class() if r.quantization.cpu == "auto" else r.quantization.cpu
 
@@ -390,3 +356,43 @@ def _engine(r: Recipe, t: TargetSpec, candidate: str, quantized: dict[str, str],
                     inputs={"reference": f"{reference.id}#reference"},
                     files={"checkpoint": r.model.checkpoint} if r.model.checkpoint else {},
                     outputs={"engine": f"{n}/engines/torchscript.pt", "result": f"{n}/parity/torchscript.json"})
+
+
+# -- a model that is not a PyTorch factory ------------------------------------------
+# `model: {onnx: FILE}` starts at `check` (the file verified as an export is) with ONNX Runtime
+# on it as the reference; `model: {tensorflow: ...}` starts at `convert` (tf2onnx) with TensorFlow
+# itself as the reference. Both produce `out/<recipe>/model.onnx`, so what follows is the same.
+
+
+def model_files(r: Recipe, root: Path) -> dict[str, str]:
+    """The workspace files the model is made of, by content in the keys: the ONNX file, or every
+    file of the SavedModel folder, or the .keras file."""
+    if r.model.onnx:
+        return {"model": r.model.onnx}
+    tf = r.model.tensorflow
+    if tf.keras:
+        return {"model": tf.keras}
+    folder = root / tf.saved_model
+    found = sorted(Path(d, f) for d, _, names in os.walk(folder) for f in names)
+    return {f"model.{i:04d}": p.relative_to(root).as_posix() for i, p in enumerate(found)}
+
+
+def ingest_steps(r: Recipe, root: Path, base: dict[str, Any], parity: dict[str, Any], extra_files: dict[str, str]):
+    """(the step that yields model.onnx, the reference step) for an ONNX or TensorFlow model."""
+    n = r.name
+    files = model_files(r, root)
+    params = {**base, "export": {"opset": r.export.opset}}
+    if r.model.onnx:
+        first = StepSpec(id=f"{n}:check", recipe=n, name="check", kind_path=KINDS["check"], params=params,
+                         outputs={"model": f"{n}/model.onnx"}, files=files)
+        reference = StepSpec(id=f"{n}:reference", recipe=n, name="reference",
+                             kind_path=KINDS["reference-onnxruntime"],
+                             params={**base, "parity": parity}, inputs={"model": f"{first.id}#model"},
+                             outputs={"reference": f"{n}/reference.npz"}, files=extra_files)
+        return first, reference
+    first = StepSpec(id=f"{n}:convert", recipe=n, name="convert", kind_path=KINDS["convert"], params=params,
+                     outputs={"model": f"{n}/model.onnx"}, files=files)
+    reference = StepSpec(id=f"{n}:reference", recipe=n, name="reference", kind_path=KINDS["reference-tensorflow"],
+                         params={**base, "parity": parity}, outputs={"reference": f"{n}/reference.npz"},
+                         files={**files, **extra_files})
+    return first, reference

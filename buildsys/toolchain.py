@@ -111,3 +111,14 @@ def _text(path: str) -> str | None:
             return f.read(4096).decode(errors="replace")
     except OSError:
         return None
+
+
+# The /proc/cpuinfo flags that make a CPU `vnni` for ONNX Runtime's int8 flavour.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_class(isa: str | None = None) -> str:
+    """`vnni` where the CPU (its /proc/cpuinfo flags, or `isa`) has VNNI or AMX, else `avx2`."""
+    if isa is None:
+        isa = cpu()["isa"]
+    return "vnni" if set(isa.split()) & set(VNNI_FLAGS) else "avx2"

@@ -356,17 +356,19 @@ def test_the_code_that_makes_keys_and_the_graph_is_among_the_key_sources():
     import inspect
 
     import buildsys
-    from buildsys import canonical, gpu, loading, recipe, resolve
+    from buildsys import canonical, datafiles, gpu, loading, recipe, resolve
     from buildsys.rebuilder import Rebuilder
     from buildsys.state import State
     from buildsys.steps import KINDS, step_class
 
     makers = [buildsys, Rebuilder.key_doc, Rebuilder._env_doc, resolve.resolve, loading.load, recipe.load_recipe,
-              canonical.digest_data, toolchain.versions, gpu.select, toolchain.gpu_fingerprint, State.digest, step_class]
+              canonical.digest_data, toolchain.versions, gpu.select, toolchain.gpu_fingerprint, State.digest, step_class,
+              datafiles.npy_files, toolchain.cpu_class]
     makers += [step_class(path) for path in KINDS.values()]
     stamped = set(noop.key_sources())
     for maker in makers:
         assert os.path.abspath(inspect.getsourcefile(maker)) in stamped, maker
+    assert os.path.join(noop._PACKAGE, "kinds.py") in stamped  # the table of step classes
     assert not {os.path.join(noop._PACKAGE, m) for m in ("cli.py", "build.py", "workers.py")} & stamped
 
 

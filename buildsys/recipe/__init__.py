@@ -66,7 +66,7 @@ def discover(workspace: Path) -> list[Path]:
 
 def load_recipe(path: Path, workspace: Path) -> Recipe:
     """Load, merge, validate and resolve one recipe; raise RecipeError with all its problems."""
-    from buildsys.recipe.validate import validate
+    from buildsys.recipe.checks import validate
 
     ws = Path(os.path.abspath(workspace))
     path = Path(os.path.abspath(path))

@@ -4,7 +4,8 @@ Dim order, declared and used axes, unique input/output names, int8 targets with
 calibration, profiles over declared dims, data that fits its input's dtype, the
 factory's module found without importing it, and files that stay inside the
 workspace and exist (a checkpoint; an npy glob matches at least one file). Each
-check skips values the schema already rejected, so one mistake is reported once.
+check skips values the schema already rejected, so one mistake is reported once;
+`validate` runs the schema's checks (validate.py) and these, in that order.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from buildsys.errors import Problem
 from buildsys.recipe.limits import unusable_path
-from buildsys.recipe.validate import IDENT, NAME_PATTERN, Document, FieldPath, number_text, suggest
+from buildsys.recipe.validate import IDENT, NAME_PATTERN, Document, FieldPath, number_text, schema_problems, suggest
 
 _INT_DTYPES = {"int64", "int32", "int8", "uint8", "bool"}
 
@@ -41,6 +42,13 @@ def semantic_problems(doc: Document, workspace: Path, default_name: str) -> list
                            f"the file name gives the recipe name '{default_name}', which is not a valid name",
                            f"set name: {_slug(default_name)} in the recipe, or rename the file"))
     return out
+
+
+def validate(doc: Document, workspace: Path, default_name: str) -> list[Problem]:
+    """Every problem of the document: schema first, then the semantic checks."""
+    problems = schema_problems(doc) + semantic_problems(doc, workspace, default_name)
+    unique = list(dict.fromkeys(problems))
+    return sorted(unique, key=lambda p: (p.file != doc.file, p.file, p.line or 0, p.column or 0))
 
 
 def _valid_name(name: str) -> bool:

@@ -4,7 +4,7 @@ This module owns the `Document` (merged data plus the file, line and column of
 every value) and the wording of schema problems: each jsonschema error becomes a
 `Problem` at the place that set the value, naming the dotted field path and what
 was expected versus found, with a hint when the fix is known. The semantic checks
-in `checks.py` speak the same way. jsonschema is imported only when a document is
+in `checks.py` (which build on this module) speak the same way. jsonschema is imported only when a document is
 validated, never on the fast paths.
 """
 from __future__ import annotations
@@ -89,15 +89,6 @@ def dotted(path: FieldPath) -> str:
 @functools.lru_cache(maxsize=1)
 def load_schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-
-
-def validate(doc: Document, workspace: Path, default_name: str) -> list[Problem]:
-    """Every problem of the document: schema first, then the semantic checks."""
-    from buildsys.recipe.checks import semantic_problems
-
-    problems = schema_problems(doc) + semantic_problems(doc, workspace, default_name)
-    unique = list(dict.fromkeys(problems))
-    return sorted(unique, key=lambda p: (p.file != doc.file, p.file, p.line or 0, p.column or 0))
 
 
 # -- JSON Schema ---------------------------------------------------------------------

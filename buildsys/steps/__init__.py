@@ -1,4 +1,4 @@
-"""Step kinds: one module each; this table maps a kind to its class without importing it.
+"""Step kinds: one module each; `KINDS` (buildsys.kinds) maps a kind to its class without importing it.
 
 Step modules import only the standard library at their top, so the orchestrator
 can read a step's VERSION and TOOLS cheaply; heavy libraries are imported inside
@@ -8,25 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-KINDS: dict[str, str] = {
-    "export": "buildsys.steps.export:ExportOnnx",
-    "simplify": "buildsys.steps.simplify:SimplifyOnnx",
-    "reference": "buildsys.steps.reference:ReferenceOutputs",
-    "parity": "buildsys.steps.parity:ParityCheck",
-    "engine-onnxruntime": "buildsys.steps.engine_onnxruntime:OrtFormatEngine",
-    "calibrate": "buildsys.steps.calibrate:CalibrateRanges",
-    "quantize": "buildsys.steps.quantize:QuantizeQdq",
-    "fallback": "buildsys.steps.fallback:Int8Fallback",
-    "engine-tensorrt": "buildsys.steps.engine_tensorrt:TensorRTEngine",
-    "engine-torchscript": "buildsys.steps.engine_torchscript:TorchScriptEngine",
-    "convert-fp16": "buildsys.steps.convert_fp16:ConvertFp16",
-    "engine-onnxruntime-cuda": "buildsys.steps.engine_onnxruntime:OrtCudaEngine",
-    "engine-onnxruntime-tensorrt": "buildsys.steps.engine_onnxruntime:OrtTensorRTEngine",
-    "check": "buildsys.steps.check_onnx:CheckOnnx",
-    "reference-onnxruntime": "buildsys.steps.check_onnx:OnnxRuntimeReference",
-    "convert": "buildsys.steps.convert_tensorflow:ConvertTensorFlow",
-    "reference-tensorflow": "buildsys.steps.convert_tensorflow:TensorFlowReference",
-}
+from buildsys.kinds import KINDS  # noqa: F401  (the table lives below the resolver, which reads it)
 
 
 def step_class(kind_path: str):

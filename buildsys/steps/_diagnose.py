@@ -27,6 +27,8 @@ _CALL_SITE = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.+)')
 _NODE = re.compile(r"Error when translating node %(\w+)")
 _OP = re.compile(r"OpOverload\(op='([\w.]+)', overload='(\w+)'\)")
 _TARGET = re.compile(r"target=torch\.ops\.([\w.]+)")
+# The TracerWarnings of a tensor turned into a Python value: the trace froze a branch or a size.
+TRACER_FREEZING = ("Converting a tensor to a Python", "registered as constants", "Python values")
 
 
 def strip_ansi(text: str) -> str:

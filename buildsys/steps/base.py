@@ -18,6 +18,7 @@ from typing import Any
 
 from buildsys.canonical import digest_file
 from buildsys.errors import StepError
+from buildsys.steps.params import from_slice
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,13 @@ class Step:
     # Runs no project code (never imports the recipe's model, no torch) and leaves the
     # interpreter as it found it: runs in the worker's resident process (buildsys.worker).
     RESIDENT = False
+    PARAMS: type | None = None  # its typed parameters (buildsys.steps.params); None: the slice as it came
 
     def __init__(self, params: dict[str, Any], ctx: StepContext):
-        self.params = params
+        # The slice stays plain data up to here: it is what the key hashes and the workers receive;
+        # `slice` keeps it for the helpers shared with tools outside the steps (bench), which take it so.
+        self.slice = params
+        self.params = from_slice(self.PARAMS, params) if self.PARAMS is not None else params
         self.ctx = ctx
 
     def run(self) -> StepResult:

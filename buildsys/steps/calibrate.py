@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
+from buildsys.steps.params import CalibrateParams
 
 FORMAT = 1
 RANDOM_KINDS = ("uniform", "normal", "randint")
@@ -61,12 +62,13 @@ class _Source:
 
 class CalibrateRanges(Step):
     KIND = "calibrate"
+    PARAMS = CalibrateParams
     VERSION = 1
     TOOLS = ("onnx", "onnxruntime", "numpy", "pillow")
     RESIDENT = True
 
     def run(self) -> StepResult:
-        cal = self.params["calibration"]
+        cal = self.params.calibration
         model = self.ctx.inputs["model"]
         out = self.ctx.output("ranges")
         qdq = count_qdq_nodes(model)
@@ -84,16 +86,16 @@ class CalibrateRanges(Step):
                             hint="add calibration: {data: {kind: uniform, low: 0, high: 1}, samples: 64}, or real "
                                  "data ({kind: npy, path: ...} or {kind: images, ...})")
 
-        source = calibration_source(self.params, self.ctx.workspace, self.ctx.files)
+        source = calibration_source(self.slice, self.ctx.workspace, self.ctx.files)
         with tempfile.TemporaryDirectory(dir=self.ctx.scratch) as tmp:
             staged = stage_model(model, Path(tmp))
-            ranges = collect_ranges(staged, cal["method"], source.batches, self.ctx.threads, Path(tmp))
-        random = cal["data"]["kind"] in RANDOM_KINDS
-        doc = {"format": FORMAT, "qat": False, "method": cal["method"], "random_data": random,
+            ranges = collect_ranges(staged, cal.method, source.batches, self.ctx.threads, Path(tmp))
+        random = cal.data.kind in RANDOM_KINDS
+        doc = {"format": FORMAT, "qat": False, "method": cal.method, "random_data": random,
                "samples": len(source.batches), "data": source.manifest,
                "tensors": {name: {"min": lo, "max": hi} for name, (lo, hi) in sorted(ranges.items())}}
         out.write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n")
-        summary = (f"{cal['method']} ranges of {len(ranges)} tensors from {len(source.batches)} "
+        summary = (f"{cal.method} ranges of {len(ranges)} tensors from {len(source.batches)} "
                    f"{_plural(len(source.batches), 'batch', 'batches')} of {source.label}")
         if random:
             summary += f"; {RANDOM_WARNING}"

@@ -102,7 +102,7 @@ class _OrtGpuEngine(Step):
         from buildsys import gpu
         from buildsys.numerics import compare
         from buildsys.steps._ort import gpu_session, refuse_fallback
-        from buildsys.steps.engine_tensorrt import _document, _tolerance
+        from buildsys.steps.engine_tensorrt import parity_document, target_tolerance
         from buildsys.steps.reference import read_reference
 
         p = self.params
@@ -113,7 +113,7 @@ class _OrtGpuEngine(Step):
         except Exception as exc:
             raise gpu.failure(action, exc) from None
         refuse_fallback(session, self.PROVIDER)
-        tol = _tolerance(p)
+        tol = target_tolerance(p)
         manifest, arrays = read_reference(self.ctx.inputs["reference"])
         results, failed = [], []
         for entry in manifest:
@@ -134,7 +134,7 @@ class _OrtGpuEngine(Step):
                 row["outputs"][name] = m
                 if not m["passed"]:
                     failed.append(f"{entry['point']} {name}: {'; '.join(m['failures'])}")
-        doc = _document(p["target"]["precision"], tol, results, failed)
+        doc = parity_document(p["target"]["precision"], tol, results, failed)
         doc.update(candidate=model.name, providers=list(session.get_providers()), provider=self.PROVIDER,
                    options=self.options_record())
         self.ctx.output("result").write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=True) + "\n")
@@ -177,9 +177,9 @@ class OrtTensorRTEngine(_OrtGpuEngine):
         from buildsys.steps._ort import cuda_options
 
         # TensorRT's libraries are loaded by its module; the provider then finds them in the process.
-        from buildsys.steps.engine_tensorrt import _import_tensorrt
+        from buildsys.steps.engine_tensorrt import import_tensorrt
 
-        _import_tensorrt()
+        import_tensorrt()
         self._cache = self.cache_dir(model)
         self._cache.mkdir(parents=True, exist_ok=True)
         return [("TensorrtExecutionProvider", self.options(self._cache)),

@@ -242,7 +242,7 @@ class TensorRTEngine(Step):
                             "QuantizeLinear/DequantizeLinear node", field="targets",
                             hint="TensorRT >= 10 deprecated implicit calibration: build the int8 target from the "
                                  "quantize[tensorrt] step's model, or give the recipe a QAT model")
-        version = _import_tensorrt()
+        version = import_tensorrt()
         short = gpu.cuda_shortfall(needed_cuda(), f"TensorRT {version}") if needed_cuda() else None
         if short:
             raise StepError(f"TensorRT cannot run here: {short}",
@@ -255,7 +255,7 @@ class TensorRTEngine(Step):
         settings.timing_cache.parent.mkdir(parents=True, exist_ok=True)
         out = self.ctx.output("engine")
         engine = self._build(settings, model, out)
-        doc = self._parity(engine, _tolerance(p))
+        doc = self._parity(engine, target_tolerance(p))
         doc.update(candidate=out.name, model=model.name, tensorrt=version,
                    builder={"fp16": settings.fp16, "int8": settings.int8, "tf32": settings.tf32,
                             "strongly_typed": settings.strongly_typed, "workspace": settings.workspace,
@@ -322,10 +322,10 @@ class TensorRTEngine(Step):
                         failed.append(f"{entry['point']} {name}: {'; '.join(m['failures'])}")
         finally:
             runner.deactivate()
-        return _document(p["target"]["precision"], tol, results, failed)
+        return parity_document(p["target"]["precision"], tol, results, failed)
 
 
-def _document(precision: str, tol: dict[str, Any], results: list[dict], failed: list[str]) -> dict[str, Any]:
+def parity_document(precision: str, tol: dict[str, Any], results: list[dict], failed: list[str]) -> dict[str, Any]:
     """The parity result, shaped like parity.py's, with a one-line summary."""
     passed = not failed
     worst = max((m.get("max_abs", 0.0) for r in results for m in r["outputs"].values()), default=0.0)
@@ -336,7 +336,7 @@ def _document(precision: str, tol: dict[str, Any], results: list[dict], failed: 
             "results": results, "summary": summary}
 
 
-def _tolerance(params: dict[str, Any]) -> dict[str, Any]:
+def target_tolerance(params: dict[str, Any]) -> dict[str, Any]:
     """The precision's tolerance; `best` is judged by fp16's (what resolve passes for it)."""
     tols = params["tolerances"]
     precision = params["target"]["precision"]
@@ -347,7 +347,7 @@ def _tolerance(params: dict[str, Any]) -> dict[str, Any]:
     raise KeyError(f"no tolerance for precision {precision!r} in {sorted(tols)}")
 
 
-def _import_tensorrt() -> str:
+def import_tensorrt() -> str:
     try:
         import tensorrt as trt
     except (ImportError, OSError) as exc:

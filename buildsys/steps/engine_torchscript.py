@@ -30,6 +30,7 @@ from typing import Any
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
+from buildsys.steps.params import TorchScriptParams, as_dict
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 _HINT = {"script": "torch.jit.script compiles a subset of Python; try target mode: trace",
@@ -38,6 +39,7 @@ _HINT = {"script": "torch.jit.script compiles a subset of Python; try target mod
 
 class TorchScriptEngine(Step):
     KIND = "engine-torchscript"
+    PARAMS = TorchScriptParams
     VERSION = 1
     TOOLS = ("torch",)
     DISCOVERS = True
@@ -58,7 +60,7 @@ class TorchScriptEngine(Step):
         doc = self._parity(module)
         doc["candidate"] = out.name
         self.ctx.output("result").write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=True) + "\n")
-        mode = self.params["target"]["mode"]
+        mode = self.params.target.mode
         summary = f"{mode}, {file_size(out)}: {doc['summary']}"
         print(summary)
         return StepResult(deps=deps, verdict={"passed": doc["passed"], "summary": summary}, summary=summary)
@@ -69,7 +71,7 @@ class TorchScriptEngine(Step):
             request = Path(tmp) / "request.json"
             answer = Path(tmp) / "answer.json"
             request.write_text(json.dumps({
-                "params": self.params, "workspace": str(self.ctx.workspace),
+                "params": self.slice, "workspace": str(self.ctx.workspace),
                 "files": {k: str(v) for k, v in self.ctx.files.items()}, "out": str(out),
                 "threads": self.ctx.threads, "answer": str(answer)}))
             sys.stdout.flush()
@@ -94,13 +96,13 @@ class TorchScriptEngine(Step):
         from buildsys.steps.reference import read_reference
 
         p = self.params
-        tol = p["tolerances"]["fp32"]
+        tol = as_dict(p.tolerances["fp32"])  # as the numerics read it and the result file records it
         manifest, arrays = read_reference(self.ctx.inputs["reference"])
         results, failed = [], []
         for entry in manifest:
-            feeds = [torch.from_numpy(arrays[entry["inputs"][spec["name"]]]) for spec in p["inputs"]]
+            feeds = [torch.from_numpy(arrays[entry["inputs"][spec.name]]) for spec in p.inputs]
             row = {"point": entry["point"], "sample": entry["sample"],
-                   "shapes": {spec["name"]: list(f.shape) for spec, f in zip(p["inputs"], feeds)},
+                   "shapes": {spec.name: list(f.shape) for spec, f in zip(p.inputs, feeds)},
                    "outputs": {}, "error": None}
             results.append(row)
             try:
@@ -110,11 +112,11 @@ class TorchScriptEngine(Step):
                 row["error"] = " ".join(str(exc).split())[:800]
                 failed.append(f"{entry['point']}: the TorchScript module failed: {row['error'][:300]}")
                 continue
-            if len(got) != len(p["outputs"]):
-                row["error"] = f"the module returned {len(got)} tensors, the recipe names {len(p['outputs'])} outputs"
+            if len(got) != len(p.outputs):
+                row["error"] = f"the module returned {len(got)} tensors, the recipe names {len(p.outputs)} outputs"
                 failed.append(f"{entry['point']}: {row['error']}")
                 continue
-            for name, value in zip(p["outputs"], got):
+            for name, value in zip(p.outputs, got):
                 m = compare(arrays[entry["outputs"][name]], value.detach().cpu().numpy(), tol)
                 row["outputs"][name] = m
                 if not m["passed"]:
@@ -165,7 +167,7 @@ def _script(model):
 def _trace(model, example: tuple, check: list[tuple]):
     import torch
 
-    from buildsys.steps.export import _FREEZING
+    from buildsys.steps._diagnose import TRACER_FREEZING
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -183,7 +185,7 @@ def _trace(model, example: tuple, check: list[tuple]):
     for w in tracer:
         print(f"TracerWarning: {w.filename}:{w.lineno}: {str(w.message).splitlines()[0]}", flush=True)
     # A tensor turned into a Python value freezes a branch or a size at the traced input.
-    frozen = [w for w in tracer if any(t in str(w.message) for t in _FREEZING)]
+    frozen = [w for w in tracer if any(t in str(w.message) for t in TRACER_FREEZING)]
     where = (f" ({Path(frozen[0].filename).name}:{frozen[0].lineno}: "
              f"{str(frozen[0].message).split('. ')[0].rstrip('.')})" if frozen else "")
     if error is not None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
+from buildsys.steps.params import ExportParams
 
 # Beyond this many bytes of weights a single protobuf cannot hold the model.
 EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -33,6 +34,7 @@ def trace_dims(dims: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
 
 class ExportOnnx(Step):
     KIND = "export"
+    PARAMS = ExportParams
     VERSION = 3  # 3: the tracer's warnings are recorded (verdict.tracer_warnings) for the reports
     TOOLS = ("torch", "onnx", "onnxscript", "onnx-ir", "numpy")
 
@@ -48,20 +50,20 @@ class ExportOnnx(Step):
 
         torch.set_num_threads(self.ctx.threads)
         p = self.params
-        model, deps = load_model(p, self.ctx.workspace, self.ctx.files)
-        qat_as_qdq(model, p["export"]["exporter"])
-        dims = trace_dims(p["dims"])
-        args = example_inputs({**p, "dims": dims}, self.ctx.workspace, "opt")
+        model, deps = load_model(self.slice, self.ctx.workspace, self.ctx.files)
+        qat_as_qdq(model, p.export.exporter)
+        dims = trace_dims(self.slice["dims"])
+        args = example_inputs({**self.slice, "dims": dims}, self.ctx.workspace, "opt")
         out = self.ctx.output("model")
         weight_bytes = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
         external = weight_bytes > EXTERNAL_DATA_BYTES
-        print(f"exporting with {p['export']['exporter']} at opset {p['export']['opset']}, "
+        print(f"exporting with {p.export.exporter} at opset {p.export.opset}, "
               f"traced at {[list(a.shape) for a in args]}, {weight_bytes / 2**20:.1f} MiB of weights", flush=True)
         warned: dict[str, Any] | None = None
         # Autograd off, as in inference: with it on, torch.export records a graph whose
         # views of gradient-tracking tensors the ONNX decomposition cannot always replay.
         with torch.no_grad():
-            if p["export"]["exporter"] == "dynamo":
+            if p.export.exporter == "dynamo":
                 self._dynamo(model, args, out, external)
             else:
                 warned = self._torchscript(model, args, out)
@@ -71,7 +73,7 @@ class ExportOnnx(Step):
             files.append(data.name)
         check_onnx(out, self.ctx.scratch)
         self._check_graph(out)
-        summary = f"opset {p['export']['opset']}, {out.stat().st_size / 2**20:.1f} MiB"
+        summary = f"opset {p.export.opset}, {out.stat().st_size / 2**20:.1f} MiB"
         verdict = None
         if warned:
             # Information, not a failure: parity judges the trace by numbers. Recorded with the
@@ -87,17 +89,17 @@ class ExportOnnx(Step):
         import torch
 
         p = self.params
-        dim_objs = {n: torch.export.Dim(n, min=d["min"], max=d["max"]) for n, d in p["dims"].items()}
+        dim_objs = {n: torch.export.Dim(n, min=d.min, max=d.max) for n, d in p.dims.items()}
         shapes = []
-        for spec in p["inputs"]:
-            axes = {i: dim_objs[s] for i, s in enumerate(spec["shape"]) if isinstance(s, str)}
+        for spec in p.inputs:
+            axes = {i: dim_objs[s] for i, s in enumerate(spec.shape) if isinstance(s, str)}
             shapes.append(axes or None)
         program = self._capture(model, args, tuple(shapes))
         try:
             onnx_program = torch.onnx.export(
                 program if program is not None else model, args, f=None, dynamo=True,
-                opset_version=p["export"]["opset"],
-                input_names=[i["name"] for i in p["inputs"]], output_names=p["outputs"],
+                opset_version=p.export.opset,
+                input_names=[i.name for i in p.inputs], output_names=list(p.outputs),
                 dynamic_shapes=None if program is not None else tuple(shapes), verbose=False,
             )
         except Exception as exc:
@@ -149,7 +151,7 @@ class ExportOnnx(Step):
     def _narrowed(self, exc: Exception, site: str | None) -> StepError:
         from buildsys.steps._diagnose import violated_dims
 
-        dims = self.params["dims"]
+        dims = self.slice["dims"]
         holds = violated_dims(str(exc), dims)
         if not holds:
             holds = {n: "a narrower range (see the log)" for n in dims if f" {n} " in str(exc)}
@@ -167,21 +169,21 @@ class ExportOnnx(Step):
 
         p = self.params
         dynamic_axes = {}
-        for spec in p["inputs"]:
-            axes = {i: s for i, s in enumerate(spec["shape"]) if isinstance(s, str)}
+        for spec in p.inputs:
+            axes = {i: s for i, s in enumerate(spec.shape) if isinstance(s, str)}
             if axes:
-                dynamic_axes[spec["name"]] = axes
+                dynamic_axes[spec.name] = axes
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", torch.jit.TracerWarning)
             try:
                 torch.onnx.export(
-                    model, args, str(out), dynamo=False, opset_version=p["export"]["opset"],
-                    input_names=[i["name"] for i in p["inputs"]], output_names=p["outputs"],
+                    model, args, str(out), dynamo=False, opset_version=p.export.opset,
+                    input_names=[i.name for i in p.inputs], output_names=list(p.outputs),
                     dynamic_axes=dynamic_axes, do_constant_folding=True,
                 )
             except Exception as exc:
                 raise _export_error(exc, "torchscript", self.ctx.workspace) from None
-        from buildsys.steps._diagnose import shown_path
+        from buildsys.steps._diagnose import TRACER_FREEZING, shown_path
 
         tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
         warned = tracer_warnings(tracer, self.ctx.workspace, limit=None)
@@ -191,8 +193,8 @@ class ExportOnnx(Step):
         # Tensor-to-Python conversions freeze a value (a branch, a size) at the traced
         # input. Most are harmless shape checks, so by default parity judges the trace
         # at every corner and at seeded shapes inside the ranges; strict_trace refuses it.
-        freezing = [w for w in tracer if any(t in str(w.message) for t in _FREEZING)]
-        if freezing and p["export"].get("strict_trace", False):
+        freezing = [w for w in tracer if any(t in str(w.message) for t in TRACER_FREEZING)]
+        if freezing and p.export.strict_trace:
             w = freezing[0]
             raise StepError(
                 f"the TorchScript tracer could not follow the model: "
@@ -213,32 +215,32 @@ class ExportOnnx(Step):
         p = self.params
         m = onnx.load(str(path), load_external_data=False)
         opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), None)
-        if opset != p["export"]["opset"]:
+        if opset != p.export.opset:
             raise StepError(
-                f"the {p['export']['exporter']} exporter wrote opset {opset}, not the {p['export']['opset']} asked for "
+                f"the {p.export.exporter} exporter wrote opset {opset}, not the {p.export.opset} asked for "
                 "(the dynamo exporter falls back to its own opset when it cannot convert)",
                 field="export.opset",
-                hint=f"set export.opset: {opset}, or export.exporter: torchscript to keep opset {p['export']['opset']}",
+                hint=f"set export.opset: {opset}, or export.exporter: torchscript to keep opset {p.export.opset}",
             )
         graph_inputs = {i.name: i for i in m.graph.input}
-        for spec in p["inputs"]:
-            gi = graph_inputs.get(spec["name"])
+        for spec in p.inputs:
+            gi = graph_inputs.get(spec.name)
             if gi is None:
-                raise StepError(f"input {spec['name']!r} is not an input of the exported graph "
+                raise StepError(f"input {spec.name!r} is not an input of the exported graph "
                                 f"(it has {sorted(graph_inputs)}); the model may not use it", field="inputs")
             dims = gi.type.tensor_type.shape.dim
-            for axis, s in enumerate(spec["shape"]):
+            for axis, s in enumerate(spec.shape):
                 if isinstance(s, str) and axis < len(dims) and not dims[axis].dim_param:
                     raise StepError(
-                        f"dynamic axis {s!r} (input {spec['name']!r}, dimension {axis}) was frozen to "
-                        f"{dims[axis].dim_value} by the {p['export']['exporter']} exporter",
+                        f"dynamic axis {s!r} (input {spec.name!r}, dimension {axis}) was frozen to "
+                        f"{dims[axis].dim_value} by the {p.export.exporter} exporter",
                         field="dims." + s,
                         hint="the model treats this size as a constant (a Python int from .shape, a fixed "
                              "reshape); make the code shape-generic or declare the axis fixed",
                     )
         n_out = len(m.graph.output)
-        if n_out != len(p["outputs"]):
-            raise outputs_mismatch(n_out, len(p["outputs"]), what="the exported graph outputs")
+        if n_out != len(p.outputs):
+            raise outputs_mismatch(n_out, len(p.outputs), what="the exported graph outputs")
 
 
 def tracer_warnings(caught: list[warnings.WarningMessage], workspace: Path,
@@ -296,9 +298,6 @@ def strip_source_locations(path: Path) -> None:
                 graphs.extend(attr.graphs)
     if changed:
         onnx.save(model, str(path))
-
-
-_FREEZING = ("Converting a tensor to a Python", "registered as constants", "Python values")
 
 
 def check_onnx(path: Path, scratch: Path) -> None:

@@ -37,12 +37,14 @@ from typing import Any
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
+from buildsys.steps.params import FallbackParams, as_dict
 
 _LATENCY_RUNS = 15
 
 
 class Int8Fallback(Step):
     KIND = "fallback"
+    PARAMS = FallbackParams
     VERSION = 1
     TOOLS = ("onnx", "onnxruntime", "numpy", "pillow")
     RESIDENT = True
@@ -56,17 +58,17 @@ class Int8Fallback(Step):
         from buildsys.steps.reference import read_reference
 
         p = self.params
-        q = p["quantization"]
-        tol = p["tolerances"]["int8"]
+        q = p.quantization
+        tol = as_dict(p.tolerances["int8"])  # as the numerics read it
         fp32_path, int8_path = self.ctx.inputs["model"], self.ctx.inputs["quantized"]
         calib = json.loads(self.ctx.inputs["ranges"].read_text())
         manifest, arrays = read_reference(self.ctx.inputs["reference"])
-        gate = _Gate(manifest, arrays, p["outputs"], tol, self.ctx.threads, judge)
+        gate = _Gate(manifest, arrays, list(p.outputs), tol, self.ctx.threads, judge)
         out = self.ctx.output("model")
-        pinned = tuple(q["exclude"])
+        pinned = q.exclude
 
         before = gate(_session(int8_path, self.ctx.threads))
-        doc: dict[str, Any] = {"cpu": q["cpu"], "pinned": list(pinned), "before": before.figures, "searched": False,
+        doc: dict[str, Any] = {"cpu": q.cpu, "pinned": list(pinned), "before": before.figures, "searched": False,
                                "kept_fp32": [], "sensitivity": [], "after": before.figures,
                                "passed": before.passed}
         if before.passed or calib.get("qat"):
@@ -75,11 +77,11 @@ class Int8Fallback(Step):
             doc["summary"] = f"{why} ({before.text})"
             return self._finish(doc)
 
-        batches = [make() for make in calibration_source(p, self.ctx.workspace, self.ctx.files).batches]
+        batches = [make() for make in calibration_source(self.slice, self.ctx.workspace, self.ctx.files).batches]
         print(f"int8 fails ({'; '.join(before.failures[:3])}): measuring each quantized node on "
               f"{len(batches)} calibration batches", flush=True)
-        flavour = flavour_for("onnxruntime", q["cpu"])
-        per_channel = p["calibration"]["per_channel"]
+        flavour = flavour_for("onnxruntime", q.cpu)
+        per_channel = p.calibration.per_channel
         kept: list[str] = []
         result = before
         with tempfile.TemporaryDirectory(dir=self.ctx.scratch) as tmp:
@@ -88,13 +90,13 @@ class Int8Fallback(Step):
                 quantize(fp32_path, calib, flavour, per_channel, folder / "model.onnx", folder, exclude)
                 return folder / "model.onnx"
 
-            ranking = sensitivities(fp32_path, int8_path, batches, p["outputs"], before.failed_metrics,
+            ranking = sensitivities(fp32_path, int8_path, batches, list(p.outputs), before.failed_metrics,
                                     self.ctx.threads)
             doc["searched"] = True
             doc["sensitivity"] = [{"node": n, "op_type": op, "error_reduction": e, "error_without_qdq": w}
                                   for n, op, e, w in ranking]
             trial = int8_path
-            for name, _, _, _ in ranking[: q["max_fp32_nodes"]]:
+            for name, _, _, _ in ranking[: q.max_fp32_nodes]:
                 kept.append(name)
                 trial = requantize(pinned + tuple(kept))
                 result = gate(_session(trial, self.ctx.threads))
@@ -123,7 +125,7 @@ class Int8Fallback(Step):
                               f"({', '.join(kept)}): {before.text} → {result.text}; {timing}; "
                               f"pin it in the recipe: {doc['pin']}")
         else:
-            doc["summary"] = (f"int8 still fails with {len(kept)} of at most {q['max_fp32_nodes']} nodes in fp32 "
+            doc["summary"] = (f"int8 still fails with {len(kept)} of at most {q.max_fp32_nodes} nodes in fp32 "
                               f"({', '.join(kept) or 'no node helps'}): {before.text} → {result.text}; {timing}")
         return self._finish(doc)
 

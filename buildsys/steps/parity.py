@@ -14,11 +14,14 @@ from __future__ import annotations
 import json
 
 from buildsys.errors import StepError
+from buildsys.recipe.model import QuantizationSpec
 from buildsys.steps.base import Step, StepResult
+from buildsys.steps.params import ParityParams, as_dict
 
 
 class ParityCheck(Step):
     KIND = "parity"
+    PARAMS = ParityParams
     VERSION = 4
     TOOLS = ("onnxruntime", "numpy")
     RESIDENT = True
@@ -28,14 +31,14 @@ class ParityCheck(Step):
         from buildsys.steps.reference import read_reference
 
         p = self.params
-        precision = p["precision"]
-        tol = p["tolerances"][precision]
+        precision = p.precision
+        tol = as_dict(p.tolerance)  # as the numerics read it and the result file records it
         try:
             session = cpu_session(self.ctx.inputs["model"], self.ctx.threads)
         except Exception as exc:
             raise StepError(f"ONNX Runtime cannot load the model: {str(exc).strip()[:500]}") from None
         manifest, arrays = read_reference(self.ctx.inputs["reference"])
-        results, failed = judge(session, manifest, arrays, p["outputs"], tol)
+        results, failed = judge(session, manifest, arrays, list(p.outputs), tol)
         passed = not failed
         worst = max((m.get("max_abs", 0.0) for r in results for m in r["outputs"].values()), default=0.0)
         figures = f"max abs error {worst:.3g}"
@@ -54,7 +57,7 @@ class ParityCheck(Step):
         doc = {"precision": precision, "tolerance": tol, "passed": passed, "failures": failed,
                "candidate": self.ctx.inputs["model"].name, "results": results}
         if "fp32" in self.ctx.inputs:
-            doc["int8"] = int8_figures(results, p.get("quantization", {}))
+            doc["int8"] = int8_figures(results, p.quantization)
             doc["int8"]["latency"] = _latency(self.ctx.inputs["fp32"], self.ctx.inputs["model"], manifest, arrays,
                                               self.ctx.threads)
             lat = doc["int8"]["latency"]
@@ -93,7 +96,7 @@ def judge(session, manifest: list[dict], arrays, outputs: list[str], tol: dict) 
     return results, failed
 
 
-def int8_figures(results: list[dict], int8: dict) -> dict:
+def int8_figures(results: list[dict], int8: QuantizationSpec | None) -> dict:
     """Top-1 agreement over every row and where the reference is decided, over all points, per output."""
     outputs = {}
     for r in results:
@@ -111,9 +114,9 @@ def int8_figures(results: list[dict], int8: dict) -> dict:
                       "row_cosine": {r["point"]: r["outputs"][name]["row_cosine"] for r in results
                                      if r["outputs"].get(name, {}).get("row_cosine")}}
                for name, o in outputs.items()}
-    cpu = int8.get("cpu")
+    cpu = int8.cpu if int8 else None
     label = {"vnni": "int8 for VNNI CPUs", "avx2": "int8 for AVX2 CPUs"}.get(cpu, "int8")
-    return {"cpu": cpu, "label": label, "exclude": list(int8.get("exclude", [])), "outputs": figures}
+    return {"cpu": cpu, "label": label, "exclude": list(int8.exclude if int8 else ()), "outputs": figures}
 
 
 def _latency(fp32, int8, manifest: list[dict], arrays, threads: int, runs: int = 10) -> dict:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
+from buildsys.steps.params import QuantizeParams
 
 
 @dataclass(frozen=True)
@@ -58,19 +59,9 @@ FLAVOURS: dict[str, Flavour] = {
     "tensorrt": Flavour(activations="QInt8", weights="QInt8", symmetric_activations=True, quantize_bias=False,
                         reduce_range=False),
 }
-# CPU classes of the onnxruntime flavour, and the /proc/cpuinfo flags that make a CPU `vnni`.
+# CPU classes of the onnxruntime flavour (the machine's own: toolchain.cpu_class).
 CPU_CLASSES = ("vnni", "avx2")
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 CPU_LABELS = {"vnni": "int8 for VNNI CPUs (8-bit weights)", "avx2": "int8 for AVX2 CPUs (7-bit weights)"}
-
-
-def cpu_class(isa: str | None = None) -> str:
-    """`vnni` where the CPU (its /proc/cpuinfo flags, or `isa`) has VNNI or AMX, else `avx2`."""
-    if isa is None:
-        from buildsys.toolchain import cpu
-
-        isa = cpu()["isa"]
-    return "vnni" if set(isa.split()) & set(VNNI_FLAGS) else "avx2"
 
 
 def flavour_for(name: str, cpu: str | None) -> Flavour:
@@ -87,6 +78,7 @@ def flavour_for(name: str, cpu: str | None) -> Flavour:
 
 class QuantizeQdq(Step):
     KIND = "quantize"
+    PARAMS = QuantizeParams
     VERSION = 2
     TOOLS = ("onnx", "onnxruntime", "numpy")
     RESIDENT = True
@@ -96,9 +88,9 @@ class QuantizeQdq(Step):
         from buildsys.steps.export import check_onnx
 
         p = self.params
-        q = p["quantization"]
-        flavour = flavour_for(p["flavour"], q.get("cpu"))
-        exclude = tuple(q["exclude"])
+        q = p.quantization
+        flavour = flavour_for(p.flavour, q.cpu)
+        exclude = q.exclude
         model = self.ctx.inputs["model"]
         out = self.ctx.output("model")
         calib = json.loads(self.ctx.inputs["ranges"].read_text())
@@ -111,13 +103,13 @@ class QuantizeQdq(Step):
             return StepResult(outputs={"model": written}, summary=summary)
 
         with tempfile.TemporaryDirectory(dir=self.ctx.scratch) as tmp:
-            written = quantize(model, calib, flavour, p["calibration"]["per_channel"], out, Path(tmp), exclude)
+            written = quantize(model, calib, flavour, p.calibration.per_channel, out, Path(tmp), exclude)
         check_onnx(out, self.ctx.scratch)
         counts = _q_dq_counts(out)
         bits = "7-bit " if flavour.reduce_range else ""
         kinds = f"{flavour.activations} activations{' (symmetric)' if flavour.symmetric_activations else ''}, " \
-                f"{bits}{flavour.weights} {'per-channel' if p['calibration']['per_channel'] else 'per-tensor'} weights"
-        label = CPU_LABELS[q["cpu"]] if p["flavour"] == "onnxruntime" else p["flavour"]
+                f"{bits}{flavour.weights} {'per-channel' if p.calibration.per_channel else 'per-tensor'} weights"
+        label = CPU_LABELS[q.cpu] if p.flavour == "onnxruntime" else p.flavour
         summary = (f"{label}: {counts['QuantizeLinear']} QuantizeLinear, {counts['DequantizeLinear']} "
                    f"DequantizeLinear ({kinds}) from {calib['method']} ranges")
         if exclude:

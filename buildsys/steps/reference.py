@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 from buildsys.steps.base import Step, StepResult
+from buildsys.steps.params import ReferenceParams
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -39,6 +40,7 @@ def read_reference(path: Path):
 
 class ReferenceOutputs(Step):
     KIND = "reference"
+    PARAMS = ReferenceParams
     VERSION = 2
     TOOLS = ("torch", "numpy")
     DISCOVERS = True
@@ -56,32 +58,32 @@ class ReferenceOutputs(Step):
 
         torch.set_num_threads(self.ctx.threads)
         p = self.params
-        pristine, deps = load_model(p, self.ctx.workspace, self.ctx.files)
+        pristine, deps = load_model(self.slice, self.ctx.workspace, self.ctx.files)
         arrays, manifest, fits = {}, [], []
-        for point in p["parity"]["points"]:
+        for point in p.parity.points:
             # A model may change itself when it runs (a window size clamped to a small
             # input, a cache filled): every point starts from the model as built.
-            for sample in range(p["parity"]["samples"]):
+            for sample in range(p.parity.samples):
                 model = copy.deepcopy(pristine)
-                inputs = parity_inputs(p, self.ctx.workspace, point, sample)
-                fits += [f for f in fit_notes(p, self.ctx.workspace, point, sample) if f not in fits]
+                inputs = parity_inputs(self.slice, self.ctx.workspace, point, sample)
+                fits += [f for f in fit_notes(self.slice, self.ctx.workspace, point, sample) if f not in fits]
                 tag = f"{point}.{sample}"
                 with torch.inference_mode():
                     try:
-                        result = model(*(torch.from_numpy(inputs[i["name"]]) for i in p["inputs"]))
+                        result = model(*(torch.from_numpy(inputs[i.name]) for i in p.inputs))
                     except Exception as exc:
                         shapes = {k: list(v.shape) for k, v in inputs.items()}
                         raise StepError(f"the PyTorch model failed at the {point} shape {shapes}: "
                                         f"{type(exc).__name__}: {str(exc)[:300]}", field="dims") from None
                 outs = flatten_outputs(result)
-                if len(outs) != len(p["outputs"]):
-                    raise outputs_mismatch(len(outs), len(p["outputs"]))
+                if len(outs) != len(p.outputs):
+                    raise outputs_mismatch(len(outs), len(p.outputs))
                 entry = {"point": point, "sample": sample, "inputs": {}, "outputs": {}}
-                for j, spec in enumerate(p["inputs"]):
+                for j, spec in enumerate(p.inputs):
                     key = f"{tag}.in{j}"
-                    arrays[key] = inputs[spec["name"]]
-                    entry["inputs"][spec["name"]] = key
-                for j, name in enumerate(p["outputs"]):
+                    arrays[key] = inputs[spec.name]
+                    entry["inputs"][spec.name] = key
+                for j, name in enumerate(p.outputs):
                     key = f"{tag}.out{j}"
                     arrays[key] = outs[j].detach().cpu().numpy()
                     entry["outputs"][name] = key
@@ -94,7 +96,7 @@ class ReferenceOutputs(Step):
             note = "npy data fitted to the shape points (first entries, or repeated): " + "; ".join(fits)
             print(note, flush=True)
         return StepResult(deps=deps, note=note,
-                          summary=f"{len(manifest)} samples at {', '.join(p['parity']['points'])}")
+                          summary=f"{len(manifest)} samples at {', '.join(p.parity.points)}")
 
 
 def write_reference_outputs(p: dict, workspace: Path, out: Path, run) -> int:

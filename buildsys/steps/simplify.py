@@ -21,6 +21,7 @@ from pathlib import Path
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.export import EXTERNAL_DATA_BYTES, check_onnx
+from buildsys.steps.params import SimplifyParams
 
 
 TWO_GIB = 2**31
@@ -39,6 +40,7 @@ def symbolic_axes(model) -> dict[tuple[str, int], str]:
 
 class SimplifyOnnx(Step):
     KIND = "simplify"
+    PARAMS = SimplifyParams
     VERSION = 2
     TOOLS = ("onnx", "onnxsim", "onnxoptimizer")
     RESIDENT = True
@@ -52,10 +54,9 @@ class SimplifyOnnx(Step):
             why = ("onnxsim skipped: the model is over 2 GiB and onnxsim cannot hold it in one protobuf; "
                    "the exported model is passed through unchanged")
             return StepResult(outputs={"model": _pass_through(src, out)}, summary=why, note=why)
-        spec = self.params["simplify"]
-        passes = tuple(spec.get("passes", ("onnxsim",)))
-        optimizer = tuple(spec.get("onnxoptimizer", ()))
-        if not spec.get("fallback"):
+        spec = self.params.simplify
+        passes, optimizer = spec.passes, spec.onnxoptimizer
+        if not spec.fallback:
             files, summary = simplify(src, out, self.ctx.scratch, passes, optimizer)
             return StepResult(outputs={"model": files}, summary=summary)
         proc = subprocess.run([sys.executable, "-m", "buildsys.steps.simplify", str(src), str(out),

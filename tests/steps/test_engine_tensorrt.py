@@ -129,7 +129,7 @@ def test_workspace_size_becomes_bytes_and_defaults_to_tensorrt_s_own(tmp_path):
 def test_best_is_judged_by_the_fp16_tolerance(tmp_path):
     params = engine_params(tmp_path, "best")
     assert set(params["tolerances"]) == {"fp16"}
-    assert et._tolerance(params) == params["tolerances"]["fp16"]
+    assert et.target_tolerance(params) == params["tolerances"]["fp16"]
 
 
 def test_timing_cache_lives_under_out_one_file_per_gpu_and_tensorrt_version(tmp_path):
