@@ -89,10 +89,12 @@ def _serve(conn: Connection, root: bool) -> None:
                 lanes[lane] = _start_lane(lane)
             answer = _forward(lanes[lane], job)
             if answer is None:
+                from buildsys.engine.answer import StepAnswer
+
                 del lanes[lane]
-                answer = {"ok": False, "seconds": 0.0,
-                          "error": f"the worker's {lane} template died; the step did not run",
-                          "hint": "run the build again; if it recurs, the log of the step before may say why"}
+                answer = StepAnswer.failed(
+                    f"the worker's {lane} template died; the step did not run",
+                    hint="run the build again; if it recurs, the log of the step before may say why").to_wire()
         else:
             answer = children.run(job)
         conn.send(answer)
@@ -247,7 +249,7 @@ class _Children:
                 self.done.append(pid)
                 return answer
         _, status = os.waitpid(pid, 0)
-        return death_answer(os.waitstatus_to_exitcode(status), job, started)
+        return death_answer(os.waitstatus_to_exitcode(status), job.get("log"), started).to_wire()
 
     def reap(self, block: bool = False) -> None:
         """Collect the exit of children that answered (without waiting, unless `block`)."""
@@ -280,9 +282,11 @@ def _child(job_r: int, ans_w: int) -> None:
 
             answer = pickle.dumps(run_job(job))
         except BaseException:  # noqa: BLE001 - anything here is reported as the step's failure
+            from buildsys.engine.answer import StepAnswer
+
             text = traceback.format_exc()
-            answer = pickle.dumps({"ok": False, "error": text.strip().splitlines()[-1], "traceback": text,
-                                   "seconds": time.monotonic() - started})
+            answer = pickle.dumps(StepAnswer.failed(text.strip().splitlines()[-1], time.monotonic() - started,
+                                                    traceback=text).to_wire())
             code = 1
         with os.fdopen(ans_w, "wb") as out:
             out.write(answer)

@@ -197,7 +197,8 @@ def test_a_file_added_to_a_folder_a_recursive_glob_has_no_match_in_yet_is_seen(t
                                                                                  data: str):
     """`data/**/*.npy` with matches only in data/a/: a file new in data/b/ is a new match."""
     from buildsys import cli
-    from buildsys.build import Outcome, Workspace
+    from buildsys.build import Workspace
+    from buildsys.engine.answer import Outcome
     from buildsys.recipe import load_recipe
     from buildsys.resolve import resolve
 
