@@ -256,12 +256,11 @@ def _status_of_json(step: dict) -> tuple[str, str]:
     return status_word(step["state"], step["reason"], step if "passed" in step else None)
 
 
-def _graph(root: Path, state, selectors: list[str], keep_going: bool = False):
-    from buildsys import loading
-    from buildsys.resolve import resolve
+def _load(root: Path, selectors: list[str]):
+    """The selected recipes and their graph, read without the build state (graph, bench, view)."""
+    from buildsys.engine.session import BuildOptions, Session
 
-    recipes, problems = loading.load(root, state, selectors, keep_going)
-    return recipes, problems, resolve(recipes, root)
+    return Session(root, BuildOptions(recipes=tuple(selectors))).load()
 
 
 def _options(args):
@@ -325,7 +324,7 @@ def _build(root: Path, options, as_json: bool, verbose: bool, cache_max_size: in
 
 def cmd_cache(root: Path, args) -> int:
     """`cache stats` and `cache gc`, on the local store or on a shared cache."""
-    from buildsys.build import Workspace
+    from buildsys.engine.session import Session
     from buildsys.errors import UsageError
 
     gc = args.cache_command == "gc"
@@ -333,67 +332,15 @@ def cmd_cache(root: Path, args) -> int:
         raise UsageError("cache gc needs --max-size SIZE or --max-age DAYS", hint="e.g. cache gc --max-size 10GiB")
     if gc and min(args.max_age or 0, args.grace) < 0:
         raise UsageError(f"--max-age and --grace take 0 or more, found {args.max_age} and {args.grace}")
-    ws = Workspace(root)
-    result, render = (_cache_shared if args.cache else _cache_local)(ws, args, gc)
+    session = Session(root)
+    if gc:
+        note, result, render = session.collect(args.cache, args.max_size, args.max_age, args.grace, args.dry_run)
+        if note:
+            print(note, file=sys.stderr)
+    else:
+        result, render = session.cache_stats(args.cache)
     print(json.dumps(result, indent=1) if args.json else render(result))
     return EXIT_OK
-
-
-def _cache_shared(ws, args, gc: bool):
-    from buildsys import cachegc
-    from buildsys.state import State
-
-    shared = _open_shared(args.cache)
-    if gc:
-        result = cachegc.collect_shared(shared, args.max_size, args.max_age, args.grace, args.dry_run)
-        return result, lambda d: cachegc.render_plan(d, shared.url)
-    digests = None  # what this workspace's current recipes use, when it has built them
-    if (ws.meta / "state.sqlite").exists():
-        state = State(ws.meta)
-        digests = cachegc.current_digests(state, cachegc.current_steps(ws.root, state)[0])
-        state.close()
-    return cachegc.stats_json(cachegc.shared_inventory(shared), digests), cachegc.render_stats
-
-
-def _cache_local(ws, args, gc: bool):
-    from buildsys import cachegc
-    from buildsys.state import State, WorkspaceLock
-    from buildsys.store import Store
-
-    render = (lambda d: cachegc.render_plan(d, str(ws.meta))) if gc else cachegc.render_stats
-    if not (ws.meta / "state.sqlite").exists():  # nothing built here: nothing to create either
-        empty = cachegc.Inventory(str(ws.meta), "local", {}, {})
-        if gc:
-            return cachegc.plan_json(cachegc.plan(empty, args.max_size, args.max_age, 0.0), args.dry_run), render
-        return cachegc.stats_json(empty, set()), render
-    if not gc:
-        state = State(ws.meta)
-        current, _ = cachegc.current_steps(ws.root, state)
-        inv = cachegc.local_inventory(state, Store(ws.meta / "store"), current)
-        result = cachegc.stats_json(inv, cachegc.current_digests(state, current))
-        state.close()
-        return result, render
-    with WorkspaceLock(ws.meta):  # a build holds it for its whole run: neither sees the other half done
-        state = State(ws.meta)
-        current, why = cachegc.current_steps(ws.root, state)
-        if why:
-            print(f"note: {why}; the last build of every step is kept", file=sys.stderr)
-        result = cachegc.collect_local(state, Store(ws.meta / "store"), current, args.max_size, args.max_age,
-                                       args.dry_run)
-        state.close()
-    return result, render
-
-
-def _open_shared(url: str):
-    from buildsys.errors import UsageError
-    from buildsys.sharedcache import open_cache
-
-    if "://" not in url and not Path(url).is_dir():
-        raise UsageError(f"--cache {url}: no such folder", hint="give the folder or URL that builds use as --cache")
-    try:
-        return open_cache(url, read_only=False)
-    except (ImportError, ValueError) as exc:
-        raise UsageError(f"--cache {url}: {exc}", hint="install the fsspec backend for this URL (e.g. s3fs)") from None
 
 
 def _print_build_result(steps: list[dict], code: int, problems: list[str], as_json: bool) -> None:
@@ -541,7 +488,7 @@ def cmd_explain(root: Path, args) -> int:
 
 
 def cmd_graph(root: Path, args) -> int:
-    _, _, graph = _graph(root, None, args.recipes)
+    graph = _load(root, args.recipes).graph
     steps = graph.steps.values()
     if args.format == "text":
         for s in steps:
@@ -620,8 +567,7 @@ def cmd_bench(root: Path, args) -> int:
         code = _build(root, BuildOptions(recipes=(args.recipe,)), as_json=False, verbose=False, cache_max_size=None)
         if code not in (EXIT_OK, EXIT_PARITY):
             return code
-    recipes, _, _ = _graph(root, None, [args.recipe])
-    recipe = recipes[0]
+    recipe = _load(root, [args.recipe]).recipes[0]
     rows = bench_recipe(recipe, root, root / "out", args.threads)
     print(render(recipe.name, rows))
     target = root / "out" / recipe.name / "bench.json"
@@ -638,7 +584,8 @@ def cmd_view(root: Path, args) -> int:
     from buildsys.errors import UsageError
 
     recipe, _, artifact = args.target.partition(":")
-    recipes, _, graph = _graph(root, None, [recipe])
+    loaded = _load(root, [recipe])
+    recipes, graph = loaded.recipes, loaded.graph
     rel = view.choose(graph, recipes[0].name, artifact or None)
     path = root / "out" / rel
     if not path.is_file():

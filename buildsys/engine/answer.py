@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from buildsys.engine.status import DONE
-
 STATES = ("ran", "cached", "cutoff", "failed", "skipped", "unavailable", "would-run")
 Outputs = dict[str, list[list]]  # output name -> [[file name, digest, size], ...]
 
@@ -96,11 +94,6 @@ class Outcome:
     log: str | None = None
     key: str | None = None  # the step's key, where it could be computed
     note: str = ""  # a ran step's word on how it made its output (StepResult.note)
-
-    @property
-    def done(self) -> bool:
-        """Whether the step's outputs are in place under out/."""
-        return self.state in DONE
 
     @property
     def blocks(self) -> bool:

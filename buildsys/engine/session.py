@@ -245,5 +245,61 @@ class Session:
             return f"removed outputs of {', '.join(names) or 'nothing'} (the cache keeps their artifacts)"
 
 
+    # -- the cache commands ---------------------------------------------------------
+
+    def cache_stats(self, url: str | None):
+        """`cache stats` of the local store, or of the shared cache `url`: (figures, their rendering)."""
+        from buildsys import cachegc
+
+        ws = self.ws
+        built = (ws.meta / "state.sqlite").exists()
+        if url:
+            digests = None  # what this workspace's current recipes use, when it has built them
+            if built:
+                state = State(ws.meta)
+                digests = cachegc.current_digests(state, cachegc.current_steps(ws.root, state)[0])
+                state.close()
+            return cachegc.stats_json(cachegc.shared_inventory(_existing_shared(url)), digests), cachegc.render_stats
+        if not built:  # nothing built here: nothing to create either
+            return cachegc.stats_json(cachegc.Inventory(str(ws.meta), "local", {}, {}), set()), cachegc.render_stats
+        state = State(ws.meta)
+        current, _ = cachegc.current_steps(ws.root, state)
+        inv = cachegc.local_inventory(state, Store(ws.meta / "store"), current)
+        result = cachegc.stats_json(inv, cachegc.current_digests(state, current))
+        state.close()
+        return result, cachegc.render_stats
+
+    def collect(self, url: str | None, max_size: int | None, max_age: float | None, grace: float, dry_run: bool):
+        """`cache gc` of the local store, or of the shared cache `url`: (a note or None, figures, their rendering)."""
+        from buildsys import cachegc
+
+        ws = self.ws
+        if url:
+            shared = _existing_shared(url)
+            result = cachegc.collect_shared(shared, max_size, max_age, grace, dry_run)
+            return None, result, lambda d: cachegc.render_plan(d, shared.url)
+        render = lambda d: cachegc.render_plan(d, str(ws.meta))  # noqa: E731
+        if not (ws.meta / "state.sqlite").exists():  # nothing built here: nothing to create either
+            empty = cachegc.Inventory(str(ws.meta), "local", {}, {})
+            return None, cachegc.plan_json(cachegc.plan(empty, max_size, max_age, 0.0), dry_run), render
+        with WorkspaceLock(ws.meta):  # a build holds it for its whole run: neither sees the other half done
+            state = State(ws.meta)
+            current, why = cachegc.current_steps(ws.root, state)
+            note = f"note: {why}; the last build of every step is kept" if why else None
+            result = cachegc.collect_local(state, Store(ws.meta / "store"), current, max_size, max_age, dry_run)
+            state.close()
+        return note, result, render
+
+
+def _existing_shared(url: str):
+    """The shared cache at `url` for `cache stats`/`gc`: it must exist already."""
+    if "://" not in url and not Path(url).is_dir():
+        raise UsageError(f"--cache {url}: no such folder", hint="give the folder or URL that builds use as --cache")
+    try:
+        return open_shared(url, read_only=False)
+    except (ImportError, ValueError) as exc:
+        raise UsageError(f"--cache {url}: {exc}", hint="install the fsspec backend for this URL (e.g. s3fs)") from None
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt

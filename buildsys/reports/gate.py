@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from buildsys.engine.status import DONE
 from buildsys.reports.collect import ReportInput, recipe_digest
 from buildsys.resolve import Graph, StepSpec
-
-DONE = ("ran", "cached", "cutoff")
 
 
 def checks(graph: Graph) -> list[StepSpec]:
