@@ -226,23 +226,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _signature(recipes: list[str], only: list[str] | None, require_all: bool) -> str:
-    return json.dumps([sorted(recipes), sorted(only or []), require_all])
-
-
 def _fast_noop(root: Path, args) -> int | None:
-    """Answer a no-op `build` or an all-up-to-date `status` from the stat manifest."""
-    from buildsys import fastpath
+    """Answer a no-op `build` or an all-up-to-date `status` from the recorded no-op answer."""
+    from buildsys.engine import noop
 
     meta = str(root / "out" / ".buildsys")
     if args.command == "build" and not args.dry_run and not args.verbose and not getattr(args, "cache_max_size", None):
-        entry = fastpath.check(meta, _signature(args.recipes, args.only, args.require_all))
+        entry = noop.check(meta, noop.signature(args.recipes, args.only, args.require_all))
         if entry is None:
             return None
         _print_build_result(entry["steps"], entry["exit"], [], args.json)
         return entry["exit"]
     if args.command == "status":
-        entry = fastpath.check(meta, _signature(args.recipes, None, False))
+        entry = noop.check(meta, noop.signature(args.recipes, None, False))
         if entry is None:
             return None
         _print_status([(s["id"], *_status_of_json(s)) for s in entry["steps"]], args.json)
@@ -312,8 +308,8 @@ def _build(root: Path, options, as_json: bool, verbose: bool, cache_max_size: in
         if not options.dry_run and not loaded.problems and code != EXIT_STEP:
             # Under the lock: a build that starts once it is released (and forgets every
             # stored answer) must not find an answer recorded halfway through its own changes.
-            _record_noop(session.ws, loaded.graph, outcomes, _final_traces(result, session.state, outcomes),
-                         _signature(list(options.recipes), list(options.only), options.require_all), code)
+            _record_noop(session.ws, session.state.reads, outcomes, code, recipes=list(options.recipes),
+                         only=list(options.only), require_all=options.require_all)
         if cache_max_size is not None and not options.dry_run:
             note, plan = session.trim(cache_max_size)
             if note:
@@ -357,89 +353,12 @@ def _print_build_result(steps: list[dict], code: int, problems: list[str], as_js
         print(f"parity failed: {', '.join(parity_failed)}", file=sys.stderr)
 
 
-def _final_traces(build, state, outcomes) -> dict:
-    """The trace each up-to-date step has now, by step id.
+def _record_noop(ws, reads, outcomes, code: int, recipes: list[str], only: list[str] | None,
+                 require_all: bool) -> None:
+    """Remember what a repeat of this build would print, stamped by everything the build read."""
+    from buildsys.engine import noop
 
-    A step decided "cached" from the trace the rebuilder read at the start (its
-    outcome carries that trace's very outputs) still has it; only the steps that
-    ran or were restored are read back from the state.
-    """
-    before = build.rebuilder.traces
-    traces, changed = {}, []
-    for o in outcomes:
-        if o.state not in ("ran", "cached", "cutoff"):
-            continue
-        trace = before.get(o.step) if o.state != "ran" else None
-        if trace is not None and o.outputs is not None and trace.outputs is o.outputs:
-            traces[o.step] = trace
-        else:
-            changed.append(o.step)
-    if changed:
-        traces.update(state.traces(changed))
-    return traces
-
-
-def _record_noop(ws, graph, outcomes, traces, signature: str, code: int) -> None:
-    """Remember what a repeat of this build would print, keyed by the stats of all it reads."""
-    from buildsys import fastpath
-    from buildsys.loading import SCHEMA
-
-    join, dirname = os.path.join, os.path.dirname
-    root, out, meta = os.fspath(ws.root), os.fspath(ws.out), os.fspath(ws.meta)
-    store = join(meta, "store")
-    files = {join(root, "recipes"), str(SCHEMA)}
-    for r in graph.recipes.values():
-        files.update(join(root, src) for src in r.sources)
-        files.update(_data_folders(root, r))
-    steps = []
-    for o in outcomes:
-        step = graph.steps[o.step]
-        for rel in step.files.values():
-            # the folder too: a file added beside calibration data changes what the glob finds
-            path = join(root, rel)
-            files.add(path)
-            files.add(dirname(path))
-        if o.state in ("ran", "cached", "cutoff"):
-            trace = traces.get(o.step)
-            if trace is None:
-                return
-            files.update(join(root, rel) for rel in trace.deps.get("files", {}))
-            for name, entries in trace.outputs.items():
-                folder = dirname(join(out, step.outputs[name]))
-                for rel, digest, _ in entries:
-                    files.add(join(folder, rel))
-                    files.add(f"{store}/{digest[:2]}/{digest}")
-            noop = {"id": o.step, "state": "cached", "reason": "up to date", "seconds": 0.0}
-            if o.verdict is not None:
-                noop["passed"] = bool(o.verdict.get("passed"))
-                noop["summary"] = o.verdict.get("summary", "")
-            steps.append(noop)
-        elif o.state in ("unavailable", "skipped"):
-            steps.append(o.as_json())
-        else:
-            return
-    fastpath.record(meta, signature, files, {"steps": steps, "exit": code})
-
-
-def _data_folders(root: str, recipe) -> set[str]:
-    """Every folder whose new files a recipe's data would take in: npy and calibration globs, images folders.
-
-    A glob's are all the folders it can reach, also those that hold no match yet:
-    a file added to one of them moves that folder's stamp, not its parent's.
-    """
-    from buildsys import fastpath
-
-    found: set[str] = set()
-    for inp in recipe.inputs:
-        if inp.data is not None and inp.data.kind == "npy" and inp.data.path:
-            found.update(fastpath.glob_folders(root, inp.data.path))
-    data = recipe.calibration.data if recipe.calibration is not None else None
-    if data is not None and data.path:
-        if data.kind == "npy":
-            found.update(fastpath.glob_folders(root, data.path))
-        elif data.kind == "images":  # the folder's own files, no sub-folders
-            found.add(os.path.join(root, data.path))
-    return found
+    noop.record_build(os.fspath(ws.meta), noop.signature(recipes, only, require_all), reads, outcomes, code)
 
 
 def cmd_status(root: Path, args) -> int:
@@ -521,7 +440,7 @@ def cmd_check(root: Path, args) -> int:
 
     from buildsys.engine.session import Session
     from buildsys.errors import UsageError
-    from buildsys.reports import gate, gather_meta, write_reports
+    from buildsys.reports import gate, gather_meta, with_export_warnings, write_reports
 
     options = replace(_options(args), keep_going=True)
     if args.max_regression <= 1:
@@ -545,6 +464,7 @@ def cmd_check(root: Path, args) -> int:
     entries = [gate.report_entry(out, graph, step, outcomes[step.id].state,
                                  outcomes[step.id].message or outcomes[step.id].reason, outcomes[step.id].verdict)
                for step in checks]
+    entries = with_export_warnings(entries, outcomes)
     factors = {r.name: r.parity.max_regression for r in loaded.recipes if r.parity.max_regression}
     failed = any(o.state == "failed" for o in outcomes.values())
     besides = EXIT_STEP if failed else (EXIT_USAGE if loaded.problems else EXIT_OK)

@@ -16,9 +16,10 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from buildsys import toolchain
 from buildsys.errors import StepError
 
-NVIDIACTL = Path("/dev/nvidiactl")
+NVIDIACTL = Path(toolchain.NVIDIACTL)
 SMI_TIMEOUT = 10.0  # seconds; a wedged driver must not hang every build
 _QUERY = "index,uuid,name,compute_cap,driver_version"
 # Written into the virtual environment by `make` when the GPU packages could not be installed;

@@ -39,6 +39,9 @@ def load(root: Path, state: State | None, selectors: list[str], keep_going: bool
     """
     paths = discover(root)
     rels = [p.relative_to(root).as_posix() for p in paths]
+    if state is not None:  # what a no-op answer is stamped by: the listing, the schema, every source below
+        state.reads.file(root / "recipes")
+        state.reads.file(SCHEMA)
     cached = state.cached_recipes() if state is not None else {}
     gone = sorted(set(cached) - set(rels))  # recipes deleted since they were cached
     head = [buildsys.__version__, READING_VERSION, file_stamp(SCHEMA)]
@@ -61,6 +64,10 @@ def load(root: Path, state: State | None, selectors: list[str], keep_going: bool
     for rel in set(found) - {r.file for r in unique}:
         stale.append(root / rel)
         del found[rel]
+    if state is not None:
+        for r in found.values():
+            for src in r.sources:
+                state.reads.file(root / src)
     if not stale:
         if gone:
             state.cache_recipes([], drop=gone)
@@ -78,6 +85,9 @@ def load(root: Path, state: State | None, selectors: list[str], keep_going: bool
             problems.extend(exc.problems)
     for r in loaded:
         found[r.file] = r
+        if state is not None:
+            for src in r.sources:
+                state.reads.file(root / src)
     recipes, clashes = unique_names([found[rel] for rel in rels if rel in found])
     problems += clashes
     if state is not None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from buildsys.reads import Reads
 from buildsys.recipe.model import Recipe, TargetSpec
 from buildsys.steps import KINDS
 
@@ -85,19 +86,22 @@ def model_params(r: Recipe) -> dict[str, Any]:
     }
 
 
-def resolve(recipes: list[Recipe], root: Path) -> Graph:
-    """Every recipe's steps; `root` is the workspace the recipes' paths are relative to."""
+def resolve(recipes: list[Recipe], root: Path, reads: Reads | None = None) -> Graph:
+    """Every recipe's steps; `root` is the workspace the recipes' paths are relative to.
+
+    `reads` notes every folder a data glob can reach, for the no-op answer.
+    """
     steps: dict[str, StepSpec] = {}
     for r in recipes:
-        for s in resolve_recipe(r, root):
+        for s in resolve_recipe(r, root, reads):
             steps[s.id] = s
     return Graph(steps, {r.name: r for r in recipes})
 
 
-def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
+def resolve_recipe(r: Recipe, root: Path, reads: Reads | None = None) -> list[StepSpec]:
     n = r.name
     files = {"checkpoint": r.model.checkpoint} if r.model.checkpoint else {}
-    files.update(input_files(r, root))
+    files.update(input_files(r, root, reads))
     base = model_params(r)
     shapes = random_shapes(r)
     export = StepSpec(
@@ -134,7 +138,8 @@ def resolve_recipe(r: Recipe, root: Path) -> list[StepSpec]:
         calibrate = StepSpec(
             id=f"{n}:calibrate", recipe=n, name="calibrate", kind_path=KINDS["calibrate"],
             params={"calibration": _asdict(r.calibration), "inputs": base["inputs"], "dims": base["dims"]},
-            inputs={"model": candidate}, files=calibration_files(r, root), outputs={"ranges": f"{n}/calib.json"},
+            inputs={"model": candidate}, files=calibration_files(r, root, reads),
+            outputs={"ranges": f"{n}/calib.json"},
         )
         steps.append(calibrate)
         # ONNX Runtime's flavour always exists: parity[int8] runs it on this machine.
@@ -249,13 +254,15 @@ def _data_problem(r: Recipe, field_path: str, exc: OutsideWorkspace):
                                      "symbolic link out of it): copy them in")])
 
 
-def input_files(r: Recipe, root: Path) -> dict[str, str]:
+def input_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict[str, str]:
     """The .npy/.npz files behind `npy` inputs, by content in the key: new data re-runs the reference."""
     files = {}
     for n, inp in enumerate(r.inputs):
         data = inp.data
         if data is None or data.kind != "npy" or not data.path:
             continue
+        if reads is not None:
+            reads.glob(root, data.path)
         try:
             found = npy_files(root, data.path)
         except OutsideWorkspace as exc:
@@ -265,11 +272,15 @@ def input_files(r: Recipe, root: Path) -> dict[str, str]:
     return files
 
 
-def calibration_files(r: Recipe, root: Path) -> dict[str, str]:
+def calibration_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict[str, str]:
     """The calibration data files, by content in the key: a changed image re-calibrates."""
     data = r.calibration.data if r.calibration else None
     if data is None or data.kind not in ("npy", "images") or not data.path:
         return {}
+    if reads is not None and data.kind == "npy":
+        reads.glob(root, data.path)
+    elif reads is not None:  # an images folder's own files, no sub-folders
+        reads.file(root / data.path)
     try:
         if data.kind == "npy":
             found = npy_files(root, data.path)

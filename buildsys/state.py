@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from buildsys.canonical import digest_file
+from buildsys.reads import Reads
 
 SCHEMA_VERSION = 1
 
@@ -142,6 +143,17 @@ def _stamp(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
+# A file modified within the last two seconds may change again within the same mtime
+# tick of a coarse file system, so its stamp cannot tell that later change: neither the
+# digest memo nor the no-op manifest trusts it.
+SETTLE_NS = 2_000_000_000
+
+
+def settled(st: os.stat_result, now_ns: int | None = None) -> bool:
+    """Whether `st` is old enough that a later change of the file will move its stamp."""
+    return (time.time_ns() if now_ns is None else now_ns) - st.st_mtime_ns >= SETTLE_NS
+
+
 class _SchemaMismatch(Exception):
     """The state database is readable but was written with another SCHEMA_VERSION."""
 
@@ -181,6 +193,7 @@ class State:
         self.db = self._open()
         self._files: dict[str, tuple[int, int, int, str]] | None = None
         self._dirty_files: dict[str, tuple[int, int, int, str]] = {}
+        self.reads = Reads()  # every file digested or remembered: what a no-op answer is stamped by
 
     def _open(self) -> sqlite3.Connection:
         db = None
@@ -249,6 +262,7 @@ class State:
         Returns None when the file does not exist.
         """
         key = os.fspath(path)
+        self.reads.file(key)
         try:
             st = os.stat(key)
         except FileNotFoundError:
@@ -263,10 +277,9 @@ class State:
     def remember(self, path: str | os.PathLike, digest: str, st: os.stat_result | None = None) -> None:
         """Record a digest the caller already knows (a file it just wrote)."""
         key = os.fspath(path)
+        self.reads.file(key)
         st = st or os.stat(key)
-        # A file modified within the last two seconds may change again within the
-        # same mtime tick; do not trust its stamp later.
-        if time.time_ns() - st.st_mtime_ns < 2_000_000_000:
+        if not settled(st):
             return
         entry = (*_stamp(st), digest)
         self._load_files()[key] = entry

@@ -7,12 +7,14 @@ alone takes seconds to import) and without importlib.metadata's own import cost.
 from __future__ import annotations
 
 import os
-import platform
 import re
 import sys
 from functools import lru_cache
 
 _DIST = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+?)\.dist-info$")
+# The NVIDIA driver's files: gpu.py asks nvidia-smi what they stand for, gpu_fingerprint() only reads them.
+NVIDIACTL = "/dev/nvidiactl"
+PROC_NVIDIA = "/proc/driver/nvidia"  # version: the driver; gpus/*/information: each GPU's model
 
 
 def normalize(name: str) -> str:
@@ -64,13 +66,14 @@ def python_version() -> str:
 @lru_cache(maxsize=1)
 def cpu() -> dict[str, str]:
     """The CPU an artifact was optimised for: model name and instruction-set flags."""
-    model, flags = platform.machine(), ""
+    arch = os.uname().machine  # platform.machine(), without importing platform on the no-op path
+    model, flags = arch, ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
                 key, _, value = line.partition(":")
                 key = key.strip()
-                if key == "model name" and model == platform.machine():
+                if key == "model name" and model == arch:
                     model = value.strip()
                 elif key == "flags":
                     wanted = ("avx", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "fma", "f16c", "amx_tile", "amx_int8")
@@ -78,4 +81,33 @@ def cpu() -> dict[str, str]:
                     break
     except OSError:
         pass
-    return {"arch": platform.machine(), "model": model, "isa": flags}
+    return {"arch": arch, "model": model, "isa": flags}
+
+
+def gpu_fingerprint() -> list:
+    """What identifies the GPU that `gpu.gpu()` names in a key, read from the driver's files; nothing is run.
+
+    It moves whenever gpu.gpu()'s answer can: the device file, the driver's version,
+    each GPU's model, CUDA_VISIBLE_DEVICES and the nvidia-smi found on PATH. The
+    no-op answer is stamped by it: gpu.gpu() runs nvidia-smi, which takes longer
+    than a whole no-op build may (and importing gpu.py costs a few milliseconds).
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not os.path.exists(NVIDIACTL):
+        return [False, visible]
+    try:
+        buses = sorted(os.listdir(os.path.join(PROC_NVIDIA, "gpus")))
+    except OSError:
+        buses = []
+    smi = (os.path.join(d, "nvidia-smi") for d in os.environ.get("PATH", "").split(os.pathsep) if d)
+    return [True, visible, _text(os.path.join(PROC_NVIDIA, "version")),
+            [_text(os.path.join(PROC_NVIDIA, "gpus", bus, "information")) for bus in buses],
+            next((p for p in smi if os.access(p, os.X_OK)), None)]
+
+
+def _text(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096).decode(errors="replace")
+    except OSError:
+        return None

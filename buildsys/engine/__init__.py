@@ -1,4 +1,4 @@
-"""The build's orchestration: a scheduler plus a rebuilder, opened by a session.
+"""The build's orchestration: deciding, ordering and running steps, and answering a no-op.
 
     status     exit statuses of a build and the status word of each step (no imports: the no-op reads it)
     answer     outcomes, jobs and step answers: what moves between the parts
@@ -6,6 +6,7 @@
     scheduler  the order of steps, parallelism, the GPU slot, keep-going
     rebuilder  decide, restore, commit, record: the only writer of traces, the store and the shared cache
     session    one command's workspace: lock, state, store, shared cache and executor, from BuildOptions
+    noop       the recorded answer of a no-op build or status, stamped by what the build read
 
 Nothing is imported here, so that a module of this package costs only itself.
 """

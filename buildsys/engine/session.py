@@ -98,7 +98,7 @@ class Session:
         """
         import shutil
 
-        from buildsys import fastpath
+        from buildsys.engine import noop
 
         ws = self.ws
         ws.refuse_links()
@@ -109,7 +109,7 @@ class Session:
                 self.state = State(ws.meta)
                 self.store = Store(ws.meta / "store")
                 if not self.options.dry_run:
-                    fastpath.forget(str(ws.meta))
+                    noop.forget(str(ws.meta))
                     runner.prestart()
                 yield self
         except KeyboardInterrupt:
@@ -162,7 +162,8 @@ class Session:
 
         recipes, problems = loading.load(self.ws.root, self.state, list(self.options.recipes),
                                          self.options.keep_going)
-        return Loaded(recipes, problems, resolve(recipes, self.ws.root))
+        reads = self.state.reads if self.state is not None else None  # what the no-op answer is stamped by
+        return Loaded(recipes, problems, resolve(recipes, self.ws.root, reads))
 
     def selection(self, graph: Graph) -> set[str]:
         """The steps `--only` asks for and what they need (every step without it)."""

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from buildsys.reports.baseline import FLOOR, MAX_REGRESSION
-from buildsys.reports.collect import ReportInput, gather_meta, recipe_digest
+from buildsys.reports.collect import ReportInput, gather_meta, recipe_digest, with_export_warnings
 
-__all__ = ["ReportInput", "ReportSummary", "write_reports", "gather_meta", "recipe_digest",
+__all__ = ["ReportInput", "ReportSummary", "write_reports", "gather_meta", "recipe_digest", "with_export_warnings",
            "MAX_REGRESSION", "FLOOR"]
 
 

@@ -43,6 +43,19 @@ class ReportInput:
     qat: bool = False  # int8: the model carried its own Q/DQ (quantization-aware trained), nothing was calibrated
     divergence: dict[str, Any] | None = None  # diverge.first_divergence's answer (or {"error": reason})
     description: str = ""
+    # the recipe's export step's tracer warnings, as it recorded them (verdict.tracer_warnings)
+    export_warnings: dict[str, Any] | None = None
+
+
+def with_export_warnings(entries: list[ReportInput], outcomes: dict[str, Any]) -> list[ReportInput]:
+    """`entries` carrying their recipe's export warnings, read from the export step's outcome
+    (`outcomes`: step id -> build.Outcome), whether the export ran or was restored from cache."""
+    found = []
+    for e in entries:
+        verdict = getattr(outcomes.get(f"{e.recipe}:export"), "verdict", None) or {}
+        warned = verdict.get("tracer_warnings")
+        found.append(dataclasses.replace(e, export_warnings=warned) if warned else e)
+    return found
 
 
 def recipe_digest(recipe: Any) -> str:
@@ -80,11 +93,27 @@ def build_document(entries: list[ReportInput], meta: dict[str, Any]) -> dict[str
         r["checks"].append(_check(e))
     for r in recipes.values():
         r["status"] = _worst(c["status"] for c in r["checks"])
+        warned = next((e.export_warnings for e in entries if e.recipe == r["name"] and e.export_warnings), None)
+        r["export_warnings"] = _export_warnings(warned, r["checks"])
     return {"format": FORMAT, "version": FORMAT_VERSION,
             "generated": str(meta.get("timestamp", "")), "buildsys": str(meta.get("buildsys", "")),
             "tools": {str(k): str(v) for k, v in (meta.get("tools") or {}).items()},
             "machine": {str(k): str(v) for k, v in (meta.get("machine") or {}).items()},
             "summary": {}, "baseline": None, "recipes": list(recipes.values())}
+
+
+def _export_warnings(w: dict[str, Any] | None, checks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The tracer's warnings and the number of distinct input shapes at which a passing check
+    verified the exported model by numbers (the warnings are information; parity is the judge)."""
+    if not w:
+        return None
+    shapes = {json.dumps(row["shapes"], sort_keys=True) for c in checks if c["status"] == "passed"
+              for row in c["results"] if not row["error"]}
+    listed = [{"file": str(x.get("file") or ""), "line": int(x.get("line") or 0),
+               "message": str(x.get("message", "")), "count": int(x.get("count", 1))}
+              for x in w.get("listed", [])]
+    return {"count": int(w.get("count", len(listed))), "distinct": int(w.get("distinct", len(listed))),
+            "listed": listed, "verified_shapes": len(shapes)}
 
 
 def _check(e: ReportInput) -> dict[str, Any]:
@@ -379,6 +408,26 @@ def fmt_calibration(check: dict[str, Any]) -> str:
     if check.get("qat"):
         return QAT_NOTE
     return RANDOM_NOTE if check.get("random_calibration") else ""
+
+
+def fmt_export_warnings(w: dict[str, Any] | None) -> list[str]:
+    """A heading line (how many, and what parity verified), then `file:line: message (×count)` per place."""
+    if not w:
+        return []
+    times = f"{w['count']} time{'s' if w['count'] != 1 else ''}"
+    places = f"{w['distinct']} place{'s' if w['distinct'] != 1 else ''}"
+    n = w["verified_shapes"]
+    if n:
+        judged = f"the export was verified by numbers at {n} shape{'s' if n != 1 else ''}"
+    else:
+        judged = "no parity check passed, so the export was not verified by numbers; the warnings may explain it"
+    lines = [f"export: the TorchScript tracer warned {times} at {places}; {judged}"]
+    for x in w["listed"]:
+        where = f"{x['file']}:{x['line']}: " if x["file"] else ""
+        lines.append(where + x["message"] + (f" (×{x['count']})" if x["count"] > 1 else ""))
+    if w["distinct"] > len(w["listed"]):
+        lines.append(f"… and {w['distinct'] - len(w['listed'])} more places in the export step's log")
+    return lines
 
 
 def fmt_divergence(d: dict[str, Any] | None) -> str:

@@ -12,8 +12,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from buildsys.reports.collect import (cases, fmt, fmt_calibration, fmt_change, fmt_cosine, fmt_divergence, fmt_int8,
-                                      fmt_tolerance, fmt_worst)
+from buildsys.reports.collect import (cases, fmt, fmt_calibration, fmt_change, fmt_cosine, fmt_divergence,
+                                      fmt_export_warnings, fmt_int8, fmt_tolerance, fmt_worst)
 
 TEMPLATES = Path(__file__).parent / "templates"
 _RANK = {"error": 0, "failed": 0, "blocked": 1, "regressed": 2, "unavailable": 3, "passed": 4}
@@ -58,6 +58,7 @@ def _page(doc: dict[str, Any], out_dir: Path | None = None) -> dict[str, Any]:
         checks.sort(key=lambda c: _RANK[c["status"]])
         recipes.append({"name": r["name"], "file": r["file"], "digest": r["digest"][:12],
                         "artifacts": artifacts(out_dir, r["name"]),
+                        "export_warnings": fmt_export_warnings(r.get("export_warnings")),
                         "description": r.get("description", ""), "checks": checks,
                         "status": min((c["status"] for c in checks), key=_RANK.__getitem__, default="passed")})
     recipes.sort(key=lambda r: _RANK[r["status"]])

@@ -1,12 +1,13 @@
 """junit.xml: one test case per recipe × check × output, in the common JUnit layout.
 
-    testsuites > testsuite (one per recipe) > properties, testcase > failure | skipped
+    testsuites > testsuite (one per recipe) > properties, testcase > failure | skipped, system-out
 
 A tolerance failure, a regression against the baseline and a check that could
 not run are failures (type tolerance / regression / error / blocked) whose text
-carries the figures; an unavailable backend is skipped. The XML is written by
-xml.etree, which escapes markup; characters XML 1.0 cannot hold at all
-(terminal colour codes in an ONNX Runtime message, say) are replaced first.
+carries the figures; an unavailable backend is skipped. The recipe's export
+warnings (the TorchScript tracer's) are the system-out of each of its test cases.
+The XML is written by xml.etree, which escapes markup; characters XML 1.0 cannot
+hold at all (terminal colour codes in an ONNX Runtime message, say) are replaced first.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from buildsys.reports.collect import Case, cases, fmt, fmt_calibration, fmt_cosine, fmt_divergence, fmt_tolerance, fmt_worst
+from buildsys.reports.collect import (Case, cases, fmt, fmt_calibration, fmt_cosine, fmt_divergence,
+                                      fmt_export_warnings, fmt_tolerance, fmt_worst)
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -33,10 +35,11 @@ def render(doc: dict[str, Any]) -> bytes:
         props = ET.SubElement(suite, "properties")
         for name, value in (("recipe_file", r["file"]), ("recipe_digest", r["digest"]),
                             ("generated", doc["generated"]), ("buildsys", doc["buildsys"]),
-                            *((f"tool.{k}", v) for k, v in doc["tools"].items())):
+                            *((f"tool.{k}", v) for k, v in doc["tools"].items()), *_warning_props(r)):
             ET.SubElement(props, "property", {"name": clean(name), "value": clean(value)})
+        warned = "\n".join(fmt_export_warnings(r.get("export_warnings")))
         for k in mine:
-            _testcase(suite, k, checks[(k.recipe, k.check)])
+            _testcase(suite, k, checks[(k.recipe, k.check)], warned)
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 
@@ -47,7 +50,14 @@ def _counts(found: list[Case], name: str) -> dict[str, str]:
             "skipped": str(sum(1 for k in found if k.status == "skipped")), "time": "0"}
 
 
-def _testcase(suite: ET.Element, k: Case, check: dict[str, Any]) -> None:
+def _warning_props(r: dict[str, Any]) -> list[tuple[str, Any]]:
+    w = r.get("export_warnings")
+    if not w:
+        return []
+    return [("export.tracer_warnings", w["count"]), ("export.verified_shapes", w["verified_shapes"])]
+
+
+def _testcase(suite: ET.Element, k: Case, check: dict[str, Any], warned: str = "") -> None:
     case = ET.SubElement(suite, "testcase", {"classname": clean(k.recipe), "name": clean(f"{k.check} {k.output}"),
                                             "time": "0"})
     if k.status == "skipped":
@@ -55,6 +65,8 @@ def _testcase(suite: ET.Element, k: Case, check: dict[str, Any]) -> None:
     elif k.status == "failed":
         el = ET.SubElement(case, "failure", {"message": clean(k.message[:1000]), "type": k.kind})
         el.text = clean(_details(k, check))
+    if warned:  # the export's warnings belong to every check of the recipe: CI tools show a case's output
+        ET.SubElement(case, "system-out").text = clean(warned + "\n")
 
 
 def _details(k: Case, check: dict[str, Any]) -> str:

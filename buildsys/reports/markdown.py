@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from buildsys.reports.collect import (Case, cases, fmt, fmt_calibration, fmt_change, fmt_cosine, fmt_divergence,
-                                      fmt_int8, fmt_tolerance, output_names)
+                                      fmt_export_warnings, fmt_int8, fmt_tolerance, output_names)
 
 MAX_ROWS = 150  # GitHub cuts comments at 65,536 characters
 MAX_LISTED = 20
@@ -40,6 +40,13 @@ def render(doc: dict[str, Any]) -> str:
             for line in fmt_int8(c["int8"])]
     if int8:
         lines += ["", "**int8 against fp32**", ""] + [f"- {escape(n)}: {escape(line)}" for n, line in int8]
+    warned = [(r["name"], fmt_export_warnings(r.get("export_warnings"))) for r in doc["recipes"]
+              if r.get("export_warnings")]
+    if warned:
+        lines += ["", "**Export warnings** (information: parity judges the export by numbers)", ""]
+        for name, (head, *places) in warned:
+            lines.append(f"- {escape(name)}: {escape(head)}")
+            lines += [f"  - {escape(place)}" for place in places]
     if doc.get("baseline"):
         lines += [""] + _baseline(doc["baseline"])
     lines += ["", _footer(doc)]

@@ -16,6 +16,8 @@ from buildsys.steps.base import Step, StepResult
 
 # Beyond this many bytes of weights a single protobuf cannot hold the model.
 EXTERNAL_DATA_BYTES = 1_800_000_000
+# Distinct tracer warnings kept in the step's record (and so in the reports); the log has them all.
+LISTED_WARNINGS = 20
 
 
 def trace_dims(dims: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
@@ -31,7 +33,7 @@ def trace_dims(dims: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
 
 class ExportOnnx(Step):
     KIND = "export"
-    VERSION = 2
+    VERSION = 3  # 3: the tracer's warnings are recorded (verdict.tracer_warnings) for the reports
     TOOLS = ("torch", "onnx", "onnxscript", "onnx-ir", "numpy")
 
     @classmethod
@@ -55,7 +57,7 @@ class ExportOnnx(Step):
         external = weight_bytes > EXTERNAL_DATA_BYTES
         print(f"exporting with {p['export']['exporter']} at opset {p['export']['opset']}, "
               f"traced at {[list(a.shape) for a in args]}, {weight_bytes / 2**20:.1f} MiB of weights", flush=True)
-        warned: list[str] = []
+        warned: dict[str, Any] | None = None
         # Autograd off, as in inference: with it on, torch.export records a graph whose
         # views of gradient-tracking tensors the ONNX decomposition cannot always replay.
         with torch.no_grad():
@@ -70,10 +72,16 @@ class ExportOnnx(Step):
         check_onnx(out, self.ctx.scratch)
         self._check_graph(out)
         summary = f"opset {p['export']['opset']}, {out.stat().st_size / 2**20:.1f} MiB"
+        verdict = None
         if warned:
-            summary += (f", {len(warned)} tracer warning{'s' if len(warned) != 1 else ''} (parity judges the "
-                        f"trace; first: {warned[0][:200]})")
-        return StepResult(outputs={"model": files}, deps=deps, summary=summary)
+            # Information, not a failure: parity judges the trace by numbers. Recorded with the
+            # trace so that a cached export still brings its warnings to the reports.
+            first = warned["listed"][0]
+            note = (f"{warned['count']} tracer warning{'s' if warned['count'] != 1 else ''} (parity judges the "
+                    f"trace; first: {first['file']}:{first['line']}: {first['message'][:200]})")
+            summary += ", " + note
+            verdict = {"passed": True, "summary": note, "tracer_warnings": warned}
+        return StepResult(outputs={"model": files}, deps=deps, summary=summary, verdict=verdict)
 
     def _dynamo(self, model, args, out: Path, external: bool) -> None:
         import torch
@@ -153,8 +161,8 @@ class ExportOnnx(Step):
                          hint="declare the range that holds (or a fixed size), or make the model's shape "
                               "logic independent of the input size; the log lists every guard")
 
-    def _torchscript(self, model, args, out: Path) -> list[str]:
-        """Trace and export; returns the tracer's warnings (`file:line: message`)."""
+    def _torchscript(self, model, args, out: Path) -> dict[str, Any] | None:
+        """Trace and export; returns the tracer's warnings (see `tracer_warnings`), None when it gave none."""
         import torch
 
         p = self.params
@@ -176,12 +184,10 @@ class ExportOnnx(Step):
         from buildsys.steps._diagnose import shown_path
 
         tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
-        listed = []
-        for w in tracer:
-            line = f"{shown_path(w.filename, self.ctx.workspace)}:{w.lineno}: {str(w.message).splitlines()[0]}"
-            if line not in listed:
-                listed.append(line)
-                print(f"TracerWarning: {line}", flush=True)
+        warned = tracer_warnings(tracer, self.ctx.workspace, limit=None)
+        for w in warned["listed"]:
+            times = f" (×{w['count']})" if w["count"] > 1 else ""
+            print(f"TracerWarning: {w['file']}:{w['line']}: {w['message']}{times}", flush=True)
         # Tensor-to-Python conversions freeze a value (a branch, a size) at the traced
         # input. Most are harmless shape checks, so by default parity judges the trace
         # at every corner and at seeded shapes inside the ranges; strict_trace refuses it.
@@ -197,7 +203,9 @@ class ExportOnnx(Step):
                      "graph at the traced shape; use exporter: dynamo, make the code tensor-only, or set "
                      "strict_trace: false to let parity judge the trace",
             )
-        return listed
+        if not tracer:
+            return None
+        return {**warned, "listed": warned["listed"][:LISTED_WARNINGS]}
 
     def _check_graph(self, path: Path) -> None:
         import onnx
@@ -231,6 +239,27 @@ class ExportOnnx(Step):
         n_out = len(m.graph.output)
         if n_out != len(p["outputs"]):
             raise outputs_mismatch(n_out, len(p["outputs"]), what="the exported graph outputs")
+
+
+def tracer_warnings(caught: list[warnings.WarningMessage], workspace: Path,
+                    limit: int | None = LISTED_WARNINGS) -> dict[str, Any]:
+    """Warnings de-duplicated by place and message, in the order first seen, each with its count.
+
+    {"count": all warnings, "distinct": places x messages, "listed": [{"file", "line", "message",
+    "count"}, ...]} with at most `limit` listed; `file` is workspace-relative (or from
+    site-packages on) and "" with line 0 where the warning has no location.
+    """
+    from buildsys.steps._diagnose import shown_path, strip_ansi
+
+    counts: dict[tuple[str, int, str], int] = {}
+    for w in caught:
+        lines = strip_ansi(str(w.message)).strip().splitlines()
+        where = shown_path(w.filename, workspace) if w.filename and not w.filename.startswith("<") else ""
+        key = (where, int(w.lineno or 0) if where else 0, (lines[0] if lines else "")[:500])
+        counts[key] = counts.get(key, 0) + 1
+    listed = [{"file": f, "line": n, "message": m, "count": c} for (f, n, m), c in counts.items()]
+    return {"count": sum(counts.values()), "distinct": len(counts),
+            "listed": listed if limit is None else listed[:limit]}
 
 
 def qat_as_qdq(model, exporter: str) -> None:

@@ -129,3 +129,72 @@ def test_parity_json_gives_the_exit_status_check_gives_when_a_step_fails(workspa
     doc = json.loads((workspace.root / "out/reports/parity.json").read_text())
     assert doc["summary"]["exit_status"] == 3
     assert "Gate exit status 3." in (workspace.root / "out/reports/parity.html").read_text()
+
+
+CHECKED = """\
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.shape[0] < 1 or x.size(1) != 4:  # input validation: the tracer warns, the trace is right
+            raise ValueError("x must be [batch, 4]")
+        return torch.tanh(self.fc(x))
+
+
+class Checked(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([Block() for _ in range(3)])
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def checked():
+    return Checked()
+"""
+
+
+def test_tracer_warnings_reach_every_report_also_from_a_cached_export(workspace):
+    workspace.write("tm/checked.py", CHECKED)
+    line = CHECKED.splitlines().index(next(ln for ln in CHECKED.splitlines() if "input validation" in ln)) + 1
+    workspace.write("recipes/checked.yaml", tiny_recipe().replace("tm.tiny:tiny", "tm.checked:checked")
+                    .replace("kwargs: {features: 4}", "kwargs: {}"))
+    reports = workspace.root / "out/reports"
+    for run in ("ran", "cached"):
+        for f in reports.glob("*"):
+            f.unlink()
+        r = workspace.run("check", "-v")
+        assert r.code == 0, r.stderr  # the warnings are information: parity passed, so the gate passes
+        assert any(ln.split()[:2] == [run, "checked:export"] for ln in r.stderr.splitlines()), r.stderr
+        doc = json.loads((reports / "parity.json").read_text())
+        recipe = doc["recipes"][0]
+        assert recipe["status"] == "passed"
+        w = recipe["export_warnings"]
+        # two conversions on one line, in each of three blocks: one place, counted six times
+        assert (w["count"], w["distinct"]) == (6, 1)
+        assert w["listed"][0]["file"] == "tm/checked.py" and w["listed"][0]["line"] == line
+        assert "Converting a tensor to a Python boolean" in w["listed"][0]["message"]
+        parity = json.loads((workspace.root / "out/checked/parity/fp32.json").read_text())
+        shapes = {json.dumps(row["shapes"], sort_keys=True) for row in parity["results"]}
+        assert w["verified_shapes"] == len(shapes) >= 3
+        place = f"tm/checked.py:{line}: Converting a tensor to a Python boolean"
+        head = f"warned 6 times at 1 place; the export was verified by numbers at {len(shapes)} shapes"
+        md = (reports / "parity.md").read_text()
+        assert head in md and place in md and "(×6)" in md
+        page = (reports / "parity.html").read_text()
+        assert head in page and place in page
+        suite = ET.parse(reports / "junit.xml").getroot().find("testsuite")
+        props = {p.get("name"): p.get("value") for p in suite.find("properties")}
+        assert props["export.tracer_warnings"] == "6"
+        case = suite.find("testcase")
+        assert case.find("failure") is None and head in case.find("system-out").text
+        assert place in case.find("system-out").text

@@ -703,7 +703,7 @@ COMMIT_POINTS = [(m, o, n, when, nth)
                                        ("buildsys.store", "Store", "materialize", (1, 4)),
                                        ("buildsys.state", "State", "record", (1, 5)),
                                        ("buildsys.state", "State", "flush", (1,)),
-                                       ("buildsys.fastpath", "", "record", (1,))]
+                                       ("buildsys.engine.noop", "", "record", (1,))]
                  for nth in nths for when in ("before", "after")]
 
 

@@ -372,3 +372,48 @@ def test_a_qat_check_says_so_and_never_random_data(tmp_path):
     for name in ("parity.md", "parity.html"):
         text = (out / name).read_text()
         assert "quantization-aware trained (Q/DQ from the model)" in text and "random data" not in text, name
+
+
+def _warned(distinct: int, repeat: int = 1) -> dict:
+    listed = [{"file": "tm/net.py", "line": 10 + i, "message": f"Converting a tensor to a Python boolean {HOSTILE}",
+               "count": repeat} for i in range(distinct)]
+    return {"count": distinct * repeat, "distinct": distinct, "listed": listed[:20]}
+
+
+def test_export_warnings_are_listed_in_every_report_and_do_not_fail_the_gate(tmp_path):
+    doc = parity_doc("fp32", FP32, {"y": 1e-7}, points=("min", "opt", "max"))
+    for row, batch in zip(doc["results"], (1, 2, 4)):
+        row["shapes"] = {"x": [batch, 8]}
+    summary, out = report(tmp_path, [entry(tmp_path, "warned", doc=doc, export_warnings=_warned(25, repeat=3)),
+                                      entry(tmp_path, "quiet", doc=doc)])
+    assert summary.exit_status == 0 and summary.failed == 0
+    parsed = validate(out)
+    by_name = {r["name"]: r for r in parsed["recipes"]}
+    assert by_name["quiet"]["export_warnings"] is None
+    w = by_name["warned"]["export_warnings"]
+    assert (w["count"], w["distinct"], len(w["listed"]), w["verified_shapes"]) == (75, 25, 20, 3)
+    assert w["listed"][0] == {"file": "tm/net.py", "line": 10, "count": 3,
+                              "message": f"Converting a tensor to a Python boolean {HOSTILE}"}
+    md = (out / "parity.md").read_text()
+    assert "**Export warnings**" in md
+    assert "warned 75 times at 25 places; the export was verified by numbers at 3 shapes" in md
+    assert "tm/net.py:10: Converting a tensor to a Python boolean &lt;script&gt;" in md and "(×3)" in md
+    assert "tm/net.py:29:" in md and "tm/net.py:30:" not in md  # 20 listed, the rest counted
+    assert "… and 5 more places in the export step's log" in md
+    page = (out / "parity.html").read_text()
+    assert "verified by numbers at 3 shapes" in page and "tm/net.py:10: Converting" in page
+    assert HOSTILE not in page
+    suite = {s.get("name"): s for s in ET.parse(out / "junit.xml").getroot()}
+    props = {p.get("name"): p.get("value") for p in suite["warned"].find("properties")}
+    assert props["export.tracer_warnings"] == "75" and props["export.verified_shapes"] == "3"
+    outs = [case.find("system-out") for case in suite["warned"].iter("testcase")]
+    assert outs and all(o is not None and "tm/net.py:10: Converting a tensor" in o.text for o in outs)
+    assert all(case.find("system-out") is None for case in suite["quiet"].iter("testcase"))
+
+
+def test_export_warnings_of_a_failing_recipe_say_nothing_was_verified(tmp_path):
+    doc = parity_doc("fp32", FP32, {"y": 1.0})
+    summary, out = report(tmp_path, [entry(tmp_path, "warned", doc=doc, export_warnings=_warned(1))])
+    assert summary.exit_status == 1
+    assert validate(out)["recipes"][0]["export_warnings"]["verified_shapes"] == 0
+    assert "no parity check passed, so the export was not verified by numbers" in (out / "parity.md").read_text()
