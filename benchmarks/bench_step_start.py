@@ -43,7 +43,8 @@ class ResidentNoop(Noop):
 
 def _job(root: Path, i: int, cls: str = "Noop") -> dict:
     return {"id": f"noop:{i}", "kind_path": f"bmstep:{cls}", "params": {}, "workspace": str(root),
-            "scratch": str(root / "tmp" / str(i)), "inputs": {}, "files": {}, "outputs": {"out": "out.txt"},
+            "scratch": str(root / "tmp" / str(i)), "inputs": {}, "artifacts": {}, "files": {},
+            "outputs": {"out": "out.txt"},
             "log": str(root / "logs" / f"{i}.log")}
 
 
@@ -52,6 +53,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=40)
     args = ap.parse_args()
 
+    from buildsys.engine.answer import Job
     from buildsys.steps.base import run_job
     from buildsys.workers import WorkerPool
 
@@ -62,16 +64,16 @@ def main() -> None:
         pool = WorkerPool(1, 1, str(root))
         try:
             t0 = time.perf_counter()
-            pool.submit(_job(root, 0), 600)
-            assert pool.wait()[0].answer["ok"]
+            pool.submit(Job.from_wire(_job(root, 0)), 600)
+            assert pool.wait()[0].answer.ok
             cold = time.perf_counter() - t0
             forked, inline, resident = [], [], []
             for i in range(1, args.runs + 1):
                 t0 = time.perf_counter()
-                pool.submit(_job(root, i), 600)
+                pool.submit(Job.from_wire(_job(root, i)), 600)
                 answer = pool.wait()[0].answer
                 forked.append(time.perf_counter() - t0)
-                assert answer["ok"], answer
+                assert answer.ok, answer
                 t0 = time.perf_counter()
                 assert run_job(_job(root, 10_000 + i))["ok"]
                 inline.append(time.perf_counter() - t0)
@@ -79,7 +81,7 @@ def main() -> None:
             # template to fork its next spare child (a few ms), which it then does not need
             for i in range(args.runs + 1):
                 t0 = time.perf_counter()
-                pool.submit(_job(root, 20_000 + i, "ResidentNoop"), 600)
+                pool.submit(Job.from_wire(_job(root, 20_000 + i, "ResidentNoop")), 600)
                 answer = pool.wait()[0].answer
                 resident.append(time.perf_counter() - t0)
                 assert answer["ok"], answer

@@ -1,4 +1,4 @@
-"""The `buildsys` command line.
+"""The `buildsys` command line: parse, build the options, call the engine's session, print, exit.
 
 Commands that do no model work (--help, validate, status, explain, graph and a
 no-op build) must not import torch, onnx, onnxruntime or onnxsim; the heavy
@@ -6,14 +6,12 @@ libraries are only imported by step code running in worker processes.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_PARITY, EXIT_USAGE, EXIT_STEP, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+from buildsys.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARITY, EXIT_STEP, EXIT_USAGE
 
 
 def _parser():
@@ -159,30 +157,6 @@ def _cache_size(text: str) -> int:
     return value
 
 
-def _runner(ws, args):
-    """Local persistent workers, or a Dask cluster meeting at the shared cache."""
-    from buildsys.errors import UsageError
-
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    if args.executor == "dask":
-        if not args.scheduler:
-            raise UsageError("--executor dask needs --scheduler tcp://HOST:PORT")
-        if not args.cache or args.cache_read_only:
-            raise UsageError("--executor dask needs a writable --cache DIR_OR_URL",
-                             hint="the shared cache is where the cluster's workers and this machine exchange artifacts")
-        try:
-            from buildsys.cluster import DaskRunner
-        except ImportError:
-            raise UsageError("--executor dask needs Dask", hint="pip install '.[cluster]'") from None
-        try:
-            return DaskRunner(args.scheduler, _shared(args).url, threads)
-        except OSError as exc:
-            raise UsageError(f"cannot reach the Dask scheduler {args.scheduler}: {exc}") from None
-    from buildsys.workers import WorkerPool
-
-    return WorkerPool(args.jobs, threads, str(ws.root), memory_limit=getattr(args, "memory_limit", None))
-
-
 def _cache_options(p) -> None:
     p.add_argument("--cache", metavar="DIR_OR_URL",
                    help="a shared cache behind the local store: a folder or an fsspec URL (s3://bucket/prefix)")
@@ -273,72 +247,80 @@ def _fast_noop(root: Path, args) -> int | None:
 
 
 def _status_of_json(step: dict) -> tuple[str, str]:
-    if step["state"] == "unavailable":
-        return "unavailable", step["reason"]
-    if step["state"] == "skipped":
-        return "blocked", step["reason"]
-    if step.get("passed") is False:
-        return "failed", step.get("summary", "parity failed")
-    return "up to date", ""
+    from buildsys.engine.status import status_word
+
+    return status_word(step["state"], step["reason"], step if "passed" in step else None)
 
 
-def _open(root: Path):
-    from buildsys.build import Workspace
-    from buildsys.state import State
-    from buildsys.store import Store
+def _load(root: Path, selectors: list[str]):
+    """The selected recipes and their graph, read without the build state (graph, bench, view)."""
+    from buildsys.engine.session import BuildOptions, Session
 
-    ws = Workspace(root)
-    ws.refuse_links()
-    state = State(ws.meta)
-    return ws, state, Store(ws.meta / "store")
+    return Session(root, BuildOptions(recipes=tuple(selectors))).load()
 
 
-def _graph(root: Path, state, selectors: list[str], keep_going: bool = False):
-    from buildsys import loading
-    from buildsys.resolve import resolve
+def _options(args):
+    """The options every building command shares: recipes, jobs, timeout, caches, executor."""
+    from buildsys.engine.session import BuildOptions
 
-    recipes, problems = loading.load(root, state, selectors, keep_going)
-    return recipes, problems, resolve(recipes, root, state.reads if state is not None else None)
+    return BuildOptions(recipes=tuple(args.recipes), jobs=args.jobs, timeout=args.timeout, cache=args.cache,
+                        cache_read_only=args.cache_read_only, executor=args.executor, scheduler=args.scheduler,
+                        memory_limit=args.memory_limit)
+
+
+def _reporter(verbose: bool, live: bool = True):
+    from buildsys.progress import LiveReporter, PlainReporter
+
+    stream = sys.stderr
+    return (LiveReporter if live and stream.isatty() else PlainReporter)(stream, verbose)
+
+
+def _print_problems(problems) -> None:
+    for pr in problems:
+        print(f"error: {pr.render()}", file=sys.stderr)
 
 
 def cmd_build(root: Path, args) -> int:
-    from buildsys.errors import UsageError
+    from dataclasses import replace
 
-    if args.jobs < 1:
-        raise UsageError(f"-j takes a positive number of jobs, found {args.jobs}")
-    with _building(root, args) as (ws, state, store, runner):
-        graph, build, outcomes, problems = _run_build(ws, state, store, runner, args)
-        code = _exit_code(outcomes, args.require_all)
-        if problems:
-            code = max(code, EXIT_USAGE) if code != EXIT_STEP else code
-        _print_build_result([o.as_json() for o in outcomes], code, [pr.render() for pr in problems], args.json)
-        if not args.dry_run and not problems and code != EXIT_STEP:
+    options = replace(_options(args), keep_going=args.keep_going, only=tuple(args.only or ()),
+                      dry_run=args.dry_run, require_all=args.require_all)
+    return _build(root, options, args.json, args.verbose, args.cache_max_size)
+
+
+def _build(root: Path, options, as_json: bool, verbose: bool, cache_max_size: int | None) -> int:
+    from buildsys.engine.session import Session
+    from buildsys.engine.status import exit_status
+
+    session = Session(root, options)
+    with session.opened():
+        loaded = session.load()
+        _print_problems(loaded.problems)
+        selected = session.selection(loaded.graph)
+        reporter = _reporter(verbose, live=not as_json)
+        try:
+            result = session.build(loaded.graph, selected, reporter)
+        finally:
+            reporter.close()
+        outcomes = result.outcomes
+        code = exit_status([(o.state, o.verdict) for o in outcomes], options.require_all, bool(loaded.problems))
+        _print_build_result([o.as_json() for o in outcomes], code, [pr.render() for pr in loaded.problems], as_json)
+        if not options.dry_run and not loaded.problems and code != EXIT_STEP:
             # Under the lock: a build that starts once it is released (and forgets every
             # stored answer) must not find an answer recorded halfway through its own changes.
-            _record_noop(ws, state.reads, outcomes, code, recipes=args.recipes, only=args.only,
-                         require_all=args.require_all)
-        if args.cache_max_size is not None and not args.dry_run:
-            _trim_after_build(ws, state, store, args.cache_max_size)
+            _record_noop(session.ws, session.state.reads, outcomes, code, recipes=list(options.recipes),
+                         only=list(options.only), require_all=options.require_all)
+        if cache_max_size is not None and not options.dry_run:
+            note, plan = session.trim(cache_max_size)
+            if note:
+                print(note, file=sys.stderr)
+            print(plan, file=sys.stderr)
     return code
-
-
-def _trim_after_build(ws, state, store, max_size: int) -> None:
-    """`build --cache-max-size`: the collection of `cache gc`, under the build's own lock.
-
-    Every recipe's steps are current, not only the ones this build selected.
-    """
-    from buildsys import cachegc
-
-    current, why = cachegc.current_steps(ws.root, state)
-    if why:
-        print(f"note: {why}; the last build of every step is kept", file=sys.stderr)
-    done = cachegc.collect_local(state, store, current, max_size, None)
-    print(cachegc.render_plan(done, str(ws.meta)), file=sys.stderr)
 
 
 def cmd_cache(root: Path, args) -> int:
     """`cache stats` and `cache gc`, on the local store or on a shared cache."""
-    from buildsys.build import Workspace
+    from buildsys.engine.session import Session
     from buildsys.errors import UsageError
 
     gc = args.cache_command == "gc"
@@ -346,136 +328,15 @@ def cmd_cache(root: Path, args) -> int:
         raise UsageError("cache gc needs --max-size SIZE or --max-age DAYS", hint="e.g. cache gc --max-size 10GiB")
     if gc and min(args.max_age or 0, args.grace) < 0:
         raise UsageError(f"--max-age and --grace take 0 or more, found {args.max_age} and {args.grace}")
-    ws = Workspace(root)
-    result, render = (_cache_shared if args.cache else _cache_local)(ws, args, gc)
+    session = Session(root)
+    if gc:
+        note, result, render = session.collect(args.cache, args.max_size, args.max_age, args.grace, args.dry_run)
+        if note:
+            print(note, file=sys.stderr)
+    else:
+        result, render = session.cache_stats(args.cache)
     print(json.dumps(result, indent=1) if args.json else render(result))
     return EXIT_OK
-
-
-def _cache_shared(ws, args, gc: bool):
-    from buildsys import cachegc
-    from buildsys.state import State
-
-    shared = _open_shared(args.cache)
-    if gc:
-        result = cachegc.collect_shared(shared, args.max_size, args.max_age, args.grace, args.dry_run)
-        return result, lambda d: cachegc.render_plan(d, shared.url)
-    digests = None  # what this workspace's current recipes use, when it has built them
-    if (ws.meta / "state.sqlite").exists():
-        state = State(ws.meta)
-        digests = cachegc.current_digests(state, cachegc.current_steps(ws.root, state)[0])
-        state.close()
-    return cachegc.stats_json(cachegc.shared_inventory(shared), digests), cachegc.render_stats
-
-
-def _cache_local(ws, args, gc: bool):
-    from buildsys import cachegc
-    from buildsys.state import State, WorkspaceLock
-    from buildsys.store import Store
-
-    render = (lambda d: cachegc.render_plan(d, str(ws.meta))) if gc else cachegc.render_stats
-    if not (ws.meta / "state.sqlite").exists():  # nothing built here: nothing to create either
-        empty = cachegc.Inventory(str(ws.meta), "local", {}, {})
-        if gc:
-            return cachegc.plan_json(cachegc.plan(empty, args.max_size, args.max_age, 0.0), args.dry_run), render
-        return cachegc.stats_json(empty, set()), render
-    if not gc:
-        state = State(ws.meta)
-        current, _ = cachegc.current_steps(ws.root, state)
-        inv = cachegc.local_inventory(state, Store(ws.meta / "store"), current)
-        result = cachegc.stats_json(inv, cachegc.current_digests(state, current))
-        state.close()
-        return result, render
-    with WorkspaceLock(ws.meta):  # a build holds it for its whole run: neither sees the other half done
-        state = State(ws.meta)
-        current, why = cachegc.current_steps(ws.root, state)
-        if why:
-            print(f"note: {why}; the last build of every step is kept", file=sys.stderr)
-        result = cachegc.collect_local(state, Store(ws.meta / "store"), current, args.max_size, args.max_age,
-                                       args.dry_run)
-        state.close()
-    return result, render
-
-
-def _open_shared(url: str):
-    from buildsys.errors import UsageError
-    from buildsys.sharedcache import open_cache
-
-    if "://" not in url and not Path(url).is_dir():
-        raise UsageError(f"--cache {url}: no such folder", hint="give the folder or URL that builds use as --cache")
-    try:
-        return open_cache(url, read_only=False)
-    except (ImportError, ValueError) as exc:
-        raise UsageError(f"--cache {url}: {exc}", hint="install the fsspec backend for this URL (e.g. s3fs)") from None
-
-
-@contextlib.contextmanager
-def _building(root: Path, args):
-    """A locked workspace with its state, store and runner for one build; cleaned up on any exit.
-
-    On Ctrl-C or SIGTERM the running steps are killed and their scratch removed,
-    so nothing half-written is recorded; the interrupt then reaches main (exit 130).
-    """
-    import shutil
-
-    from buildsys.build import Workspace
-    from buildsys.engine import noop
-    from buildsys.state import State, WorkspaceLock
-    from buildsys.store import Store
-
-    ws = Workspace(root)
-    ws.refuse_links()
-    runner = _runner(ws, args)
-    state = None
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        with WorkspaceLock(ws.meta):
-            # Only under the lock: the build we waited for may have been `clean --cache`,
-            # which deletes the database a state opened earlier would keep writing to.
-            state = State(ws.meta)
-            if not getattr(args, "dry_run", False):
-                noop.forget(str(ws.meta))
-                runner.prestart()
-            yield ws, state, Store(ws.meta / "store"), runner
-    except KeyboardInterrupt:
-        runner.shutdown()
-        shutil.rmtree(ws.tmp, ignore_errors=True)
-        print("interrupted: running steps were stopped; nothing they wrote was recorded", file=sys.stderr)
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        runner.shutdown()
-        if state is not None:
-            state.close(flush=sys.exc_info()[0] is None)  # after a failure, report that one, not a second
-
-
-def _shared(args):
-    from buildsys.sharedcache import open_cache
-
-    return open_cache(args.cache, args.cache_read_only)
-
-
-def _run_build(ws, state, store, runner, args):
-    from buildsys.build import Build, select
-    from buildsys.errors import UsageError
-    from buildsys.progress import LiveReporter, PlainReporter
-
-    recipes, problems, graph = _graph(ws.root, state, args.recipes, args.keep_going)
-    for pr in problems:
-        print(f"error: {pr.render()}", file=sys.stderr)
-    selected = select(graph, args.only)
-    if args.only and not selected:
-        raise UsageError(f"--only {', '.join(args.only)} matches no step",
-                         hint="step names: export, simplify, reference, parity, parity[fp32], engine, ...")
-    stream = sys.stderr
-    reporter = (LiveReporter if stream.isatty() and not args.json else PlainReporter)(stream, args.verbose)
-    build = Build(ws, graph, state, store, runner, reporter, keep_going=args.keep_going, dry_run=args.dry_run,
-                  timeout=args.timeout, shared=_shared(args))
-    try:
-        outcomes = build.run(selected)
-    finally:
-        reporter.close()
-    return graph, build, outcomes, problems
 
 
 def _print_build_result(steps: list[dict], code: int, problems: list[str], as_json: bool) -> None:
@@ -500,62 +361,10 @@ def _record_noop(ws, reads, outcomes, code: int, recipes: list[str], only: list[
     noop.record_build(os.fspath(ws.meta), noop.signature(recipes, only, require_all), reads, outcomes, code)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _exit_code(outcomes, require_all: bool) -> int:
-    if any(o.state == "failed" for o in outcomes):
-        return EXIT_STEP
-    if require_all and any(o.state == "unavailable" for o in outcomes):
-        return EXIT_STEP
-    if any(o.verdict is not None and not o.verdict.get("passed") for o in outcomes):
-        return EXIT_PARITY
-    return EXIT_OK
-
-
-def _plan(root: Path, selectors: list[str]):
-    """What a build would do now, without running or writing anything."""
-    from buildsys.build import Build
-    from buildsys.workers import InlineRunner
-
-    ws, state, store = _open(root)
-    recipes, _, graph = _graph(root, state, selectors)
-    build = Build(ws, graph, state, store, InlineRunner(), _Silent(), dry_run=True)
-    outcomes = build.run(set(graph.steps))
-    failures = state.failures()
-    rows = []
-    for o in outcomes:
-        state_name, detail = _status_of(o, failures.get(o.step))
-        rows.append((o.step, state_name, detail))
-    return rows, graph, build
-
-
-def _status_of(o, failure) -> tuple[str, str]:
-    if o.state in ("cached", "cutoff"):
-        if o.verdict is not None and not o.verdict.get("passed"):
-            return "failed", o.verdict.get("summary", "parity failed")
-        return "up to date", ""
-    if o.state == "unavailable":
-        return "unavailable", o.reason
-    if o.state == "skipped":
-        return "blocked", o.reason
-    if failure is not None and failure[0] == o.key:
-        return "failed", failure[1].splitlines()[0] + f" (log: out/{failure[2]})"
-    return "stale", o.reason
-
-
-class _Silent:
-    def started(self, step) -> None:
-        pass
-
-    def finished(self, outcome) -> None:
-        pass
-
-
 def cmd_status(root: Path, args) -> int:
-    rows, _, _ = _plan(root, args.recipes)
-    _print_status(rows, args.json)
+    from buildsys.engine.session import BuildOptions, Session
+
+    _print_status(Session(root, BuildOptions(recipes=tuple(args.recipes))).plan().rows, args.json)
     return EXIT_OK
 
 
@@ -570,9 +379,12 @@ def _print_status(rows: list[tuple[str, str, str]], as_json: bool) -> None:
 
 
 def cmd_explain(root: Path, args) -> int:
+    from buildsys.engine.session import BuildOptions, Session
+
     recipe, _, step_name = args.target.partition(":")
-    rows, graph, build = _plan(root, [recipe])
-    wanted = [r for r in rows if not step_name or r[0] == f"{recipe}:{step_name}"
+    plan = Session(root, BuildOptions(recipes=(recipe,))).plan()
+    graph = plan.graph
+    wanted = [r for r in plan.rows if not step_name or r[0] == f"{recipe}:{step_name}"
               or graph.steps[r[0]].family == step_name]
     if not wanted:
         from buildsys.errors import UsageError
@@ -580,7 +392,7 @@ def cmd_explain(root: Path, args) -> int:
         names = ", ".join(s.name for s in graph.steps.values() if s.recipe == recipe)
         raise UsageError(f"{args.target}: no such step", hint=f"steps of {recipe}: {names}")
     for sid, st, detail in wanted:
-        o = build.outcomes[sid]
+        o = plan.outcomes[sid]
         if st == "up to date":
             print(f"{sid}: up to date")
         elif st == "stale":
@@ -595,7 +407,7 @@ def cmd_explain(root: Path, args) -> int:
 
 
 def cmd_graph(root: Path, args) -> int:
-    _, _, graph = _graph(root, None, args.recipes)
+    graph = _load(root, args.recipes).graph
     steps = graph.steps.values()
     if args.format == "text":
         for s in steps:
@@ -624,77 +436,44 @@ def cmd_graph(root: Path, args) -> int:
 
 def cmd_check(root: Path, args) -> int:
     """Build every parity check (engines are not needed to judge parity), then the reports."""
-    from buildsys.build import Build
-    from buildsys.errors import UsageError
-    from buildsys.progress import LiveReporter, PlainReporter
+    from dataclasses import replace
 
-    if args.jobs < 1:
-        raise UsageError(f"-j takes a positive number of jobs, found {args.jobs}")
+    from buildsys.engine.session import Session
+    from buildsys.errors import UsageError
+    from buildsys.reports import gate, gather_meta, with_export_warnings, write_reports
+
+    options = replace(_options(args), keep_going=True)
     if args.max_regression <= 1:
         raise UsageError(f"--max-regression must be greater than 1, found {args.max_regression}")
     if args.baseline is not None and not args.baseline.is_file():
         raise UsageError(f"--baseline {args.baseline}: no such file",
                          hint="download main's out/reports/parity.json first (see .github/workflows/parity.yml)")
-    with _building(root, args) as (ws, state, store, runner):
-        recipes, problems, graph = _graph(root, state, args.recipes, keep_going=True)
-        for pr in problems:
-            print(f"error: {pr.render()}", file=sys.stderr)
-        checks = [s for s in graph.steps.values() if s.family == "parity" or "result" in s.outputs]
-        stream = sys.stderr
-        reporter = (LiveReporter if stream.isatty() else PlainReporter)(stream, args.verbose)
-        build = Build(ws, graph, state, store, runner, reporter, keep_going=True, timeout=args.timeout,
-                      shared=_shared(args))
+    session = Session(root, options)
+    with session.opened():
+        loaded = session.load()
+        _print_problems(loaded.problems)
+        graph = loaded.graph
+        checks = gate.checks(graph)
+        reporter = _reporter(args.verbose)
         try:
-            outcomes = {o.step: o for o in build.run(graph.closure({s.id for s in checks}))}
+            result = session.build(graph, graph.closure({s.id for s in checks}), reporter)
         finally:
             reporter.close()
-    from buildsys.reports import gather_meta, with_export_warnings, write_reports
-
-    entries = [_report_entry(ws, graph, step, outcomes[step.id]) for step in checks]
+    outcomes = {o.step: o for o in result.outcomes}
+    out = session.ws.out
+    entries = [gate.report_entry(out, graph, step, outcomes[step.id].state,
+                                 outcomes[step.id].message or outcomes[step.id].reason, outcomes[step.id].verdict)
+               for step in checks]
     entries = with_export_warnings(entries, outcomes)
-    factors = {r.name: r.parity.max_regression for r in recipes if r.parity.max_regression}
-    besides = EXIT_STEP if any(o.state == "failed" for o in outcomes.values()) else (EXIT_USAGE if problems else 0)
-    summary = write_reports(ws.out / "reports", entries, gather_meta(), baseline=args.baseline,
+    factors = {r.name: r.parity.max_regression for r in loaded.recipes if r.parity.max_regression}
+    failed = any(o.state == "failed" for o in outcomes.values())
+    besides = EXIT_STEP if failed else (EXIT_USAGE if loaded.problems else EXIT_OK)
+    summary = write_reports(out / "reports", entries, gather_meta(), baseline=args.baseline,
                             max_regression=args.max_regression, markdown_path=args.markdown,
                             junit_path=args.junit, recipe_factors=factors, command_status=besides)
     print(summary.render(), file=sys.stderr)
-    print(f"reports: {ws.out / 'reports'}", file=sys.stderr)
+    print(f"reports: {out / 'reports'}", file=sys.stderr)
     return summary.exit_status
-
-
-def _report_entry(ws, graph, step, outcome):
-    from buildsys.reports import ReportInput, recipe_digest
-
-    r = graph.recipes[step.recipe]
-    check = step.name[step.name.index("[") + 1:-1] if "[" in step.name else step.name
-    done = outcome.state in ("ran", "cached", "cutoff")
-    result = ws.out / step.outputs["result"] if done else None
-    calib = _calibration_record(ws, r) if check.endswith("int8") else {}
-    divergence = None
-    if done and check.endswith("int8") and outcome.verdict and not outcome.verdict.get("passed"):
-        divergence = _divergence(ws, r, step, graph)
-    return ReportInput(recipe=r.name, recipe_file=r.file, recipe_digest=recipe_digest(r), check=check,
-                       result=result, state=outcome.state, reason=outcome.message or outcome.reason,
-                       outputs=tuple(o.name for o in r.outputs), random_calibration=bool(calib.get("random_data")),
-                       qat=bool(calib.get("qat")), divergence=divergence, description=r.description)
-
-
-def _calibration_record(ws, r) -> dict:
-    """calib.json as the calibrate step wrote it (QAT, random data or not): the reports say what it says."""
-    try:
-        return json.loads((ws.out / r.name / "calib.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _divergence(ws, r, step, graph) -> dict:
-    """Where the quantized model strays from the fp32 model, on the sample that failed."""
-    from buildsys.diverge import diagnose
-
-    fp32 = ws.out / r.name / ("model.sim.onnx" if r.simplify.enabled else "model.onnx")
-    source, _, output = step.inputs["model"].partition("#")  # the model the check judged (fallback's, if any)
-    candidate = ws.out / graph.steps[source].outputs[output]
-    return diagnose(fp32, candidate, ws.out / step.outputs["result"], ws.out / r.name / "reference.npz")
 
 
 def cmd_bench(root: Path, args) -> int:
@@ -703,12 +482,12 @@ def cmd_bench(root: Path, args) -> int:
     from buildsys.bench import bench_recipe, render, write_json
 
     if not args.no_build:
-        build_args = _parser().parse_args(["-C", str(root), "build", args.recipe])
-        code = cmd_build(root, build_args)
+        from buildsys.engine.session import BuildOptions
+
+        code = _build(root, BuildOptions(recipes=(args.recipe,)), as_json=False, verbose=False, cache_max_size=None)
         if code not in (EXIT_OK, EXIT_PARITY):
             return code
-    recipes, _, _ = _graph(root, None, [args.recipe])
-    recipe = recipes[0]
+    recipe = _load(root, [args.recipe]).recipes[0]
     rows = bench_recipe(recipe, root, root / "out", args.threads)
     print(render(recipe.name, rows))
     target = root / "out" / recipe.name / "bench.json"
@@ -725,7 +504,8 @@ def cmd_view(root: Path, args) -> int:
     from buildsys.errors import UsageError
 
     recipe, _, artifact = args.target.partition(":")
-    recipes, _, graph = _graph(root, None, [recipe])
+    loaded = _load(root, [recipe])
+    recipes, graph = loaded.recipes, loaded.graph
     rel = view.choose(graph, recipes[0].name, artifact or None)
     path = root / "out" / rel
     if not path.is_file():
@@ -762,37 +542,11 @@ def cmd_validate(root: Path, args) -> int:
 
 
 def cmd_clean(root: Path, args) -> int:
-    from buildsys.build import Workspace
-    from buildsys.safepath import remove
-    from buildsys.state import State, WorkspaceLock
+    from buildsys.engine.session import BuildOptions, Session
 
-    ws = Workspace(root)
-    if not ws.out.exists():
-        return EXIT_OK
-    ws.refuse_links()
-    with WorkspaceLock(ws.meta):
-        if args.cache and not args.recipes:
-            # A link under out/ is removed itself; what it points to is never touched.
-            for child in ws.out.iterdir():
-                if child.name != ".buildsys":
-                    remove(child)
-            for child in ws.meta.iterdir():
-                if child.name != "lock":
-                    remove(child)
-            print(f"removed {ws.out} and the build cache", file=sys.stderr)
-            return EXIT_OK
-        state = State(ws.meta)
-        from buildsys import loading
-
-        recipes, _ = loading.load(root, state, args.recipes, keep_going=True)
-        names = [r.name for r in recipes]
-        for name in names:
-            remove(ws.out / name)
-        steps = [s for (s,) in state.db.execute("SELECT step FROM traces")]
-        state.forget_traces([s for s in steps if s.partition(":")[0] in names])
-        state.close()
-        print(f"removed outputs of {', '.join(names) or 'nothing'} (the cache keeps their artifacts)",
-              file=sys.stderr)
+    removed = Session(root, BuildOptions(recipes=tuple(args.recipes))).clean(args.cache)
+    if removed:
+        print(removed, file=sys.stderr)
     return EXIT_OK
 
 

@@ -16,55 +16,41 @@ whose class says `DEVICE = "gpu"` only go to workers started with
 """
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from buildsys.workers import Finished
+from buildsys.engine.answer import Finished, Job, StepAnswer
 
 
-def run_remote(job: dict[str, Any]) -> dict[str, Any]:
-    """Runs on a Dask worker: inputs from the shared cache, outputs back to it."""
-    from buildsys.sharedcache import SharedCache
+def run_remote(wire: dict[str, Any]) -> dict[str, Any]:
+    """Runs on a Dask worker: inputs from the shared cache, outputs back to it (a wire job and answer)."""
+    from buildsys.engine.rebuilder import fetch_inputs, publish_outputs
     from buildsys.store import Store
-    from buildsys.untrusted import Rejected
     from buildsys.workers import run_isolated
 
-    cache = SharedCache(job["cache"])
+    job = Job.from_wire(wire)
     with tempfile.TemporaryDirectory(prefix="buildsys-") as tmp:
         root = Path(tmp)
         store = Store(root / "store")
-        inputs = {}
-        for name, (primary, files) in job["artifacts"].items():
-            try:
-                found, why = cache.fetch({name: files}, store), ""
-            except Rejected as exc:
-                found, why = False, f": {exc}"
-            if not found:
-                return {"ok": False, "seconds": 0.0, "remote": True,
-                        "error": f"input {name} is missing or damaged in the shared cache {job['cache']}{why}"}
-            folder = root / "in" / name
-            for rel, digest, _ in files:
-                store.materialize(digest, folder / rel)
-            inputs[name] = str(folder / primary)
-        local = {**job, "inputs": inputs, "scratch": str(root / "out"), "log": str(root / "step.log")}
-        answer = run_isolated(local, job["threads"], job["timeout"])
-        answer["remote"] = True
+        inputs, missing = fetch_inputs(wire["cache"], job.artifacts, store, root / "in")
+        if missing:
+            return StepAnswer.failed(missing, remote=True).to_wire()
+        local = dataclasses.replace(job, inputs=inputs, scratch=str(root / "out"), log=str(root / "step.log"))
+        answer = run_isolated(local, wire["threads"], wire["timeout"])
         try:
-            answer["log_text"] = (root / "step.log").read_text(errors="replace")
+            log_text = (root / "step.log").read_text(errors="replace")
         except OSError:
-            answer["log_text"] = ""
-        if answer["ok"]:
-            for files in answer["outputs"].values():
-                for rel, digest, _ in files:
-                    store.put(root / "out" / rel, digest)
-            cache.publish_blobs(answer["outputs"], store)
-        return answer
+            log_text = ""
+        if answer.ok:
+            publish_outputs(wire["cache"], answer.outputs, root / "out", store)
+        return dataclasses.replace(answer, remote=True, log_text=log_text).to_wire()
 
 
 class DaskRunner:
-    """The Runner protocol of buildsys.build over a dask.distributed Client."""
+    """The Runner protocol of buildsys.engine over a dask.distributed Client."""
 
     gpu_slots = 1 << 30  # GPU steps are held back by the workers' GPU resource, not here
 
@@ -74,7 +60,7 @@ class DaskRunner:
         self.client = Client(scheduler, timeout="30s")
         self.cache_url = cache_url
         self.threads = threads
-        self.pending: dict[Any, tuple[dict[str, Any], float, float]] = {}  # future -> (job, start, deadline)
+        self.pending: dict[Any, tuple[Job, float, float]] = {}  # future -> (job, start, deadline)
         self.size = max(1, sum(self.client.nthreads().values()))
 
     @property
@@ -84,10 +70,10 @@ class DaskRunner:
     def prestart(self) -> None:
         pass
 
-    def submit(self, job: dict[str, Any], timeout: float) -> None:
-        resources = {"GPU": 1} if job.get("device") == "gpu" else None
-        job = {**job, "cache": self.cache_url, "threads": self.threads, "timeout": timeout}
-        future = self.client.submit(run_remote, job, key=f"{job['id']}-{time.time_ns()}", pure=False,
+    def submit(self, job: Job, timeout: float) -> None:
+        resources = {"GPU": 1} if job.device == "gpu" else None
+        wire = {**job.to_wire(), "cache": self.cache_url, "threads": self.threads, "timeout": timeout}
+        future = self.client.submit(run_remote, wire, key=f"{job.id}-{time.time_ns()}", pure=False,
                                     resources=resources)
         self.pending[future] = (job, time.monotonic(), time.monotonic() + timeout)
 
@@ -103,18 +89,18 @@ class DaskRunner:
         for future in done:
             job, started, _ = self.pending.pop(future)
             try:
-                answer = future.result()
+                answer = StepAnswer.from_wire(future.result())
             except Exception as exc:  # the worker died or the task could not be deserialised
-                answer = {"ok": False, "seconds": time.monotonic() - started,
-                          "error": f"the Dask task failed: {type(exc).__name__}: {exc}"}
+                answer = StepAnswer.failed(f"the Dask task failed: {type(exc).__name__}: {exc}",
+                                           time.monotonic() - started)
             finished.append(Finished(job, answer))
         now = time.monotonic()
         for future, (job, started, limit) in list(self.pending.items()):
             if now >= limit:
                 future.cancel()
                 del self.pending[future]
-                finished.append(Finished(job, {"ok": False, "seconds": now - started,
-                                               "error": f"timed out after {now - started:.0f}s on the cluster"}))
+                finished.append(Finished(job, StepAnswer.failed(f"timed out after {now - started:.0f}s on the cluster",
+                                                                now - started)))
         return finished
 
     def shutdown(self) -> None:

@@ -1,18 +1,23 @@
 """The exception kinds of buildsys and the exit status each one maps to.
 
 Every failure a user can cause or meet is a `BuildsysError`; anything else that
-escapes is a bug in buildsys itself and is shown with its traceback.
+escapes is a bug in buildsys itself and is shown with its traceback. A step that
+fails or misses its tolerances is not an exception of the build: it is the step's
+outcome (buildsys.engine.answer), and the build's exit status says so
+(buildsys.engine.status); `StepError` is how a step's own code reports a failure.
 """
 from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
 
+from buildsys.exitcodes import EXIT_STEP, EXIT_USAGE
+
 
 class BuildsysError(Exception):
     """Root of the errors buildsys reports to the user (never a bug)."""
 
-    exit_code = 3
+    exit_code = EXIT_STEP
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
@@ -52,7 +57,7 @@ class Problem:
 class RecipeError(BuildsysError):
     """One or more recipes are wrong; every problem found is reported at once."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
     def __init__(self, problems: list[Problem]):
         self.problems = list(problems)
@@ -68,25 +73,7 @@ class RecipeError(BuildsysError):
 class UsageError(BuildsysError):
     """The command line asks for something that does not exist or does not fit."""
 
-    exit_code = 2
-
-
-class StepStartError(BuildsysError):
-    """A step could not be started (a worker died on start, a tool is missing)."""
-
-    exit_code = 3
-
-
-class StepFailed(BuildsysError):
-    """A step ran and failed; the message says why and where its log is."""
-
-    exit_code = 3
-
-
-class ParityFailed(BuildsysError):
-    """A candidate model's outputs are outside the recipe's tolerances."""
-
-    exit_code = 1
+    exit_code = EXIT_USAGE
 
 
 class StepError(Exception):
@@ -106,7 +93,7 @@ class StepError(Exception):
 class StorageError(BuildsysError):
     """The disk refused a write buildsys needs: read-only, full, or not permitted."""
 
-    exit_code = 3
+    exit_code = EXIT_STEP
 
 
 _STORAGE_HINTS = {

@@ -5,7 +5,7 @@ import sys
 import time
 from typing import TextIO
 
-from buildsys.build import Outcome
+from buildsys.engine.answer import Outcome
 from buildsys.resolve import StepSpec
 
 _MARK = {"ran": "ran", "cached": "cached", "cutoff": "cutoff", "failed": "FAILED", "skipped": "skipped",

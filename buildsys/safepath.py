@@ -19,9 +19,7 @@ _EXCLUSIVE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class UnsafePath(BuildsysError):
-    """A folder buildsys would write or delete in resolves outside the folder it owns."""
-
-    exit_code = 3
+    """A folder buildsys would write or delete in resolves outside the folder it owns (exit 3, as any BuildsysError)."""
 
 
 def temp_name(folder: str, name: str, suffix: str) -> str:

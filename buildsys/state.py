@@ -347,6 +347,12 @@ class State:
             self.db.executemany("DELETE FROM traces WHERE step = ?", [(s,) for s in steps])
             self.db.executemany("DELETE FROM failures WHERE step = ?", [(s,) for s in steps])
 
+    def forget_recipes(self, names: list[str]) -> None:
+        """Forget the traces and failures of every step of the recipes `names`."""
+        wanted = set(names)
+        self.forget_traces([s for (s,) in self.db.execute("SELECT step FROM traces")
+                            if s.partition(":")[0] in wanted])
+
     def record_failure(self, step: str, key: str, message: str, log: str) -> None:
         with self.transaction():
             self.db.execute(

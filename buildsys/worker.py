@@ -131,13 +131,13 @@ def _lane_below(lane: str, wanted: str) -> str:
 
 
 def _lane_death(wanted: str, below: str, code: int, job: dict[str, Any], started: float) -> dict[str, Any]:
+    from buildsys.engine.answer import StepAnswer
     from buildsys.workers import death_answer
 
     if below == wanted == "resident":  # the step itself ran there and took the process with it
-        return death_answer(code, job, started)
-    return {"ok": False, "seconds": 0.0,
-            "error": f"the worker's {below} template died; the step did not run",
-            "hint": "run the build again; if it recurs, the log of the step before may say why"}
+        return death_answer(code, job.get("log"), started).to_wire()
+    return StepAnswer.failed(f"the worker's {below} template died; the step did not run",
+                             hint="run the build again; if it recurs, the log of the step before may say why").to_wire()
 
 
 def _start_lane(lane: str) -> tuple[int, Connection]:
@@ -189,9 +189,11 @@ def _reside(conn: Connection) -> None:
 
             answer = run_job(job)
         except BaseException:  # noqa: BLE001 - reported as the step's failure, then this process ends
+            from buildsys.engine.answer import StepAnswer
+
             text = traceback.format_exc()
-            conn.send({"ok": False, "error": text.strip().splitlines()[-1], "traceback": text,
-                       "seconds": time.monotonic() - started})
+            conn.send(StepAnswer.failed(text.strip().splitlines()[-1], time.monotonic() - started,
+                                        traceback=text).to_wire())
             return
         conn.send(answer)
 
@@ -394,7 +396,7 @@ class _Children:
                 self.done.append(pid)
                 return answer
         _, status = os.waitpid(pid, 0)
-        return death_answer(os.waitstatus_to_exitcode(status), job, started)
+        return death_answer(os.waitstatus_to_exitcode(status), job.get("log"), started).to_wire()
 
     def reap(self, block: bool = False) -> None:
         """Collect the exit of children that answered (without waiting, unless `block`)."""
@@ -427,9 +429,11 @@ def _child(job_r: int, ans_w: int) -> None:
 
             answer = pickle.dumps(run_job(job))
         except BaseException:  # noqa: BLE001 - anything here is reported as the step's failure
+            from buildsys.engine.answer import StepAnswer
+
             text = traceback.format_exc()
-            answer = pickle.dumps({"ok": False, "error": text.strip().splitlines()[-1], "traceback": text,
-                                   "seconds": time.monotonic() - started})
+            answer = pickle.dumps(StepAnswer.failed(text.strip().splitlines()[-1], time.monotonic() - started,
+                                                    traceback=text).to_wire())
             code = 1
         with os.fdopen(ans_w, "wb") as out:
             out.write(answer)

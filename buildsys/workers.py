@@ -18,9 +18,10 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any
+
+from buildsys.engine.answer import Finished, Job, StepAnswer
 
 
 @dataclass
@@ -28,21 +29,16 @@ class Worker:
     proc: subprocess.Popen
     conn: Connection
     lifeline: int
-    job: dict[str, Any] | None = None
+    job: Job | None = None
     started: float = 0.0
     deadline: float = float("inf")
     served: int = 0
 
 
-@dataclass
-class Finished:
-    job: dict[str, Any]
-    answer: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 class WorkerPool:
-    """Up to `size` worker processes, started on first use and kept for the build."""
+    """Up to `size` worker processes, started on first use and kept for the build (a Runner)."""
+
+    gpu_slots = 1
 
     def __init__(self, size: int, threads: int, workspace: str, memory_limit: int | None = None):
         self.size = size
@@ -83,10 +79,9 @@ class WorkerPool:
         if not self.idle and not self.busy:
             self.idle.append(self._spawn())
 
-    def submit(self, job: dict[str, Any], timeout: float) -> None:
+    def submit(self, job: Job, timeout: float) -> None:
         worker = self.idle.pop() if self.idle else self._spawn()
-        job = {**job, "threads": self.threads, "lane": _lane(job)}
-        worker.conn.send(job)
+        worker.conn.send({**job.to_wire(), "threads": self.threads, "lane": _lane(job)})
         worker.job, worker.started, worker.deadline = job, time.monotonic(), time.monotonic() + timeout
         self.busy.append(worker)
 
@@ -105,7 +100,7 @@ class WorkerPool:
         for w in list(self.busy):
             if w.conn in ready:
                 try:
-                    answer = w.conn.recv()
+                    answer = StepAnswer.from_wire(w.conn.recv())
                 except (EOFError, OSError):
                     answer = self._death(w)
                     self._discard(w)
@@ -117,15 +112,13 @@ class WorkerPool:
             elif time.monotonic() >= w.deadline:
                 self._discard(w)
                 seconds = time.monotonic() - w.started
-                done.append(Finished(w.job, {
-                    "ok": False, "seconds": seconds,
-                    "error": f"timed out after {seconds:.0f}s; the step's process group was killed{_tail(w.job)}",
-                    "hint": "raise the step's timeout if the model is legitimately slow",
-                }))
+                done.append(Finished(w.job, StepAnswer.failed(
+                    f"timed out after {seconds:.0f}s; the step's process group was killed{_tail(w.job.log)}",
+                    seconds, hint="raise the step's timeout if the model is legitimately slow")))
         return done
 
-    def _death(self, w: Worker) -> dict[str, Any]:
-        return death_answer(w.proc.wait(timeout=10), w.job, w.started)
+    def _death(self, w: Worker) -> StepAnswer:
+        return death_answer(w.proc.wait(timeout=10), w.job.log, w.started)
 
     def _discard(self, w: Worker) -> None:
         if w in self.busy:
@@ -144,7 +137,7 @@ class WorkerPool:
         self.busy.clear()
 
 
-def death_answer(code: int, job: dict[str, Any] | None, started: float) -> dict[str, Any]:
+def death_answer(code: int, log: str | None, started: float) -> StepAnswer:
     """The answer for a step whose process died without answering (exit code as subprocess gives it)."""
     what = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
     hint = "a crash in native code (an exporter, onnxsim, a runtime); the log has everything it printed"
@@ -152,25 +145,25 @@ def death_answer(code: int, job: dict[str, Any] | None, started: float) -> dict[
         hint = ("nothing in buildsys sends SIGKILL to a running step: most often the kernel's OOM killer "
                 "ended it because the machine ran out of memory (see `dmesg`); --memory-limit SIZE makes "
                 "such a step fail with an out-of-memory message instead")
-    return {"ok": False, "seconds": time.monotonic() - started,
-            "error": f"the worker process running the step {what}{_tail(job)}", "hint": hint}
+    return StepAnswer.failed(f"the worker process running the step {what}{_tail(log)}",
+                             time.monotonic() - started, hint=hint)
 
 
-def _lane(job: dict[str, Any]) -> str:
+def _lane(job: Job) -> str:
     """The template the step forks from (buildsys.worker.LANES), as its class says."""
     from buildsys.steps import step_class
 
-    return step_class(job["kind_path"]).lane(job["params"])
+    return step_class(job.kind_path).lane(job.params)
 
 
-def _tail(job: dict[str, Any] | None, lines: int = 5) -> str:
-    """The last lines a step logged, to show beside its crash."""
+def _tail(log: str | None, lines: int = 5) -> str:
+    """The last lines a step logged (to the file `log`), to show beside its crash."""
     try:
-        with open(job["log"], "rb") as f:
+        with open(log, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 4096))
             text = f.read().decode("utf-8", "replace").strip().splitlines()[-lines:]
-    except (OSError, TypeError, KeyError):
+    except (OSError, TypeError):
         return ""
     return ("; last lines of its log:\n    " + "\n    ".join(text)) if text else ""
 
@@ -189,7 +182,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 _pools = threading.local()
 
 
-def run_isolated(job: dict[str, Any], threads: int, timeout: float) -> dict[str, Any]:
+def run_isolated(job: Job, threads: int, timeout: float) -> StepAnswer:
     """Run one step in a forked child of a template worker kept for this thread; wait for its answer.
 
     For hosts that receive steps one at a time from elsewhere (a Dask worker): the
@@ -197,9 +190,9 @@ def run_isolated(job: dict[str, Any], threads: int, timeout: float) -> dict[str,
     its threads and event loop, is never forked.
     """
     pools = _pools.__dict__.setdefault("by_workspace", {})
-    pool = pools.get((job["workspace"], threads))
+    pool = pools.get((job.workspace, threads))
     if pool is None:
-        pool = pools[(job["workspace"], threads)] = WorkerPool(1, threads, job["workspace"])
+        pool = pools[(job.workspace, threads)] = WorkerPool(1, threads, job.workspace)
     pool.submit(job, timeout)
     while True:
         for done in pool.wait():
@@ -207,24 +200,28 @@ def run_isolated(job: dict[str, Any], threads: int, timeout: float) -> dict[str,
 
 
 class InlineRunner:
-    """Runs steps in this process, one at a time: for tests and light steps."""
+    """Runs steps in this process, one at a time: for tests and light steps (a Runner)."""
 
     size = 1
+    gpu_slots = 1
 
     def __init__(self) -> None:
-        self.pending: list[dict[str, Any]] = []
+        self.pending: list[Job] = []
 
     @property
     def free(self) -> int:
         return 1 - len(self.pending)
 
-    def submit(self, job: dict[str, Any], timeout: float) -> None:
+    def prestart(self) -> None:
+        pass
+
+    def submit(self, job: Job, timeout: float) -> None:
         self.pending.append(job)
 
     def wait(self) -> list[Finished]:
         from buildsys.steps.base import run_job
 
-        done = [Finished(job, run_job(job)) for job in self.pending]
+        done = [Finished(job, StepAnswer.from_wire(run_job(job.to_wire()))) for job in self.pending]
         self.pending.clear()
         return done
 

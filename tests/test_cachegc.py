@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from buildsys import cachegc
-from buildsys.build import Build, Workspace
+from buildsys.build import Workspace
+from buildsys.engine.rebuilder import Rebuilder
+from buildsys.engine.scheduler import Scheduler
 from buildsys.canonical import digest_data
 from buildsys.sharedcache import SharedCache, open_cache
 from buildsys.state import State, WorkspaceLock
@@ -173,7 +175,8 @@ def test_gc_waits_for_a_running_build_and_the_build_finishes_intact(ws):
         w = Workspace(ws)
         with WorkspaceLock(w.meta):
             state = State(w.meta)
-            Build(w, graph, state, Store(w.meta / "store"), InlineRunner(), Quiet()).run(set(graph.steps))
+            rebuilder = Rebuilder(w, graph, state, Store(w.meta / "store"))
+            Scheduler(graph, rebuilder, InlineRunner(), Quiet()).run(set(graph.steps))
             state.close()
             order.append("build")
 
@@ -305,8 +308,9 @@ def test_a_hit_from_the_shared_cache_stamps_its_use_unless_read_only(tmp_path):
 def _build_with(root: Path, shared: SharedCache):
     ws = Workspace(root)
     state = State(ws.meta)
-    b = Build(ws, chain(), state, Store(ws.meta / "store"), InlineRunner(), Quiet(), shared=shared)
-    outcomes = b.run(set(chain().steps))
+    graph = chain()
+    outcomes = Scheduler(graph, Rebuilder(ws, graph, state, Store(ws.meta / "store"), shared), InlineRunner(),
+                         Quiet()).run(set(graph.steps))
     state.close()
     return {o.step: o for o in outcomes}
 

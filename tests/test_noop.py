@@ -206,8 +206,9 @@ def _record_build(root: Path) -> bool:
     rebuilder itself, so every file a key digests is noted by the state.
     """
     from buildsys import loading
-    from buildsys.build import Outcome
-    from buildsys.rebuilder import Rebuilder
+    from buildsys.build import Workspace
+    from buildsys.engine.answer import Outcome
+    from buildsys.engine.rebuilder import Rebuilder
     from buildsys.resolve import resolve
     from buildsys.state import State
     from buildsys.store import Store
@@ -218,7 +219,7 @@ def _record_build(root: Path) -> bool:
         recipes, problems = loading.load(root, state, [])
         assert not problems
         graph = resolve(recipes, root, state.reads)
-        rebuilder = Rebuilder(root, root / "out", state, Store(meta / "store"))
+        rebuilder = Rebuilder(Workspace(root), graph, state, Store(meta / "store"))
         for step in graph.steps.values():
             upstream: dict = {}
             for ref in step.inputs.values():
@@ -317,8 +318,9 @@ def test_what_the_build_did_not_read_leaves_the_answer_standing(tmp_path: Path, 
 
 def _package(root: Path) -> Path:
     """A stand-in for the buildsys package: key sources and modules no key depends on."""
-    for rel in ("__init__.py", "cli.py", "build.py", "workers.py", "resolve.py", "rebuilder.py",
-                "steps/__init__.py", "steps/export.py", "recipe/__init__.py", "reports/html.py", "engine/session.py"):
+    for rel in ("__init__.py", "cli.py", "build.py", "workers.py", "resolve.py", "engine/rebuilder.py",
+                "engine/scheduler.py", "steps/__init__.py", "steps/export.py", "recipe/__init__.py", "reports/html.py",
+                "engine/session.py"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("VERSION = 1\n")
     return root
@@ -328,11 +330,12 @@ SOURCE_EDITS = {
     "a step's VERSION bumped": ("steps/export.py", True),
     "the package version": ("__init__.py", True),
     "the resolver": ("resolve.py", True),
-    "the key document": ("rebuilder.py", True),
+    "the key document": ("engine/rebuilder.py", True),
     "the recipe reader": ("recipe/__init__.py", True),
     "a step module added": ("steps/quantize.py", True),
     "the command line": ("cli.py", False),
-    "the scheduler": ("build.py", False),
+    "the scheduler": ("engine/scheduler.py", False),
+    "the workspace": ("build.py", False),
     "the workers": ("workers.py", False),
     "a report": ("reports/html.py", False),
     "the session": ("engine/session.py", False),
@@ -357,7 +360,7 @@ def test_the_code_that_makes_keys_and_the_graph_is_among_the_key_sources():
 
     import buildsys
     from buildsys import canonical, datafiles, gpu, loading, recipe, resolve
-    from buildsys.rebuilder import Rebuilder
+    from buildsys.engine.rebuilder import Rebuilder
     from buildsys.state import State
     from buildsys.steps import KINDS, step_class
 

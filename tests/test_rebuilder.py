@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from buildsys.build import Build, Workspace, select
+from buildsys.build import Workspace, select
+from buildsys.engine.rebuilder import Rebuilder
+from buildsys.engine.scheduler import Scheduler
 from buildsys.resolve import Graph, StepSpec
 from buildsys.state import State
 from buildsys.store import Store
@@ -43,9 +45,8 @@ def build(root: Path, graph: Graph, keep_going=False, dry_run=False, only=None):
     ws = Workspace(root)
     state = State(ws.meta)
     before = len(runs(root))
-    b = Build(ws, graph, state, Store(ws.meta / "store"), InlineRunner(), Quiet(), keep_going=keep_going,
-              dry_run=dry_run)
-    outcomes = b.run(select(graph, only))
+    rebuilder = Rebuilder(ws, graph, state, Store(ws.meta / "store"), dry_run=dry_run)
+    outcomes = Scheduler(graph, rebuilder, InlineRunner(), Quiet(), keep_going=keep_going).run(select(graph, only))
     state.close()
     return {o.step: o for o in outcomes}, runs(root)[before:]
 
@@ -228,7 +229,8 @@ def test_gpu_steps_run_one_at_a_time_and_cpu_steps_beside_them(ws):
     state = State(w.meta)
     pool = WorkerPool(2, 1, str(ws))
     try:
-        outcomes = Build(w, graph, state, Store(w.meta / "store"), pool, Quiet()).run(select(graph, None))
+        rebuilder = Rebuilder(w, graph, state, Store(w.meta / "store"))
+        outcomes = Scheduler(graph, rebuilder, pool, Quiet()).run(select(graph, None))
     finally:
         pool.shutdown()
         state.close()

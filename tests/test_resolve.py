@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from buildsys.errors import RecipeError
-from buildsys.rebuilder import Rebuilder, diff_docs
+from buildsys.build import Workspace
+from buildsys.engine.rebuilder import Rebuilder, diff_docs
 from buildsys.recipe.model import (CalibrationSpec, DataSpec, Dim, ExportSpec, InputSpec, ModelSpec, OutputSpec,
                                    Recipe, TargetSpec, Tolerance)
 from buildsys.resolve import resolve
@@ -31,7 +32,7 @@ def keys(tmp_path: Path, r: Recipe) -> dict[str, str]:
     """Every step's key, with fixed digests standing in for upstream artifacts."""
     graph = resolve([r], tmp_path)
     state = State(tmp_path / "state")
-    rb = Rebuilder(tmp_path, tmp_path / "out", state, Store(tmp_path / "store"))
+    rb = Rebuilder(Workspace(tmp_path), graph, state, Store(tmp_path / "store"))
     fake = {sid: {name: [["f", "0" * 64, 1]] for name in s.outputs} for sid, s in graph.steps.items()}
     out = {sid: rb.decide(s, fake).key for sid, s in graph.steps.items()}
     state.close()

@@ -5,6 +5,7 @@ tamper with the way anyone with write access to it could.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -13,13 +14,16 @@ from pathlib import Path
 import pytest
 
 from buildsys import safepath
-from buildsys.build import Build, Workspace, select
+from buildsys.build import Workspace, select
+from buildsys.engine.answer import Finished
+from buildsys.engine.rebuilder import Rebuilder
+from buildsys.engine.scheduler import Scheduler
 from buildsys.resolve import Graph, StepSpec
 from buildsys.sharedcache import SharedCache
 from buildsys.state import State
 from buildsys.store import Store
 from buildsys.untrusted import Rejected, check_entry
-from buildsys.workers import Finished, InlineRunner
+from buildsys.workers import InlineRunner
 from tests.fakes import runs
 
 COUNTING = "tests.fakes:Counting"
@@ -47,9 +51,8 @@ def build(root: Path, cache: Path, read_only=False, runner=None, dry_run=False):
     before = len(runs(root))
     shared = SharedCache(str(cache), read_only=read_only)
     g = graph()
-    b = Build(ws, g, state, Store(ws.meta / "store"), runner or InlineRunner(), Quiet(), shared=shared,
-              dry_run=dry_run)
-    outcomes = b.run(select(g, None))
+    rebuilder = Rebuilder(ws, g, state, Store(ws.meta / "store"), shared, dry_run=dry_run)
+    outcomes = Scheduler(g, rebuilder, runner or InlineRunner(), Quiet()).run(select(g, None))
     state.close()
     return {o.step: o for o in outcomes}, runs(root)[before:]
 
@@ -207,10 +210,8 @@ class LyingCluster(InlineRunner):
     def wait(self):
         done = super().wait()
         for f in done:
-            f.answer["remote"] = True
-            f.answer["log_text"] = "remote log"
-            f.answer["outputs"]["out"][0][0] = "../../../escaped.txt"
-        return [Finished(f.job, f.answer) for f in done]
+            f.answer.outputs["out"][0][0] = "../../../escaped.txt"
+        return [Finished(f.job, dataclasses.replace(f.answer, remote=True, log_text="remote log")) for f in done]
 
 
 def test_a_cluster_answer_with_a_path_is_a_failed_step(tmp_path):

@@ -56,7 +56,7 @@ from buildsys.reads import Reads
 MANIFEST = "noop.json"
 VERSION = 3
 # Paths relative to the buildsys package; a folder stands for its .py files.
-KEY_SOURCES = ("__init__.py", "canonical.py", "datafiles.py", "gpu.py", "kinds.py", "loading.py", "rebuilder.py",
+KEY_SOURCES = ("__init__.py", "canonical.py", "datafiles.py", "gpu.py", "kinds.py", "loading.py", "engine/rebuilder.py",
                "resolve.py", "state.py", "toolchain.py", "recipe", "steps")
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

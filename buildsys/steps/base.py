@@ -112,6 +112,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     Runs in a worker process (or inline, for tests). A `StepError` is a failure
     meant for the user; any other exception is a bug and carries its traceback.
     """
+    from buildsys.engine.answer import StepAnswer
     from buildsys.steps import step_class
 
     started = time.perf_counter()
@@ -145,8 +146,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             cause = _memory_cause(exc)
             if cause is not None:  # a step blamed a recipe field for what was an allocation failure
                 return _memory_answer(cause, started)
-            return {"ok": False, "error": exc.message, "hint": exc.hint, "field": exc.field,
-                    "seconds": time.perf_counter() - started}
+            return StepAnswer.failed(exc.message, time.perf_counter() - started, hint=exc.hint,
+                                     field=exc.field).to_wire()
         except BaseException as exc:  # a bug, or an interrupt: report it with its traceback
             text = traceback.format_exc()
             print(text, flush=True)
@@ -157,22 +158,23 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 return _memory_answer(cause, started)
             if isinstance(exc, OSError) and _storage_answer(exc, started):
                 return _storage_answer(exc, started)
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": text,
-                    "seconds": time.perf_counter() - started}
+            return StepAnswer.failed(f"{type(exc).__name__}: {exc}", time.perf_counter() - started,
+                                     traceback=text).to_wire()
         seconds = time.perf_counter() - started
         print(f"done in {seconds:.2f}s: {result.summary}", flush=True)
-    return {"ok": True, "outputs": outputs, "deps": result.deps, "verdict": result.verdict,
-            "summary": result.summary, "seconds": seconds, **({"note": result.note} if result.note else {})}
+    return StepAnswer(ok=True, seconds=seconds, outputs=outputs, deps=result.deps, verdict=result.verdict,
+                      summary=result.summary, note=result.note).to_wire()
 
 
 def _storage_answer(exc: OSError, started: float) -> dict[str, Any] | None:
     """A step's failure for a write the disk refused (read-only, full, not permitted); None for other errors."""
+    from buildsys.engine.answer import StepAnswer
     from buildsys.errors import storage_error
 
     failure = storage_error(exc)
     if failure is None:
         return None
-    return {"ok": False, "error": failure.message, "hint": failure.hint, "seconds": time.perf_counter() - started}
+    return StepAnswer.failed(failure.message, time.perf_counter() - started, hint=failure.hint).to_wire()
 
 
 def _memory_cause(exc: BaseException) -> BaseException | None:
@@ -186,11 +188,13 @@ def _memory_cause(exc: BaseException) -> BaseException | None:
 
 
 def _memory_answer(exc: BaseException, started: float) -> dict[str, Any]:
+    from buildsys.engine.answer import StepAnswer
+
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return {"ok": False, "seconds": time.perf_counter() - started,
-            "error": f"ran out of memory: {type(exc).__name__}: {(lines[0] if lines else '')[:300]}",
-            "hint": "lower the dims' max or parity.samples, raise --memory-limit, or build on a machine "
-                    "with more memory"}
+    return StepAnswer.failed(f"ran out of memory: {type(exc).__name__}: {(lines[0] if lines else '')[:300]}",
+                             time.perf_counter() - started,
+                             hint="lower the dims' max or parity.samples, raise --memory-limit, or build on a "
+                                  "machine with more memory").to_wire()
 
 
 def _out_of_memory(exc: BaseException) -> bool:

@@ -1,4 +1,4 @@
-"""The rebuilder: for one step, run it or restore it from a trace — and say why.
+"""The rebuilder: for one step, run it or restore it from a trace — and say why; then commit what ran.
 
 A step's key is the digest of the canonical JSON of everything it declares it
 reads: its kind and VERSION, its parameters, the content digests of its input
@@ -7,25 +7,32 @@ steps, the device. Steps that import project code also carry a trace of the
 source files they loaded; those are verified file by file (the "verifying
 traces" of Build systems à la carte), so a touched-but-unchanged file costs a
 stat and nothing re-runs.
+
+This module is the only writer of traces, of the local store and of the shared
+cache, and the only reader of shared-cache entries, which it checks with
+buildsys.untrusted before any name or digest in them is used. A cluster
+worker's side of the shared cache (fetching a step's inputs, publishing its
+blobs) is `fetch_inputs` and `publish_outputs` below.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from buildsys import toolchain
+from buildsys import safepath, toolchain
+from buildsys.build import Workspace
 from buildsys.canonical import canonical, digest_data
-from buildsys.resolve import StepSpec
+from buildsys.engine.answer import Finished, Job, Outcome, Outputs, StepAnswer
+from buildsys.resolve import Graph, StepSpec
 from buildsys.state import State, Trace
 from buildsys.steps import step_class
 from buildsys.store import Store
 from buildsys.untrusted import Rejected, check_entry, declared_files
-
-Outputs = dict[str, list[list]]  # output name -> [[file name, digest, size], ...]
 
 
 def artifact_digest(files: list[list]) -> str:
@@ -45,22 +52,165 @@ class Decision:
 
 
 class Rebuilder:
-    def __init__(self, workspace: Path, out: Path, state: State, store: Store, shared=None, fetch: bool = True):
-        self.workspace = workspace
-        self.out = out
+    """Decides, restores, commits and records the steps of one graph in one workspace.
+
+    `dry_run`: only look (dry runs, status): never download, place or record anything.
+    """
+
+    def __init__(self, ws: Workspace, graph: Graph, state: State, store: Store, shared=None,
+                 dry_run: bool = False):
+        self.ws = ws
+        self.graph = graph
+        self.out = ws.out
         self.state = state
         self.store = store
         self.shared = shared  # a SharedCache behind the local store, or None
-        self.fetch = fetch  # False: only look (dry runs, status), never download
+        self.dry_run = dry_run
+        self.fetch = not dry_run
         self.traces = state.traces()  # decoded step by step, as decisions ask for them
+        self.decisions: dict[str, Decision] = {}  # steps that must run -> the decision to commit with
         # Plain strings for paths: a no-op decision touches thousands of them.
-        self._ws = os.fspath(workspace)
-        self._out = os.fspath(out)
+        self._ws = os.fspath(ws.root)
+        self._out = os.fspath(ws.out)
         self._out_real: str | None = None
         self._escape_memo: dict[str, str] = {}  # folder below out/ -> why it escapes, "" when it does not
         self._real_folders: set[str] = set()  # folders under out/ known to hold no symlink on the way
         self._env: dict[type, dict[str, Any]] = {}  # step class -> its env slice of the key (fixed per process)
         self._artifacts: dict[int, tuple[list, str]] = {}  # id(files) -> (files, artifact digest)
+
+    def begin(self) -> None:
+        """Remove the scratch an interrupted build left behind (the caller holds the workspace lock)."""
+        if not self.dry_run and os.path.lexists(self.ws.tmp):
+            self.ws.refuse_links()
+            safepath.remove(self.ws.tmp)
+
+    def flush(self) -> None:
+        self.state.flush()
+
+    # -- before running --------------------------------------------------------
+
+    def settle(self, step: StepSpec, outcomes: dict[str, Outcome]) -> Outcome | None:
+        """Settle the step without running it (cached, restored, unavailable...), or None when it must run.
+
+        `outcomes` holds the outcome of every upstream step, none of which blocks this one.
+        """
+        escape = self.escapes(step)
+        if escape:
+            return Outcome(step.id, "failed", "unsafe output path",
+                           message=f"{escape}\n  hint: remove the link; out/ must hold real folders")
+        why_not = step_class(step.kind_path).unavailable(step.params)
+        if why_not:
+            return Outcome(step.id, "unavailable", why_not)
+        upstream = {up: outcomes[up].outputs for up in step.upstream if outcomes[up].outputs}
+        decision = self.decide(step, upstream)
+        cut = any(outcomes[u].state in ("ran", "cutoff") for u in _data_upstream(step))
+        if decision.action in ("cached", "restore"):
+            if self.dry_run:
+                return Outcome(step.id, "cutoff" if cut else "cached", decision.reason,
+                               outputs=decision.outputs, verdict=decision.verdict)
+            if self.materialize(step, decision.outputs):
+                if decision.action == "restore":
+                    self.state.record(Trace(step.id, decision.key, decision.doc, decision.deps or {},
+                                            decision.outputs, decision.verdict, 0.0), digest_data(decision.deps or {}))
+                state = "cutoff" if cut and decision.action == "cached" else "cached"
+                reason = "inputs unchanged after upstream re-ran" if state == "cutoff" else decision.reason
+                return Outcome(step.id, state, reason, outputs=decision.outputs, verdict=decision.verdict)
+            self.state.forget_action(decision.key)
+            decision = Decision("run", decision.key, decision.doc, "a stored artifact was damaged or missing")
+        if self.dry_run:
+            return Outcome(step.id, "would-run", decision.reason, key=decision.key)
+        self.decisions[step.id] = decision
+        return None
+
+    def job(self, step: StepSpec, outcomes: dict[str, Outcome]) -> Job:
+        """What a runner needs to run a step that `settle` left to run; its old log is removed."""
+        ws = self.ws
+        log = ws.out / step.log
+        log.unlink(missing_ok=True)
+        scratch = ws.tmp / step.id.replace(":", "__").replace("[", "-").replace("]", "")
+        inputs, artifacts = {}, {}
+        for name, ref in step.inputs.items():
+            sid, _, output = ref.partition("#")
+            inputs[name] = str(ws.out / self.graph.steps[sid].outputs[output])
+            artifacts[name] = (Path(inputs[name]).name, outcomes[sid].outputs[output])
+        return Job(id=step.id, kind_path=step.kind_path, params=step.params, workspace=str(ws.root),
+                   scratch=str(scratch), inputs=inputs, artifacts=artifacts,
+                   files={k: str(ws.root / v) for k, v in step.files.items()},
+                   outputs={k: Path(v).name for k, v in step.outputs.items()}, log=str(log),
+                   device=getattr(step_class(step.kind_path), "DEVICE", False))
+
+    # -- after running -----------------------------------------------------------
+
+    def commit(self, done: Finished) -> Outcome:
+        """Record a finished step: its outputs into the store and under out/, its trace, the shared cache."""
+        step = self.graph.steps[done.job.id]
+        decision = self.decisions.pop(step.id)
+        answer = done.answer
+        try:
+            if not answer.ok:
+                return self._failed(step, decision, answer)
+            moved = self._changed_while_running(step, decision, answer.deps)
+            if moved:
+                return self._failed(step, decision, StepAnswer.failed(
+                    f"{moved} while the step ran; its result was not recorded", answer.seconds,
+                    hint="run the build again once the files are settled"))
+            rejected = _rejected(step, answer)
+            if rejected:
+                return self._failed(step, decision, StepAnswer.failed(rejected, answer.seconds))
+            if answer.remote:
+                fetched = self._fetch_remote(step, answer)
+                if fetched:
+                    return self._failed(step, decision, StepAnswer.failed(fetched, answer.seconds))
+            self._place(step, answer, Path(done.job.scratch))
+            self.state.record(Trace(step.id, decision.key, decision.doc, answer.deps, answer.outputs,
+                                    answer.verdict, answer.seconds), digest_data(answer.deps))
+            if self.shared is not None:
+                self.shared.publish(decision.key, answer.deps, answer.outputs, answer.verdict, self.store)
+            return Outcome(step.id, "ran", decision.reason, answer.seconds, answer.outputs, answer.verdict,
+                           log=step.log, note=answer.note)
+        finally:
+            shutil.rmtree(done.job.scratch, ignore_errors=True)
+
+    def _fetch_remote(self, step: StepSpec, answer: StepAnswer) -> str | None:
+        """Write a cluster step's log and bring its outputs from the shared cache; why not, or None."""
+        log = self.ws.out / step.log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(answer.log_text)
+        try:
+            found, why = self.shared.fetch(answer.outputs, self.store), ""
+        except Rejected as exc:
+            found, why = False, f": {exc}"
+        if found:
+            return None
+        return "the outputs the cluster reported are missing or damaged in the shared cache" + why
+
+    def _place(self, step: StepSpec, answer: StepAnswer, scratch: Path) -> None:
+        for name, files in answer.outputs.items():
+            target_dir = self.output_dir(step, name)
+            for rel, digest, _ in files:
+                if not answer.remote:
+                    self.store.put(scratch / rel, digest)
+                self.store.materialize(digest, target_dir / rel)
+                self.state.remember(target_dir / rel, digest)
+
+    def _changed_while_running(self, step: StepSpec, decision: "Decision", deps: dict) -> str | None:
+        for name, rel in step.files.items():
+            if (self.state.digest(self.ws.root / rel) or "missing") != decision.doc["files"][name]:
+                return f"{rel} changed"
+        for rel, digest in deps.get("files", {}).items():
+            if self.state.digest(self.ws.root / rel) != digest:
+                return f"source {rel} changed"
+        return None
+
+    def _failed(self, step: StepSpec, decision: "Decision", answer: StepAnswer) -> Outcome:
+        message = self.graph.locate(step.recipe, answer.field) + answer.error
+        if answer.hint:
+            message += f"\n  hint: {answer.hint}"
+        if answer.traceback:
+            message += "\n  this is a bug in buildsys; the traceback is in the log"
+        message += f"\n  log: {Path('out') / step.log}"
+        self.state.record_failure(step.id, decision.key, message, step.log)
+        return Outcome(step.id, "failed", decision.reason, answer.seconds, message=message, log=step.log)
 
     # -- keys -----------------------------------------------------------------
 
@@ -232,6 +382,66 @@ class Rebuilder:
         if real == self._out_real or real.startswith(self._out_real.rstrip(os.sep) + os.sep):
             return ""
         return f"{os.path.normpath(folder)} resolves to {real}, outside {self.out}; buildsys writes only under out/"
+
+
+def _data_upstream(step: StepSpec) -> set[str]:
+    """The upstream steps whose artifacts the step reads (not those that only gate it)."""
+    return {ref.partition("#")[0] for ref in step.inputs.values()}
+
+
+def _rejected(step: StepSpec, answer: StepAnswer) -> str | None:
+    """Why a worker's answer cannot be committed (a cluster worker's is untrusted input), or None."""
+    try:
+        check_entry(declared_files(step.outputs), {"outputs": answer.outputs, "deps": answer.deps,
+                                                   "verdict": answer.verdict})
+    except Rejected as exc:
+        who = "the cluster worker's" if answer.remote else "the worker's"
+        return f"{who} answer was rejected: {exc}"
+    return None
+
+
+# -- a cluster worker's side of the shared cache -----------------------------------
+
+
+def fetch_inputs(cache_url: str, artifacts: dict[str, tuple[str, list[list]]], store: Store,
+                 folder: Path) -> tuple[dict[str, str], str | None]:
+    """Place a step's input artifacts from the shared cache under `folder`: (input paths, why not or None)."""
+    from buildsys.sharedcache import SharedCache
+
+    cache = SharedCache(cache_url)
+    inputs = {}
+    for name, (primary, files) in artifacts.items():
+        try:
+            found, why = cache.fetch({name: files}, store), ""
+        except Rejected as exc:
+            found, why = False, f": {exc}"
+        if not found:
+            return inputs, f"input {name} is missing or damaged in the shared cache {cache_url}{why}"
+        for rel, digest, _ in files:
+            store.materialize(digest, folder / name / rel)
+        inputs[name] = str(folder / name / primary)
+    return inputs, None
+
+
+def publish_outputs(cache_url: str, outputs: Outputs, scratch: Path, store: Store) -> None:
+    """Put a step's outputs from `scratch` into `store`, then their blobs into the shared cache.
+
+    Only blobs: the action entry is written by the orchestrator's commit, once it has
+    checked the answer and fetched the blobs back.
+    """
+    from buildsys.sharedcache import SharedCache
+
+    for files in outputs.values():
+        for rel, digest, _ in files:
+            store.put(scratch / rel, digest)
+    SharedCache(cache_url).publish_blobs(outputs, store)
+
+
+def open_shared(url: str | None, read_only: bool):
+    """The shared cache a build reads (and, unless read-only, writes), or None without one."""
+    from buildsys.sharedcache import open_cache
+
+    return open_cache(url, read_only)
 
 
 def diff_docs(old: dict[str, Any], new: dict[str, Any], step: StepSpec) -> list[str]:

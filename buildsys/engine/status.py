@@ -1,0 +1,41 @@
+"""What a build's outcomes mean to the user: the command's exit status and each step's status word.
+
+It imports nothing but buildsys.exitcodes: the no-op answer maps the steps it remembers
+with the same function as a full `status`, before anything else is loaded.
+"""
+from __future__ import annotations
+
+from buildsys.exitcodes import EXIT_OK, EXIT_PARITY, EXIT_STEP, EXIT_USAGE
+
+DONE = ("ran", "cached", "cutoff")  # states that leave the step's outputs in place
+
+
+def exit_status(states_and_verdicts, require_all: bool, problems: bool = False) -> int:
+    """The exit status of a build whose steps ended as (state, verdict) pairs."""
+    pairs = list(states_and_verdicts)
+    if any(state == "failed" for state, _ in pairs):
+        return EXIT_STEP
+    if require_all and any(state == "unavailable" for state, _ in pairs):
+        return EXIT_STEP
+    code = EXIT_OK
+    if any(verdict is not None and not verdict.get("passed") for _, verdict in pairs):
+        code = EXIT_PARITY
+    return max(code, EXIT_USAGE) if problems else code
+
+
+def status_word(state: str, reason: str, verdict: dict | None, failure: str | None = None) -> tuple[str, str]:
+    """(word, detail) for `status` and `explain`: up to date, stale, failed, unavailable or blocked.
+
+    `failure` is the recorded failure of the step's current key, when there is one.
+    """
+    if state in ("cached", "cutoff"):
+        if verdict is not None and not verdict.get("passed"):
+            return "failed", verdict.get("summary", "parity failed")
+        return "up to date", ""
+    if state == "unavailable":
+        return "unavailable", reason
+    if state == "skipped":
+        return "blocked", reason
+    if failure is not None:
+        return "failed", failure
+    return "stale", reason
