@@ -54,7 +54,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from buildsys.engine.answer import Job
-    from buildsys.steps.base import run_job
+    from buildsys.engine.stepjob import run_job
     from buildsys.workers import WorkerPool
 
     with tempfile.TemporaryDirectory() as tmp:

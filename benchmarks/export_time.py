@@ -49,10 +49,16 @@ simplify: false
 def child(root: Path, names: list[str], threads: int) -> None:
     """Run each named recipe's export step in this process; print the last one's answer as JSON."""
     import buildsys
-    from buildsys.cli import _graph
-    from buildsys.steps.base import run_job
+    from buildsys import loading
+    from buildsys.resolve import resolve
 
-    _, problems, graph = _graph(root, None, names)
+    try:
+        from buildsys.engine.stepjob import run_job
+    except ImportError:  # the code before the engine package
+        from buildsys.steps.base import run_job
+
+    recipes, problems = loading.load(root, None, names)
+    graph = resolve(recipes, root)
     if problems:
         raise SystemExit(f"recipe problems: {[p.render() for p in problems]}")
     for name in names:

@@ -185,7 +185,7 @@ def _reside(conn: Connection) -> None:
             return
         started = time.monotonic()
         try:
-            from buildsys.steps.base import run_job
+            from buildsys.engine.stepjob import run_job
 
             answer = run_job(job)
         except BaseException:  # noqa: BLE001 - reported as the step's failure, then this process ends
@@ -216,7 +216,7 @@ def _own_modules() -> list[str]:
 
     helpers = ["buildsys.canonical", "buildsys.errors", "buildsys.inputs", "buildsys.numerics", "buildsys.toolchain",
                "buildsys.steps._diagnose", "buildsys.steps._model", "buildsys.steps._ort", "buildsys.steps._qat"]
-    return ["buildsys.steps.base", *helpers, *sorted({path.partition(":")[0] for path in KINDS.values()})]
+    return ["buildsys.steps.base", "buildsys.engine.answer", "buildsys.engine.stepjob", *helpers, *sorted({path.partition(":")[0] for path in KINDS.values()})]
 
 
 def _import(modules) -> None:
@@ -425,7 +425,7 @@ def _child(job_r: int, ans_w: int) -> None:
         started = time.monotonic()
         job = pickle.loads(data)
         try:
-            from buildsys.steps.base import run_job
+            from buildsys.engine.stepjob import run_job
 
             answer = pickle.dumps(run_job(job))
         except BaseException:  # noqa: BLE001 - anything here is reported as the step's failure

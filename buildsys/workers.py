@@ -219,7 +219,7 @@ class InlineRunner:
         self.pending.append(job)
 
     def wait(self) -> list[Finished]:
-        from buildsys.steps.base import run_job
+        from buildsys.engine.stepjob import run_job
 
         done = [Finished(job, StepAnswer.from_wire(run_job(job.to_wire()))) for job in self.pending]
         self.pending.clear()

@@ -17,13 +17,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "buildsys"
 # Lowest first. A module may import from its own layer and the ones below, never above.
 # An entry names a module or, with a trailing ".", every module under a package.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("buildsys", "errors", "canonical", "safepath", "toolchain", "gpu", "numerics", "datafiles",
+    ("foundation", ("buildsys", "exitcodes", "errors", "canonical", "safepath", "toolchain", "gpu", "numerics", "datafiles",
                     "kinds", "reads")),
     ("storage", ("store", "untrusted", "state", "sharedcache")),
     ("recipe", ("recipe", "recipe.")),
     ("resolve", ("resolve",)),
     ("steps", ("inputs", "steps", "steps.")),
-    ("orchestration", ("engine", "engine.", "build", "rebuilder", "fastpath", "workers", "worker", "cluster",
+    ("orchestration", ("engine", "engine.", "build", "workers", "worker", "cluster",
                        "progress", "loading", "cachegc", "diverge", "bench", "view", "reports", "reports.")),
     ("cli", ("cli", "__main__")),
 ]

@@ -10,7 +10,7 @@ from typing import Any
 
 from buildsys.recipe import load_recipe
 from buildsys.resolve import StepSpec, resolve_recipe
-from buildsys.steps.base import run_job
+from buildsys.engine.stepjob import run_job
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "models"
 

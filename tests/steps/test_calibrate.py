@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from buildsys.steps.base import run_job
+from buildsys.engine.stepjob import run_job
 from tests.e2e.conftest import Workspace
 from tests.steps import RecipeSteps
 

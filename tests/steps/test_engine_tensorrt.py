@@ -12,7 +12,7 @@ import pytest
 
 from buildsys import gpu
 from buildsys.errors import StepError
-from buildsys.steps.base import run_job
+from buildsys.engine.stepjob import run_job
 from buildsys.steps import engine_tensorrt as et
 from buildsys.steps.engine_tensorrt import TensorRTEngine, builder_settings, profile_shapes, timing_cache_path
 from tests.e2e.conftest import Workspace
