@@ -63,7 +63,8 @@ class StepAnswer:
         return cls(ok=False, seconds=seconds, error=error, hint=hint, **more)
 
     def to_wire(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """A plain dict; a field that is None (no traceback, no hint) is left out, as from_wire reads it."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> "StepAnswer":

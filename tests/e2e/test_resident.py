@@ -97,6 +97,7 @@ import json, sys, uuid
 from pathlib import Path
 
 import buildsys.workers as workers
+from buildsys.engine.answer import Job
 
 ws = Path(sys.argv[1])
 probes = []
@@ -105,14 +106,14 @@ probes = []
 class Probing(workers.WorkerPool):
     def _probe(self):
         scratch = ws / "probes" / uuid.uuid4().hex
-        job = {"id": "probe", "kind_path": "probe:Fingerprint", "params": {}, "workspace": str(ws),
-               "scratch": str(scratch), "inputs": {}, "files": {}, "outputs": {"state": "state.json"},
-               "log": str(scratch) + ".log"}
+        job = Job.from_wire({"id": "probe", "kind_path": "probe:Fingerprint", "params": {}, "workspace": str(ws),
+                             "scratch": str(scratch), "inputs": {}, "artifacts": {}, "files": {},
+                             "outputs": {"state": "state.json"}, "log": str(scratch) + ".log"})
         super().submit(job, 600)
         done = []
         while not done:
             done = super().wait()
-        assert done[0].answer["ok"] and done[0].job["lane"] == "resident", done[0].answer
+        assert done[0].answer.ok and workers._lane(done[0].job) == "resident", done[0].answer
         return json.loads((scratch / "state.json").read_text())
 
     def submit(self, job, timeout):
@@ -122,8 +123,8 @@ class Probing(workers.WorkerPool):
     def wait(self):
         done = super().wait()
         for f in done:
-            if f.job["lane"] == "resident" and f.answer.get("ok"):
-                probes.append({"id": f.job["id"], "kind": f.job["kind_path"], "before": self.before,
+            if workers._lane(f.job) == "resident" and f.answer.ok:
+                probes.append({"id": f.job.id, "kind": f.job.kind_path, "before": self.before,
                                "after": self._probe()})
         return done
 
@@ -194,15 +195,16 @@ class Writes(Aborts):
 
 
 def test_a_step_that_kills_the_resident_process_fails_with_its_signal_and_the_next_gets_a_new_one(tmp_path, monkeypatch):
-    from buildsys.workers import WorkerPool
+    from buildsys.engine.answer import Job
+    from buildsys.workers import WorkerPool, _lane
 
     (tmp_path / "rsteps.py").write_text(STEPS)
     monkeypatch.syspath_prepend(str(tmp_path))  # the pool reads each step's lane from its class
 
-    def job(i: int, cls: str) -> dict:
-        return {"id": f"r:{i}", "kind_path": f"rsteps:{cls}", "params": {}, "workspace": str(tmp_path),
-                "scratch": str(tmp_path / "tmp" / str(i)), "inputs": {}, "files": {},
-                "outputs": {"out": "out.txt"}, "log": str(tmp_path / "logs" / f"{i}.log")}
+    def job(i: int, cls: str) -> Job:
+        return Job.from_wire({"id": f"r:{i}", "kind_path": f"rsteps:{cls}", "params": {}, "workspace": str(tmp_path),
+                              "scratch": str(tmp_path / "tmp" / str(i)), "inputs": {}, "artifacts": {}, "files": {},
+                              "outputs": {"out": "out.txt"}, "log": str(tmp_path / "logs" / f"{i}.log")})
 
     pool = WorkerPool(1, 1, str(tmp_path))
     try:
@@ -210,8 +212,8 @@ def test_a_step_that_kills_the_resident_process_fails_with_its_signal_and_the_ne
         for i, cls in enumerate(("Writes", "Aborts", "Writes")):
             pool.submit(job(i, cls), 600)
             (done,) = pool.wait()
-            assert done.job["lane"] == "resident"
-            answers.append(done.answer)
+            assert _lane(done.job) == "resident"
+            answers.append(done.answer.to_wire())
     finally:
         pool.shutdown()
     first, crashed, after = answers
