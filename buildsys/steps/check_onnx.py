@@ -89,7 +89,7 @@ class OnnxRuntimeReference(Step):
     PARAMS = ReferenceParams
 
     def run(self) -> StepResult:
-        from buildsys.steps._ort import cpu_session
+        from buildsys.steps.sessions import cpu_session
         from buildsys.steps.reference import write_reference_outputs
 
         p = self.params

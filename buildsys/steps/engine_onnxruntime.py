@@ -22,7 +22,7 @@ class OrtFormatEngine(Step):
         import numpy as np
         import onnxruntime as ort
 
-        from buildsys.steps._ort import cpu_session, session_options
+        from buildsys.steps.sessions import cpu_session, session_options
         from buildsys.steps.reference import read_reference
 
         out = self.ctx.output("engine")
@@ -87,7 +87,7 @@ class _OrtGpuEngine(Step):
     @classmethod
     def unavailable(cls, params):
         from buildsys import gpu
-        from buildsys.steps._ort import GPU_WHEEL
+        from buildsys.steps.sessions import GPU_WHEEL
         from buildsys.toolchain import installed
 
         reason = gpu.absent_reason()
@@ -104,7 +104,7 @@ class _OrtGpuEngine(Step):
     def run(self) -> StepResult:
         from buildsys import gpu
         from buildsys.numerics import compare
-        from buildsys.steps._ort import gpu_session, refuse_fallback
+        from buildsys.steps.sessions import gpu_session, refuse_fallback
         from buildsys.steps.engine_tensorrt import parity_document, target_tolerance
         from buildsys.steps.reference import read_reference
 
@@ -155,12 +155,12 @@ class OrtCudaEngine(_OrtGpuEngine):
     TOOLS = ("onnxruntime", "onnxruntime-gpu", "numpy")
 
     def providers(self, model) -> list:
-        from buildsys.steps._ort import cuda_options
+        from buildsys.steps.sessions import cuda_options
 
         return [("CUDAExecutionProvider", cuda_options(self.params.target.precision)), "CPUExecutionProvider"]
 
     def options_record(self) -> dict:
-        from buildsys.steps._ort import cuda_options
+        from buildsys.steps.sessions import cuda_options
 
         return cuda_options(self.params.target.precision)
 
@@ -177,7 +177,7 @@ class OrtTensorRTEngine(_OrtGpuEngine):
         return super().unavailable(params) or tensorrt_missing()
 
     def providers(self, model) -> list:
-        from buildsys.steps._ort import cuda_options
+        from buildsys.steps.sessions import cuda_options
 
         # TensorRT's libraries are loaded by its module; the provider then finds them in the process.
         from buildsys.steps.engine_tensorrt import import_tensorrt
@@ -189,7 +189,7 @@ class OrtTensorRTEngine(_OrtGpuEngine):
                 ("CUDAExecutionProvider", cuda_options(self.params.target.precision)), "CPUExecutionProvider"]
 
     def options(self, cache: Path) -> dict[str, str]:
-        from buildsys.steps._ort import tensorrt_options
+        from buildsys.steps.sessions import tensorrt_options
         from buildsys.steps.engine_tensorrt import profile_shapes
 
         p = self.params
