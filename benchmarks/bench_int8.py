@@ -78,7 +78,7 @@ def build(ws: Path) -> None:
 def session(path: Path, simulate: bool = False):
     import onnxruntime as ort
 
-    from buildsys.steps._ort import cpu_session, session_options
+    from buildsys.steps.sessions import cpu_session, session_options
 
     so = session_options(THREADS)
     if simulate:  # Q/DQ evaluated as written (no integer kernels): the arithmetic a Q/DQ model specifies
@@ -123,7 +123,7 @@ def pytorch_outputs(ws: Path, recipe: str, x):
 
     from buildsys.recipe import load_recipe
     from buildsys.resolve import model_params
-    from buildsys.steps._model import load_model
+    from buildsys.steps.modelload import load_model
 
     torch.set_num_threads(THREADS)
     r = load_recipe(ws / "recipes" / f"{recipe}.yaml", ws)

@@ -57,7 +57,7 @@ def bench_recipe(recipe, workspace: Path, out: Path, threads: int | None = None)
 
     from buildsys.inputs import generate
     from buildsys.resolve import model_params
-    from buildsys.steps._model import load_model
+    from buildsys.steps.modelload import load_model
 
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -123,7 +123,7 @@ def _bench_ort_gpu(name: str, path: Path, provider: str, options: dict, feeds, t
     """ONNX Runtime on its CUDA or TensorRT provider with the options its step used; never a CPU run in disguise."""
     from buildsys import gpu
     from buildsys.errors import StepError
-    from buildsys.steps._ort import PROVIDER_NAMES, cuda_options, gpu_session, refuse_fallback
+    from buildsys.steps.sessions import PROVIDER_NAMES, cuda_options, gpu_session, refuse_fallback
 
     why = gpu.absent_reason()
     if why is not None:

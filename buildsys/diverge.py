@@ -263,7 +263,7 @@ def _run(model, types: dict[str, int], names: list[str], feeds: dict[str, np.nda
     import onnx
     import onnxruntime as ort
 
-    from buildsys.steps._ort import session_options
+    from buildsys.steps.sessions import session_options
 
     if not names:
         return {}

@@ -215,7 +215,7 @@ def _own_modules() -> list[str]:
     from buildsys.steps import KINDS
 
     helpers = ["buildsys.canonical", "buildsys.errors", "buildsys.inputs", "buildsys.numerics", "buildsys.toolchain",
-               "buildsys.steps._diagnose", "buildsys.steps._model", "buildsys.steps._ort", "buildsys.steps._qat"]
+               "buildsys.steps.diagnose", "buildsys.steps.modelload", "buildsys.steps.qat", "buildsys.steps.sessions"]
     return ["buildsys.steps.base", "buildsys.engine.answer", "buildsys.engine.stepjob", *helpers, *sorted({path.partition(":")[0] for path in KINDS.values()})]
 
 
@@ -290,7 +290,7 @@ def _warm_torch() -> None:
     import numpy.random  # noqa: F401  (the seeded inputs of reference and export use it)
     import torch
 
-    from buildsys.steps._model import provided_by
+    from buildsys.steps.modelload import provided_by
 
     provided_by()  # which installed distribution provides which module: read once, here
 

@@ -1,4 +1,4 @@
-"""The import graph of the buildsys package: layers, no cycle, no reaching into private names.
+"""The import graph of the buildsys package: layers, no cycle, no reaching into private names or modules.
 
 The graph is read from the source with `ast`, imports inside functions included
 (they are how heavy or upward-looking imports hide), so it is the graph the code
@@ -101,8 +101,24 @@ def problems(graph: dict[str, dict[str, set[str]]]) -> list[str]:
                              f"a layer above it")
             for name in sorted(n for n in names if n.startswith("_") and not n.startswith("__")):
                 found.append(f"{mod} imports {target}.{name}, a private name of another module")
+            owner = private_owner(target)
+            if owner is not None and mod != owner:
+                found.append(f"{mod} imports {target}, a private module of {owner}: "
+                             "give what it shares a public module")
     found.extend("import cycle: " + " -> ".join(cycle) for cycle in cycles(graph))
     return found
+
+
+def private_owner(mod: str) -> str | None:
+    """The package a private module (`steps._x`) belongs to, None if it is public.
+
+    Only the package itself may import it: a helper another module uses, a sibling
+    included, is shared, and so gets a public module.
+    """
+    parent, _, last = mod.rpartition(".")
+    if last.startswith("_") and not last.startswith("__"):
+        return parent or "buildsys"
+    return None
 
 
 def cycles(graph: dict[str, dict[str, set[str]]]) -> list[list[str]]:
@@ -138,6 +154,10 @@ def test_the_graph_sees_imports_inside_functions():
     ({"steps.parity": "from buildsys.steps.export import _FREEZING\n"},
      "steps.parity imports steps.export._FREEZING, a private name of another module"),
     ({"newthing": ""}, "newthing is in no layer"),
+    ({"steps._helper": "X = 1\n", "bench": "def f():\n    from buildsys.steps._helper import X\n"},
+     "bench imports steps._helper, a private module of steps"),
+    ({"steps._helper": "X = 1\n", "steps.parity": "from buildsys.steps import _helper\n"},
+     "steps.parity imports steps._helper, a private module of steps"),
 ])
 def test_each_kind_of_break_is_reported(tmp_path, source, expected):
     """The check on a copy of the package with one import added: it names the offending import."""

@@ -164,7 +164,7 @@ def collect_ranges(model_path: Path, method: str, batches: list[Callable[[], dic
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    from buildsys.steps._ort import session_options
+    from buildsys.steps.sessions import session_options
 
     # The op types quantize_static calibrates by default: the tensors it will ask ranges for.
     op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))

@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 from buildsys.canonical import digest_file
 from buildsys.errors import StepError
+from buildsys.recipe.model import InputSpec
 from buildsys.steps.base import Step, StepResult
+from buildsys.steps.params import ExportParams, ReferenceParams
 
 
 class CheckOnnx(Step):
@@ -25,6 +26,7 @@ class CheckOnnx(Step):
     VERSION = 1
     TOOLS = ("onnx",)
     RESIDENT = True
+    PARAMS = ExportParams
 
     def run(self) -> StepResult:
         import onnx
@@ -37,7 +39,7 @@ class CheckOnnx(Step):
         try:
             proto = onnx.load(str(src), load_external_data=False)
         except Exception as exc:
-            raise StepError(f"{p['model']['onnx']} is not an ONNX model: {str(exc).strip()[:300]}",
+            raise StepError(f"{p.model.onnx} is not an ONNX model: {str(exc).strip()[:300]}",
                             field="model.onnx") from None
         data = self._external_data(proto, src)
         files = [out.name]
@@ -50,10 +52,10 @@ class CheckOnnx(Step):
         else:
             shutil.copyfile(src, out)
         check_onnx(out, self.ctx.scratch)
-        verify_signature(out, p, f"the ONNX file {p['model']['onnx']}")
+        verify_signature(out, p, f"the ONNX file {p.model.onnx}")
         rel = {Path(os.path.relpath(f, self.ctx.workspace)).as_posix(): digest_file(f) for f in data}
         return StepResult(outputs={"model": files}, deps={"files": rel} if rel else {},
-                          summary=f"opset {p['export']['opset']}, {len(proto.graph.node)} nodes"
+                          summary=f"opset {p.export.opset}, {len(proto.graph.node)} nodes"
                                   + (f", {len(data)} external data file(s)" if data else ""))
 
     def _external_data(self, proto, src: Path) -> list[Path]:
@@ -68,10 +70,10 @@ class CheckOnnx(Step):
             location = next((e.value for e in tensor.external_data if e.key == "location"), "")
             path = (src.parent / location).resolve()
             if not path.is_relative_to(ws):
-                raise StepError(f"{self.params['model']['onnx']} names external data {location!r} outside the "
+                raise StepError(f"{self.params.model.onnx} names external data {location!r} outside the "
                                 "workspace", field="model.onnx", hint="keep the model's data files beside it")
             if not path.is_file():
-                raise StepError(f"{self.params['model']['onnx']} names external data {location!r}, which does not "
+                raise StepError(f"{self.params.model.onnx} names external data {location!r}, which does not "
                                 "exist", field="model.onnx", hint="copy the .data file(s) saved with the model beside it")
             found[str(path)] = path
         return sorted(found.values())
@@ -84,9 +86,10 @@ class OnnxRuntimeReference(Step):
     VERSION = 1
     TOOLS = ("onnxruntime", "numpy")
     RESIDENT = True
+    PARAMS = ReferenceParams
 
     def run(self) -> StepResult:
-        from buildsys.steps._ort import cpu_session
+        from buildsys.steps.sessions import cpu_session
         from buildsys.steps.reference import write_reference_outputs
 
         p = self.params
@@ -94,55 +97,55 @@ class OnnxRuntimeReference(Step):
             session = cpu_session(self.ctx.inputs["model"], self.ctx.threads)
         except Exception as exc:
             raise StepError(f"ONNX Runtime cannot load the model: {str(exc).strip()[:500]}") from None
-        n = write_reference_outputs(p, self.ctx.workspace, self.ctx.output("reference"),
-                                    lambda feeds: session.run(p["outputs"], feeds))
-        return StepResult(summary=f"{n} samples at {', '.join(p['parity']['points'])} (onnxruntime)")
+        n = write_reference_outputs(self.slice, self.ctx.workspace, self.ctx.output("reference"),
+                                    lambda feeds: session.run(list(p.outputs), feeds))
+        return StepResult(summary=f"{n} samples at {', '.join(p.parity.points)} (onnxruntime)")
 
 
-def verify_signature(path: Path, p: dict[str, Any], source: str) -> None:
+def verify_signature(path: Path, p: ExportParams, source: str) -> None:
     """The graph's opset, inputs, outputs and dynamic axes against the recipe: as an export is checked."""
     import onnx
 
     m = onnx.load(str(path), load_external_data=False)
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), None)
-    if opset != p["export"]["opset"]:
-        raise StepError(f"{source} has opset {opset}, the recipe asks for {p['export']['opset']}",
+    if opset != p.export.opset:
+        raise StepError(f"{source} has opset {opset}, the recipe asks for {p.export.opset}",
                         field="export.opset", hint=f"set export.opset: {opset}")
     initializers = {t.name for t in m.graph.initializer}
     graph_inputs = {i.name: i for i in m.graph.input if i.name not in initializers}
-    for spec in p["inputs"]:
-        gi = graph_inputs.get(spec["name"])
+    for spec in p.inputs:
+        gi = graph_inputs.get(spec.name)
         if gi is None:
-            raise StepError(f"input {spec['name']!r} is not an input of {source} (it has {sorted(graph_inputs)})",
+            raise StepError(f"input {spec.name!r} is not an input of {source} (it has {sorted(graph_inputs)})",
                             field="inputs", hint="name the recipe's inputs as the graph names them")
         _check_input(gi, spec, source)
-    missing = sorted(set(graph_inputs) - {s["name"] for s in p["inputs"]})
+    missing = sorted(set(graph_inputs) - {s.name for s in p.inputs})
     if missing:
         raise StepError(f"{source} has inputs the recipe does not declare: {missing}", field="inputs",
                         hint="declare every graph input under inputs:")
     names = [o.name for o in m.graph.output]
-    if names != list(p["outputs"]):
-        raise StepError(f"{source} has outputs {names}, the recipe names {list(p['outputs'])}", field="outputs",
+    if names != list(p.outputs):
+        raise StepError(f"{source} has outputs {names}, the recipe names {list(p.outputs)}", field="outputs",
                         hint="list the graph's outputs under outputs:, in its order")
 
 
-def _check_input(gi, spec: dict[str, Any], source: str) -> None:
+def _check_input(gi, spec: InputSpec, source: str) -> None:
     from onnx.helper import tensor_dtype_to_np_dtype
 
     tt = gi.type.tensor_type
     dtype = tensor_dtype_to_np_dtype(tt.elem_type).name if tt.elem_type else None
-    if dtype != spec["dtype"]:
-        raise StepError(f"input {spec['name']!r} of {source} is {dtype}, the recipe says {spec['dtype']}",
+    if dtype != spec.dtype:
+        raise StepError(f"input {spec.name!r} of {source} is {dtype}, the recipe says {spec.dtype}",
                         field="inputs", hint=f"set dtype: {dtype}")
     dims = tt.shape.dim
-    if len(dims) != len(spec["shape"]):
-        raise StepError(f"input {spec['name']!r} of {source} has rank {len(dims)}, the recipe's shape "
-                        f"{list(spec['shape'])} has {len(spec['shape'])}", field="inputs")
-    for axis, (d, s) in enumerate(zip(dims, spec["shape"])):
+    if len(dims) != len(spec.shape):
+        raise StepError(f"input {spec.name!r} of {source} has rank {len(dims)}, the recipe's shape "
+                        f"{list(spec.shape)} has {len(spec.shape)}", field="inputs")
+    for axis, (d, s) in enumerate(zip(dims, spec.shape)):
         if isinstance(s, str) and d.HasField("dim_value"):
-            raise StepError(f"dynamic axis {s!r} (input {spec['name']!r}, dimension {axis}) is fixed to "
+            raise StepError(f"dynamic axis {s!r} (input {spec.name!r}, dimension {axis}) is fixed to "
                             f"{d.dim_value} in {source}", field="dims." + s,
                             hint="export the model with this axis dynamic, or declare it fixed in the shape")
         if isinstance(s, int) and d.HasField("dim_value") and d.dim_value != s:
-            raise StepError(f"input {spec['name']!r}, dimension {axis}: {source} has {d.dim_value}, the recipe "
+            raise StepError(f"input {spec.name!r}, dimension {axis}: {source} has {d.dim_value}, the recipe "
                             f"says {s}", field="inputs")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
+from buildsys.steps.params import OrtEngineParams, OrtGpuParams, as_dict
 
 
 class OrtFormatEngine(Step):
@@ -14,13 +15,14 @@ class OrtFormatEngine(Step):
     VERSION = 1
     TOOLS = ("onnxruntime",)
     RESIDENT = True
+    PARAMS = OrtEngineParams  # the target alone: what it reads is the model and the reference
     DEVICE = True  # ORT_ENABLE_ALL applies layout optimisations specific to this CPU
 
     def run(self) -> StepResult:
         import numpy as np
         import onnxruntime as ort
 
-        from buildsys.steps._ort import cpu_session, session_options
+        from buildsys.steps.sessions import cpu_session, session_options
         from buildsys.steps.reference import read_reference
 
         out = self.ctx.output("engine")
@@ -80,11 +82,12 @@ class _OrtGpuEngine(Step):
     PROVIDER = ""
     VERSION = 1
     DEVICE = "gpu"
+    PARAMS = OrtGpuParams
 
     @classmethod
     def unavailable(cls, params):
         from buildsys import gpu
-        from buildsys.steps._ort import GPU_WHEEL
+        from buildsys.steps.sessions import GPU_WHEEL
         from buildsys.toolchain import installed
 
         reason = gpu.absent_reason()
@@ -101,7 +104,7 @@ class _OrtGpuEngine(Step):
     def run(self) -> StepResult:
         from buildsys import gpu
         from buildsys.numerics import compare
-        from buildsys.steps._ort import gpu_session, refuse_fallback
+        from buildsys.steps.sessions import gpu_session, refuse_fallback
         from buildsys.steps.engine_tensorrt import parity_document, target_tolerance
         from buildsys.steps.reference import read_reference
 
@@ -113,7 +116,7 @@ class _OrtGpuEngine(Step):
         except Exception as exc:
             raise gpu.failure(action, exc) from None
         refuse_fallback(session, self.PROVIDER)
-        tol = target_tolerance(p)
+        tol = as_dict(target_tolerance(p))  # as the numerics read it and the result file records it
         manifest, arrays = read_reference(self.ctx.inputs["reference"])
         results, failed = [], []
         for entry in manifest:
@@ -122,23 +125,23 @@ class _OrtGpuEngine(Step):
                    "shapes": {k: list(v.shape) for k, v in feeds.items()}, "outputs": {}, "error": None}
             results.append(row)
             try:
-                got = session.run(p["outputs"], feeds)
+                got = session.run(list(p.outputs), feeds)
             except Exception as exc:
                 if gpu.failure_cause(str(exc)) is not None:  # the GPU failed, not the model
                     raise gpu.failure(f"ONNX Runtime failed at {entry['point']}", exc) from None
                 row["error"] = " ".join(str(exc).split())[:800]
                 failed.append(f"{entry['point']}: ONNX Runtime failed: {row['error'][:300]}")
                 continue
-            for name, value in zip(p["outputs"], got):
+            for name, value in zip(p.outputs, got):
                 m = compare(arrays[entry["outputs"][name]], value, tol)
                 row["outputs"][name] = m
                 if not m["passed"]:
                     failed.append(f"{entry['point']} {name}: {'; '.join(m['failures'])}")
-        doc = parity_document(p["target"]["precision"], tol, results, failed)
+        doc = parity_document(p.target.precision, tol, results, failed)
         doc.update(candidate=model.name, providers=list(session.get_providers()), provider=self.PROVIDER,
                    options=self.options_record())
         self.ctx.output("result").write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=True) + "\n")
-        summary = f"{p['target']['precision']} on {self.PROVIDER}: {doc['summary']}"
+        summary = f"{p.target.precision} on {self.PROVIDER}: {doc['summary']}"
         print(summary)
         return StepResult(verdict={"passed": doc["passed"], "summary": summary}, summary=summary)
 
@@ -152,14 +155,14 @@ class OrtCudaEngine(_OrtGpuEngine):
     TOOLS = ("onnxruntime", "onnxruntime-gpu", "numpy")
 
     def providers(self, model) -> list:
-        from buildsys.steps._ort import cuda_options
+        from buildsys.steps.sessions import cuda_options
 
-        return [("CUDAExecutionProvider", cuda_options(self.params["target"]["precision"])), "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", cuda_options(self.params.target.precision)), "CPUExecutionProvider"]
 
     def options_record(self) -> dict:
-        from buildsys.steps._ort import cuda_options
+        from buildsys.steps.sessions import cuda_options
 
-        return cuda_options(self.params["target"]["precision"])
+        return cuda_options(self.params.target.precision)
 
 
 class OrtTensorRTEngine(_OrtGpuEngine):
@@ -174,7 +177,7 @@ class OrtTensorRTEngine(_OrtGpuEngine):
         return super().unavailable(params) or tensorrt_missing()
 
     def providers(self, model) -> list:
-        from buildsys.steps._ort import cuda_options
+        from buildsys.steps.sessions import cuda_options
 
         # TensorRT's libraries are loaded by its module; the provider then finds them in the process.
         from buildsys.steps.engine_tensorrt import import_tensorrt
@@ -183,18 +186,18 @@ class OrtTensorRTEngine(_OrtGpuEngine):
         self._cache = self.cache_dir(model)
         self._cache.mkdir(parents=True, exist_ok=True)
         return [("TensorrtExecutionProvider", self.options(self._cache)),
-                ("CUDAExecutionProvider", cuda_options(self.params["target"]["precision"])), "CPUExecutionProvider"]
+                ("CUDAExecutionProvider", cuda_options(self.params.target.precision)), "CPUExecutionProvider"]
 
     def options(self, cache: Path) -> dict[str, str]:
-        from buildsys.steps._ort import tensorrt_options
+        from buildsys.steps.sessions import tensorrt_options
         from buildsys.steps.engine_tensorrt import profile_shapes
 
         p = self.params
-        shapes = profile_shapes(p["inputs"], p["profiles"][0])
-        return tensorrt_options(p["target"]["precision"], shapes, cache, p["target"].get("workspace"))
+        shapes = profile_shapes(p.inputs, p.profiles[0])
+        return tensorrt_options(p.target.precision, shapes, cache, p.target.workspace)
 
     def cache_dir(self, model: Path) -> Path:
-        return ort_tensorrt_cache(self.ctx.workspace, model, self.params)
+        return ort_tensorrt_cache(self.ctx.workspace, model, self.slice)
 
     def options_record(self) -> dict:
         return self.options(self._cache)
@@ -204,6 +207,7 @@ ORT_TENSORRT_DIR = ("out", ".buildsys", "onnxruntime-tensorrt")
 
 
 def ort_tensorrt_cache(workspace: Path, model: Path, params: dict) -> Path:
+    # `params` is the plain slice: its target and profiles name the folder as they always have
     """The TensorRT provider's cache folder: named by the model's digest, the tool versions, the GPU and the target.
 
     ONNX Runtime names its cached engines by a hash of the graph that omits the

@@ -32,7 +32,9 @@ from typing import Any
 from buildsys import gpu
 from buildsys.canonical import digest_data
 from buildsys.errors import StepError
+from buildsys.recipe.model import Dim, InputSpec, Tolerance
 from buildsys.steps.base import Step, StepResult
+from buildsys.steps.params import OrtGpuParams, TensorRTParams, as_dict, from_slice
 
 Shape = tuple[int, ...]
 # Distributions that can provide the `tensorrt` module; the meta package first.
@@ -56,13 +58,13 @@ class BuilderSettings:
     timing_cache: Path
 
 
-def profile_shapes(inputs: list[dict[str, Any]],
-                   profile: dict[str, dict[str, int]]) -> dict[str, tuple[Shape, Shape, Shape]]:
+def profile_shapes(inputs: tuple[InputSpec, ...],
+                   profile: dict[str, Dim]) -> dict[str, tuple[Shape, Shape, Shape]]:
     """Each input's (min, opt, max) shape: fixed sizes as written, dim names from the profile."""
     shapes = {}
     for spec in inputs:
-        shapes[spec["name"]] = tuple(
-            tuple(s if isinstance(s, int) else profile[s][point] for s in spec["shape"])
+        shapes[spec.name] = tuple(
+            tuple(s if isinstance(s, int) else profile[s].at(point) for s in spec.shape)
             for point in ("min", "opt", "max"))
     return shapes
 
@@ -79,12 +81,11 @@ def precision_flags(precision: str, tensorrt_major: int) -> dict[str, bool]:
     return {"fp16": True, "int8": True, "tf32": True, "strongly_typed": False}
 
 
-def builder_settings(params: dict[str, Any], timing_cache: Path, tensorrt_version: str = "10") -> BuilderSettings:
+def builder_settings(params: TensorRTParams, timing_cache: Path, tensorrt_version: str = "10") -> BuilderSettings:
     """The builder configuration of an engine step's params (resolve._engine's slice of the recipe)."""
-    target = params["target"]
-    flags = precision_flags(target["precision"], _major(tensorrt_version))
-    profiles = tuple(profile_shapes(params["inputs"], profile) for profile in params["profiles"])
-    return BuilderSettings(profiles=profiles, workspace=target.get("workspace"), timing_cache=timing_cache, **flags)
+    flags = precision_flags(params.target.precision, _major(tensorrt_version))
+    profiles = tuple(profile_shapes(params.inputs, profile) for profile in params.profiles)
+    return BuilderSettings(profiles=profiles, workspace=params.target.workspace, timing_cache=timing_cache, **flags)
 
 
 def timing_cache_path(workspace: Path, device: dict[str, str], tensorrt_version: str) -> Path:
@@ -219,6 +220,7 @@ class TensorRTEngine(Step):
     KIND = "engine-tensorrt"
     VERSION = 1
     TOOLS = (*TENSORRT_DISTS, "polygraphy", "onnx", "numpy")
+    PARAMS = TensorRTParams
     DEVICE = "gpu"  # the engine is tuned for, and runs only on, this GPU model and compute capability
 
     @classmethod
@@ -227,14 +229,14 @@ class TensorRTEngine(Step):
         if reason:
             return reason
         version = installed_tensorrt()
-        if version and _major(version) >= FLAGLESS_MAJOR and params["target"]["precision"] == "best":
+        if version and _major(version) >= FLAGLESS_MAJOR and from_slice(cls.PARAMS, params).target.precision == "best":
             return (f"TensorRT {version} builds strongly typed networks only; precision best needs "
                     "TensorRT 10 (pip install '.[gpu]'), or use fp16 or int8")
         return None
 
     def run(self) -> StepResult:
         p = self.params
-        precision = p["target"]["precision"]
+        precision = p.target.precision
         model = self.ctx.inputs["model"]
         quantized = qdq_nodes(model)
         if precision == "int8" and not quantized:
@@ -255,7 +257,7 @@ class TensorRTEngine(Step):
         settings.timing_cache.parent.mkdir(parents=True, exist_ok=True)
         out = self.ctx.output("engine")
         engine = self._build(settings, model, out)
-        doc = self._parity(engine, target_tolerance(p))
+        doc = self._parity(engine, as_dict(target_tolerance(p)))
         doc.update(candidate=out.name, model=model.name, tensorrt=version,
                    builder={"fp16": settings.fp16, "int8": settings.int8, "tf32": settings.tf32,
                             "strongly_typed": settings.strongly_typed, "workspace": settings.workspace,
@@ -311,7 +313,7 @@ class TensorRTEngine(Step):
                     row["error"] = " ".join(str(exc).split())[:800]
                     failed.append(f"{entry['point']}: TensorRT failed: {row['error'][:300]}")
                     continue
-                for name in p["outputs"]:
+                for name in p.outputs:
                     if name not in got:
                         row["error"] = f"the engine has no output {name!r} (it has {sorted(got)})"
                         failed.append(f"{entry['point']}: {row['error']}")
@@ -322,7 +324,7 @@ class TensorRTEngine(Step):
                         failed.append(f"{entry['point']} {name}: {'; '.join(m['failures'])}")
         finally:
             runner.deactivate()
-        return parity_document(p["target"]["precision"], tol, results, failed)
+        return parity_document(p.target.precision, tol, results, failed)
 
 
 def parity_document(precision: str, tol: dict[str, Any], results: list[dict], failed: list[str]) -> dict[str, Any]:
@@ -336,10 +338,10 @@ def parity_document(precision: str, tol: dict[str, Any], results: list[dict], fa
             "results": results, "summary": summary}
 
 
-def target_tolerance(params: dict[str, Any]) -> dict[str, Any]:
+def target_tolerance(params: OrtGpuParams) -> Tolerance:
     """The precision's tolerance; `best` is judged by fp16's (what resolve passes for it)."""
-    tols = params["tolerances"]
-    precision = params["target"]["precision"]
+    tols = params.tolerances
+    precision = params.target.precision
     if precision in tols:
         return tols[precision]
     if len(tols) == 1:

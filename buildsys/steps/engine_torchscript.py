@@ -92,7 +92,7 @@ class TorchScriptEngine(Step):
         import torch
 
         from buildsys.numerics import compare
-        from buildsys.steps._model import flatten_outputs
+        from buildsys.steps.modelload import flatten_outputs
         from buildsys.steps.reference import read_reference
 
         p = self.params
@@ -137,7 +137,7 @@ def compile_model(params: dict[str, Any], workspace: Path, files: dict[str, Path
     """Load, compile and save the model; return the discovered dependencies."""
     import torch
 
-    from buildsys.steps._model import example_inputs, load_model
+    from buildsys.steps.modelload import example_inputs, load_model
 
     model, deps = load_model(params, workspace, files)
     mode = params["target"]["mode"]
@@ -167,7 +167,7 @@ def _script(model):
 def _trace(model, example: tuple, check: list[tuple]):
     import torch
 
-    from buildsys.steps._diagnose import TRACER_FREEZING
+    from buildsys.steps.diagnose import TRACER_FREEZING
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -46,7 +46,7 @@ class ExportOnnx(Step):
     def run(self) -> StepResult:
         import torch
 
-        from buildsys.steps._model import example_inputs, load_model
+        from buildsys.steps.modelload import example_inputs, load_model
 
         torch.set_num_threads(self.ctx.threads)
         p = self.params
@@ -117,7 +117,7 @@ class ExportOnnx(Step):
         """
         import torch
 
-        from buildsys.steps._diagnose import is_constraint_violation, print_report
+        from buildsys.steps.diagnose import is_constraint_violation, print_report
 
         try:
             return torch.export.export(model, args, dynamic_shapes=shapes, strict=False)
@@ -139,7 +139,7 @@ class ExportOnnx(Step):
         """
         import torch
 
-        from buildsys.steps._diagnose import GuardRecorder
+        from buildsys.steps.diagnose import GuardRecorder
 
         with GuardRecorder() as guards:
             try:
@@ -149,7 +149,7 @@ class ExportOnnx(Step):
         return guards.first_model_site(self.ctx.workspace)
 
     def _narrowed(self, exc: Exception, site: str | None) -> StepError:
-        from buildsys.steps._diagnose import violated_dims
+        from buildsys.steps.diagnose import violated_dims
 
         dims = self.slice["dims"]
         holds = violated_dims(str(exc), dims)
@@ -183,7 +183,7 @@ class ExportOnnx(Step):
                 )
             except Exception as exc:
                 raise _export_error(exc, "torchscript", self.ctx.workspace) from None
-        from buildsys.steps._diagnose import TRACER_FREEZING, shown_path
+        from buildsys.steps.diagnose import TRACER_FREEZING, shown_path
 
         tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
         warned = tracer_warnings(tracer, self.ctx.workspace, limit=None)
@@ -251,7 +251,7 @@ def tracer_warnings(caught: list[warnings.WarningMessage], workspace: Path,
     "count"}, ...]} with at most `limit` listed; `file` is workspace-relative (or from
     site-packages on) and "" with line 0 where the warning has no location.
     """
-    from buildsys.steps._diagnose import shown_path, strip_ansi
+    from buildsys.steps.diagnose import shown_path, strip_ansi
 
     counts: dict[tuple[str, int, str], int] = {}
     for w in caught:
@@ -266,7 +266,7 @@ def tracer_warnings(caught: list[warnings.WarningMessage], workspace: Path,
 
 def qat_as_qdq(model, exporter: str) -> None:
     """A quantization-aware trained model's FakeQuantize modules, made exportable as Q/DQ with their trained scales."""
-    from buildsys.steps._qat import tensor_only_fake_quant
+    from buildsys.steps.qat import tensor_only_fake_quant
 
     count = tensor_only_fake_quant(model, exporter)
     if count:
@@ -326,7 +326,7 @@ def outputs_mismatch(returned: int, named: int, what: str = "the model returned"
 
 def _export_error(exc: Exception, exporter: str, workspace: Path, program=None) -> StepError:
     """A failure inside torch.onnx.export: the whole report to the log, the root cause in the message."""
-    from buildsys.steps._diagnose import print_report, root_cause, strip_ansi
+    from buildsys.steps.diagnose import print_report, root_cause, strip_ansi
 
     print_report(exc)
     text = strip_ansi(str(exc)).strip()

@@ -271,7 +271,7 @@ def _error(session, batches, ref, outputs, metrics) -> float:
 def _session(model, threads: int):
     import onnxruntime as ort
 
-    from buildsys.steps._ort import session_options
+    from buildsys.steps.sessions import session_options
 
     source = str(model) if isinstance(model, Path) else model
     try:

@@ -167,6 +167,11 @@ class OrtGpuParams:
     tolerances: dict[str, Tolerance]
 
 
+@dataclass(frozen=True)
+class TensorRTParams(OrtGpuParams):
+    """The TensorRT engine: as on ONNX Runtime's GPU providers, with every profile (one optimization profile each)."""
+
+
 def as_dict(value: Any) -> Any:
     """A typed value as the plain data it came from (what the numerics and the result files speak)."""
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value

@@ -27,7 +27,7 @@ class ParityCheck(Step):
     RESIDENT = True
 
     def run(self) -> StepResult:
-        from buildsys.steps._ort import cpu_session
+        from buildsys.steps.sessions import cpu_session
         from buildsys.steps.reference import read_reference
 
         p = self.params
@@ -124,7 +124,7 @@ def _latency(fp32, int8, manifest: list[dict], arrays, threads: int, runs: int =
     import statistics
     import time
 
-    from buildsys.steps._ort import cpu_session
+    from buildsys.steps.sessions import cpu_session
     from buildsys.toolchain import cpu
 
     entry = next((e for e in manifest if e["point"] == "opt"), manifest[0])

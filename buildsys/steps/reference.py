@@ -53,7 +53,7 @@ class ReferenceOutputs(Step):
 
         from buildsys.errors import StepError
         from buildsys.inputs import fit_notes, parity_inputs
-        from buildsys.steps._model import flatten_outputs, load_model
+        from buildsys.steps.modelload import flatten_outputs, load_model
         from buildsys.steps.export import outputs_mismatch
 
         torch.set_num_threads(self.ctx.threads)

@@ -14,7 +14,9 @@ from buildsys import gpu
 from buildsys.errors import StepError
 from buildsys.engine.stepjob import run_job
 from buildsys.steps import engine_tensorrt as et
+from buildsys.recipe.model import Dim, InputSpec
 from buildsys.steps.engine_tensorrt import TensorRTEngine, builder_settings, profile_shapes, timing_cache_path
+from buildsys.steps.params import TensorRTParams, from_slice
 from tests.e2e.conftest import Workspace
 from tests.steps import FIXTURES, RecipeSteps
 
@@ -48,11 +50,16 @@ def engine_params(tmp_path: Path, precision: str = "fp16", workspace: str = "") 
     return steps.steps[f"engine[tensorrt-{precision}]"].params
 
 
+def typed(tmp_path: Path, precision: str = "fp16", workspace: str = "") -> TensorRTParams:
+    """The engine step's parameters as the step receives them: the resolved slice, typed on arrival."""
+    return from_slice(TensorRTEngine.PARAMS, engine_params(tmp_path, precision, workspace))
+
+
 # -- recipe → builder settings ---------------------------------------------------------
 
 
 def test_profile_zero_comes_from_dims_and_fixed_sizes_stay_as_written(tmp_path):
-    s = builder_settings(engine_params(tmp_path), tmp_path / "t.cache")
+    s = builder_settings(typed(tmp_path), tmp_path / "t.cache")
     assert s.profiles[0] == {
         "image": ((1, 3, 224, 224), (8, 3, 224, 256), (32, 3, 384, 384)),
         "mask": ((1, 16), (1, 16), (1, 16)),
@@ -60,7 +67,7 @@ def test_profile_zero_comes_from_dims_and_fixed_sizes_stay_as_written(tmp_path):
 
 
 def test_each_profiles_entry_overrides_some_dims_and_keeps_the_rest(tmp_path):
-    s = builder_settings(engine_params(tmp_path), tmp_path / "t.cache")
+    s = builder_settings(typed(tmp_path), tmp_path / "t.cache")
     assert len(s.profiles) == 3
     assert s.profiles[1]["image"] == ((32, 3, 224, 224), (64, 3, 224, 256), (128, 3, 384, 384))
     assert s.profiles[2]["image"] == ((1, 3, 224, 224), (8, 3, 224, 320), (32, 3, 512, 512))
@@ -68,9 +75,8 @@ def test_each_profiles_entry_overrides_some_dims_and_keeps_the_rest(tmp_path):
 
 
 def test_profile_shapes_of_inputs_with_named_and_fixed_dims():
-    inputs = [{"name": "ids", "shape": ["batch", "seq"]}, {"name": "scale", "shape": [1]}]
-    profile = {"batch": {"name": "batch", "min": 1, "opt": 2, "max": 4},
-               "seq": {"name": "seq", "min": 8, "opt": 128, "max": 512}}
+    inputs = (InputSpec("ids", "int64", ("batch", "seq")), InputSpec("scale", "float32", (1,)))
+    profile = {"batch": Dim("batch", 1, 2, 4), "seq": Dim("seq", 8, 128, 512)}
     assert profile_shapes(inputs, profile) == {"ids": ((1, 8), (2, 128), (4, 512)), "scale": ((1,), (1,), (1,))}
 
 
@@ -82,15 +88,15 @@ def test_profile_shapes_of_inputs_with_named_and_fixed_dims():
 ])
 def test_fp32_fp16_and_int8_build_strongly_typed_on_both_majors_without_precision_flags(tmp_path, version,
                                                                                       precision, tf32):
-    s = builder_settings(engine_params(tmp_path, precision), tmp_path / "t.cache", version)
+    s = builder_settings(typed(tmp_path, precision), tmp_path / "t.cache", version)
     assert (s.fp16, s.int8, s.tf32, s.strongly_typed) == (False, False, tf32, True)
 
 
 def test_best_uses_the_precision_flags_on_tensorrt_10_and_is_refused_on_11(tmp_path):
-    s = builder_settings(engine_params(tmp_path / "a", "best"), tmp_path / "t.cache", "10.16.1.11")
+    s = builder_settings(typed(tmp_path / "a", "best"), tmp_path / "t.cache", "10.16.1.11")
     assert (s.fp16, s.int8, s.tf32, s.strongly_typed) == (True, True, True, False)
     with pytest.raises(StepError, match="strongly typed networks only, and precision best") as err:
-        builder_settings(engine_params(tmp_path / "b", "best"), tmp_path / "t.cache", "11.4.0.106")
+        builder_settings(typed(tmp_path / "b", "best"), tmp_path / "t.cache", "11.4.0.106")
     assert err.value.field == "targets" and "fp16" in err.value.hint
 
 
@@ -112,7 +118,7 @@ def test_the_engine_builder_network_is_strongly_typed_through_polygraphy(tmp_pat
 
     fake = types.SimpleNamespace(MemoryPoolType=types.SimpleNamespace(WORKSPACE="workspace"))
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    s = builder_settings(engine_params(tmp_path, "int8", "1GiB"), tmp_path / "t.cache", "10.16.1.11")
+    s = builder_settings(typed(tmp_path, "int8", "1GiB"), tmp_path / "t.cache", "10.16.1.11")
     loader = et.engine_loader(s, tmp_path / "m.onnx")
     network = loader._network
     assert network.strongly_typed is True
@@ -121,15 +127,15 @@ def test_the_engine_builder_network_is_strongly_typed_through_polygraphy(tmp_pat
 
 
 def test_workspace_size_becomes_bytes_and_defaults_to_tensorrt_s_own(tmp_path):
-    assert builder_settings(engine_params(tmp_path / "a", workspace="4GiB"), tmp_path / "t").workspace == 4 * 2**30
-    assert builder_settings(engine_params(tmp_path / "b", workspace="512MiB"), tmp_path / "t").workspace == 512 * 2**20
-    assert builder_settings(engine_params(tmp_path / "c"), tmp_path / "t").workspace is None
+    assert builder_settings(typed(tmp_path / "a", workspace="4GiB"), tmp_path / "t").workspace == 4 * 2**30
+    assert builder_settings(typed(tmp_path / "b", workspace="512MiB"), tmp_path / "t").workspace == 512 * 2**20
+    assert builder_settings(typed(tmp_path / "c"), tmp_path / "t").workspace is None
 
 
 def test_best_is_judged_by_the_fp16_tolerance(tmp_path):
-    params = engine_params(tmp_path, "best")
-    assert set(params["tolerances"]) == {"fp16"}
-    assert et.target_tolerance(params) == params["tolerances"]["fp16"]
+    params = typed(tmp_path, "best")
+    assert set(params.tolerances) == {"fp16"}
+    assert et.target_tolerance(params) == params.tolerances["fp16"]
 
 
 def test_timing_cache_lives_under_out_one_file_per_gpu_and_tensorrt_version(tmp_path):
@@ -140,7 +146,7 @@ def test_timing_cache_lives_under_out_one_file_per_gpu_and_tensorrt_version(tmp_
     assert timing_cache_path(tmp_path, A100, "10.16.1.11") != h100
     assert timing_cache_path(tmp_path, {**H100, "driver": "570.86.10"}, "10.16.1.11") != h100
     assert timing_cache_path(tmp_path, H100, "10.15.1.29") != h100
-    s = builder_settings(engine_params(tmp_path), h100)
+    s = builder_settings(typed(tmp_path), h100)
     assert s.timing_cache == h100
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from buildsys import gpu
-from buildsys.steps import _ort
+from buildsys.steps import sessions
 from buildsys.steps import engine_onnxruntime as eo
 from tests.steps import RecipeSteps
 
@@ -143,18 +143,18 @@ def test_precisions_a_provider_cannot_run_are_recipe_errors(tmp_path, target, fo
 
 def test_tensorrt_provider_options_hold_precision_profile_and_the_step_s_cache(tmp_path):
     shapes = {"x": ((1, 4), (4, 4), (8, 4)), "mask": ((1, 16),) * 3}
-    opts = _ort.tensorrt_options("int8", shapes, tmp_path / "c", workspace=2**30)
+    opts = sessions.tensorrt_options("int8", shapes, tmp_path / "c", workspace=2**30)
     assert opts["trt_int8_enable"] == "True" and opts["trt_fp16_enable"] == "True"
     assert opts["trt_profile_min_shapes"] == "x:1x4,mask:1x16"
     assert opts["trt_profile_opt_shapes"] == "x:4x4,mask:1x16"
     assert opts["trt_profile_max_shapes"] == "x:8x4,mask:1x16"
     assert opts["trt_engine_cache_path"] == opts["trt_timing_cache_path"] == str(tmp_path / "c")
     assert opts["trt_engine_cache_enable"] == "True" and opts["trt_max_workspace_size"] == str(2**30)
-    fp16 = _ort.tensorrt_options("fp16", shapes, tmp_path / "c")
+    fp16 = sessions.tensorrt_options("fp16", shapes, tmp_path / "c")
     assert (fp16["trt_int8_enable"], fp16["trt_fp16_enable"]) == ("False", "True")
     assert "trt_max_workspace_size" not in fp16
-    assert _ort.cuda_options("fp32") == {"device_id": "0", "use_tf32": "0"}
-    assert _ort.cuda_options("fp16")["use_tf32"] == "1"
+    assert sessions.cuda_options("fp32") == {"device_id": "0", "use_tf32": "0"}
+    assert sessions.cuda_options("fp16")["use_tf32"] == "1"
 
 
 def test_the_tensorrt_provider_cache_is_keyed_by_model_tools_gpu_and_target(tmp_path, monkeypatch):

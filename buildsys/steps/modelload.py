@@ -77,7 +77,7 @@ def load_model(params: dict[str, Any], workspace: Path, files: dict[str, Path]):
 
 
 def _freeze_qat_observers(model) -> None:
-    from buildsys.steps._qat import freeze_observers
+    from buildsys.steps.qat import freeze_observers
 
     left_on = freeze_observers(model)
     if left_on:
