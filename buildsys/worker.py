@@ -54,8 +54,11 @@ LANES: dict[str, tuple[str, ...]] = {
     # the dynamo exporter: its modules, and one export of a fixed model (see _warm_dynamo)
     "dynamo": ("numpy", "onnxruntime", "onnx", "onnx.shape_inference", "torch", "torch.onnx", "torch.export",
                "onnxscript"),
-    # the long-lived process of the steps that run no project code (not a template): everything
-    # those steps import, so that none of them changes `sys.modules` when it runs
+    # the long-lived processes of the steps that run no project code (not templates): everything
+    # those steps import, so that none of them changes `sys.modules` when it runs. Parity and the
+    # ONNX Runtime engine need ONNX Runtime alone: their process holds no torch, so a build that
+    # re-runs only them (a tolerance changed) does not wait for torch to be imported.
+    "resident-ort": ("numpy", "numpy.ma", "numpy.random", "onnxruntime", "encodings.cp437", "zipfile"),
     "resident": ("numpy", "numpy.ma", "numpy.random", "onnxruntime", "onnx", "onnx.shape_inference", "onnxsim",
                  "onnxoptimizer", "onnxruntime.quantization", "onnxruntime.quantization.calibrate",
                  "onnxruntime.quantization.registry", "onnxruntime.transformers.float16",
@@ -65,7 +68,9 @@ LANES: dict[str, tuple[str, ...]] = {
 # down is fixed. Only the torch template imports torch (~1 s of CPU): onnxsim imports it
 # too, so the onnx template and the resident process start from the torch template as
 # the dynamo one does, rather than importing torch again.
-PARENTS: dict[str, str] = {"torch": "ort", "onnx": "torch", "dynamo": "torch", "resident": "torch"}
+PARENTS: dict[str, str] = {"torch": "ort", "onnx": "torch", "dynamo": "torch", "resident": "torch",
+                           "resident-ort": "ort"}
+RESIDENT_LANES = ("resident", "resident-ort")
 
 
 def main() -> int:
@@ -134,7 +139,7 @@ def _lane_death(wanted: str, below: str, code: int, job: dict[str, Any], started
     from buildsys.engine.answer import StepAnswer
     from buildsys.workers import death_answer
 
-    if below == wanted == "resident":  # the step itself ran there and took the process with it
+    if below == wanted and wanted in RESIDENT_LANES:  # the step itself ran there and took the process with it
         return death_answer(code, job.get("log"), started).to_wire()
     return StepAnswer.failed(f"the worker's {below} template died; the step did not run",
                              hint="run the build again; if it recurs, the log of the step before may say why").to_wire()
@@ -149,7 +154,7 @@ def _start_lane(lane: str) -> tuple[int, Connection]:
             _close_except({theirs.fileno()})
             lane_conn = Connection(theirs.detach())
             _import(LANES[lane])
-            if lane == "resident":
+            if lane in RESIDENT_LANES:
                 _reside(lane_conn)
             else:
                 if lane == "torch":

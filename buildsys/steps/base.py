@@ -64,9 +64,10 @@ class Step:
     def lane(cls, params: dict[str, Any]) -> str:
         """The worker template this step forks from (buildsys.worker.LANES): the one that
         holds the libraries it uses, imported once per worker rather than once per step;
-        `resident` for the steps that need no fresh interpreter (RESIDENT)."""
+        `resident` (or `resident-ort`, for those that need ONNX Runtime alone) for the steps
+        that need no fresh interpreter (RESIDENT)."""
         if cls.RESIDENT and "torch" not in cls.TOOLS:
-            return "resident"
+            return "resident-ort" if set(cls.TOOLS) <= {"onnxruntime", "numpy"} else "resident"
         if "torch" in cls.TOOLS:
             return "torch"
         return "onnx" if {"onnx", "onnxsim"} & set(cls.TOOLS) else "ort"
