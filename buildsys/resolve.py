@@ -32,8 +32,13 @@ class StepSpec:
     timeout: float = 3600.0
 
     @property
+    def data_upstream(self) -> set[str]:
+        """The upstream steps whose artifacts this step reads (not those that only gate it)."""
+        return {ref.partition("#")[0] for ref in self.inputs.values()}
+
+    @property
     def upstream(self) -> set[str]:
-        return {ref.partition("#")[0] for ref in self.inputs.values()} | set(self.gates)
+        return self.data_upstream | set(self.gates)
 
     @property
     def log(self) -> str:

@@ -103,7 +103,7 @@ class Rebuilder:
             return Outcome(step.id, "unavailable", why_not)
         upstream = {up: outcomes[up].outputs for up in step.upstream if outcomes[up].outputs}
         decision = self.decide(step, upstream)
-        cut = any(outcomes[u].state in ("ran", "cutoff") for u in _data_upstream(step))
+        cut = any(outcomes[u].state in ("ran", "cutoff") for u in step.data_upstream)
         if decision.action in ("cached", "restore"):
             if self.dry_run:
                 return Outcome(step.id, "cutoff" if cut else "cached", decision.reason,
@@ -382,11 +382,6 @@ class Rebuilder:
         if real == self._out_real or real.startswith(self._out_real.rstrip(os.sep) + os.sep):
             return ""
         return f"{os.path.normpath(folder)} resolves to {real}, outside {self.out}; buildsys writes only under out/"
-
-
-def _data_upstream(step: StepSpec) -> set[str]:
-    """The upstream steps whose artifacts the step reads (not those that only gate it)."""
-    return {ref.partition("#")[0] for ref in step.inputs.values()}
 
 
 def _rejected(step: StepSpec, answer: StepAnswer) -> str | None:

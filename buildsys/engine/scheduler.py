@@ -90,10 +90,9 @@ class Scheduler:
 
     def _settle(self, step: StepSpec) -> Outcome | None:
         """The step's outcome when an upstream step blocks it, else the rebuilder's settlement."""
-        data_upstream = {ref.partition("#")[0] for ref in step.inputs.values()}
         for up in sorted(step.upstream):
             o = self.outcomes[up]
-            if o.state == "would-run" and up in data_upstream:
+            if o.state == "would-run" and up in step.data_upstream:
                 return Outcome(step.id, "would-run", f"upstream {up} would run")
             if o.blocks:
                 what = "failed parity" if o.state not in ("failed", "skipped", "unavailable") else o.state
