@@ -194,11 +194,7 @@ def _reside(conn: Connection) -> None:
 
             answer = run_job(job)
         except BaseException:  # noqa: BLE001 - reported as the step's failure, then this process ends
-            from buildsys.engine.answer import StepAnswer
-
-            text = traceback.format_exc()
-            conn.send(StepAnswer.failed(text.strip().splitlines()[-1], time.monotonic() - started,
-                                        traceback=text).to_wire())
+            conn.send(_crash_answer(started))
             return
         conn.send(answer)
 
@@ -419,6 +415,14 @@ class _Children:
         self.reap(block=True)
 
 
+def _crash_answer(started: float) -> dict[str, Any]:
+    """The answer for a job that ended in an exception `run_job` let through: its last line, with the traceback."""
+    from buildsys.engine.answer import StepAnswer
+
+    text = traceback.format_exc()
+    return StepAnswer.failed(text.strip().splitlines()[-1], time.monotonic() - started, traceback=text).to_wire()
+
+
 def _child(job_r: int, ans_w: int) -> None:
     """A forked child: wait for one job, run it, answer, leave."""
     code = 0
@@ -434,11 +438,7 @@ def _child(job_r: int, ans_w: int) -> None:
 
             answer = pickle.dumps(run_job(job))
         except BaseException:  # noqa: BLE001 - anything here is reported as the step's failure
-            from buildsys.engine.answer import StepAnswer
-
-            text = traceback.format_exc()
-            answer = pickle.dumps(StepAnswer.failed(text.strip().splitlines()[-1], time.monotonic() - started,
-                                                    traceback=text).to_wire())
+            answer = pickle.dumps(_crash_answer(started))
             code = 1
         with os.fdopen(ans_w, "wb") as out:
             out.write(answer)
