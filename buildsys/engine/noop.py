@@ -93,11 +93,9 @@ def key_sources() -> list[str]:
     found = []
     for rel in KEY_SOURCES:
         path = os.path.join(_PACKAGE, rel)
-        if not os.path.isdir(path):
-            found.append(path)
-            continue
-        found.append(path)  # a module added or removed moves the folder's stamp
-        found.extend(os.path.join(path, n) for n in sorted(os.listdir(path)) if n.endswith(".py"))
+        found.append(path)  # a folder too: a module added or removed moves its stamp
+        if os.path.isdir(path):
+            found.extend(os.path.join(path, n) for n in sorted(os.listdir(path)) if n.endswith(".py"))
     return found
 
 
