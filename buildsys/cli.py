@@ -299,17 +299,13 @@ def _build(root: Path, options, as_json: bool, verbose: bool, cache_max_size: in
         selected = session.selection(loaded.graph)
         reporter = _reporter(verbose, live=not as_json)
         try:
-            result = session.build(loaded.graph, selected, reporter)
+            outcomes = session.build(loaded.graph, selected, reporter)
         finally:
             reporter.close()
-        outcomes = result.outcomes
         code = exit_status([(o.state, o.verdict) for o in outcomes], options.require_all, bool(loaded.problems))
         _print_build_result([o.as_json() for o in outcomes], code, [pr.render() for pr in loaded.problems], as_json)
         if not options.dry_run and not loaded.problems and code != EXIT_STEP:
-            # Under the lock: a build that starts once it is released (and forgets every
-            # stored answer) must not find an answer recorded halfway through its own changes.
-            _record_noop(session.ws, session.state.reads, outcomes, code, recipes=list(options.recipes),
-                         only=list(options.only), require_all=options.require_all)
+            session.record_noop(outcomes, code)
         if cache_max_size is not None and not options.dry_run:
             note, plan = session.trim(cache_max_size)
             if note:
@@ -351,14 +347,6 @@ def _print_build_result(steps: list[dict], code: int, problems: list[str], as_js
     parity_failed = [s["id"] for s in steps if s.get("passed") is False]
     if parity_failed:
         print(f"parity failed: {', '.join(parity_failed)}", file=sys.stderr)
-
-
-def _record_noop(ws, reads, outcomes, code: int, recipes: list[str], only: list[str] | None,
-                 require_all: bool) -> None:
-    """Remember what a repeat of this build would print, stamped by everything the build read."""
-    from buildsys.engine import noop
-
-    noop.record_build(os.fspath(ws.meta), noop.signature(recipes, only, require_all), reads, outcomes, code)
 
 
 def cmd_status(root: Path, args) -> int:
@@ -456,10 +444,10 @@ def cmd_check(root: Path, args) -> int:
         checks = gate.checks(graph)
         reporter = _reporter(args.verbose)
         try:
-            result = session.build(graph, graph.closure({s.id for s in checks}), reporter)
+            built = session.build(graph, graph.closure({s.id for s in checks}), reporter)
         finally:
             reporter.close()
-    outcomes = {o.step: o for o in result.outcomes}
+    outcomes = {o.step: o for o in built}
     out = session.ws.out
     entries = [gate.report_entry(out, graph, step, outcomes[step.id].state,
                                  outcomes[step.id].message or outcomes[step.id].reason, outcomes[step.id].verdict)

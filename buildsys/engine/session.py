@@ -63,12 +63,6 @@ class Loaded:
 
 
 @dataclass(frozen=True)
-class BuildResult:
-    outcomes: list[Outcome]
-    rebuilder: Rebuilder  # what it decided from (its traces), for the no-op answer
-
-
-@dataclass(frozen=True)
 class Plan:
     """What a build would do now: each step's outcome and its status word."""
 
@@ -173,12 +167,24 @@ class Session:
                              hint="step names: export, simplify, reference, parity, parity[fp32], engine, ...")
         return selected
 
-    def build(self, graph: Graph, selected: set[str], reporter: Reporter) -> BuildResult:
-        """Bring the `selected` steps up to date (inside `opened`)."""
+    def build(self, graph: Graph, selected: set[str], reporter: Reporter) -> list[Outcome]:
+        """Bring the `selected` steps up to date (inside `opened`); their outcomes in the graph's order."""
         rebuilder = Rebuilder(self.ws, graph, self.state, self.store, self.shared(), dry_run=self.options.dry_run)
         scheduler = Scheduler(graph, rebuilder, self.runner, reporter, keep_going=self.options.keep_going,
                               timeout=self.options.timeout)
-        return BuildResult(scheduler.run(selected), rebuilder)
+        return scheduler.run(selected)
+
+    def record_noop(self, outcomes: list[Outcome], code: int) -> None:
+        """Remember what a repeat of this build would print, stamped by everything the build read.
+
+        Inside `opened`, under the lock: a build that starts once it is released (and
+        forgets every recorded answer) must not find one recorded halfway through its own changes.
+        """
+        from buildsys.engine import noop
+
+        o = self.options
+        noop.record_build(str(self.ws.meta), noop.signature(list(o.recipes), list(o.only), o.require_all),
+                          self.state.reads, outcomes, code)
 
     def trim(self, max_size: int) -> tuple[str | None, str]:
         """`build --cache-max-size`: the collection of `cache gc` under the build's own lock.
@@ -188,8 +194,7 @@ class Session:
         """
         from buildsys import cachegc
 
-        current, why = cachegc.current_steps(self.ws.root, self.state)
-        note = f"note: {why}; the last build of every step is kept" if why else None
+        current, note = _current_steps(self.ws.root, self.state)
         done = cachegc.collect_local(self.state, self.store, current, max_size, None)
         return note, cachegc.render_plan(done, str(self.ws.meta))
 
@@ -245,7 +250,6 @@ class Session:
             state.close()
             return f"removed outputs of {', '.join(names) or 'nothing'} (the cache keeps their artifacts)"
 
-
     # -- the cache commands ---------------------------------------------------------
 
     def cache_stats(self, url: str | None):
@@ -285,11 +289,19 @@ class Session:
             return None, cachegc.plan_json(cachegc.plan(empty, max_size, max_age, 0.0), dry_run), render
         with WorkspaceLock(ws.meta):  # a build holds it for its whole run: neither sees the other half done
             state = State(ws.meta)
-            current, why = cachegc.current_steps(ws.root, state)
-            note = f"note: {why}; the last build of every step is kept" if why else None
+            current, note = _current_steps(ws.root, state)
             result = cachegc.collect_local(state, Store(ws.meta / "store"), current, max_size, max_age, dry_run)
             state.close()
         return note, result, render
+
+
+def _current_steps(root: Path, state: State):
+    """The steps of every recipe as they stand, for a collection, and the note to print when
+    the recipes cannot be read (then the last build of every step is kept), or None."""
+    from buildsys import cachegc
+
+    current, why = cachegc.current_steps(root, state)
+    return current, (f"note: {why}; the last build of every step is kept" if why else None)
 
 
 def _existing_shared(url: str):
