@@ -49,6 +49,36 @@ def absent_reason() -> str | None:
     return None
 
 
+# Steps that need no GPU never see one: the build's worker processes start with the GPU hidden
+# (CUDA_VISIBLE_DEVICES empty), and what the build's own environment said is kept here, so
+# that the child of a GPU step can give it back before anything in it touches CUDA.
+VISIBLE = "CUDA_VISIBLE_DEVICES"
+SAVED_VISIBLE = "BUILDSYS_CUDA_VISIBLE_DEVICES"
+_UNSET = "-"  # what SAVED_VISIBLE holds when the build's environment had no CUDA_VISIBLE_DEVICES
+
+
+def hidden(environ: dict[str, str]) -> dict[str, str]:
+    """The variables that hide the GPU from a worker started from `environ`, remembering what it named."""
+    return {VISIBLE: "", SAVED_VISIBLE: environ.get(VISIBLE, _UNSET)}
+
+
+def reveal(gpu_step: bool) -> None:
+    """In a step's own process, before the step runs: give a GPU step the GPU the build sees.
+
+    CUDA reads CUDA_VISIBLE_DEVICES when it initialises, so this works only in a
+    process that has not touched CUDA yet (no template ever does). Other steps
+    keep the GPU hidden and lose the remembered value, which is not theirs to read.
+    """
+    saved = os.environ.pop(SAVED_VISIBLE, None)
+    if saved is None or not gpu_step:
+        return
+    if saved == _UNSET:
+        os.environ.pop(VISIBLE, None)
+    else:
+        os.environ[VISIBLE] = saved
+    gpu.cache_clear()
+
+
 def packages_note() -> str | None:
     """Why the GPU packages are missing from this environment, as `make` recorded it, or None."""
     try:

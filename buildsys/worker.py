@@ -24,6 +24,12 @@ so what one of them did cannot reach the next; they save the fork, the copy-on-
 write faults and the first-use set-up of onnxsim and ONNX Runtime a child pays.
 It is never forked, so it may start threads; if it dies, the step it ran is
 reported like a crashed child and the next such step starts a new one.
+
+The GPU: the worker starts with it hidden (buildsys.gpu.hidden), so no template
+and no CPU step can reach it, and a template that initialised CUDA all the same
+is refused after its warm-up (cuda_refusal). The child of a GPU step (DEVICE
+"gpu") gets the build's CUDA_VISIBLE_DEVICES back before the step runs and so
+initialises CUDA itself.
 """
 from __future__ import annotations
 
@@ -91,7 +97,11 @@ def main() -> int:
     # Imported while the orchestrator still plans: its cost is off the critical path.
     _import(LANES["ort"])
     _warm_onnxruntime()
-    _serve(conn, "ort")
+    refusal = cuda_refusal("ort")
+    if refusal:
+        _refuse(conn, refusal)
+    else:
+        _serve(conn, "ort")
     return 0
 
 
@@ -154,18 +164,53 @@ def _start_lane(lane: str) -> tuple[int, Connection]:
             _close_except({theirs.fileno()})
             lane_conn = Connection(theirs.detach())
             _import(LANES[lane])
-            if lane in RESIDENT_LANES:
+            if lane == "torch":
+                _warm_torch()
+            elif lane == "dynamo":
+                _warm_dynamo()
+            refusal = cuda_refusal(lane)
+            if refusal:
+                _refuse(lane_conn, refusal)
+            elif lane in RESIDENT_LANES:
                 _reside(lane_conn)
             else:
-                if lane == "torch":
-                    _warm_torch()
-                elif lane == "dynamo":
-                    _warm_dynamo()
                 _serve(lane_conn, lane)
         finally:
             os._exit(0)
     theirs.close()
     return pid, Connection(mine.detach())
+
+
+def cuda_refusal(lane: str) -> str | None:
+    """Why the process of `lane` may serve no step: it initialised CUDA (checked after its warm-up), or None.
+
+    A CUDA context does not survive fork: every child of such a template would
+    fail at its first CUDA call ("Cannot re-initialize CUDA in forked subprocess"),
+    and on a GPU machine only. Only torch keeps a flag that says so; ONNX Runtime
+    and TensorRT create a context only for a session or builder on the GPU, which
+    no template makes.
+    """
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    if cuda is None or not cuda.is_initialized():
+        return None
+    return (f"the worker's {lane} template initialised CUDA while it warmed up; a CUDA context does not survive "
+            "fork, so no step is run from it")
+
+
+def _refuse(conn: Connection, refusal: str) -> None:
+    """Answer every job with `refusal` until told to stop: the process is not fit to run steps."""
+    from buildsys.engine.answer import StepAnswer
+
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        conn.send(StepAnswer.failed(refusal, hint="this is a bug in buildsys (no template may touch the GPU); "
+                                                  "report it with the versions of torch and onnxruntime").to_wire())
 
 
 def _reside(conn: Connection) -> None:
@@ -177,6 +222,9 @@ def _reside(conn: Connection) -> None:
     """
     import logging
 
+    from buildsys import gpu
+
+    gpu.reveal(False)  # no GPU step runs here
     # ONNX Runtime's quantization tools log through the root logger's module functions,
     # which give the root logger a stderr handler the first time: given here, before any
     # step, so that no step leaves it behind. stderr is the running step's log.
@@ -215,7 +263,7 @@ def _own_modules() -> list[str]:
     """buildsys's step modules and the helpers they import: standard library only at their top."""
     from buildsys.steps import KINDS
 
-    helpers = ["buildsys.canonical", "buildsys.errors", "buildsys.inputs", "buildsys.numerics", "buildsys.toolchain",
+    helpers = ["buildsys.canonical", "buildsys.errors", "buildsys.gpu", "buildsys.inputs", "buildsys.numerics", "buildsys.toolchain",
                "buildsys.steps.diagnose", "buildsys.steps.modelload", "buildsys.steps.qat", "buildsys.steps.sessions"]
     return ["buildsys.steps.base", "buildsys.engine.answer", "buildsys.engine.stepjob", *helpers, *sorted({path.partition(":")[0] for path in KINDS.values()})]
 
@@ -434,7 +482,10 @@ def _child(job_r: int, ans_w: int) -> None:
         started = time.monotonic()
         job = pickle.loads(data)
         try:
+            from buildsys import gpu
             from buildsys.engine.stepjob import run_job
+
+            gpu.reveal(job.get("device") == "gpu")  # before the step, and so before anything touches CUDA
 
             answer = pickle.dumps(run_job(job))
         except BaseException:  # noqa: BLE001 - anything here is reported as the step's failure

@@ -51,8 +51,13 @@ class WorkerPool:
     def _spawn(self) -> Worker:
         parent, child = socket.socketpair()
         lifeline, keep = os.pipe()
+        from buildsys import gpu
+
         env = dict(os.environ)
         env.update({
+            # No template may see the GPU (a CUDA context does not survive fork) and no CPU step
+            # either (its key holds no GPU); a GPU step's child gives it back (buildsys.worker).
+            **gpu.hidden(os.environ),
             "OMP_NUM_THREADS": str(self.threads),
             "MKL_NUM_THREADS": str(self.threads),
             "BUILDSYS_WORKER_FD": str(child.fileno()),
