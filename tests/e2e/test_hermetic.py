@@ -109,3 +109,21 @@ def test_a_step_that_crashes_fails_alone_and_the_worker_serves_the_next(tmp_path
     assert "killed by signal SIGABRT" in failed["message"]
     assert "log: out/a_crash/logs/export.log" in failed["message"]
     assert worker_pids(ws.root) == []
+
+
+def test_what_cpu_steps_write_does_not_depend_on_the_gpu_the_build_is_shown(tmp_path):
+    """Their keys hold no GPU: a build told of a GPU (CUDA_VISIBLE_DEVICES) finds every CPU step cached,
+    and built from nothing it writes the same bytes (a GPU machine and a CPU one share a cache)."""
+    from tests.e2e.conftest import tiny_recipe
+
+    shown = {"CUDA_VISIBLE_DEVICES": "0"}
+    built = {}
+    for name, env in (("hidden", {}), ("shown", shown)):
+        ws = new_workspace(tmp_path / name)
+        ws.write("recipes/tiny.yaml", tiny_recipe(exporter="dynamo"))
+        r = ws.run("build", "--json", env=env)
+        assert r.code == 0 and "tiny:export" in r.ran(), r.stdout + r.stderr
+        built[name] = {f: (ws.root / "out/tiny" / f).read_bytes() for f in COMPARED}
+    assert built["shown"] == built["hidden"]
+    again = ws.run("build", "--json", env={})  # the other way round: keys built with the GPU shown
+    assert again.code == 0 and set(again.states().values()) == {"cached"}, again.stdout
