@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 import traceback
@@ -22,14 +23,29 @@ from buildsys.errors import StepError
 from buildsys.steps.base import StepContext, StepResult
 
 
+# Terminal control sequences: CSI (colours, `\x1b[0;93m`), OSC (titles, links) and the two-byte escapes.
+_ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+def strip_ansi(data: bytes) -> bytes:
+    """`data` without terminal control sequences."""
+    return _ANSI.sub(b"", data)
+
+
 @contextlib.contextmanager
 def _redirected(log_path: Path):
-    """Send this process's stdout and stderr (native code's too) to the step's log."""
+    """Send this process's stdout and stderr (native code's too) to the step's log.
+
+    ONNX Runtime and TensorRT colour their own warnings as if a terminal read
+    them; logs are read in files, HTML reports and CI pages, so what the step
+    wrote is stripped of terminal control sequences when it ends.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     with open(log_path, "ab", buffering=0) as log:
+        start = log.tell()
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
@@ -41,6 +57,19 @@ def _redirected(log_path: Path):
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+            _strip_log(log_path, start)
+
+
+def _strip_log(log_path: Path, start: int) -> None:
+    """Remove terminal control sequences from what was written to the log after `start`."""
+    with open(log_path, "r+b") as log:
+        log.seek(start)
+        written = log.read()
+        clean = strip_ansi(written)
+        if clean != written:
+            log.seek(start)
+            log.write(clean)
+            log.truncate()
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
