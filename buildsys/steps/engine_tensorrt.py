@@ -77,7 +77,7 @@ def precision_flags(precision: str, tensorrt_major: int) -> dict[str, bool]:
         raise StepError(f"TensorRT {tensorrt_major} builds strongly typed networks only, and precision best "
                         "asks for precision flags", field="targets",
                         hint="use precision fp16 (built from an fp16 ONNX) or int8 (from the Q/DQ model), "
-                             "or install TensorRT 10 (pip install '.[gpu]')")
+                             f"or install TensorRT 10 ({INSTALL})")
     return {"fp16": True, "int8": True, "tf32": True, "strongly_typed": False}
 
 
@@ -113,6 +113,13 @@ def engine_loader(settings: BuilderSettings, model: Path):
     return EngineFromNetwork(network, config=config, save_timing_cache=str(settings.timing_cache))
 
 
+# TensorRT's libraries are not on PyPI: the packages there download them from NVIDIA's index at
+# install time, so a plain `pip install '.[gpu]'` fails. The command that works, in every message.
+NVIDIA_INDEX = "https://pypi.nvidia.com"
+INSTALL = (f"its libraries come from NVIDIA's index, not PyPI: PIP_EXTRA_INDEX_URL={NVIDIA_INDEX} make GPU=1 "
+           f"(or pip install --extra-index-url {NVIDIA_INDEX} '.[gpu]')")
+
+
 def tensorrt_missing() -> str | None:
     """Why TensorRT cannot be loaded here, or None; asks no GPU and imports nothing.
 
@@ -125,11 +132,11 @@ def tensorrt_missing() -> str | None:
     if note:
         return note
     if importlib.util.find_spec("tensorrt") is None:
-        return "TensorRT is not installed (pip install '.[gpu]')"
+        return f"TensorRT is not installed; {INSTALL}"
     if importlib.util.find_spec("tensorrt_libs") is None and not _system_nvinfer():
         version = installed_tensorrt() or ""
         return ("TensorRT's Python bindings are installed but not its libraries (no tensorrt_libs package, no "
-                f"libnvinfer on the loader path): pip install --extra-index-url https://pypi.nvidia.com "
+                f"libnvinfer on the loader path): pip install --extra-index-url {NVIDIA_INDEX} "
                 f"'{libs_requirement(version)}'")
     short = gpu.cuda_shortfall(needed_cuda(), f"TensorRT {installed_tensorrt()}") if needed_cuda() else None
     return short
@@ -231,7 +238,7 @@ class TensorRTEngine(Step):
         version = installed_tensorrt()
         if version and _major(version) >= FLAGLESS_MAJOR and from_slice(cls.PARAMS, params).target.precision == "best":
             return (f"TensorRT {version} builds strongly typed networks only; precision best needs "
-                    "TensorRT 10 (pip install '.[gpu]'), or use fp16 or int8")
+                    f"TensorRT 10 ({INSTALL}), or use fp16 or int8")
         return None
 
     def run(self) -> StepResult:
@@ -354,7 +361,7 @@ def import_tensorrt() -> str:
         import tensorrt as trt
     except (ImportError, OSError) as exc:
         raise StepError(f"TensorRT cannot be imported: {exc}",
-                        hint="reinstall it with pip install '.[gpu]'; its libraries come from NVIDIA's index") from None
+                        hint=f"reinstall it: {INSTALL}") from None
     return trt.__version__
 
 

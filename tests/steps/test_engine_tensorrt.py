@@ -198,7 +198,10 @@ def test_unavailable_here_says_there_is_no_gpu(tmp_path):
 def test_unavailable_without_tensorrt_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu, "absent_reason", lambda: None)
     monkeypatch.setattr(et.importlib.util, "find_spec", lambda name: None)
-    assert TensorRTEngine.unavailable(engine_params(tmp_path)) == "TensorRT is not installed (pip install '.[gpu]')"
+    reason = TensorRTEngine.unavailable(engine_params(tmp_path))
+    assert reason == ("TensorRT is not installed; its libraries come from NVIDIA's index, not PyPI: "
+                      "PIP_EXTRA_INDEX_URL=https://pypi.nvidia.com make GPU=1 "
+                      "(or pip install --extra-index-url https://pypi.nvidia.com '.[gpu]')")
 
 
 def test_unavailable_for_best_on_tensorrt_11_but_not_for_fp16(tmp_path, monkeypatch):
@@ -206,8 +209,9 @@ def test_unavailable_for_best_on_tensorrt_11_but_not_for_fp16(tmp_path, monkeypa
     monkeypatch.setattr(et, "tensorrt_missing", lambda: None)
     monkeypatch.setattr(et, "installed_tensorrt", lambda: "11.4.0.106")
     reason = TensorRTEngine.unavailable(engine_params(tmp_path / "a", "best"))
-    assert reason == ("TensorRT 11.4.0.106 builds strongly typed networks only; precision best needs TensorRT 10 "
-                      "(pip install '.[gpu]'), or use fp16 or int8")
+    assert reason.startswith("TensorRT 11.4.0.106 builds strongly typed networks only; precision best needs "
+                             "TensorRT 10 (its libraries come from NVIDIA's index, not PyPI: PIP_EXTRA_INDEX_URL=")
+    assert reason.endswith("), or use fp16 or int8")
     assert TensorRTEngine.unavailable(engine_params(tmp_path / "b", "fp16")) is None
 
 
