@@ -319,9 +319,13 @@ def _needs_fp16_onnx(t: TargetSpec) -> bool:
     return t.precision == "fp16" and (t.backend == "tensorrt" or (t.backend == "onnxruntime" and t.provider == "cuda"))
 
 
+# Fields left out of a target's slice while they hold their default: targets that do not use them keep their keys.
+_UNSET_TARGET = {"provider": None, "tf32": False, "cpu_nodes": ()}
+
+
 def _target(t: TargetSpec) -> dict[str, Any]:
-    """The target's fields; an unset provider stays out, so CPU targets keep their keys."""
-    return {k: v for k, v in _asdict(t).items() if not (k == "provider" and v is None)}
+    """The target's fields, but those that hold their default and only GPU targets set (see _UNSET_TARGET)."""
+    return {k: v for k, v in _asdict(t).items() if not (k in _UNSET_TARGET and v == _UNSET_TARGET[k])}
 
 
 def _engine(r: Recipe, t: TargetSpec, candidate: str, quantized: dict[str, str], parities: dict[str, StepSpec],
@@ -334,10 +338,14 @@ def _engine(r: Recipe, t: TargetSpec, candidate: str, quantized: dict[str, str],
         # On the GPU: the parity of the model as the provider runs it; the TensorRT provider's engines are cached.
         model = (quantized[t.provider] if t.precision == "int8" else quantized["fp16"] if _needs_fp16_onnx(t)
                  else candidate)
+        from buildsys.steps.sessions import provider_options
+
         return StepSpec(**common, kind_path=KINDS[f"engine-onnxruntime-{t.provider}"],
                         params={"target": _target(t), "inputs": base["inputs"], "outputs": base["outputs"],
                                 "profiles": profiles[:1],
-                                "tolerances": {t.precision: _asdict(r.tolerances[t.precision])}},
+                                "tolerances": {t.precision: _asdict(r.tolerances[t.precision])},
+                                # what the provider is told, in the key and in the step's report
+                                "provider_options": provider_options(t)},
                         inputs={"model": model, "reference": f"{reference.id}#reference"}, gates=(gate,),
                         outputs={"result": f"{n}/parity/{t.id}.json"})
     if t.backend == "onnxruntime":

@@ -330,6 +330,8 @@ def _target(m: dict[str, Any]) -> TargetSpec:
         spec["workspace"] = parse_size(spec["workspace"])
     if spec["backend"] == "torchscript":
         spec.setdefault("mode", "script")
+    if "cpu_nodes" in spec:
+        spec["cpu_nodes"] = tuple(spec["cpu_nodes"])
     return TargetSpec(**spec)
 
 

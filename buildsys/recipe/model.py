@@ -122,6 +122,8 @@ class TargetSpec:
     workspace: int | None = None  # bytes (TensorRT)
     mode: str | None = None  # torchscript: script | trace
     provider: str | None = None  # onnxruntime: cpu (None) | cuda | tensorrt (execution provider)
+    tf32: bool = False  # onnxruntime on cuda: fp32 convolutions and matmuls may use TF32 tensor cores
+    cpu_nodes: tuple[str, ...] = ()  # onnxruntime on a GPU provider: op types or node names allowed on the CPU
 
     @property
     def id(self) -> str:
@@ -259,7 +261,8 @@ def recipe_from_dict(d: dict) -> Recipe:
         ),
         quantization=QuantizationSpec(**{**d.get("quantization", {}),
                                          "exclude": tuple(d.get("quantization", {}).get("exclude", ()))}),
-        targets=tuple(TargetSpec(**t) for t in d["targets"]),
+        targets=tuple(TargetSpec(**{**t, **({"cpu_nodes": tuple(t["cpu_nodes"])} if "cpu_nodes" in t else {})})
+                      for t in d["targets"]),
         tolerances={k: Tolerance(**v) for k, v in d["tolerances"].items()},
         parity=ParitySpec(
             samples=d["parity"]["samples"], seed=d["parity"]["seed"], points=tuple(d["parity"]["points"]),

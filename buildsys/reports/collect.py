@@ -141,6 +141,9 @@ def _check(e: ReportInput) -> dict[str, Any]:
     c["results"] = [_row(row) for row in doc.get("results", [])]
     if doc.get("int8"):
         c["int8"] = _int8(doc["int8"])
+    if doc.get("provider"):  # ONNX Runtime on a GPU provider: what it was told, and where the nodes ran
+        c["runtime"] = {"provider": str(doc["provider"]), "options": dict(doc.get("options") or {}),
+                        "placement": doc.get("placement")}
     passed = bool(doc.get("passed")) and all(o["passed"] for row in c["results"] for o in row["outputs"])
     c["status"] = "passed" if passed and not any(row["error"] for row in c["results"]) else "failed"
     return c

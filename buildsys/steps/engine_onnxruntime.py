@@ -80,7 +80,7 @@ class _OrtGpuEngine(Step):
     runs every shape point and stays within the precision's tolerance.
     """
     PROVIDER = ""
-    VERSION = 1
+    VERSION = 2  # 2: the CUDA provider's speed options; node placement checked and reported
     DEVICE = "gpu"
     PARAMS = OrtGpuParams
 
@@ -104,7 +104,7 @@ class _OrtGpuEngine(Step):
     def run(self) -> StepResult:
         from buildsys import gpu
         from buildsys.numerics import compare
-        from buildsys.steps.sessions import gpu_session, refuse_fallback
+        from buildsys.steps.sessions import gpu_session, node_placement, placement_record, refuse_fallback
         from buildsys.steps.engine_tensorrt import parity_document, target_tolerance
         from buildsys.steps.reference import read_reference
 
@@ -112,7 +112,9 @@ class _OrtGpuEngine(Step):
         model = self.ctx.inputs["model"]
         action = f"ONNX Runtime could not start its {self.PROVIDER} provider"
         try:
-            session = gpu_session(model, self.ctx.threads, self.providers(model))
+            # Profiled: the profile says which provider ran each node (a partial CPU fallback shows there only).
+            session = gpu_session(model, self.ctx.threads, self.providers(model),
+                                  profile=self.ctx.scratch / "placement")
         except Exception as exc:
             raise gpu.failure(action, exc) from None
         refuse_fallback(session, self.PROVIDER)
@@ -137,11 +139,19 @@ class _OrtGpuEngine(Step):
                 row["outputs"][name] = m
                 if not m["passed"]:
                     failed.append(f"{entry['point']} {name}: {'; '.join(m['failures'])}")
+        profile = Path(session.end_profiling())
+        placement = node_placement(profile)
+        profile.unlink()
+        allowed = tuple(p.target.cpu_nodes)
+        record = placement_record(placement, allowed)
+        print(f"node placement: {json.dumps(record)}")
+        refuse_fallback(session, self.PROVIDER, placement, allowed)
         doc = parity_document(p.target.precision, tol, results, failed)
         doc.update(candidate=model.name, providers=list(session.get_providers()), provider=self.PROVIDER,
-                   options=self.options_record())
+                   options=self.options_record(), placement=record)
         self.ctx.output("result").write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=True) + "\n")
-        summary = f"{p.target.precision} on {self.PROVIDER}: {doc['summary']}"
+        on = ", ".join(f"{n} on {k.replace('ExecutionProvider', '')}" for k, n in sorted(record["nodes"].items()))
+        summary = f"{p.target.precision} on {self.PROVIDER}: {doc['summary']} (nodes: {on or 'none profiled'})"
         print(summary)
         return StepResult(verdict={"passed": doc["passed"], "summary": summary}, summary=summary)
 
@@ -155,14 +165,10 @@ class OrtCudaEngine(_OrtGpuEngine):
     TOOLS = ("onnxruntime", "onnxruntime-gpu", "numpy")
 
     def providers(self, model) -> list:
-        from buildsys.steps.sessions import cuda_options
-
-        return [("CUDAExecutionProvider", cuda_options(self.params.target.precision)), "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", dict(self.params.provider_options)), "CPUExecutionProvider"]
 
     def options_record(self) -> dict:
-        from buildsys.steps.sessions import cuda_options
-
-        return cuda_options(self.params.target.precision)
+        return dict(self.params.provider_options)
 
 
 class OrtTensorRTEngine(_OrtGpuEngine):
@@ -177,8 +183,6 @@ class OrtTensorRTEngine(_OrtGpuEngine):
         return super().unavailable(params) or tensorrt_missing()
 
     def providers(self, model) -> list:
-        from buildsys.steps.sessions import cuda_options
-
         # TensorRT's libraries are loaded by its module; the provider then finds them in the process.
         from buildsys.steps.engine_tensorrt import import_tensorrt
 
@@ -186,7 +190,7 @@ class OrtTensorRTEngine(_OrtGpuEngine):
         self._cache = self.cache_dir(model)
         self._cache.mkdir(parents=True, exist_ok=True)
         return [("TensorrtExecutionProvider", self.options(self._cache)),
-                ("CUDAExecutionProvider", cuda_options(self.params.target.precision)), "CPUExecutionProvider"]
+                ("CUDAExecutionProvider", dict(self.params.provider_options)), "CPUExecutionProvider"]
 
     def options(self, cache: Path) -> dict[str, str]:
         from buildsys.steps.sessions import tensorrt_options
@@ -200,7 +204,7 @@ class OrtTensorRTEngine(_OrtGpuEngine):
         return ort_tensorrt_cache(self.ctx.workspace, model, self.slice)
 
     def options_record(self) -> dict:
-        return self.options(self._cache)
+        return {**self.options(self._cache), "cuda": dict(self.params.provider_options)}
 
 
 ORT_TENSORRT_DIR = ("out", ".buildsys", "onnxruntime-tensorrt")

@@ -37,9 +37,32 @@ def shape_list(shapes: dict[str, tuple], point: int) -> str:
     return ",".join(f"{name}:{'x'.join(str(d) for d in dims[point])}" for name, dims in shapes.items())
 
 
-def cuda_options(precision: str, device_id: int = 0) -> dict[str, str]:
-    """CUDA provider options: TF32 off for fp32 (fp32 tolerances are tighter than its 10-bit mantissa)."""
-    return {"device_id": str(device_id), "use_tf32": "0" if precision == "fp32" else "1"}
+def cuda_options(tf32: bool = False, device_id: int = 0) -> dict[str, str]:
+    """ONNX Runtime's CUDA provider options, the ones that make it fast where parity allows it.
+
+    - prefer_nhwc: convolutions in NHWC, the layout tensor cores read; the
+      provider converts the weights once instead of transposing every activation.
+    - cudnn_conv_algo_search EXHAUSTIVE: cuDNN times every algorithm once per
+      shape and keeps the fastest (the default heuristic often is not).
+    - cudnn_conv_use_max_workspace: the fastest algorithms need more workspace.
+    - use_tf32: TF32 tensor cores for fp32 convolutions and matmuls, a recipe
+      choice (target `tf32`) off by default: its 10-bit mantissa gives errors
+      near 1e-3 relative, beyond fp32's default tolerance.
+    CUDA graphs (enable_cuda_graph) need fixed input addresses, so only bench's
+    IOBinding run at one shape uses them (cuda_graph_options).
+    """
+    return {"device_id": str(device_id), "prefer_nhwc": "1", "cudnn_conv_algo_search": "EXHAUSTIVE",
+            "cudnn_conv_use_max_workspace": "1", "use_tf32": "1" if tf32 else "0"}
+
+
+def provider_options(target) -> dict[str, str]:
+    """The CUDA provider options of a GPU target (a TargetSpec): in its step's key and in its report."""
+    return cuda_options(tf32=target.tf32)
+
+
+def cuda_graph_options(options: dict[str, str]) -> dict[str, str]:
+    """`options` with a CUDA graph: the whole run replayed as one launch; fixed shapes and bound buffers only."""
+    return {**options, "enable_cuda_graph": "1"}
 
 
 def tensorrt_options(precision: str, shapes: dict[str, tuple], cache: Path, workspace: int | None = None,
@@ -68,8 +91,14 @@ def tensorrt_options(precision: str, shapes: dict[str, tuple], cache: Path, work
     return opts
 
 
-def refuse_fallback(session, provider: str) -> None:
-    """Fail when ONNX Runtime dropped the provider: it falls back to the CPU with a warning only."""
+def refuse_fallback(session, provider: str, placement: dict | None = None, allowed: tuple[str, ...] = ()) -> None:
+    """Fail when ONNX Runtime dropped the provider, wholly or for nodes the recipe did not allow on the CPU.
+
+    ONNX Runtime falls back to the CPU with a warning only: the whole session when
+    the provider fails to load, single nodes when it has no kernel for them. The
+    provider list shows the first; `placement` (node_placement, from a profiled
+    run) shows the second.
+    """
     from buildsys.errors import StepError
 
     name = PROVIDER_NAMES[provider]
@@ -79,12 +108,70 @@ def refuse_fallback(session, provider: str) -> None:
                         f"{', '.join(got) or 'nothing'}, and a CPU run is not reported as a {provider} one",
                         hint="the step's log holds ONNX Runtime's warning on why the provider failed to load "
                              "(a missing CUDA, cuDNN or TensorRT library, most often)")
+    fallen = cpu_fallback(placement or {}, allowed)
+    if fallen:
+        shown = ", ".join(fallen[:8]) + (f" and {len(fallen) - 8} more" if len(fallen) > 8 else "")
+        raise StepError(f"ONNX Runtime ran {len(fallen)} node(s) on the CPU instead of its {provider} provider: "
+                        f"{shown}; a partial CPU run is not reported as a {provider} one",
+                        field="targets",
+                        hint="the provider has no kernel for them at this precision or shape: change the model, "
+                             "or allow them on the CPU with the target's cpu_nodes (op types or node names)")
 
 
-def gpu_session(path: Path, threads: int, providers: list):
-    """A session on the GPU providers asked for, preloading the CUDA and cuDNN libraries of NVIDIA's wheels."""
+def node_placement(profile: Path) -> dict[str, dict]:
+    """Where each node ran, from an ONNX Runtime profile: node name -> {op, provider, float}.
+
+    `float` says whether the node read or wrote a floating-point tensor (the
+    model's data) rather than only integers (shape arithmetic, which the CUDA
+    provider keeps on the CPU by design: the values are needed there to size
+    the next kernels).
+    """
+    import json
+
+    placement: dict[str, dict] = {}
+    for event in json.loads(profile.read_text()):
+        args = event.get("args") or {}
+        if event.get("cat") != "Node" or "provider" not in args or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        types = {t for entry in (*args.get("input_type_shape", []), *args.get("output_type_shape", []))
+                 for t in entry}
+        node = event["name"][: -len("_kernel_time")]
+        placement[node] = {"op": args.get("op_name", "?"), "provider": args["provider"],
+                           "float": any(t in ("float", "float16", "double", "bfloat16") for t in types)}
+    return placement
+
+
+def cpu_fallback(placement: dict[str, dict], allowed: tuple[str, ...]) -> list[str]:
+    """The nodes that computed on the model's data on the CPU and the recipe did not allow there: `name (Op)`."""
+    return [f"{node} ({p['op']})" for node, p in sorted(placement.items())
+            if p["provider"] == "CPUExecutionProvider" and p["float"]
+            and p["op"] not in allowed and node not in allowed]
+
+
+def placement_record(placement: dict[str, dict], allowed: tuple[str, ...]) -> dict:
+    """What the report says of where nodes ran: a count per provider and every node on the CPU, with why."""
+    counts: dict[str, int] = {}
+    for p in placement.values():
+        counts[p["provider"]] = counts.get(p["provider"], 0) + 1
+    cpu = [{"node": node, "op": p["op"],
+            "why": ("allowed by the target's cpu_nodes" if p["op"] in allowed or node in allowed
+                    else "a fallback" if p["float"] else "shape arithmetic (integers), kept on the CPU by design")}
+           for node, p in sorted(placement.items()) if p["provider"] == "CPUExecutionProvider"]
+    return {"nodes": counts, "cpu": cpu}
+
+
+def gpu_session(path: Path, threads: int, providers: list, profile: Path | None = None):
+    """A session on the GPU providers asked for, preloading the CUDA and cuDNN libraries of NVIDIA's wheels.
+
+    With `profile` (a file name prefix), ONNX Runtime records every node's run and
+    provider: session.end_profiling() names the file node_placement reads.
+    """
     import onnxruntime as ort
 
     if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu >= 1.21: CUDA/cuDNN from the nvidia-* wheels
         ort.preload_dlls()
-    return ort.InferenceSession(str(path), session_options(threads), providers=providers)
+    so = session_options(threads)
+    if profile is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(profile)
+    return ort.InferenceSession(str(path), so, providers=providers)

@@ -127,6 +127,95 @@ def test_gpu_targets_resolve_to_provider_steps_on_the_right_models(tmp_path):
                                                                    "workspace": None, "mode": None}}
 
 
+FAST = {"device_id": "0", "prefer_nhwc": "1", "cudnn_conv_algo_search": "EXHAUSTIVE",
+        "cudnn_conv_use_max_workspace": "1"}
+
+
+def test_the_cuda_provider_options_are_in_the_step_s_key_and_tf32_is_the_recipe_s_choice_off_by_default(tmp_path):
+    steps = recipe(tmp_path / "a", "{backend: onnxruntime, provider: cuda, precision: fp32}",
+                   "{backend: onnxruntime, provider: cuda, precision: fp16}",
+                   "{backend: onnxruntime, provider: tensorrt, precision: fp16}").steps
+    for target in ("onnxruntime-cuda-fp32", "onnxruntime-cuda-fp16", "onnxruntime-tensorrt-fp16"):
+        assert steps[f"engine[{target}]"].params["provider_options"] == {**FAST, "use_tf32": "0"}, target
+    assert "tf32" not in steps["engine[onnxruntime-cuda-fp32]"].params["target"]  # its default keeps keys as they were
+    on = recipe(tmp_path / "b", "{backend: onnxruntime, provider: cuda, precision: fp32, tf32: true}").steps[
+        "engine[onnxruntime-cuda-fp32]"].params
+    assert on["provider_options"] == {**FAST, "use_tf32": "1"} and on["target"]["tf32"] is True
+
+
+@pytest.mark.parametrize(("target", "found"), [
+    ("{backend: onnxruntime, precision: fp32, tf32: true}", "tf32"),
+    ("{backend: onnxruntime, provider: tensorrt, precision: fp16, tf32: true}", "tf32"),
+    ("{backend: tensorrt, precision: fp32, tf32: true}", "tf32"),
+    ("{backend: onnxruntime, provider: cuda, precision: fp32, tf32: 1}", "tf32"),
+    ("{backend: onnxruntime, precision: fp32, cpu_nodes: [Shape]}", "cpu_nodes"),
+    ("{backend: onnxruntime, provider: cuda, precision: fp32, cpu_nodes: Shape}", "cpu_nodes"),
+])
+def test_tf32_and_cpu_nodes_belong_to_the_gpu_providers_only(tmp_path, target, found):
+    from buildsys.errors import RecipeError
+
+    with pytest.raises(RecipeError) as err:
+        recipe(tmp_path, target)
+    assert f"targets[0].{found}" in err.value.message or (found in err.value.message and "targets" in err.value.message)
+
+
+class _Session:
+    def __init__(self, providers):
+        self.providers = providers
+
+    def get_providers(self):
+        return self.providers
+
+
+# Where nodes ran on a GPU session, as node_placement reads a profile: the CUDA provider keeps integer shape
+# arithmetic on the CPU by design; a Conv on the CPU is a fallback.
+PLACED = {"/conv/Conv": {"op": "Conv", "provider": "CUDAExecutionProvider", "float": True},
+          "/Shape": {"op": "Shape", "provider": "CPUExecutionProvider", "float": True},
+          "/Gather": {"op": "Gather", "provider": "CPUExecutionProvider", "float": False},
+          "/head/GridSample": {"op": "GridSample", "provider": "CPUExecutionProvider", "float": True}}
+
+
+def test_a_partial_cpu_fallback_fails_the_gpu_step_naming_the_nodes(tmp_path):
+    from buildsys.errors import StepError
+
+    session = _Session(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    sessions.refuse_fallback(session, "cuda")  # the provider list alone cannot see it
+    with pytest.raises(StepError) as err:
+        sessions.refuse_fallback(session, "cuda", PLACED)
+    assert err.value.message.startswith("ONNX Runtime ran 2 node(s) on the CPU instead of its cuda provider: "
+                                        "/Shape (Shape), /head/GridSample (GridSample)")
+    assert "cpu_nodes" in err.value.hint and err.value.field == "targets"
+    sessions.refuse_fallback(session, "cuda", PLACED, allowed=("Shape", "/head/GridSample"))  # by op, by name
+    record = sessions.placement_record(PLACED, ("GridSample",))
+    assert record["nodes"] == {"CUDAExecutionProvider": 1, "CPUExecutionProvider": 3}
+    assert {c["node"]: c["why"] for c in record["cpu"]} == {
+        "/Shape": "a fallback", "/Gather": "shape arithmetic (integers), kept on the CPU by design",
+        "/head/GridSample": "allowed by the target's cpu_nodes"}
+
+
+def test_node_placement_reads_onnx_runtime_s_own_profile(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="act"), helper.make_node("Shape", ["r"], ["s"], name="size"),
+         helper.make_node("Cast", ["s"], ["y"], name="cast", to=TensorProto.FLOAT)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("r", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    so = sessions.session_options(1)
+    so.enable_profiling, so.profile_file_prefix = True, str(tmp_path / "placement")
+    so.graph_optimization_level = __import__("onnxruntime").GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = sessions.cpu_session(model, 1, so)
+    session.run(None, {"x": np.ones((2, 3), np.float32)})
+    placement = sessions.node_placement(__import__("pathlib").Path(session.end_profiling()))
+    assert placement == {"act": {"op": "Relu", "provider": "CPUExecutionProvider", "float": True},
+                         "size": {"op": "Shape", "provider": "CPUExecutionProvider", "float": True},
+                         "cast": {"op": "Cast", "provider": "CPUExecutionProvider", "float": True}}
+
+
 @pytest.mark.parametrize(("target", "found"), [
     ("{backend: onnxruntime, provider: cuda, precision: int8}", "int8"),
     ("{backend: onnxruntime, provider: tensorrt, precision: fp32}", "fp32"),
@@ -153,8 +242,6 @@ def test_tensorrt_provider_options_hold_precision_profile_and_the_step_s_cache(t
     fp16 = sessions.tensorrt_options("fp16", shapes, tmp_path / "c")
     assert (fp16["trt_int8_enable"], fp16["trt_fp16_enable"]) == ("False", "True")
     assert "trt_max_workspace_size" not in fp16
-    assert sessions.cuda_options("fp32") == {"device_id": "0", "use_tf32": "0"}
-    assert sessions.cuda_options("fp16")["use_tf32"] == "1"
 
 
 def test_the_tensorrt_provider_cache_is_keyed_by_model_tools_gpu_and_target(tmp_path, monkeypatch):
@@ -224,12 +311,12 @@ def test_a_silent_fallback_to_the_cpu_fails_the_step_instead_of_passing_as_cuda(
     assert not steps.out("engine[onnxruntime-cuda-fp16]", "result").exists()
 
 
-def test_the_provider_step_checks_every_point_with_the_provider_it_asked_for(tmp_path, monkeypatch):
-    """A session that reports CUDA and computes on the CPU stands in for the GPU: the step's own logic runs."""
-    import onnxruntime as real
+def _cuda_session(asked: list, cpu_ops: tuple[str, ...] = (), disguised: bool = True):
+    """A session that reports CUDA and computes on the CPU: it stands in for the GPU, so the step's own logic runs.
 
-    steps = built(tmp_path, "{backend: onnxruntime, provider: cuda, precision: fp16}", "engine[onnxruntime-cuda-fp16]")
-    asked = []
+    Its profile says the nodes ran on CUDA (`disguised`), but for the op types `cpu_ops`.
+    """
+    import onnxruntime as real
 
     class CudaSession(real.InferenceSession):
         def __init__(self, path, so=None, providers=None):
@@ -239,16 +326,58 @@ def test_the_provider_step_checks_every_point_with_the_provider_it_asked_for(tmp
         def get_providers(self):
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
-    fake = types.SimpleNamespace(InferenceSession=CudaSession, SessionOptions=real.SessionOptions)
-    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+        def end_profiling(self):
+            path = super().end_profiling()
+            events = json.loads(open(path).read())
+            for e in events:
+                if disguised and "provider" in e.get("args", {}) and e["args"].get("op_name") not in cpu_ops:
+                    e["args"]["provider"] = "CUDAExecutionProvider"
+            open(path, "w").write(json.dumps(events))
+            return path
+
+    return types.SimpleNamespace(InferenceSession=CudaSession, SessionOptions=real.SessionOptions,
+                                 GraphOptimizationLevel=real.GraphOptimizationLevel)
+
+
+def test_the_provider_step_checks_every_point_with_the_provider_it_asked_for(tmp_path, monkeypatch):
+    steps = built(tmp_path, "{backend: onnxruntime, provider: cuda, precision: fp16}", "engine[onnxruntime-cuda-fp16]")
+    asked = []
+    monkeypatch.setitem(sys.modules, "onnxruntime", _cuda_session(asked))
     answer = steps.run("engine[onnxruntime-cuda-fp16]")
     assert answer["ok"], answer.get("error")
-    assert asked == [[("CUDAExecutionProvider", {"device_id": "0", "use_tf32": "1"}), "CPUExecutionProvider"]]
+    assert asked == [[("CUDAExecutionProvider", {**FAST, "use_tf32": "0"}), "CPUExecutionProvider"]]
     doc = json.loads(steps.out("engine[onnxruntime-cuda-fp16]", "result").read_text())
     assert doc["passed"] and doc["candidate"] == "model.fp16.onnx" and doc["provider"] == "cuda"
+    assert doc["options"] == {**FAST, "use_tf32": "0"}  # what the provider was told, in its report
+    assert doc["placement"]["cpu"] == [] and doc["placement"]["nodes"]["CUDAExecutionProvider"] >= 2
     # the corners and the seeded shapes drawn inside the declared ranges
     assert {r["point"] for r in doc["results"]} == {"min", "opt", "max", "random1", "random2"}
     assert answer["verdict"]["summary"].startswith("fp16 on cuda: parity passed at min, opt, max")
+    assert "nodes: " in answer["verdict"]["summary"] and " on CUDA" in answer["verdict"]["summary"]
+
+
+def test_a_session_that_lists_cuda_but_ran_nodes_on_the_cpu_fails_naming_them(tmp_path, monkeypatch):
+    target = "{backend: onnxruntime, provider: cuda, precision: fp32}"
+    steps = built(tmp_path, target, "engine[onnxruntime-cuda-fp32]")
+    monkeypatch.setitem(sys.modules, "onnxruntime", _cuda_session([], disguised=False))  # all of it on the CPU
+    answer = steps.run("engine[onnxruntime-cuda-fp32]")
+    assert not answer["ok"] and answer["error"].startswith("ONNX Runtime ran ")
+    assert "(Gemm)" in answer["error"] and "instead of its cuda provider" in answer["error"]
+    monkeypatch.setitem(sys.modules, "onnxruntime", _cuda_session([], cpu_ops=("Gemm",)))  # some of it
+    answer = steps.run("engine[onnxruntime-cuda-fp32]")
+    assert not answer["ok"], "a partial CPU fallback passed as a cuda result"
+    assert answer["error"].startswith("ONNX Runtime ran 1 node(s) on the CPU instead of its cuda provider: "
+                                      "/fc2/Gemm (Gemm); ")  # the other Gemm is fused with its activation
+
+
+def test_nodes_the_recipe_allows_on_the_cpu_pass_and_are_reported(tmp_path, monkeypatch):
+    target = "{backend: onnxruntime, provider: cuda, precision: fp32, cpu_nodes: [Gemm]}"
+    steps = built(tmp_path, target, "engine[onnxruntime-cuda-fp32]")
+    monkeypatch.setitem(sys.modules, "onnxruntime", _cuda_session([], cpu_ops=("Gemm",)))
+    answer = steps.run("engine[onnxruntime-cuda-fp32]")
+    assert answer["ok"], answer.get("error")
+    doc = json.loads(steps.out("engine[onnxruntime-cuda-fp32]", "result").read_text())
+    assert doc["placement"]["cpu"] == [{"node": "/fc2/Gemm", "op": "Gemm", "why": "allowed by the target's cpu_nodes"}]
 
 
 def test_a_gpu_out_of_memory_while_running_is_a_step_failure_with_its_hint(tmp_path, monkeypatch):
@@ -269,6 +398,9 @@ def test_a_gpu_out_of_memory_while_running_is_a_step_failure_with_its_hint(tmp_p
 
 
 class _FakeOptions:
+    enable_profiling = False
+    profile_file_prefix = ""
+
     def add_session_config_entry(self, key, value):
         pass
 
