@@ -79,6 +79,25 @@ def reveal(gpu_step: bool) -> None:
     gpu.cache_clear()
 
 
+# ONNX Runtime's CUDA provider, told how to be fast: what its GPU steps and bench give it.
+def cuda_options(tf32: bool = False, device_id: int = 0) -> dict[str, str]:
+    """ONNX Runtime's CUDA provider options, the ones that make it fast where parity allows it.
+
+    - prefer_nhwc: convolutions in NHWC, the layout tensor cores read; the
+      provider converts the weights once instead of transposing every activation.
+    - cudnn_conv_algo_search EXHAUSTIVE: cuDNN times every algorithm once per
+      shape and keeps the fastest (the default heuristic often is not).
+    - cudnn_conv_use_max_workspace: the fastest algorithms need more workspace.
+    - use_tf32: TF32 tensor cores for fp32 convolutions and matmuls, a recipe
+      choice (target `tf32`) off by default: its 10-bit mantissa gives errors
+      near 1e-3 relative, beyond fp32's default tolerance.
+    CUDA graphs (enable_cuda_graph) need fixed input addresses, so only bench's
+    IOBinding run at one shape uses them (cuda_graph_options).
+    """
+    return {"device_id": str(device_id), "prefer_nhwc": "1", "cudnn_conv_algo_search": "EXHAUSTIVE",
+            "cudnn_conv_use_max_workspace": "1", "use_tf32": "1" if tf32 else "0"}
+
+
 def packages_note() -> str | None:
     """Why the GPU packages are missing from this environment, as `make` recorded it, or None."""
     try:

@@ -338,14 +338,14 @@ def _engine(r: Recipe, t: TargetSpec, candidate: str, quantized: dict[str, str],
         # On the GPU: the parity of the model as the provider runs it; the TensorRT provider's engines are cached.
         model = (quantized[t.provider] if t.precision == "int8" else quantized["fp16"] if _needs_fp16_onnx(t)
                  else candidate)
-        from buildsys.steps.sessions import provider_options
+        from buildsys.gpu import cuda_options
 
         return StepSpec(**common, kind_path=KINDS[f"engine-onnxruntime-{t.provider}"],
                         params={"target": _target(t), "inputs": base["inputs"], "outputs": base["outputs"],
                                 "profiles": profiles[:1],
                                 "tolerances": {t.precision: _asdict(r.tolerances[t.precision])},
                                 # what the provider is told, in the key and in the step's report
-                                "provider_options": provider_options(t)},
+                                "provider_options": cuda_options(tf32=t.tf32)},
                         inputs={"model": model, "reference": f"{reference.id}#reference"}, gates=(gate,),
                         outputs={"result": f"{n}/parity/{t.id}.json"})
     if t.backend == "onnxruntime":

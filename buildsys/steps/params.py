@@ -165,7 +165,7 @@ class OrtGpuParams:
     outputs: tuple[str, ...]
     profiles: tuple[dict[str, Dim], ...]
     tolerances: dict[str, Tolerance]
-    # ONNX Runtime's CUDA provider options (sessions.provider_options); None for the TensorRT engine
+    # ONNX Runtime's CUDA provider options (gpu.cuda_options, from the target); None for the TensorRT engine
     provider_options: dict[str, str] | None = None
 
 

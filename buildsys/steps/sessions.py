@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from buildsys.gpu import cuda_options  # noqa: F401  (decided from the target alone: resolve puts them in the key)
+
 
 def session_options(threads: int):
     import onnxruntime as ort
@@ -35,29 +37,6 @@ GPU_WHEEL = "onnxruntime-gpu"
 def shape_list(shapes: dict[str, tuple], point: int) -> str:
     """`x:1x3x224x224,mask:1x16`: one shape point of every input, as the TensorRT provider's profile options take it."""
     return ",".join(f"{name}:{'x'.join(str(d) for d in dims[point])}" for name, dims in shapes.items())
-
-
-def cuda_options(tf32: bool = False, device_id: int = 0) -> dict[str, str]:
-    """ONNX Runtime's CUDA provider options, the ones that make it fast where parity allows it.
-
-    - prefer_nhwc: convolutions in NHWC, the layout tensor cores read; the
-      provider converts the weights once instead of transposing every activation.
-    - cudnn_conv_algo_search EXHAUSTIVE: cuDNN times every algorithm once per
-      shape and keeps the fastest (the default heuristic often is not).
-    - cudnn_conv_use_max_workspace: the fastest algorithms need more workspace.
-    - use_tf32: TF32 tensor cores for fp32 convolutions and matmuls, a recipe
-      choice (target `tf32`) off by default: its 10-bit mantissa gives errors
-      near 1e-3 relative, beyond fp32's default tolerance.
-    CUDA graphs (enable_cuda_graph) need fixed input addresses, so only bench's
-    IOBinding run at one shape uses them (cuda_graph_options).
-    """
-    return {"device_id": str(device_id), "prefer_nhwc": "1", "cudnn_conv_algo_search": "EXHAUSTIVE",
-            "cudnn_conv_use_max_workspace": "1", "use_tf32": "1" if tf32 else "0"}
-
-
-def provider_options(target) -> dict[str, str]:
-    """The CUDA provider options of a GPU target (a TargetSpec): in its step's key and in its report."""
-    return cuda_options(tf32=target.tf32)
 
 
 def cuda_graph_options(options: dict[str, str]) -> dict[str, str]:
