@@ -466,7 +466,7 @@ def cmd_check(root: Path, args) -> int:
 
 def cmd_bench(root: Path, args) -> int:
     """Bring the recipe's artifacts up to date, then time each of them."""
-    from buildsys import __version__, toolchain
+    from buildsys import __version__, gpu, toolchain
     from buildsys.bench import bench_recipe, render, write_json
 
     if not args.no_build:
@@ -479,7 +479,7 @@ def cmd_bench(root: Path, args) -> int:
     rows = bench_recipe(recipe, root, root / "out", args.threads)
     print(render(recipe.name, rows))
     target = root / "out" / recipe.name / "bench.json"
-    write_json(target, recipe.name, rows, {"buildsys": __version__, "cpu": toolchain.cpu(),
+    write_json(target, recipe.name, rows, {"buildsys": __version__, "cpu": toolchain.cpu(), "gpu": gpu.gpu(),
                                            "threads": args.threads or os.cpu_count(),
                                            "tools": toolchain.versions(("torch", "onnxruntime", "numpy"))})
     print(f"written: {target}", file=sys.stderr)
