@@ -190,6 +190,10 @@ def bench_recipe(recipe, workspace: Path, out: Path, threads: int | None = None)
             precision = "int8" if name.endswith("-int8") else "fp32"
             rows.append(_bench_ort(name, path, feeds, threads, profile, shapes, batch, precision))
         for name, model_path, provider, options, precision in _ort_gpu_candidates(folder, workspace, recipe):
+            if model_path is None:  # its step did not run: say why rather than leave the target out
+                why = gpu.absent_reason() or "its step has not run (see `buildsys status`)"
+                rows.append(_unavailable(name, profile, shapes, why, device="cuda", precision=precision))
+                continue
             rows.extend(_bench_ort_gpu(name, model_path, provider, options, precision, feeds, threads, profile,
                                        shapes, batch))
         for plan in sorted((folder / "engines").glob("*.plan")):
@@ -239,19 +243,18 @@ def _bench_eager(e: Eager, model, tensors, profile: int, shapes, batch) -> Bench
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _ort_gpu_candidates(folder: Path, workspace: Path, recipe) -> list[tuple[str, Path, str, dict, str]]:
-    """ONNX Runtime's GPU targets whose step has run: their result names the model and the options the provider ran."""
+def _ort_gpu_candidates(folder: Path, workspace: Path, recipe) -> list[tuple[str, Path | None, str, dict, str]]:
+    """ONNX Runtime's GPU targets: the model and the options the provider ran, as their step's result names
+    them; None for the model where the step has not run."""
     found = []
     for t in recipe.targets:
         if t.backend != "onnxruntime" or t.provider not in ("cuda", "tensorrt"):
             continue
         result = folder / "parity" / f"{t.id}.json"
-        if not result.is_file():
-            continue
-        doc = json.loads(result.read_text())
-        model = folder / doc.get("candidate", "")
-        if model.is_file():
-            found.append((t.id, model, t.provider, doc.get("options") or {}, t.precision))
+        doc = json.loads(result.read_text()) if result.is_file() else {}
+        model = folder / doc["candidate"] if doc.get("candidate") else None
+        found.append((t.id, model if model and model.is_file() else None, t.provider, doc.get("options") or {},
+                      t.precision))
     return found
 
 
@@ -420,7 +423,7 @@ def render(recipe: str, rows: list[BenchRow]) -> str:
             lines.append(f"{name:<34} {r.profile:>7}  {r.note}")
             continue
         b = base.get((r.profile, r.baseline))
-        speed = f"{b / r.p50_ms:8.2f}x" if b and r.p50_ms else f"{'n/a':>9}"
+        speed = f"{b / r.p50_ms:8.2f}x" if b and r.p50_ms else f"{'-' if not r.baseline else 'n/a':>9}"
         lines.append(f"{name:<34} {r.profile:>7} {r.p50_ms:9.2f} {r.p90_ms:9.2f} {r.p99_ms:9.2f} "
                      f"{r.throughput:10.1f} {speed}  {r.baseline or '-':<28} {r.io + ('; ' if r.io and r.note else '') + r.note}".rstrip())
     return "\n".join(lines)
