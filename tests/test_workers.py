@@ -153,3 +153,51 @@ def test_the_worker_process_itself_is_checked_as_the_ort_lane(monkeypatch):
     assert cuda_refusal("ort") is None
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     assert cuda_refusal("ort").startswith("the worker's ort template initialised CUDA")
+
+
+CUDA_STEPS = '''
+import json
+
+from buildsys.steps.base import Step, StepResult
+
+
+class Cuda(Step):
+    """Initialises CUDA through torch, as the dynamo exporter's decomposition does on a GPU machine."""
+    KIND = "cuda"
+    TOOLS = ("torch",)
+
+    def run(self):
+        import torch
+
+        self.ctx.output("out").write_text(json.dumps({"available": torch.cuda.is_available()}))
+        if torch.cuda.is_available():
+            torch.zeros(1, device="cuda")
+        return StepResult()
+
+
+class GpuCuda(Cuda):
+    DEVICE = "gpu"
+'''
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_cpu_steps_see_none_and_every_gpu_step_initialises_cuda_in_its_own_child(tmp_path, monkeypatch):
+    from buildsys.engine.answer import Job
+    from buildsys.workers import WorkerPool
+
+    (tmp_path / "csteps.py").write_text(CUDA_STEPS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pool = WorkerPool(1, 1, str(tmp_path))
+    seen = []
+    try:
+        for i, (name, device) in enumerate((("Cuda", False), ("GpuCuda", "gpu"), ("GpuCuda", "gpu"), ("Cuda", False))):
+            pool.submit(Job.from_wire({"id": f"r:{i}", "kind_path": f"csteps:{name}", "params": {},
+                                       "workspace": str(tmp_path), "scratch": str(tmp_path / "tmp" / str(i)),
+                                       "inputs": {}, "artifacts": {}, "files": {}, "outputs": {"out": "o.json"},
+                                       "log": str(tmp_path / "logs" / f"{i}.log"), "device": device}), 600)
+            (done,) = pool.wait()
+            assert done.answer.ok, done.answer.error
+            seen.append(json.loads((tmp_path / "tmp" / str(i) / "o.json").read_text())["available"])
+    finally:
+        pool.shutdown()
+    assert seen == [False, True, True, False]
