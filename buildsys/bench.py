@@ -93,13 +93,16 @@ def gpu_precisions(recipe) -> set[str]:
             if t.backend == "tensorrt" or (t.backend == "onnxruntime" and t.provider in ("cuda", "tensorrt"))}
 
 
-def _stats(times: list[float], batch: int) -> tuple[int, float, float, float, float]:
+def _stats(times: list[float], batch: int) -> Figures:
     times.sort()
     q = statistics.quantiles(times, n=100, method="inclusive")
     return len(times), times[len(times) // 2] * 1e3, q[89] * 1e3, q[98] * 1e3, batch / statistics.fmean(times)
 
 
-def measure(fn: Callable[[], Any], batch: int, sync: Callable[[], Any] | None = None) -> tuple[int, float, float, float, float]:
+Figures = tuple[int, float, float, float, float]  # runs, p50, p90, p99 (ms), samples per second
+
+
+def measure(fn: Callable[[], Any], batch: int, sync: Callable[[], Any] | None = None) -> Figures:
     """Time `fn` by the wall clock; `sync` (if given) runs inside each timed run, so work left on a device counts."""
     for _ in range(WARMUP):
         fn()
@@ -118,7 +121,7 @@ def measure(fn: Callable[[], Any], batch: int, sync: Callable[[], Any] | None = 
     return _stats(times, batch)
 
 
-def measure_cuda(fn: Callable[[], Any], batch: int) -> tuple[int, float, float, float, float]:
+def measure_cuda(fn: Callable[[], Any], batch: int) -> Figures:
     """Time `fn`'s work on the current CUDA stream with CUDA events (each run waited for)."""
     import torch
 
@@ -418,14 +421,16 @@ def render(recipe: str, rows: list[BenchRow]) -> str:
              f"{'artifact':<34} {'profile':>7} {'p50':>9} {'p90':>9} {'p99':>9} {'samples/s':>10} {'vs eager':>9}  "
              f"{'baseline':<28} note"]
     for r in rows:
-        name = f"{r.artifact} [{'device' if r.io == DEVICE_RESIDENT else 'host'}]" if r.io and r.baseline else r.artifact
+        labelled = r.io and r.baseline  # a GPU artifact's two rows
+        name = f"{r.artifact} [{'device' if r.io == DEVICE_RESIDENT else 'host'}]" if labelled else r.artifact
         if not r.runs:
             lines.append(f"{name:<34} {r.profile:>7}  {r.note}")
             continue
         b = base.get((r.profile, r.baseline))
         speed = f"{b / r.p50_ms:8.2f}x" if b and r.p50_ms else f"{'-' if not r.baseline else 'n/a':>9}"
+        how = "; ".join(x for x in (r.io, r.note) if x)
         lines.append(f"{name:<34} {r.profile:>7} {r.p50_ms:9.2f} {r.p90_ms:9.2f} {r.p99_ms:9.2f} "
-                     f"{r.throughput:10.1f} {speed}  {r.baseline or '-':<28} {r.io + ('; ' if r.io and r.note else '') + r.note}".rstrip())
+                     f"{r.throughput:10.1f} {speed}  {r.baseline or '-':<28} {how}".rstrip())
     return "\n".join(lines)
 
 
