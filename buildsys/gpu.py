@@ -49,17 +49,21 @@ def absent_reason() -> str | None:
     return None
 
 
-# Steps that need no GPU never see one: the build's worker processes start with the GPU hidden
-# (CUDA_VISIBLE_DEVICES empty), and what the build's own environment said is kept here, so
-# that the child of a GPU step can give it back before anything in it touches CUDA.
-VISIBLE = "CUDA_VISIBLE_DEVICES"
-SAVED_VISIBLE = "BUILDSYS_CUDA_VISIBLE_DEVICES"
-_UNSET = "-"  # what SAVED_VISIBLE holds when the build's environment had no CUDA_VISIBLE_DEVICES
+# Steps that need no GPU never see one: the build's worker processes start with the GPU hidden,
+# and what the build's own environment said is kept beside, so that the child of a GPU step can
+# give it back before anything in it touches CUDA. CUDA_VISIBLE_DEVICES empty hides the devices;
+# PYTORCH_NVML_BASED_CUDA_CHECK=1 makes torch.cuda.is_available() ask NVML rather than initialise
+# the CUDA driver (cudaGetDeviceCount), which a child forked afterwards could not use.
+HIDDEN = {"CUDA_VISIBLE_DEVICES": "", "PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
+SAVED = "BUILDSYS_SAVED_"  # + the variable's name: its value in the build's environment
+_UNSET = "-"  # what a SAVED variable holds when the build's environment did not set it
 
 
 def hidden(environ: dict[str, str]) -> dict[str, str]:
-    """The variables that hide the GPU from a worker started from `environ`, remembering what it named."""
-    return {VISIBLE: "", SAVED_VISIBLE: environ.get(VISIBLE, _UNSET)}
+    """The variables that hide the GPU from a worker started from `environ`, and what they were."""
+    env = dict(HIDDEN)
+    env.update({SAVED + name: environ.get(name, _UNSET) for name in HIDDEN})
+    return env
 
 
 def reveal(gpu_step: bool) -> None:
@@ -67,15 +71,16 @@ def reveal(gpu_step: bool) -> None:
 
     CUDA reads CUDA_VISIBLE_DEVICES when it initialises, so this works only in a
     process that has not touched CUDA yet (no template ever does). Other steps
-    keep the GPU hidden and lose the remembered value, which is not theirs to read.
+    keep the GPU hidden and lose the remembered values, which are not theirs to read.
     """
-    saved = os.environ.pop(SAVED_VISIBLE, None)
-    if saved is None or not gpu_step:
-        return
-    if saved == _UNSET:
-        os.environ.pop(VISIBLE, None)
-    else:
-        os.environ[VISIBLE] = saved
+    for name in HIDDEN:
+        saved = os.environ.pop(SAVED + name, None)
+        if saved is None or not gpu_step:
+            continue
+        if saved == _UNSET:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
     gpu.cache_clear()
 
 

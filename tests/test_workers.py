@@ -21,7 +21,8 @@ class Seen(Step):
 
     def run(self):
         seen = {"visible": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
-                "saved": "BUILDSYS_CUDA_VISIBLE_DEVICES" in os.environ}
+                "nvml": os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK", "<unset>"),
+                "saved": any(k.startswith("BUILDSYS_SAVED_") for k in os.environ)}
         self.ctx.output("out").write_text(json.dumps(seen))
         return StepResult()
 
@@ -99,13 +100,15 @@ def steps(tmp_path, monkeypatch):
 
 def test_every_lane_hides_the_gpu_from_cpu_steps_and_a_gpu_steps_child_gets_the_builds_back(steps, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5a1e")
+    monkeypatch.delenv("PYTORCH_NVML_BASED_CUDA_CHECK", raising=False)
     seen = _run_all(steps, {**CPU_STEPS, **GPU_STEPS}, device=False)
     for name in CPU_STEPS:
-        assert seen[name] == {"visible": "", "saved": False}, name  # hidden, and the build's value not theirs
+        # hidden; torch asks NVML rather than start the driver; the build's values are not theirs
+        assert seen[name] == {"visible": "", "nvml": "1", "saved": False}, name
     # The same GPU step classes, sent as the scheduler sends them (the class's DEVICE on the job).
     seen = _run_all(steps, GPU_STEPS, device="gpu")
     for name in GPU_STEPS:
-        assert seen[name] == {"visible": "GPU-5a1e", "saved": False}, name
+        assert seen[name] == {"visible": "GPU-5a1e", "nvml": "<unset>", "saved": False}, name
 
 
 def test_a_gpu_step_of_a_build_without_cuda_visible_devices_sees_it_unset(steps, monkeypatch):
