@@ -12,7 +12,7 @@ from buildsys.steps.params import OrtEngineParams, OrtGpuParams, as_dict
 
 class OrtFormatEngine(Step):
     KIND = "engine-onnxruntime"
-    VERSION = 1
+    VERSION = 2
     TOOLS = ("onnxruntime",)
     RESIDENT = True
     PARAMS = OrtEngineParams  # the target alone: what it reads is the model and the reference
@@ -22,6 +22,7 @@ class OrtFormatEngine(Step):
         import numpy as np
         import onnxruntime as ort
 
+        from buildsys.steps import simplify
         from buildsys.steps.sessions import cpu_session, session_options
         from buildsys.steps.reference import read_reference
 
@@ -29,10 +30,12 @@ class OrtFormatEngine(Step):
         so = session_options(self.ctx.threads)
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         src = self.ctx.inputs["model"]
-        big = src.with_name(src.name + ".data").exists()
+        data = src.with_name(src.name + ".data")
+        big = data.exists() and src.stat().st_size + data.stat().st_size > simplify.TWO_GIB
         if big:
             # The ORT format is one flatbuffer, limited to 2 GiB like a protobuf: a model
-            # with external data is kept as optimised ONNX with its weights beside it.
+            # over it is kept as optimised ONNX with its weights beside it. A smaller model
+            # whose weights lie in external data (as torch.onnx.export writes) fits.
             out = out.with_suffix(".onnx")
             so.add_session_config_entry("session.optimized_model_external_initializers_file_name",
                                         out.name + ".data")

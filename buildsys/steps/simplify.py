@@ -20,7 +20,7 @@ from pathlib import Path
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
-from buildsys.steps.export import EXTERNAL_DATA_BYTES, check_onnx
+from buildsys.steps.export import EXTERNAL_DATA_BYTES
 from buildsys.steps.params import SimplifyParams
 
 
@@ -92,7 +92,7 @@ def own_external_data(src: Path, out: Path) -> list[str]:
     import onnx
 
     model = onnx.load(str(src), load_external_data=False)
-    tensors = _external_tensors(model.graph)
+    tensors = external_tensors(model.graph)
     locations = sorted({e.value for t in tensors for e in t.external_data if e.key == "location"})
     rename = ({locations[0]: out.name + ".data"} if len(locations) == 1
               else {loc: f"{out.name}.{i}.data" for i, loc in enumerate(locations)})
@@ -106,7 +106,8 @@ def own_external_data(src: Path, out: Path) -> list[str]:
     return list(rename.values())
 
 
-def _external_tensors(graph) -> list:
+def external_tensors(graph) -> list:
+    """Every tensor of `graph` (initializers, node attributes, subgraphs) whose data lies in an external file."""
     import onnx
 
     found = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
@@ -115,7 +116,7 @@ def _external_tensors(graph) -> list:
             if attr.HasField("t") and attr.t.data_location == onnx.TensorProto.EXTERNAL:
                 found.append(attr.t)
             for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                found.extend(_external_tensors(g))
+                found.extend(external_tensors(g))
     return found
 
 
@@ -152,6 +153,8 @@ def simplify(src: Path, out: Path, scratch: Path, passes: tuple[str, ...] = ("on
     """Run `passes` (onnxsim, onnxoptimizer) in order on `src` into `out`, each result checked."""
     import onnx
 
+    from buildsys.steps.check_onnx import check_model
+
     model = onnx.load(str(_loadable(src, scratch)))
     before = symbolic_axes(model)
     nodes_before = len(model.graph.node)
@@ -172,7 +175,7 @@ def simplify(src: Path, out: Path, scratch: Path, passes: tuple[str, ...] = ("on
         files.append(out.name + ".data")
     else:
         onnx.save(simplified, str(out))
-    check_onnx(out, scratch)
+    check_model(out, scratch)
     nodes = len(simplified.graph.node)
     return files, f"{' + '.join(passes)}: {nodes_before} → {nodes} nodes"
 
