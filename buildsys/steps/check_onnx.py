@@ -61,8 +61,6 @@ def _read_small_external_tensors(model, folder: Path) -> bool:
     """
     import onnx
 
-    from buildsys.steps.simplify import external_tensors
-
     tensors = external_tensors(model.graph)
     base = folder.resolve()
     for t in tensors:
@@ -84,6 +82,20 @@ def _read_small_external_tensors(model, folder: Path) -> bool:
         t.data_location = onnx.TensorProto.DEFAULT
         del t.external_data[:]
     return bool(tensors)
+
+
+def external_tensors(graph) -> list:
+    """Every tensor of `graph` (initializers, node attributes, subgraphs) whose data lies in an external file."""
+    import onnx
+
+    found = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t") and attr.t.data_location == onnx.TensorProto.EXTERNAL:
+                found.append(attr.t)
+            for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                found.extend(external_tensors(g))
+    return found
 
 
 class CheckOnnx(Step):
@@ -147,8 +159,6 @@ def _resave(src: Path, out: Path) -> list[str]:
     Returns the data file written, if any tensor went there.
     """
     import onnx
-
-    from buildsys.steps.simplify import external_tensors
 
     full = onnx.load(str(src), load_external_data=True)
     onnx.save(full, str(out), save_as_external_data=True, all_tensors_to_one_file=True,

@@ -91,6 +91,8 @@ def own_external_data(src: Path, out: Path) -> list[str]:
     """
     import onnx
 
+    from buildsys.steps.check_onnx import external_tensors
+
     model = onnx.load(str(src), load_external_data=False)
     tensors = external_tensors(model.graph)
     locations = sorted({e.value for t in tensors for e in t.external_data if e.key == "location"})
@@ -104,20 +106,6 @@ def own_external_data(src: Path, out: Path) -> list[str]:
     for old, new in rename.items():
         os.link(src.parent / old, out.parent / new)
     return list(rename.values())
-
-
-def external_tensors(graph) -> list:
-    """Every tensor of `graph` (initializers, node attributes, subgraphs) whose data lies in an external file."""
-    import onnx
-
-    found = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t") and attr.t.data_location == onnx.TensorProto.EXTERNAL:
-                found.append(attr.t)
-            for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                found.extend(external_tensors(g))
-    return found
 
 
 def _failure(proc: subprocess.CompletedProcess) -> str:
