@@ -121,6 +121,9 @@ def histogram(diff: np.ndarray) -> dict[str, Any]:
 
 # Rows compared in any order (parity.unordered): the bound keeps the pair matrix (rows², float32) at 64 MiB.
 MAX_UNORDERED_ROWS = 4096
+_BLOCK_ELEMENTS = 1 << 22  # element differences computed at once while pairing rows (32 MiB of float64)
+# Whether a failed output's rows are the reference's in another order is asked only where that is cheap.
+_PERMUTATION_CHECK_ELEMENTS = 1 << 24
 
 
 def compare_outputs(refs: dict[str, np.ndarray], gots: dict[str, np.ndarray], tol: dict[str, Any],
@@ -220,10 +223,12 @@ def _pair_costs(refs: dict[str, np.ndarray], gots: dict[str, np.ndarray],
         else:
             finite = np.abs(r[np.isfinite(r)])
             allowance = np.full_like(r, max(float(finite.max()) if finite.size else 0.0, 1e-12))
-        for start in range(0, n, 256):  # in blocks: rows × rows × row size elements at once is too much
-            diff = np.abs(g[None, :, :] - r[start:start + 256, None, :]) / allowance[start:start + 256, None, :]
+        step = max(1, _BLOCK_ELEMENTS // max(1, n * r.shape[1]))  # rows × rows × row size at once is too much
+        for start in range(0, n, step):
+            rows = slice(start, start + step)
+            diff = np.abs(g[None, :, :] - r[rows, None, :]) / allowance[rows, None, :]
             block = np.nan_to_num(diff, nan=np.inf).max(axis=2, initial=0.0)
-            np.maximum(cost[start:start + 256], block.astype(np.float32), out=cost[start:start + 256])
+            np.maximum(cost[rows], block.astype(np.float32), out=cost[rows])
     return cost, (cost <= 1.0) if elementwise else None
 
 
@@ -291,6 +296,8 @@ def _augment(root: int, choices: list[np.ndarray], pair: np.ndarray, owner: np.n
 def _rows_permuted(ref: np.ndarray, got: np.ndarray, tol: dict[str, Any]) -> bool:
     """Whether `got` holds `ref`'s rows (along the first axis) in another order, each within tolerance."""
     if ref.shape != got.shape or ref.ndim == 0 or not 1 < ref.shape[0] <= MAX_UNORDERED_ROWS:
+        return False
+    if ref.shape[0] * ref.size > _PERMUTATION_CHECK_ELEMENTS:
         return False
     if tol.get("atol") is None and tol.get("rtol") is None:
         return False
