@@ -2,8 +2,10 @@
 
 `model: {onnx: path}` starts the graph here instead of at export. The file (and
 the external data it names, which must lie beside it inside the workspace) is
-copied into the build as `model.onnx`, external data renamed to
-`model.onnx.data` as the later steps expect; then onnx.checker, strict shape
+copied into the build as `model.onnx`, external data re-saved as
+`model.onnx.data` as the later steps expect, with the tensors under 1 KiB kept in
+the graph (ONNX Runtime reads constants such as a ReduceMean's axes by value
+while it loads a model); then onnx.checker, strict shape
 inference, the opset against `export.opset`, and the recipe's inputs, outputs and
 dynamic axes against the graph. `verify_signature` is shared with the TensorFlow
 conversion.
@@ -65,7 +67,7 @@ def _read_small_external_tensors(model, folder: Path) -> bool:
     base = folder.resolve()
     for t in tensors:
         info = {e.key: e.value for e in t.external_data}
-        length = int(info.get("length", -1))
+        length = int(info["length"]) if "length" in info else _nbytes(t)
         if not 0 <= length <= _INFERENCE_VALUE_BYTES:
             continue
         where = (folder / info["location"]).resolve()
@@ -82,6 +84,17 @@ def _read_small_external_tensors(model, folder: Path) -> bool:
         t.data_location = onnx.TensorProto.DEFAULT
         del t.external_data[:]
     return bool(tensors)
+
+
+def _nbytes(tensor) -> int:
+    """The size of a tensor's data from its shape and type (an external entry may leave its length out)."""
+    import numpy as np
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    try:
+        return int(np.prod(tensor.dims, dtype=np.int64)) * tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError):  # no fixed item size (strings): not a constant shapes depend on
+        return -1
 
 
 def external_tensors(graph) -> list:

@@ -39,3 +39,14 @@ def test_a_truncated_data_file_is_an_invalid_model(tmp_path):
     data.write_bytes(data.read_bytes()[:-4])
     with pytest.raises(StepError, match="ONNX model is invalid|ends before"):
         check_model(tmp_path / "m.onnx", tmp_path)
+
+
+def test_an_external_entry_without_its_length_is_read_by_the_tensors_shape(tmp_path):
+    centred(tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    for t in model.graph.initializer:
+        kept = [e for e in t.external_data if e.key != "length"]
+        del t.external_data[:]
+        t.external_data.extend(kept)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    check_model(tmp_path / "m.onnx", tmp_path)
