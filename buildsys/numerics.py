@@ -117,3 +117,189 @@ def histogram(diff: np.ndarray) -> dict[str, Any]:
     counts, _ = np.histogram(finite, bins=np.array(HISTOGRAM_EDGES))
     return {"edges": ["0"] + [f"1e{e}" for e in range(-9, 2)] + ["inf"],
             "counts": [int(c) for c in counts], "non_finite": int(diff.size - finite.size)}
+
+
+# Rows compared in any order (parity.unordered): the bound keeps the pair matrix (rows², float32) at 64 MiB.
+MAX_UNORDERED_ROWS = 4096
+_BLOCK_ELEMENTS = 1 << 22  # element differences computed at once while pairing rows (32 MiB of float64)
+# Whether a failed output's rows are the reference's in another order is asked only where that is cheap.
+_PERMUTATION_CHECK_ELEMENTS = 1 << 24
+
+
+def compare_outputs(refs: dict[str, np.ndarray], gots: dict[str, np.ndarray], tol: dict[str, Any],
+                    unordered: tuple[str, ...] | list[str] = ()) -> dict[str, dict[str, Any]]:
+    """Every output of one sample compared under `tol`, in the order of `refs`.
+
+    The outputs named in `unordered` (detections: boxes, scores, labels) share their
+    first axis and are compared as rows in any order: each reference row is paired
+    with a distinct candidate row, matched as a whole across those outputs
+    (`match_rows`), and the figures are computed on the candidate so reordered.
+    An output compared element by element that fails, but whose rows are the
+    reference's in another order, says so and names the setting.
+    """
+    group = [n for n in unordered if n in refs and n in gots]
+    out = _compare_unordered({n: refs[n] for n in group}, {n: gots[n] for n in group}, tol) if group else {}
+    for name in refs:
+        if name not in out:
+            out[name] = compare(refs[name], gots[name], tol)
+    for name in refs:
+        m = out[name]
+        if name not in group and not m["passed"] and _rows_permuted(refs[name], gots[name], tol):
+            rows = refs[name].shape[0]
+            same = [n for n in refs if refs[n].ndim >= 1 and refs[n].shape[0] == rows] or [name]
+            m["permuted"] = True
+            m["failures"].append(
+                f"its {rows} rows match the reference's in another order: if the order carries no meaning "
+                f"(detections), compare them as rows in any order with parity: {{unordered: [{', '.join(same)}]}}")
+    return {name: out[name] for name in refs}
+
+
+def _compare_unordered(refs: dict[str, np.ndarray], gots: dict[str, np.ndarray],
+                       tol: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    names = list(refs)
+    problem = _row_problem(refs, "reference") or _row_problem(gots, "candidate")
+    if problem is None:
+        n_ref, n_got = refs[names[0]].shape[0], gots[names[0]].shape[0]
+        if n_ref != n_got:
+            problem = (f"{n_got} rows, the reference has {n_ref} (parity.unordered pairs the rows one to one: "
+                       "the counts must agree)")
+        elif n_ref > MAX_UNORDERED_ROWS:
+            problem = f"{n_ref} rows, more than the {MAX_UNORDERED_ROWS} that parity.unordered can match"
+        else:
+            mismatched = [n for n in names if refs[n].shape[1:] != gots[n].shape[1:]]
+            if mismatched:
+                problem = "rows of another shape: " + ", ".join(
+                    f"{n} {list(gots[n].shape)} (reference {list(refs[n].shape)})" for n in mismatched)
+    if problem is not None:
+        return {n: {"shape": list(gots[n].shape), "reference_shape": list(refs[n].shape), "passed": False,
+                    "failures": [problem], "unordered": {"outputs": names, "rows": None, "matched": None}}
+                for n in names}
+    cost, feasible = _pair_costs(refs, gots, tol)
+    pairing, matched = match_rows(cost, feasible)
+    rows = len(pairing)
+    out = {}
+    for n in names:
+        m = compare(refs[n], gots[n][pairing], tol)
+        m["unordered"] = {"outputs": names, "rows": rows, "matched": matched}
+        out[n] = m
+    if matched < rows:
+        out[names[0]]["passed"] = False
+        out[names[0]]["failures"].insert(0, (
+            f"{rows - matched} of {rows} reference rows have no candidate row within atol {tol.get('atol') or 0:g} + "
+            f"rtol {tol.get('rtol') or 0:g}·|ref| across {', '.join(names)} (rows compared in any order)"))
+    return out
+
+
+def _row_problem(arrays: dict[str, np.ndarray], which: str) -> str | None:
+    """Why `arrays` cannot be compared as rows: an output without a first axis, or first axes that differ."""
+    scalar = [n for n, a in arrays.items() if a.ndim == 0]
+    if scalar:
+        return f"parity.unordered compares rows along the first axis; the {which}'s {scalar[0]} is a scalar"
+    counts = {n: a.shape[0] for n, a in arrays.items()}
+    if len(set(counts.values())) > 1:
+        return (f"parity.unordered needs outputs that share their first axis; the {which} has "
+                + ", ".join(f"{n} {list(a.shape)}" for n, a in arrays.items()))
+    return None
+
+
+def _pair_costs(refs: dict[str, np.ndarray], gots: dict[str, np.ndarray],
+                tol: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+    """cost[i, j]: how far candidate row j is from reference row i, worst element over every output.
+
+    With atol/rtol, the cost is the error over its allowance (atol + rtol·|ref|), so a
+    pair is within tolerance where it is <= 1 (`feasible`). A precision judged by
+    cosine or top-1 alone has no per-element allowance: the cost is the error over the
+    output's largest magnitude, rows are paired by it, and its gates judge the pairing.
+    """
+    atol, rtol = tol.get("atol"), tol.get("rtol")
+    elementwise = atol is not None or rtol is not None
+    n = next(iter(refs.values())).shape[0]
+    cost = np.zeros((n, n), dtype=np.float32)
+    for name in refs:
+        r = refs[name].reshape(n, -1).astype(np.float64)
+        g = gots[name].reshape(n, -1).astype(np.float64)
+        if elementwise:
+            allowance = np.maximum((atol or 0.0) + (rtol or 0.0) * np.abs(r), 1e-300)
+        else:
+            finite = np.abs(r[np.isfinite(r)])
+            allowance = np.full_like(r, max(float(finite.max()) if finite.size else 0.0, 1e-12))
+        step = max(1, _BLOCK_ELEMENTS // max(1, n * r.shape[1]))  # rows × rows × row size at once is too much
+        for start in range(0, n, step):
+            rows = slice(start, start + step)
+            diff = np.abs(g[None, :, :] - r[rows, None, :]) / allowance[rows, None, :]
+            block = np.nan_to_num(diff, nan=np.inf).max(axis=2, initial=0.0)
+            np.maximum(cost[rows], block.astype(np.float32), out=cost[rows])
+    return cost, (cost <= 1.0) if elementwise else None
+
+
+def match_rows(cost: np.ndarray, feasible: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """Pair each reference row i with a distinct candidate row: (candidate index per reference row, pairs feasible).
+
+    Greedy first (pairs in order of cost, each row taken once); then, where `feasible`
+    says which pairs are within tolerance, augmenting paths (Kuhn's algorithm) turn
+    the greedy pairing into a maximum matching of feasible pairs, so a set of rows
+    passes exactly when every reference row can have its own candidate row within
+    tolerance, however near-tied rows were ordered. Rows left over are paired in
+    order of cost, for the figures. Without `feasible` every pair counts.
+    """
+    n = cost.shape[0]
+    pair = np.full(n, -1, dtype=np.int64)   # reference row -> candidate row
+    owner = np.full(n, -1, dtype=np.int64)  # candidate row -> reference row
+    candidates = np.flatnonzero(feasible) if feasible is not None else np.arange(n * n)
+    paired = 0
+    for flat in candidates[np.argsort(cost.ravel()[candidates], kind="stable")]:
+        i, j = divmod(int(flat), n)
+        if pair[i] < 0 and owner[j] < 0:
+            pair[i], owner[j] = j, i
+            paired += 1
+            if paired == n:
+                break
+    if feasible is not None:
+        choices = [np.flatnonzero(feasible[i])[np.argsort(cost[i, feasible[i]], kind="stable")] for i in range(n)]
+        for i in range(n):
+            if pair[i] < 0 and choices[i].size:
+                _augment(i, choices, pair, owner)
+    matched = int((pair >= 0).sum()) if feasible is not None else n
+    free = iter(j for j in np.argsort(cost.min(axis=0), kind="stable") if owner[j] < 0)
+    for i in range(n):
+        if pair[i] < 0:
+            j = next(free)
+            pair[i], owner[j] = j, i
+    return pair, matched
+
+
+def _augment(root: int, choices: list[np.ndarray], pair: np.ndarray, owner: np.ndarray) -> bool:
+    """One augmenting path from the unpaired reference row `root` (iterative depth-first search)."""
+    seen = np.zeros(len(owner), dtype=bool)
+    stack = [(root, iter(choices[root]))]
+    path: list[tuple[int, int]] = []  # (reference row, candidate row) tried on the way down
+    while stack:
+        i, it = stack[-1]
+        for j in it:
+            if seen[j]:
+                continue
+            seen[j] = True
+            if owner[j] < 0:
+                for a, b in path + [(i, j)]:
+                    pair[a], owner[b] = b, a
+                return True
+            path.append((i, j))
+            stack.append((int(owner[j]), iter(choices[int(owner[j])])))
+            break
+        else:
+            stack.pop()
+            if path:
+                path.pop()
+    return False
+
+
+def _rows_permuted(ref: np.ndarray, got: np.ndarray, tol: dict[str, Any]) -> bool:
+    """Whether `got` holds `ref`'s rows (along the first axis) in another order, each within tolerance."""
+    if ref.shape != got.shape or ref.ndim == 0 or not 1 < ref.shape[0] <= MAX_UNORDERED_ROWS:
+        return False
+    if ref.shape[0] * ref.size > _PERMUTATION_CHECK_ELEMENTS:
+        return False
+    if tol.get("atol") is None and tol.get("rtol") is None:
+        return False
+    cost, feasible = _pair_costs({"x": ref}, {"x": got}, tol)
+    return match_rows(cost, feasible)[1] == ref.shape[0]

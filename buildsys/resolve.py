@@ -89,8 +89,13 @@ def model_params(r: Recipe) -> dict[str, Any]:
         "model": {k: v for k, v in _asdict(r.model).items() if v is not None or k not in ("onnx", "tensorflow")},
         "inputs": [_asdict(i) for i in r.inputs],
         "outputs": [o.name for o in r.outputs],
-        "dims": {d.name: {"min": d.min, "opt": d.opt, "max": d.max} for d in r.dims},
+        "dims": {d.name: _dim(d) for d in r.dims},
     }
+
+
+def _dim(d) -> dict[str, int]:
+    """A dim's sizes; `multiple_of` only where the recipe sets it, so that other recipes keep their keys."""
+    return {"min": d.min, "opt": d.opt, "max": d.max, **({"multiple_of": d.multiple_of} if d.multiple_of > 1 else {})}
 
 
 def resolve(recipes: list[Recipe], root: Path, reads: Reads | None = None) -> Graph:
@@ -194,7 +199,8 @@ def random_shapes(r: Recipe) -> dict[str, dict[str, int]]:
     """Seeded shape points inside the declared ranges, besides min/opt/max: "random1" -> {dim: size}.
 
     A graph that holds only at the sizes it was traced at (a size frozen by the
-    tracer, a range the exporter narrowed) fails parity at one of them.
+    tracer, a range the exporter narrowed) fails parity at one of them. A dim with
+    `multiple_of` draws only its multiples (with 1, the draws are as they always were).
     """
     import random
 
@@ -205,12 +211,16 @@ def random_shapes(r: Recipe) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for k in range(r.parity.random_shapes):
         for _ in range(8):  # prefer a shape that is not a corner
-            sizes = tuple(rng.randint(d.min, d.max) for d in r.dims)
+            sizes = tuple(_draw(rng, d.sizes()) for d in r.dims)
             if sizes not in corners:
                 break
         corners.add(sizes)
         out[f"random{k + 1}"] = {d.name: s for d, s in zip(r.dims, sizes)}
     return out
+
+
+def _draw(rng, sizes: range) -> int:
+    return rng.randint(0, len(sizes) - 1) * sizes.step + sizes.start
 
 
 def _data_problem(r: Recipe, field_path: str, exc: OutsideWorkspace):
@@ -287,7 +297,8 @@ def _fallback(r: Recipe, cpu: str, candidate: str, calibrate: StepSpec, quantize
         id=f"{n}:fallback[onnxruntime]", recipe=n, name="fallback[onnxruntime]", kind_path=KINDS["fallback"],
         params={"calibration": _asdict(r.calibration), "inputs": base["inputs"], "dims": base["dims"],
                 "outputs": base["outputs"], "tolerances": {"int8": _asdict(r.tolerances["int8"])},
-                "quantization": {"cpu": cpu, "exclude": list(q.exclude), "max_fp32_nodes": q.max_fp32_nodes}},
+                "quantization": {"cpu": cpu, "exclude": list(q.exclude), "max_fp32_nodes": q.max_fp32_nodes},
+                **_unordered(r)},
         inputs={"model": candidate, "ranges": f"{calibrate.id}#ranges", "quantized": quantized,
                 "reference": f"{reference.id}#reference"},
         files=dict(calibrate.files),
@@ -303,10 +314,16 @@ def _parity(r: Recipe, precision: str, candidate: str, reference: StepSpec) -> S
             "precision": precision,
             "tolerances": {precision: _asdict(r.tolerances[precision])},
             "outputs": [o.name for o in r.outputs],
+            **_unordered(r),
         },
         inputs={"model": candidate, "reference": f"{reference.id}#reference"},
         outputs={"result": f"{n}/parity/{precision}.json"},
     )
+
+
+def _unordered(r: Recipe) -> dict[str, Any]:
+    """`parity.unordered` for the steps that compare outputs; absent where unset, so other recipes keep their keys."""
+    return {"parity": {"unordered": list(r.parity.unordered)}} if r.parity.unordered else {}
 
 
 def _on_tensorrt(t: TargetSpec) -> bool:
@@ -333,7 +350,8 @@ def _engine(r: Recipe, t: TargetSpec, candidate: str, quantized: dict[str, str],
     n = r.name
     common = dict(id=f"{n}:engine[{t.id}]", recipe=n, name=f"engine[{t.id}]")
     gate = parities["int8" if t.precision == "int8" else "fp16" if _needs_fp16_onnx(t) else "fp32"].id
-    profiles = [{k: _asdict(d) for k, d in r.profile_dims(i).items()} for i in range(1 + len(r.profiles))]
+    profiles = [{k: {"name": d.name, **_dim(d)} for k, d in r.profile_dims(i).items()}
+                for i in range(1 + len(r.profiles))]
     if t.backend == "onnxruntime" and t.provider in ("cuda", "tensorrt"):
         # On the GPU: the parity of the model as the provider runs it; the TensorRT provider's engines are cached.
         model = (quantized[t.provider] if t.precision == "int8" else quantized["fp16"] if _needs_fp16_onnx(t)
@@ -343,14 +361,14 @@ def _engine(r: Recipe, t: TargetSpec, candidate: str, quantized: dict[str, str],
         return StepSpec(**common, kind_path=KINDS[f"engine-onnxruntime-{t.provider}"],
                         params={"target": _target(t), "inputs": base["inputs"], "outputs": base["outputs"],
                                 "profiles": profiles[:1],
-                                "tolerances": {t.precision: _asdict(r.tolerances[t.precision])},
+                                "tolerances": {t.precision: _asdict(r.tolerances[t.precision])}, **_unordered(r),
                                 # what the provider is told, in the key and in the step's report
                                 "provider_options": cuda_options(tf32=t.tf32)},
                         inputs={"model": model, "reference": f"{reference.id}#reference"}, gates=(gate,),
                         outputs={"result": f"{n}/parity/{t.id}.json"})
     if t.backend == "onnxruntime":
         model = quantized["onnxruntime"] if t.precision == "int8" else candidate
-        return StepSpec(**common, kind_path=KINDS["engine-onnxruntime"], params={"target": _target(t)},
+        return StepSpec(**common, kind_path=KINDS["engine-onnxruntime"], params={"target": _target(t), **_unordered(r)},
                         inputs={"model": model, "reference": f"{reference.id}#reference"}, gates=(gate,),
                         outputs={"engine": f"{n}/engines/{t.id}.ort"})
     if t.backend == "tensorrt":
@@ -360,12 +378,13 @@ def _engine(r: Recipe, t: TargetSpec, candidate: str, quantized: dict[str, str],
         return StepSpec(**common, kind_path=KINDS["engine-tensorrt"],
                         params={"target": _target(t), "inputs": base["inputs"], "outputs": base["outputs"],
                                 "profiles": profiles,
-                                "tolerances": {precision: _asdict(r.tolerances[precision])}},
+                                "tolerances": {precision: _asdict(r.tolerances[precision])}, **_unordered(r)},
                         inputs={"model": model, "reference": f"{reference.id}#reference"}, gates=(gate,),
                         outputs={"engine": f"{n}/engines/{t.id}.plan", "result": f"{n}/parity/{t.id}.json"})
     # torchscript: compiled from the PyTorch model itself and checked against eager
     return StepSpec(**common, kind_path=KINDS["engine-torchscript"],
-                    params={**base, "target": _target(t), "tolerances": {"fp32": _asdict(r.tolerances["fp32"])}},
+                    params={**base, "target": _target(t), "tolerances": {"fp32": _asdict(r.tolerances["fp32"])},
+                            **_unordered(r)},
                     inputs={"reference": f"{reference.id}#reference"},
                     files={"checkpoint": r.model.checkpoint} if r.model.checkpoint else {},
                     outputs={"engine": f"{n}/engines/torchscript.pt", "result": f"{n}/parity/torchscript.json"})

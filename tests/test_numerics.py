@@ -26,3 +26,91 @@ def test_min_top1_decided_judges_only_the_rows_the_reference_decides():
     assert not m["passed"]
     assert m["failures"] == ["decided top-1 agreement 0.5000 < 1.0 (1 of 2 rows where the reference is decided)"]
     assert set(m["row_cosine"]) == {"min", "p10", "median", "p90", "max"}
+
+
+# -- rows in any order (parity.unordered) ------------------------------------------------------------
+
+from buildsys.numerics import compare_outputs  # noqa: E402
+
+TOL = {"atol": 1e-4, "rtol": 1e-3}
+DETECTIONS = ["boxes", "scores", "labels"]
+
+
+def detections(n: int = 12):
+    rng = np.random.default_rng(0)
+    scores = np.repeat(np.array([0.9, 0.7, 0.5], np.float32), n // 3)  # ties, as near-tied scores sort
+    return {"boxes": rng.uniform(0, 300, (n, 4)).astype(np.float32), "scores": scores,
+            "labels": rng.integers(0, 80, n)}
+
+
+def permuted(refs: dict, order) -> dict:
+    return {k: v[order] for k, v in refs.items()}
+
+
+def test_detections_in_another_order_pass_as_rows_and_fail_element_wise_naming_the_setting():
+    refs = detections()
+    got = permuted(refs, [3, 2, 1, 0, 4, 5, 6, 7, 11, 10, 9, 8])  # tied rows reordered
+    m = compare_outputs(refs, got, TOL, DETECTIONS)
+    assert all(o["passed"] for o in m.values())
+    assert m["boxes"]["unordered"] == {"outputs": DETECTIONS, "rows": 12, "matched": 12}
+    assert m["boxes"]["max_abs"] == 0.0  # figures on the rows as paired
+
+    m = compare_outputs(refs, got, TOL)
+    assert not m["boxes"]["passed"] and not m["labels"]["passed"]
+    assert m["scores"]["passed"]  # tied scores are equal in any order
+    assert m["boxes"]["failures"][-1] == (
+        "its 12 rows match the reference's in another order: if the order carries no meaning (detections), "
+        "compare them as rows in any order with parity: {unordered: [boxes, scores, labels]}")
+
+
+def test_a_wrong_detection_fails_as_rows():
+    refs = detections()
+    got = permuted(refs, list(range(12))[::-1])
+    got["boxes"] = got["boxes"].copy()
+    got["boxes"][5, 2] += 1.0
+    m = compare_outputs(refs, got, TOL, DETECTIONS)
+    assert not m["boxes"]["passed"] and m["boxes"]["unordered"]["matched"] == 11
+    assert m["boxes"]["failures"][0].startswith("1 of 12 reference rows have no candidate row within atol 0.0001")
+    # labels swapped between two rows: every box and every label is there, but two rows are wrong
+    got = permuted(refs, list(range(12)))
+    i, j = 0, next(k for k in range(1, 12) if refs["labels"][k] != refs["labels"][0])
+    got["labels"][[i, j]] = refs["labels"][[j, i]]
+    m = compare_outputs(refs, got, TOL, DETECTIONS)
+    assert not m["boxes"]["passed"] and m["boxes"]["unordered"]["matched"] == 10
+    # an element-wise failure whose rows are not the reference's says nothing of the setting
+    assert not any("unordered" in f for f in compare_outputs(refs, got, TOL)["boxes"]["failures"])
+
+
+def test_detection_counts_must_agree():
+    refs = detections()
+    got = {k: v[:-1] for k, v in refs.items()}
+    m = compare_outputs(refs, got, TOL, DETECTIONS)
+    assert not any(o["passed"] for o in m.values())
+    assert m["scores"]["failures"] == [
+        "11 rows, the reference has 12 (parity.unordered pairs the rows one to one: the counts must agree)"]
+
+
+def test_outputs_that_do_not_share_their_first_axis_cannot_be_rows():
+    refs = detections()
+    got = dict(refs, labels=refs["labels"][:-1])
+    m = compare_outputs(refs, got, TOL, DETECTIONS)
+    assert not m["boxes"]["passed"]
+    assert m["boxes"]["failures"][0].startswith("parity.unordered needs outputs that share their first axis; "
+                                                "the candidate has boxes [12, 4], scores [12], labels [11]")
+
+
+def test_rows_are_matched_as_a_set_where_a_greedy_pairing_would_leave_one_out():
+    # greedy by error pairs a with c first (0.5), leaving b only d (off by 1.9); a matching pairs a-d, b-c
+    refs = {"v": np.array([[0.0], [1.0]])}
+    got = {"v": np.array([[0.5], [-0.9]])}
+    m = compare_outputs(refs, got, {"atol": 1.0, "rtol": 0.0}, ["v"])
+    assert m["v"]["passed"], m["v"]["failures"]
+    assert m["v"]["unordered"]["matched"] == 2
+
+
+def test_rows_are_paired_by_nearness_under_a_cosine_tolerance():
+    refs = detections()
+    got = permuted(refs, list(range(12))[::-1])
+    got["boxes"] = got["boxes"] * 1.001
+    m = compare_outputs(refs, got, {"min_cosine": 0.999}, DETECTIONS)
+    assert m["boxes"]["passed"] and m["boxes"]["cosine"] > 0.9999

@@ -189,3 +189,28 @@ def test_fallback_auto_puts_its_step_between_quantize_and_int8_parity(tmp_path):
     # the TensorRT flavour keeps the pinned nodes in fp32 too, and has no CPU class
     assert g.steps["net:quantize[tensorrt]"].params["quantization"] == {"exclude": ["/a/Conv"]}
     assert g.steps["net:quantize[onnxruntime]"].params["quantization"] == {"exclude": ["/a/Conv"], "cpu": "avx2"}
+
+
+def test_random_shapes_draw_only_multiples_of_a_dims_multiple_of(tmp_path):
+    from buildsys.recipe.model import ParitySpec
+
+    free = resolve([recipe(parity=ParitySpec(random_shapes=16))], tmp_path).steps["net:reference"]
+    assert any(s["side"] % 8 for s in free.params["parity"]["shapes"].values())  # the seed draws other sizes
+    r = recipe(dims=(Dim("batch", 1, 2, 8), Dim("side", 32, 64, 96, multiple_of=8)),
+               parity=ParitySpec(random_shapes=16))
+    shapes = resolve([r], tmp_path).steps["net:reference"].params["parity"]["shapes"]
+    assert len(shapes) == 16 and all(s["side"] % 8 == 0 and 32 <= s["side"] <= 96 for s in shapes.values())
+    assert len({s["side"] for s in shapes.values()}) > 3
+
+
+def test_unordered_and_multiple_of_reach_only_the_steps_that_read_them(tmp_path):
+    from buildsys.recipe.model import ParitySpec
+
+    a = keys(tmp_path, recipe(targets=(TargetSpec("onnxruntime", "fp32"), TargetSpec("torchscript"))))
+    b = keys(tmp_path, recipe(targets=(TargetSpec("onnxruntime", "fp32"), TargetSpec("torchscript")),
+                              parity=ParitySpec(unordered=("logits",))))
+    assert {k for k in a if a[k] != b[k]} == {"net:parity[fp32]", "net:engine[onnxruntime-fp32]",
+                                             "net:engine[torchscript]"}
+    c = keys(tmp_path, recipe(dims=(Dim("batch", 1, 2, 8), Dim("side", 32, 64, 96, multiple_of=8))))
+    d = keys(tmp_path, recipe())
+    assert c["net:export"] != d["net:export"] and c["net:reference"] != d["net:reference"]

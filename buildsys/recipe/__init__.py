@@ -289,7 +289,10 @@ def _resolve(doc: Document, sources: tuple[str, ...], default_name: str) -> Reci
             p["points"] = tuple(x for x in POINTS if x in p["points"])
         if "max_regression" in p:
             p["max_regression"] = float(p["max_regression"])
-        extra["parity"] = ParitySpec(**{k: v if k in ("points", "max_regression") else int(v) for k, v in p.items()})
+        if "unordered" in p:
+            p["unordered"] = tuple(p["unordered"])
+        extra["parity"] = ParitySpec(**{k: v if k in ("points", "max_regression", "unordered") else int(v)
+                                        for k, v in p.items()})
     return Recipe(
         name=d.get("name", default_name),
         file=doc.file,
@@ -297,7 +300,8 @@ def _resolve(doc: Document, sources: tuple[str, ...], default_name: str) -> Reci
         model=model_from_dict(d["model"]),
         inputs=tuple(_input(i) for i in d["inputs"]),
         outputs=tuple(OutputSpec(o["name"]) for o in d["outputs"]),
-        dims=tuple(Dim(n, int(x["min"]), int(x["opt"]), int(x["max"])) for n, x in d.get("dims", {}).items()),
+        dims=tuple(Dim(n, int(x["min"]), int(x["opt"]), int(x["max"]), int(x.get("multiple_of", 1)))
+                   for n, x in d.get("dims", {}).items()),
         tolerances={**DEFAULT_TOLERANCES, **{
             p: Tolerance(**{k: float(v) for k, v in t.items()}) for p, t in d.get("tolerances", {}).items()}},
         positions=_positions(doc),

@@ -31,7 +31,7 @@ def semantic_problems(doc: Document, workspace: Path, default_name: str) -> list
     ws = workspace.resolve()
     out: list[Problem] = []
     for check in (_check_finite, _check_dims, _check_axes, _check_names, _check_targets,
-                  _check_profiles, _check_data):
+                  _check_profiles, _check_data, _check_unordered):
         out.extend(check(doc))
     out.extend(_check_factory(doc, ws))
     out.extend(_check_paths(doc, ws))
@@ -97,9 +97,28 @@ def _dims(doc: Document) -> dict[str, Any]:
 
 
 def _check_dims(doc: Document) -> list[Problem]:
-    return [doc.problem(("dims", name), message, "sizes must satisfy min <= opt <= max")
-            for name, d in _dims(doc).items() if _ints(d, ("min", "opt", "max"))
-            for message in _order_problems(d)]
+    out = [doc.problem(("dims", name), message, "sizes must satisfy min <= opt <= max")
+           for name, d in _dims(doc).items() if _ints(d, ("min", "opt", "max"))
+           for message in _order_problems(d)]
+    for name, d in _dims(doc).items():
+        step = _multiple(d)
+        for point in ("min", "opt", "max") if step else ():
+            if _ints(d, (point,)) and d[point] % step:
+                out.append(doc.problem(("dims", name, point), *_not_a_multiple(d[point], step, f"dims.{name}")))
+    return out
+
+
+def _multiple(d: Any) -> int | None:
+    """A dim's `multiple_of` where it is a usable integer above 1 (the schema names any other value)."""
+    step = d.get("multiple_of") if isinstance(d, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) and step > 1 else None
+
+
+def _not_a_multiple(size: int, step: int, where: str) -> tuple[str, str]:
+    below, above = size // step * step, -(-size // step) * step
+    near = " or ".join(str(x) for x in (below, above) if x >= 1)
+    return (f"{size} is not a multiple of {step} ({where}.multiple_of)",
+            f"the model takes only multiples of {step}: use {near}, or change multiple_of")
 
 
 def _inputs(doc: Document) -> list[tuple[int, dict]]:
@@ -181,7 +200,27 @@ def _check_profiles(doc: Document) -> list[Problem]:
             if valid_base and _ints(merged, ("min", "opt", "max")):
                 out.extend(doc.problem(("profiles", k, name), f"{m} after applying this profile to dims.{name}",
                                        "sizes must satisfy min <= opt <= max") for m in _order_problems(merged))
+            step = _multiple(dims[name])
+            for point in ("min", "opt", "max") if step and isinstance(over, dict) else ():
+                if _ints(over, (point,)) and over[point] % step:
+                    out.append(doc.problem(("profiles", k, name, point),
+                                           *_not_a_multiple(over[point], step, f"dims.{name}")))
     return out
+
+
+def _check_unordered(doc: Document) -> list[Problem]:
+    """parity.unordered names outputs of the recipe."""
+    parity, outputs = doc.data.get("parity"), doc.data.get("outputs")
+    listed = parity.get("unordered") if isinstance(parity, dict) else None
+    if not isinstance(listed, list) or not isinstance(outputs, list):
+        return []
+    names = [o["name"] for o in outputs if isinstance(o, dict) and isinstance(o.get("name"), str)]
+    if len(names) != len(outputs):
+        return []  # an output without a usable name: the schema names it
+    return [doc.problem(("parity", "unordered", i),
+                        f"'{x}' is not an output of the recipe (outputs: {', '.join(names)})",
+                        suggest(x, names) or "list outputs named under outputs:, those that share their first axis")
+            for i, x in enumerate(listed) if isinstance(x, str) and x not in names]
 
 
 def _data_specs(doc: Document) -> list[tuple[FieldPath, dict, str | None]]:

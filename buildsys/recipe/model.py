@@ -47,9 +47,15 @@ class Dim:
     min: int
     opt: int
     max: int
+    multiple_of: int = 1  # every size the model takes is a multiple of this (min, opt, max included)
 
     def at(self, point: str) -> int:
         return getattr(self, point)
+
+    def sizes(self) -> range:
+        """Every size of the declared range that the model takes."""
+        first = -(-self.min // self.multiple_of) * self.multiple_of
+        return range(first, self.max + 1, self.multiple_of)
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,7 @@ class ParitySpec:
     seed: int = 0
     points: tuple[str, ...] = POINTS
     random_shapes: int = 2  # seeded extra shape points inside the declared ranges
+    unordered: tuple[str, ...] = ()  # outputs sharing their first axis, compared as rows in any order
     max_regression: float | None = None  # check --baseline: allowed growth factor (None: the command's)
 
 
@@ -268,6 +275,7 @@ def recipe_from_dict(d: dict) -> Recipe:
             samples=d["parity"]["samples"], seed=d["parity"]["seed"], points=tuple(d["parity"]["points"]),
             random_shapes=d["parity"].get("random_shapes", ParitySpec.random_shapes),
             max_regression=d["parity"].get("max_regression"),
+            unordered=tuple(d["parity"].get("unordered", ())),
         ),
         positions={k: tuple(v) for k, v in d.get("positions", {}).items()},
     )

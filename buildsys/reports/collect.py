@@ -169,9 +169,29 @@ def _output(name: str, m: dict[str, Any]) -> dict[str, Any]:
     h = m.get("histogram")
     o["histogram"] = ({"edges": [str(x) for x in h["edges"]], "counts": [int(x) for x in h["counts"]],
                        "non_finite": int(h.get("non_finite", 0))} if h else None)
+    u = m.get("unordered")
+    o["unordered"] = ({"outputs": [str(x) for x in u.get("outputs", [])],
+                       "rows": int(u["rows"]) if u.get("rows") is not None else None,
+                       "matched": int(u["matched"]) if u.get("matched") is not None else None} if u else None)
     o["baseline"] = None
     o["regressed"] = []
     return o
+
+
+def fmt_unordered(check: dict[str, Any]) -> str:
+    """`boxes, scores, labels compared as rows in any order: 111 of 111 rows matched` (parity.unordered)."""
+    counts = [o["unordered"] for row in check.get("results", []) for o in row["outputs"]
+              if o.get("unordered") and o["name"] == o["unordered"]["outputs"][0]]
+    if not counts:
+        return ""
+    names = ", ".join(counts[0]["outputs"])
+    sized = [c for c in counts if c["rows"] is not None]
+    said = f"{names} compared as rows in any order"
+    if sized:
+        said += f": {sum(c['matched'] for c in sized)} of {sum(c['rows'] for c in sized)} rows matched"
+    if len(sized) < len(counts):
+        said += f" ({len(counts) - len(sized)} samples whose rows could not be paired)"
+    return said
 
 
 def _int8(d: dict[str, Any]) -> dict[str, Any]:

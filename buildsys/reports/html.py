@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from buildsys.reports.collect import (cases, fmt, fmt_calibration, fmt_change, fmt_cosine, fmt_divergence,
-                                      fmt_export_warnings, fmt_int8, fmt_tolerance, fmt_worst)
+                                      fmt_export_warnings, fmt_int8, fmt_tolerance, fmt_unordered, fmt_worst)
 
 TEMPLATES = Path(__file__).parent / "templates"
 _RANK = {"error": 0, "failed": 0, "blocked": 1, "regressed": 2, "unavailable": 3, "passed": 4}
@@ -81,7 +81,7 @@ def _check(c: dict[str, Any], regressed: bool) -> dict[str, Any]:
     rows.sort(key=lambda x: _RANK[x["status"]])
     return {"check": c["check"], "status": status, "state": c["state"], "reason": c.get("reason") or "",
             "candidate": c.get("candidate") or "", "tolerance": fmt_tolerance(c.get("tolerance")),
-            "calibration": fmt_calibration(c),
+            "calibration": fmt_calibration(c), "unordered": fmt_unordered(c),
             "divergence": fmt_divergence(c.get("divergence")), "rows": rows,
             "node": (c.get("divergence") or {}).get("node") or "", "view": "", "view_node": "",
             "int8": fmt_int8(c["int8"]) if c.get("int8") else []}

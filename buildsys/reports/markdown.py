@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from buildsys.reports.collect import (Case, cases, fmt, fmt_calibration, fmt_change, fmt_cosine, fmt_divergence,
-                                      fmt_export_warnings, fmt_int8, fmt_tolerance, output_names)
+                                      fmt_export_warnings, fmt_int8, fmt_tolerance, fmt_unordered, output_names)
 
 MAX_ROWS = 150  # GitHub cuts comments at 65,536 characters
 MAX_LISTED = 20
@@ -161,6 +161,10 @@ def _collapsed(recipe: str, checks: list[dict[str, Any]]) -> str:
         detail += f" ({tolerances.pop()})"
     for note in dict.fromkeys(fmt_calibration(c) for c in checks if fmt_calibration(c)):
         detail += f" · {note}"
+    matched = {c["check"]: fmt_unordered(c) for c in checks if fmt_unordered(c)}
+    if matched:
+        detail += " · " + "; ".join(said if len(checks) == 1 else f"{check}: {said}"
+                                    for check, said in matched.items())
     return _row("passed", recipe, ", ".join(c["check"] for c in checks), ", ".join(points),
                 ", ".join(names), max_abs, fmt_cosine(low_cos), fmt(low_top1), detail)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
-from buildsys.steps.export import EXTERNAL_DATA_BYTES, check_onnx
+from buildsys.steps.check_onnx import check_model
+from buildsys.steps.export import EXTERNAL_DATA_BYTES
 
 
 def convert(src, keep_io_types: bool = True):
@@ -53,7 +54,7 @@ class ConvertFp16(Step):
             files.append(data)
         else:
             onnx.save_model(model, str(out))
-        check_onnx(out, self.ctx.scratch)
+        check_model(out, self.ctx.scratch)
         halves = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
         kept = sum(n.op_type == "Cast" for n in model.graph.node)
         summary = (f"{halves} of {len(model.graph.initializer)} initializers in float16, "

@@ -81,7 +81,7 @@ class ConvertTensorFlow(Step):
         import tf2onnx
 
         from buildsys.steps.check_onnx import verify_signature
-        from buildsys.steps.export import check_onnx
+        from buildsys.steps.check_onnx import check_model
 
         p = self.params
         fn, signature = model_function(p, self.ctx.workspace, self.ctx.threads)
@@ -94,7 +94,7 @@ class ConvertTensorFlow(Step):
                                                        "op set may convert") from None
         rename(proto, p)
         onnx.save(proto, str(out))
-        check_onnx(out, self.ctx.scratch)
+        check_model(out, self.ctx.scratch)
         verify_signature(out, p, "the converted model")
         return StepResult(summary=f"tf2onnx at opset {p.export.opset}, {len(proto.graph.node)} nodes")
 

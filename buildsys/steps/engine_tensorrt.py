@@ -293,7 +293,7 @@ class TensorRTEngine(Step):
         from polygraphy.backend.trt import TrtRunner
         from polygraphy.datatype import DataType
 
-        from buildsys.numerics import compare
+        from buildsys.numerics import compare_outputs
         from buildsys.steps.reference import read_reference
 
         p = self.params
@@ -320,15 +320,16 @@ class TensorRTEngine(Step):
                     row["error"] = " ".join(str(exc).split())[:800]
                     failed.append(f"{entry['point']}: TensorRT failed: {row['error'][:300]}")
                     continue
-                for name in p.outputs:
-                    if name not in got:
-                        row["error"] = f"the engine has no output {name!r} (it has {sorted(got)})"
-                        failed.append(f"{entry['point']}: {row['error']}")
-                        continue
-                    m = compare(arrays[entry["outputs"][name]], got[name], tol)
-                    row["outputs"][name] = m
-                    if not m["passed"]:
-                        failed.append(f"{entry['point']} {name}: {'; '.join(m['failures'])}")
+                missing = [name for name in p.outputs if name not in got]
+                if missing:
+                    row["error"] = f"the engine has no output {missing[0]!r} (it has {sorted(got)})"
+                    failed.append(f"{entry['point']}: {row['error']}")
+                    continue
+                refs = {name: arrays[entry["outputs"][name]] for name in p.outputs}
+                gots = {name: got[name] for name in p.outputs}
+                row["outputs"] = compare_outputs(refs, gots, tol, p.parity.unordered)
+                failed += [f"{entry['point']} {name}: {'; '.join(m['failures'])}"
+                           for name, m in row["outputs"].items() if not m["passed"]]
         finally:
             runner.deactivate()
         return parity_document(p.target.precision, tol, results, failed)

@@ -91,7 +91,7 @@ class TorchScriptEngine(Step):
     def _parity(self, module) -> dict[str, Any]:
         import torch
 
-        from buildsys.numerics import compare
+        from buildsys.numerics import compare_outputs
         from buildsys.steps.modelload import flatten_outputs
         from buildsys.steps.reference import read_reference
 
@@ -116,11 +116,11 @@ class TorchScriptEngine(Step):
                 row["error"] = f"the module returned {len(got)} tensors, the recipe names {len(p.outputs)} outputs"
                 failed.append(f"{entry['point']}: {row['error']}")
                 continue
-            for name, value in zip(p.outputs, got):
-                m = compare(arrays[entry["outputs"][name]], value.detach().cpu().numpy(), tol)
-                row["outputs"][name] = m
-                if not m["passed"]:
-                    failed.append(f"{entry['point']} {name}: {'; '.join(m['failures'])}")
+            refs = {name: arrays[entry["outputs"][name]] for name in p.outputs}
+            gots = {name: value.detach().cpu().numpy() for name, value in zip(p.outputs, got)}
+            row["outputs"] = compare_outputs(refs, gots, tol, p.parity.unordered)
+            failed += [f"{entry['point']} {name}: {'; '.join(m['failures'])}"
+                       for name, m in row["outputs"].items() if not m["passed"]]
         passed = not failed
         worst = max((m.get("max_abs", 0.0) for r in results for m in r["outputs"].values()), default=0.0)
         points = sorted({r["point"] for r in results}, key=lambda pt: {"min": 0, "opt": 1, "max": 2}.get(pt, 3))

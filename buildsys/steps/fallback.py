@@ -63,7 +63,7 @@ class Int8Fallback(Step):
         fp32_path, int8_path = self.ctx.inputs["model"], self.ctx.inputs["quantized"]
         calib = json.loads(self.ctx.inputs["ranges"].read_text())
         manifest, arrays = read_reference(self.ctx.inputs["reference"])
-        gate = _Gate(manifest, arrays, list(p.outputs), tol, self.ctx.threads, judge)
+        gate = _Gate(manifest, arrays, list(p.outputs), tol, self.ctx.threads, judge, p.parity.unordered)
         out = self.ctx.output("model")
         pinned = q.exclude
 
@@ -183,11 +183,12 @@ class _Verdict:
 class _Gate:
     """parity[int8]'s verdict on a session, on the reference's inputs."""
 
-    def __init__(self, manifest, arrays, outputs, tol, threads, judge):
+    def __init__(self, manifest, arrays, outputs, tol, threads, judge, unordered=()):
         self.manifest, self.arrays, self.outputs, self.tol, self.judge = manifest, arrays, outputs, tol, judge
+        self.unordered = unordered
 
     def __call__(self, session) -> _Verdict:
-        results, failures = self.judge(session, self.manifest, self.arrays, self.outputs, self.tol)
+        results, failures = self.judge(session, self.manifest, self.arrays, self.outputs, self.tol, self.unordered)
         return _Verdict(results, failures, self.tol)
 
     def opt_feeds(self) -> dict:

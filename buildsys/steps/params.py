@@ -102,11 +102,19 @@ class ReferenceParams:
 
 
 @dataclass(frozen=True)
+class RowOrder:
+    """`parity.unordered` as the steps that compare outputs read it."""
+
+    unordered: tuple[str, ...] = ()  # outputs compared as rows in any order
+
+
+@dataclass(frozen=True)
 class ParityParams:
     precision: str
     tolerances: dict[str, Tolerance]
     outputs: tuple[str, ...]
     quantization: QuantizationSpec | None = None  # int8 parity: the CPU class and the nodes kept in fp32
+    parity: RowOrder = RowOrder()
 
     @property
     def tolerance(self) -> Tolerance:
@@ -135,6 +143,7 @@ class FallbackParams:
     outputs: tuple[str, ...]
     tolerances: dict[str, Tolerance]  # int8's
     quantization: QuantizationSpec
+    parity: RowOrder = RowOrder()
 
 
 @dataclass(frozen=True)
@@ -147,13 +156,15 @@ class TorchScriptParams:
     dims: dict[str, Dim]
     target: TargetSpec
     tolerances: dict[str, Tolerance]  # fp32's
+    parity: RowOrder = RowOrder()
 
 
 @dataclass(frozen=True)
 class OrtEngineParams:
-    """The ONNX Runtime engine on this CPU: the target alone."""
+    """The ONNX Runtime engine on this CPU: the target (and the outputs compared as rows in any order)."""
 
     target: TargetSpec
+    parity: RowOrder = RowOrder()
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,7 @@ class OrtGpuParams:
     outputs: tuple[str, ...]
     profiles: tuple[dict[str, Dim], ...]
     tolerances: dict[str, Tolerance]
+    parity: RowOrder = RowOrder()
     # ONNX Runtime's CUDA provider options (gpu.cuda_options, from the target); None for the TensorRT engine
     provider_options: dict[str, str] | None = None
 

@@ -22,7 +22,7 @@ from buildsys.steps.params import ParityParams, as_dict
 class ParityCheck(Step):
     KIND = "parity"
     PARAMS = ParityParams
-    VERSION = 4
+    VERSION = 5
     TOOLS = ("onnxruntime", "numpy")
     RESIDENT = True
 
@@ -38,7 +38,7 @@ class ParityCheck(Step):
         except Exception as exc:
             raise StepError(f"ONNX Runtime cannot load the model: {str(exc).strip()[:500]}") from None
         manifest, arrays = read_reference(self.ctx.inputs["reference"])
-        results, failed = judge(session, manifest, arrays, list(p.outputs), tol)
+        results, failed = judge(session, manifest, arrays, list(p.outputs), tol, p.parity.unordered)
         passed = not failed
         worst = max((m.get("max_abs", 0.0) for r in results for m in r["outputs"].values()), default=0.0)
         figures = f"max abs error {worst:.3g}"
@@ -47,6 +47,8 @@ class ParityCheck(Step):
             top1s = [m["top1"] for r in results for m in r["outputs"].values() if m.get("top1") is not None]
             figures = ", ".join(([f"lowest cosine {min(cosines):.4f}"] if cosines else [])
                                 + ([f"lowest top-1 agreement {min(top1s):.0%}"] if top1s else []) + [figures])
+        if p.parity.unordered:
+            figures += "; " + unordered_figures(results, p.parity.unordered)
         if passed:
             summary = f"{precision} passed at {_points(results)} ({figures})"
         else:
@@ -71,9 +73,13 @@ class ParityCheck(Step):
         return StepResult(verdict={"passed": passed, "summary": summary}, summary=summary)
 
 
-def judge(session, manifest: list[dict], arrays, outputs: list[str], tol: dict) -> tuple[list[dict], list[str]]:
-    """Each reference entry run through `session` and compared under `tol`: (result rows, failures)."""
-    from buildsys.numerics import compare
+def judge(session, manifest: list[dict], arrays, outputs: list[str], tol: dict,
+          unordered: tuple[str, ...] = ()) -> tuple[list[dict], list[str]]:
+    """Each reference entry run through `session` and compared under `tol`: (result rows, failures).
+
+    The outputs in `unordered` are compared as rows in any order (`numerics.compare_outputs`).
+    """
+    from buildsys.numerics import compare_outputs
 
     results, failed = [], []
     for entry in manifest:
@@ -87,13 +93,21 @@ def judge(session, manifest: list[dict], arrays, outputs: list[str], tol: dict) 
             failed.append(f"{entry['point']}{_shape_of(row)}: ONNX Runtime failed: {row['error'][:300]}")
             results.append(row)
             continue
-        for name, value in zip(outputs, got):
-            m = compare(arrays[entry["outputs"][name]], value, tol)
-            row["outputs"][name] = m
-            if not m["passed"]:
-                failed.append(f"{entry['point']}{_shape_of(row)} {name}: {'; '.join(m['failures'])}")
+        refs = {name: arrays[entry["outputs"][name]] for name in outputs}
+        row["outputs"] = compare_outputs(refs, dict(zip(outputs, got)), tol, unordered)
+        failed += [f"{entry['point']}{_shape_of(row)} {name}: {'; '.join(m['failures'])}"
+                   for name, m in row["outputs"].items() if not m["passed"]]
         results.append(row)
     return results, failed
+
+
+def unordered_figures(results: list[dict], unordered: tuple[str, ...]) -> str:
+    """`boxes, scores, labels compared as rows in any order: 600 of 600 rows matched`, over every point and sample."""
+    counts = [m["unordered"] for r in results for name, m in r["outputs"].items()
+              if name == unordered[0] and m.get("unordered", {}).get("rows") is not None]
+    rows = sum(c["rows"] for c in counts)
+    matched = sum(c["matched"] for c in counts)
+    return f"{', '.join(unordered)} compared as rows in any order: {matched} of {rows} rows matched"
 
 
 def int8_figures(results: list[dict], int8: QuantizationSpec | None) -> dict:

@@ -85,7 +85,7 @@ class QuantizeQdq(Step):
 
     def run(self) -> StepResult:
         from buildsys.steps.calibrate import FORMAT
-        from buildsys.steps.export import check_onnx
+        from buildsys.steps.check_onnx import check_model
 
         p = self.params
         q = p.quantization
@@ -104,7 +104,7 @@ class QuantizeQdq(Step):
 
         with tempfile.TemporaryDirectory(dir=self.ctx.scratch) as tmp:
             written = quantize(model, calib, flavour, p.calibration.per_channel, out, Path(tmp), exclude)
-        check_onnx(out, self.ctx.scratch)
+        check_model(out, self.ctx.scratch)
         counts = _q_dq_counts(out)
         bits = "7-bit " if flavour.reduce_range else ""
         kinds = f"{flavour.activations} activations{' (symmetric)' if flavour.symmetric_activations else ''}, " \

@@ -51,7 +51,6 @@ class ReferenceOutputs(Step):
         import numpy as np
         import torch
 
-        from buildsys.errors import StepError
         from buildsys.inputs import fit_notes, parity_inputs
         from buildsys.steps.modelload import flatten_outputs, load_model
         from buildsys.steps.export import outputs_mismatch
@@ -72,9 +71,7 @@ class ReferenceOutputs(Step):
                     try:
                         result = model(*(torch.from_numpy(inputs[i.name]) for i in p.inputs))
                     except Exception as exc:
-                        shapes = {k: list(v.shape) for k, v in inputs.items()}
-                        raise StepError(f"the PyTorch model failed at the {point} shape {shapes}: "
-                                        f"{type(exc).__name__}: {str(exc)[:300]}", field="dims") from None
+                        raise model_failed("the PyTorch model", point, inputs, p.dims, p.parity.shapes, exc) from None
                 outs = flatten_outputs(result)
                 if len(outs) != len(p.outputs):
                     raise outputs_mismatch(len(outs), len(p.outputs))
@@ -99,6 +96,29 @@ class ReferenceOutputs(Step):
                           summary=f"{len(manifest)} samples at {', '.join(p.parity.points)}")
 
 
+def model_failed(what: str, point: str, inputs: dict, dims: dict, drawn: dict[str, dict[str, int]], exc: Exception):
+    """The reference model raised at a shape point; at a seeded random shape, how to keep it to the sizes it takes."""
+    from buildsys.errors import StepError
+
+    shapes = {k: list(v.shape) for k, v in inputs.items()}
+    message = f"{what} failed at the {point} shape {shapes}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    if point not in drawn:
+        return StepError(message, field="dims")
+    sizes = drawn[point]
+    corners = {n: {_sizes(d)[p] for p in ("min", "opt", "max")} for n, d in dims.items()}
+    name = next((n for n, s in sizes.items() if s not in corners.get(n, ())), next(iter(sizes)))
+    d = _sizes(dims[name])
+    return StepError(f"{message}\n  {point} is a seeded random shape inside the declared ranges "
+                     f"({', '.join(f'{n} {s}' for n, s in sizes.items())})", field="dims",
+                     hint=f"if the model takes only some sizes, say which in the dim, e.g. dims.{name}: "
+                          f"{{min: {d['min']}, opt: {d['opt']}, max: {d['max']}, multiple_of: 8}}; or set "
+                          "parity.random_shapes: 0 to check only at min, opt and max")
+
+
+def _sizes(d) -> dict[str, int]:
+    return d if isinstance(d, dict) else {"min": d.min, "opt": d.opt, "max": d.max}
+
+
 def write_reference_outputs(p: dict, workspace: Path, out: Path, run) -> int:
     """Reference outputs of a model that is not PyTorch: `run(inputs)` answers one array per output.
 
@@ -120,9 +140,7 @@ def write_reference_outputs(p: dict, workspace: Path, out: Path, run) -> int:
             except StepError:
                 raise
             except Exception as exc:
-                shapes = {k: list(v.shape) for k, v in inputs.items()}
-                raise StepError(f"the model failed at the {point} shape {shapes}: "
-                                f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}", field="dims") from None
+                raise model_failed("the model", point, inputs, p["dims"], p["parity"].get("shapes", {}), exc) from None
             if len(outs) != len(p["outputs"]):
                 raise outputs_mismatch(len(outs), len(p["outputs"]))
             entry = {"point": point, "sample": sample, "inputs": {}, "outputs": {}}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
-from buildsys.steps.export import EXTERNAL_DATA_BYTES, check_onnx
+from buildsys.steps.export import EXTERNAL_DATA_BYTES
 from buildsys.steps.params import SimplifyParams
 
 
@@ -91,8 +91,10 @@ def own_external_data(src: Path, out: Path) -> list[str]:
     """
     import onnx
 
+    from buildsys.steps.check_onnx import external_tensors
+
     model = onnx.load(str(src), load_external_data=False)
-    tensors = _external_tensors(model.graph)
+    tensors = external_tensors(model.graph)
     locations = sorted({e.value for t in tensors for e in t.external_data if e.key == "location"})
     rename = ({locations[0]: out.name + ".data"} if len(locations) == 1
               else {loc: f"{out.name}.{i}.data" for i, loc in enumerate(locations)})
@@ -104,19 +106,6 @@ def own_external_data(src: Path, out: Path) -> list[str]:
     for old, new in rename.items():
         os.link(src.parent / old, out.parent / new)
     return list(rename.values())
-
-
-def _external_tensors(graph) -> list:
-    import onnx
-
-    found = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t") and attr.t.data_location == onnx.TensorProto.EXTERNAL:
-                found.append(attr.t)
-            for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                found.extend(_external_tensors(g))
-    return found
 
 
 def _failure(proc: subprocess.CompletedProcess) -> str:
@@ -152,6 +141,8 @@ def simplify(src: Path, out: Path, scratch: Path, passes: tuple[str, ...] = ("on
     """Run `passes` (onnxsim, onnxoptimizer) in order on `src` into `out`, each result checked."""
     import onnx
 
+    from buildsys.steps.check_onnx import check_model
+
     model = onnx.load(str(_loadable(src, scratch)))
     before = symbolic_axes(model)
     nodes_before = len(model.graph.node)
@@ -172,7 +163,7 @@ def simplify(src: Path, out: Path, scratch: Path, passes: tuple[str, ...] = ("on
         files.append(out.name + ".data")
     else:
         onnx.save(simplified, str(out))
-    check_onnx(out, scratch)
+    check_model(out, scratch)
     nodes = len(simplified.graph.node)
     return files, f"{' + '.join(passes)}: {nodes_before} → {nodes} nodes"
 

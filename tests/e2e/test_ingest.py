@@ -95,13 +95,102 @@ def test_onnx_file_with_external_data(workspace):
     workspace.write("recipes/mlp.yaml", ONNX_RECIPE.format(path="models/mlp.onnx", opset=18))
     r = workspace.build()
     assert r.code == 0, r.stderr
-    assert (workspace.root / "out/mlp/model.onnx.data").is_file()
+    # every tensor is under 1 KiB: the check keeps them in the graph, as onnx and torch.onnx.export save them
+    assert not (workspace.root / "out/mlp/model.onnx.data").exists()
     assert workspace.build().ran() == []
     # the external data is part of the key: changed weights re-run the check
     data = workspace.root / "models/weights.bin"
     data.write_bytes(bytes(len(data.read_bytes())))
     r = workspace.build()
     assert "mlp:check" in r.ran(), r.stdout
+
+
+TORCH_EXPORT = """\
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(4, 256), nn.Linear(256, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.fc(x))
+        return self.out(h - h.mean(dim=-1, keepdim=True))  # a ReduceMean, whose axes are a constant
+
+
+torch.manual_seed(0)
+torch.onnx.export(Net().eval(), (torch.randn(4, 4),), "models/net.onnx", dynamo=True, opset_version=18,
+                  input_names=["x"], output_names=["scores"],
+                  dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=8)},))
+"""
+
+
+def test_onnx_file_as_torch_onnx_export_writes_it_by_default(workspace):
+    """torch.onnx.export(dynamo=True) writes the weights beside the graph in net.onnx.data by default."""
+    import subprocess
+    import sys
+
+    import onnx
+
+    (workspace.root / "models").mkdir()
+    subprocess.run([sys.executable, "-c", TORCH_EXPORT], cwd=workspace.root, check=True, capture_output=True)
+    data = workspace.root / "models/net.onnx.data"
+    assert data.stat().st_size > 4096  # the exporter's own default: weights outside the graph
+    recipe = ONNX_RECIPE.format(path="models/net.onnx", opset=18)
+    workspace.write("recipes/net.yaml", recipe)
+    # and built without onnxsim, so that quantize and the engines read the model with its data file
+    workspace.write("recipes/raw.yaml", recipe + "simplify: false\n")
+    r = workspace.build()
+    assert r.code == 0, r.stdout + r.stderr
+    steps = {"check", "reference", "simplify", "calibrate", "quantize[onnxruntime]", "parity[fp32]", "parity[int8]",
+             "engine[onnxruntime-fp32]", "engine[onnxruntime-int8]"}
+    assert {f"net:{s}" for s in steps} | {f"raw:{s}" for s in steps - {"simplify"}} == set(r.ran())
+    out = workspace.root / "out/raw"
+    weights = {t.name for t in onnx.load(str(out / "model.onnx"), load_external_data=False).graph.initializer
+               if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert {"fc.weight", "out.weight"} <= weights and (out / "model.onnx.data").is_file()
+    assert (out / "model.int8.onnx.data").is_file()
+    assert (out / "engines/onnxruntime-fp32.ort").is_file() and (out / "engines/onnxruntime-int8.ort").is_file()
+    for name in ("net", "raw"):
+        for precision in ("fp32", "int8"):
+            assert json.loads((workspace.root / f"out/{name}/parity/{precision}.json").read_text())["passed"]
+
+    assert workspace.build().ran() == []
+    # the data's content is in the keys: new weights re-run the check and what reads the model
+    weights = bytearray(data.read_bytes())
+    weights[:4] = np.float32(3.0).tobytes()
+    data.write_bytes(bytes(weights))
+    r = workspace.build()
+    assert r.code == 0, r.stdout + r.stderr
+    assert {"net:check", "net:reference", "raw:check", "raw:reference"} <= set(r.ran())
+
+
+def test_onnx_file_whose_small_constants_lie_in_its_external_data(workspace):
+    """Another writer may put every tensor outside, a ReduceMean's axes included: ONNX Runtime refuses
+    such a file, strict shape inference cannot read it; the check keeps small tensors in the graph."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(4, 2)).astype(np.float32), "w")
+    axes = numpy_helper.from_array(np.array([-1], np.int64), "axes")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]),
+         helper.make_node("ReduceMean", ["h", "axes"], ["m"], keepdims=1),
+         helper.make_node("Sub", ["h", "m"], ["scores"])],
+        "centred", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 2])], [w, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    (workspace.root / "models").mkdir()
+    onnx.save(model, str(workspace.root / "models/c.onnx"), save_as_external_data=True, location="c.bin",
+              size_threshold=0)
+    workspace.write("recipes/c.yaml", ONNX_RECIPE.format(path="models/c.onnx", opset=18).replace(
+        "  int8: {min_cosine: 0.9}", "  int8: {min_cosine: 0.5}"))
+    r = workspace.build()
+    assert r.code == 0, r.stdout + r.stderr
+    assert json.loads((workspace.root / "out/c/parity/fp32.json").read_text())["passed"]
 
 
 def test_onnx_file_outside_the_workspace_is_a_recipe_error(workspace, tmp_path_factory):

@@ -588,3 +588,32 @@ def test_an_npy_of_python_objects_is_named(ws: Path):
         "  hint: buildsys reads numeric arrays without pickle: np.save(path, array.astype('float32'))")
     (ws / "data" / "objects.npy").unlink()
     assert load(ws, text).inputs[0].data.path == "data/*.npy"
+
+
+def test_sizes_that_are_not_multiples_of_a_dims_multiple_of_are_located(ws: Path):
+    text = MINIMAL.replace("batch: {min: 1, opt: 2, max: 4}", "batch: {min: 4, opt: 12, max: 30, multiple_of: 8}")
+    assert problems(ws, text + "profiles:\n  - batch: {max: 20}\n") == (
+        "error: recipes/r.yaml:8:16: dims.batch.min: 4 is not a multiple of 8 (dims.batch.multiple_of)\n"
+        "  hint: the model takes only multiples of 8: use 8, or change multiple_of\n"
+        "error: recipes/r.yaml:8:24: dims.batch.opt: 12 is not a multiple of 8 (dims.batch.multiple_of)\n"
+        "  hint: the model takes only multiples of 8: use 8 or 16, or change multiple_of\n"
+        "error: recipes/r.yaml:8:33: dims.batch.max: 30 is not a multiple of 8 (dims.batch.multiple_of)\n"
+        "  hint: the model takes only multiples of 8: use 24 or 32, or change multiple_of\n"
+        "error: recipes/r.yaml:10:18: profiles.0.batch.max: 20 is not a multiple of 8 (dims.batch.multiple_of)\n"
+        "  hint: the model takes only multiples of 8: use 16 or 24, or change multiple_of\n"
+        "4 problems found")
+    assert "dims.batch.multiple_of: expected an integer >= 1, found 0" in problems(
+        ws, MINIMAL.replace("max: 4}", "max: 4, multiple_of: 0}"))
+    r = load(ws, MINIMAL.replace("batch: {min: 1, opt: 2, max: 4}",
+                                 "batch: {min: 8, opt: 16, max: 32, multiple_of: 8}"))
+    assert r.dims[0].multiple_of == 8 and list(r.dims[0].sizes()) == [8, 16, 24, 32]
+
+
+def test_unordered_outputs_must_be_outputs_of_the_recipe(ws: Path):
+    assert problems(ws, MINIMAL + "parity: {unordered: [logit, boxes]}\n") == (
+        "error: recipes/r.yaml:9:22: parity.unordered.0: 'logit' is not an output of the recipe (outputs: logits)\n"
+        "  hint: did you mean 'logits'?\n"
+        "error: recipes/r.yaml:9:29: parity.unordered.1: 'boxes' is not an output of the recipe (outputs: logits)\n"
+        "  hint: list outputs named under outputs:, those that share their first axis\n"
+        "2 problems found")
+    assert load(ws, MINIMAL + "parity: {unordered: [logits]}\n").parity.unordered == ("logits",)
