@@ -451,6 +451,9 @@ def fmt_divergence(d: dict[str, Any] | None) -> str:
         figures += f", {d['mismatched']} values out of atol/rtol"
     head = (f"node {d['node']} ({d.get('op_type', '?')}), output {d.get('output', '?')}{where}: "
             f"{figures} against tolerance {tol}; its inputs: {inputs or 'none compared'}")
+    if d.get("quantized_input"):
+        return (f"first divergence: the quantization of input {d['quantized_input']} ({head}); "
+                f"remedy: {d.get('remedy') or 'keep the input in fp32 or loosen the tolerance'}")
     if d.get("verdict") == "accumulated":
         return (f"no single node breaks the tolerance: the error accumulates and crosses it at {head}; "
                 f"the error grows most at: {grown}")
