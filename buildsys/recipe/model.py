@@ -157,6 +157,7 @@ class ParitySpec:
     seed: int = 0
     points: tuple[str, ...] = POINTS
     random_shapes: int = 2  # seeded extra shape points inside the declared ranges
+    holdout: float = 0.25  # real data that calibration also reads: the share of its files kept for parity
     max_regression: float | None = None  # check --baseline: allowed growth factor (None: the command's)
 
 
@@ -264,6 +265,7 @@ def recipe_from_dict(d: dict) -> Recipe:
         parity=ParitySpec(
             samples=d["parity"]["samples"], seed=d["parity"]["seed"], points=tuple(d["parity"]["points"]),
             random_shapes=d["parity"].get("random_shapes", ParitySpec.random_shapes),
+            holdout=d["parity"].get("holdout", ParitySpec.holdout),
             max_regression=d["parity"].get("max_regression"),
         ),
         positions={k: tuple(v) for k, v in d.get("positions", {}).items()},

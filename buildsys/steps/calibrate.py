@@ -19,6 +19,10 @@ Calibration data comes from the recipe's `calibration.data`:
 - `images`: every file of a folder, preprocessed by a named preset (`imagenet`)
   into the model's NCHW float input, consecutive images filling the opt batch.
 
+Where parity judges on the same files (an input's `images` or `npy` data), the
+share `parity.holdout` of them is held out: the resolver leaves those files out
+of this step's files (and so out of its key and its reach), and says which.
+
 A model that already carries QuantizeLinear/DequantizeLinear nodes (quantization-
 aware training) is not calibrated: its scales are part of the model, and the
 recipe needs no `calibration:` block. Without one, a model without Q/DQ fails here.
@@ -46,8 +50,6 @@ RANDOM_WARNING = "calibrated on random data: ranges may not match real inputs"
 # the model is never calibrated on the very inputs its int8 parity is judged on.
 _STREAM = 0xCA1B
 _DATA_FIELD = "calibration.data.path"
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 _FLOAT_DTYPES = ("float16", "float32", "float64", "bfloat16")
 
 
@@ -92,11 +94,14 @@ class CalibrateRanges(Step):
             ranges = collect_ranges(staged, cal.method, source.batches, self.ctx.threads, Path(tmp))
         random = cal.data.kind in RANDOM_KINDS
         doc = {"format": FORMAT, "qat": False, "method": cal.method, "random_data": random,
-               "samples": len(source.batches), "data": source.manifest,
+               "samples": len(source.batches), "data": source.manifest, "held_out": list(self.params.held_out),
                "tensors": {name: {"min": lo, "max": hi} for name, (lo, hi) in sorted(ranges.items())}}
         out.write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n")
         summary = (f"{cal.method} ranges of {len(ranges)} tensors from {len(source.batches)} "
                    f"{_plural(len(source.batches), 'batch', 'batches')} of {source.label}")
+        if self.params.held_out:
+            n = len(self.params.held_out)
+            summary += f"; {n} {_plural(n, 'file', 'files')} held out for parity"
         if random:
             summary += f"; {RANDOM_WARNING}"
             print(f"warning: {RANDOM_WARNING}")
@@ -443,6 +448,8 @@ def imagenet_image(path: Path, h: int, w: int, workspace: Path):
     import numpy as np
     from PIL import Image, ImageOps
 
+    from buildsys.inputs import IMAGENET_MEAN, IMAGENET_STD
+
     try:
         with Image.open(path) as opened:
             img = ImageOps.exif_transpose(opened).convert("RGB")
@@ -458,7 +465,7 @@ def imagenet_image(path: Path, h: int, w: int, workspace: Path):
     left, top = (size[0] - w) // 2, (size[1] - h) // 2
     img = img.crop((left, top, left + w, top + h))
     arr = np.asarray(img, dtype=np.float32) / 255.0
-    arr = (arr - np.asarray(_IMAGENET_MEAN, dtype=np.float32)) / np.asarray(_IMAGENET_STD, dtype=np.float32)
+    arr = (arr - np.asarray(IMAGENET_MEAN, dtype=np.float32)) / np.asarray(IMAGENET_STD, dtype=np.float32)
     return arr.transpose(2, 0, 1)
 
 

@@ -20,14 +20,12 @@ class OrtFormatEngine(Step):
 
     def run(self) -> StepResult:
         import numpy as np
-        import onnxruntime as ort
 
-        from buildsys.steps.sessions import cpu_session, session_options
+        from buildsys.steps.sessions import cpu_session, engine_options
         from buildsys.steps.reference import read_reference
 
         out = self.ctx.output("engine")
-        so = session_options(self.ctx.threads)
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so = engine_options(self.ctx.threads)
         src = self.ctx.inputs["model"]
         big = src.with_name(src.name + ".data").exists()
         if big:

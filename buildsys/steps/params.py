@@ -90,6 +90,7 @@ class ShapePoints:
     seed: int
     points: tuple[str, ...]  # min / opt / max as the recipe lists them, then the seeded shapes' names
     shapes: dict[str, dict[str, int]] = field(default_factory=dict)  # "random1" -> {dim: size}
+    files: dict[str, tuple[str, ...]] = field(default_factory=dict)  # input -> the real-data files parity draws from
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class ParityParams:
     tolerances: dict[str, Tolerance]
     outputs: tuple[str, ...]
     quantization: QuantizationSpec | None = None  # int8 parity: the CPU class and the nodes kept in fp32
+    data: dict[str, Any] = field(default_factory=dict)  # int8 parity: what each input's values are (resolve.judged_data)
 
     @property
     def tolerance(self) -> Tolerance:
@@ -118,6 +120,7 @@ class CalibrateParams:
     calibration: CalibrationSpec | None  # None: the model must carry its own Q/DQ nodes
     inputs: tuple[InputSpec, ...]
     dims: dict[str, Dim]
+    held_out: tuple[str, ...] = ()  # files of the data kept for parity only (resolve.parity_split)
 
 
 @dataclass(frozen=True)
