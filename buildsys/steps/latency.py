@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-MIN_RUNS = 30
+MIN_RUNS = 60
 MAX_RUNS = 400
 BUDGET_S = 4.0  # measuring time per comparison (both models, both measures), beyond MIN_RUNS
 WARMUP = 3
