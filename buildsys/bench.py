@@ -95,6 +95,7 @@ def bench_recipe(recipe, workspace: Path, out: Path, threads: int | None = None)
             del scripted
         for name, path in _onnx_candidates(folder):
             rows.append(_bench_ort(name, path, feeds, threads, profile, shapes, batch))
+        rows = _int8_against_fp32_engine(rows, folder, feeds, threads)
         for name, model, provider, options in _ort_gpu_candidates(folder, workspace, recipe):
             rows.append(_bench_ort_gpu(name, model, provider, options, feeds, threads, profile, shapes, batch))
         for plan in sorted((folder / "engines").glob("*.plan")):
@@ -190,6 +191,28 @@ def _onnx_candidates(folder: Path) -> list[tuple[str, Path]]:
     return found
 
 
+def _int8_against_fp32_engine(rows: list[BenchRow], folder: Path, feeds, threads: int) -> list[BenchRow]:
+    """The int8 engine's row notes its speed-up over the fp32 engine of the same export, measured as
+    parity[int8] does (steps.latency: CPU time per run at 1 thread, interleaved); the fp32 engine is
+    made for the comparison where the recipe has no fp32 target."""
+    import dataclasses
+    import tempfile
+
+    from buildsys.steps.latency import int8_against_fp32
+
+    int8 = next((r for r in rows if r.artifact == "onnxruntime-int8" and r.runs), None)
+    engine = folder / "engines" / "onnxruntime-int8.ort"
+    source = next((folder / n for n in ("model.int8.fallback.onnx", "model.int8.onnx") if (folder / n).exists()), None)
+    if int8 is None or not engine.exists() or source is None or not (folder / "model.sim.onnx").exists():
+        return rows
+    with tempfile.TemporaryDirectory() as tmp:
+        lat = int8_against_fp32(folder / "model.sim.onnx", source, feeds, threads, Path(tmp))
+    cpu = lat["cpu_ms"]
+    note = (f"{lat['speedup']:.2f}x the fp32 engine in CPU time per run at 1 thread "
+            f"({cpu['int8']['median']:.2f} vs {cpu['fp32']['median']:.2f} ms, median of {lat['runs']})")
+    return [dataclasses.replace(r, note=note) if r is int8 else r for r in rows]
+
+
 def _bench_ort(name: str, path: Path, feeds, threads: int, profile: int, shapes, batch) -> BenchRow:
     import onnxruntime as ort
 
@@ -212,7 +235,7 @@ def render(recipe: str, rows: list[BenchRow]) -> str:
             continue
         speed = f"{base[r.profile] / r.p50_ms:8.2f}x" if r.p50_ms and r.profile in base else f"{'n/a':>9}"
         lines.append(f"{r.artifact:<28} {r.profile:>7} {r.p50_ms:9.2f} {r.p90_ms:9.2f} {r.p99_ms:9.2f} "
-                     f"{r.throughput:10.1f} {speed}")
+                     f"{r.throughput:10.1f} {speed}" + (f"  {r.note}" if r.note else ""))
     return "\n".join(lines)
 
 
