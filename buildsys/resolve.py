@@ -156,7 +156,7 @@ def resolve_recipe(r: Recipe, root: Path, reads: Reads | None = None) -> list[St
         for flavour in flavours:
             q = StepSpec(
                 id=f"{n}:quantize[{flavour}]", recipe=n, name=f"quantize[{flavour}]", kind_path=KINDS["quantize"],
-                params={"flavour": flavour,
+                params={"flavour": flavour, "settings": flavour_settings(flavour, cpu),
                         "calibration": {"per_channel": r.calibration.per_channel if r.calibration else None},
                         "quantization": {"exclude": list(r.quantization.exclude),
                                          **({"cpu": cpu} if flavour == "onnxruntime" else {})}},
@@ -342,6 +342,13 @@ def calibration_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict
     return {f"data.{i:04d}": p for i, p in enumerate(p for p in found if p not in set(held))}
 
 
+def flavour_settings(flavour: str, cpu: str) -> dict[str, Any]:
+    """Every choice of an int8 flavour, in the keys of the steps that quantize with it."""
+    from buildsys.flavours import flavour_for
+
+    return dataclasses.asdict(flavour_for(flavour, cpu if flavour == "onnxruntime" else None))
+
+
 def _int8_cpu(r: Recipe) -> str:
     """The CPU class of ONNX Runtime's int8 flavour: the recipe's, or this machine's for `auto`."""
     from buildsys.toolchain import cpu_class
@@ -357,7 +364,8 @@ def _fallback(r: Recipe, cpu: str, candidate: str, calibrate: StepSpec, quantize
         id=f"{n}:fallback[onnxruntime]", recipe=n, name="fallback[onnxruntime]", kind_path=KINDS["fallback"],
         params={"calibration": _asdict(r.calibration), "inputs": base["inputs"], "dims": base["dims"],
                 "outputs": base["outputs"], "tolerances": {"int8": _asdict(r.tolerances["int8"])},
-                "quantization": {"cpu": cpu, "exclude": list(q.exclude), "max_fp32_nodes": q.max_fp32_nodes}},
+                "quantization": {"cpu": cpu, "exclude": list(q.exclude), "max_fp32_nodes": q.max_fp32_nodes},
+                "settings": flavour_settings("onnxruntime", cpu)},
         inputs={"model": candidate, "ranges": f"{calibrate.id}#ranges", "quantized": quantized,
                 "reference": f"{reference.id}#reference"},
         files=dict(calibrate.files),

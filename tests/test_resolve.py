@@ -189,3 +189,28 @@ def test_fallback_auto_puts_its_step_between_quantize_and_int8_parity(tmp_path):
     # the TensorRT flavour keeps the pinned nodes in fp32 too, and has no CPU class
     assert g.steps["net:quantize[tensorrt]"].params["quantization"] == {"exclude": ["/a/Conv"]}
     assert g.steps["net:quantize[onnxruntime]"].params["quantization"] == {"exclude": ["/a/Conv"], "cpu": "avx2"}
+
+
+def test_every_choice_of_the_int8_flavour_is_in_the_quantize_and_fallback_keys(tmp_path, monkeypatch):
+    from buildsys import flavours
+    from buildsys.recipe.model import QuantizationSpec
+
+    int8 = dict(targets=(TargetSpec("onnxruntime", "int8"), TargetSpec("tensorrt", "int8")),
+                calibration=CalibrationSpec(), quantization=QuantizationSpec(cpu="vnni", fallback="auto"))
+    g = resolve([recipe(**int8)], tmp_path)
+    settings = g.steps["net:quantize[onnxruntime]"].params["settings"]
+    assert settings == {"activations": "QUInt8", "weights": "QInt8", "symmetric_activations": False,
+                        "quantize_bias": True, "reduce_range": False, "integer_pad": True}
+    assert g.steps["net:fallback[onnxruntime]"].params["settings"] == settings
+    assert g.steps["net:quantize[tensorrt]"].params["settings"]["integer_pad"] is False
+    # the CPU class's choice (7-bit weights for AVX2) is one of them
+    avx2 = resolve([recipe(**{**int8, "quantization": QuantizationSpec(cpu="avx2")})], tmp_path)
+    assert avx2.steps["net:quantize[onnxruntime]"].params["settings"]["reduce_range"] is True
+
+    # A changed choice of the flavour re-quantizes (and re-searches the fallback), nothing upstream.
+    before = keys(tmp_path, recipe(**int8))
+    changed = dataclasses.replace(flavours.FLAVOURS["onnxruntime"], integer_pad=False)
+    monkeypatch.setitem(flavours.FLAVOURS, "onnxruntime", changed)
+    after = keys(tmp_path, recipe(**int8))
+    assert {s for s in before if before[s] != after[s]} >= {"net:quantize[onnxruntime]", "net:fallback[onnxruntime]"}
+    assert all(before[s] == after[s] for s in ("net:export", "net:calibrate", "net:quantize[tensorrt]"))

@@ -128,6 +128,7 @@ class QuantizeParams:
     flavour: str  # onnxruntime | tensorrt
     calibration: CalibrationSpec  # per_channel alone (None where the model is quantization-aware trained)
     quantization: QuantizationSpec  # exclude; cpu for the onnxruntime flavour
+    settings: dict[str, Any] = field(default_factory=dict)  # the flavour's choices (flavours.Flavour), for the key
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class FallbackParams:
     outputs: tuple[str, ...]
     tolerances: dict[str, Tolerance]  # int8's
     quantization: QuantizationSpec
+    settings: dict[str, Any] = field(default_factory=dict)  # the onnxruntime flavour's choices, for the key
 
 
 @dataclass(frozen=True)
