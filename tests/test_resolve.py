@@ -214,3 +214,25 @@ def test_every_choice_of_the_int8_flavour_is_in_the_quantize_and_fallback_keys(t
     after = keys(tmp_path, recipe(**int8))
     assert {s for s in before if before[s] != after[s]} >= {"net:quantize[onnxruntime]", "net:fallback[onnxruntime]"}
     assert all(before[s] == after[s] for s in ("net:export", "net:calibrate", "net:quantize[tensorrt]"))
+
+
+def test_npy_data_shared_by_parity_and_calibration_is_split_by_seed(tmp_path):
+    (tmp_path / "d").mkdir()
+    for i in range(8):
+        (tmp_path / f"d/{i}.npy").write_bytes(b"x")
+    shared = DataSpec(kind="npy", path="d/*.npy")
+    r = recipe(inputs=(InputSpec("input", "float32", ("batch", 3, "side", "side"), shared),),
+               targets=(TargetSpec("onnxruntime", "int8"),), calibration=CalibrationSpec(data=shared))
+    g = resolve([r], tmp_path)
+    held = g.steps["net:calibrate"].params["held_out"]
+    assert len(held) == 2  # parity.holdout 0.25 of 8
+    calibrated = sorted(g.steps["net:calibrate"].files.values())
+    assert sorted(calibrated + held) == [f"d/{i}.npy" for i in range(8)]
+    assert g.steps["net:reference"].params["parity"]["files"] == {"input": held}
+    assert g.steps["net:parity[int8]"].params["data"]["input"]["held_out_of_calibration"] == 2
+    # the split follows the parity seed
+    other = resolve([dataclasses.replace(r, parity=dataclasses.replace(r.parity, seed=5))], tmp_path)
+    assert other.steps["net:calibrate"].params["held_out"] != held
+    # an fp32 recipe's npy parity data is not split: its keys stay as they were
+    fp32 = resolve([dataclasses.replace(r, targets=(TargetSpec("onnxruntime", "fp32"),), calibration=None)], tmp_path)
+    assert "files" not in fp32.steps["net:reference"].params["parity"]
