@@ -41,7 +41,7 @@ def read_reference(path: Path):
 class ReferenceOutputs(Step):
     KIND = "reference"
     PARAMS = ReferenceParams
-    VERSION = 2
+    VERSION = 3  # 3: images as parity data (seeded views)
     TOOLS = ("torch", "numpy")
     DISCOVERS = True
 
