@@ -246,23 +246,26 @@ class ExportOnnx(Step):
         if len(sizes) > CONFIRM_SIZES:
             sizes = [sizes[round(i * (len(sizes) - 1) / (CONFIRM_SIZES - 1))] for i in range(CONFIRM_SIZES)]
         session = cpu_session(out, self.ctx.threads)
-        names = [i.name for i in session.get_inputs()]
+        names = {i.name for i in session.get_inputs()}
         for n in sizes:
             dims = {**traced, name: {**traced[name], "opt": n}}
-            args = example_inputs({**self.slice, "dims": dims}, self.ctx.workspace, "opt")
+            try:
+                args = example_inputs({**self.slice, "dims": dims}, self.ctx.workspace, "opt")
+            except Exception as exc:  # a recipe's data files may hold one shape only: the claim stands unchecked
+                return f"not checked: the inputs at size {n} could not be made ({str(exc).splitlines()[0][:160]})"
             try:
                 expected = [t.detach().numpy() for t in flatten_outputs(model(*args))]
             except Exception as exc:
                 return f"at size {n} the model itself fails ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
             try:
-                got = session.run(None, {k: a.numpy() for k, a in zip(names, args)})
+                got = session.run(None, {i.name: a.numpy() for i, a in zip(self.params.inputs, args) if i.name in names})
             except Exception as exc:
                 text = _ORT_BANNER.sub("", str(exc).strip().splitlines()[0])
                 return f"run at size {n} ONNX Runtime fails: {text[:160]}"
             for e, g in zip(expected, got):
                 scale = float(np.abs(e).max()) if e.size else 0.0
                 if e.shape != g.shape or not np.allclose(g, e, rtol=CONFIRM_RTOL, atol=CONFIRM_ATOL * max(scale, 1.0)):
-                    diff = "shape " + str(list(g.shape)) if e.shape != g.shape else \
+                    diff = f"shape {list(g.shape)} instead of {list(e.shape)}" if e.shape != g.shape else \
                         f"max abs difference {float(np.abs(g.astype(np.float64) - e).max()):.3g}"
                     return f"run at size {n} it is wrong ({diff})"
         return None
