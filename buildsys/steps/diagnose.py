@@ -197,7 +197,7 @@ class Narrowing:
 
 
 # The sizes of a range a claim is checked at: all of them up to this many, else an even sample.
-CLAIM_SIZES = 512
+CLAIM_SIZES = 256
 
 
 def _sample(lo: int, hi: int, limit: int = CLAIM_SIZES) -> list[int]:
@@ -233,19 +233,26 @@ def claimed_narrowings(shape_env, claims: list[tuple[object, str | None]], symbo
     `symbols` maps each input dim's symbol to its recipe name; a claim over symbols outside
     it (sizes the graph computes, not an input's) says nothing about the declared ranges.
     """
-    traced = {sym: shape_env.var_to_val[sym] for sym in symbols if sym in shape_env.var_to_val}
+    import sympy
+
+    traced = {sym: sympy.Integer(shape_env.var_to_val[sym]) for sym in symbols if sym in shape_env.var_to_val}
     found: dict[str, Narrowing] = {}
     for sym, name in symbols.items():
-        mine = [(expr, site) for expr, site in claims
-                if sym in expr.free_symbols and expr.free_symbols <= set(traced)]
-        if not mine or name in found or name not in declared:
+        if name in found or name not in declared:
+            continue
+        # each claim once, the other dims put in first: what is left is a condition on this dim alone
+        others = {k: v for k, v in traced.items() if k != sym}
+        mine: dict[object, str | None] = {}
+        for expr, site in claims:
+            if sym in expr.free_symbols and expr.free_symbols <= set(traced):
+                mine.setdefault(expr.xreplace(others), site)
+        if not mine:
             continue
         d = declared[name]
         sizes = _sample(d["min"], d["max"])
         holds, site = [], None
         for n in sizes:
-            at = {**traced, sym: n}
-            broken = next((s for expr, s in mine if not _holds(expr, at)), False)
+            broken = next((s for expr, s in mine.items() if not _holds(expr, {sym: sympy.Integer(n)})), False)
             if broken is False:
                 holds.append(n)
             elif site is None:
@@ -256,10 +263,8 @@ def claimed_narrowings(shape_env, claims: list[tuple[object, str | None]], symbo
 
 
 def _holds(expr, values: dict) -> bool:
-    import sympy
-
     try:
-        return bool(expr.xreplace({k: sympy.Integer(v) for k, v in values.items()}))
+        return bool(expr.xreplace(values))
     except TypeError:  # not decided by the sizes alone: count it as a claim to check
         return False
 
