@@ -15,7 +15,7 @@ PYTHON = """#!/bin/sh
 shift 2
 echo "$*" >> "{log}"
 case "$*" in
-  *"[samples,test,cluster,gpu]"*) echo "ERROR: Failed to build tensorrt-cu12-libs (pypi.nvidia.com unreachable)" >&2; exit 1 ;;
+  *"[samples,test,cluster,gpu]"*) echo "ERROR: Failed to build tensorrt-cu13-libs (pypi.nvidia.com unreachable)" >&2; exit 1 ;;
   *"onnxruntime-gpu["*) {ort} ;;
   *",tensorflow]"*) echo "ERROR: No matching distribution found for tensorflow-cpu" >&2; exit 1 ;;
   "freeze "*) echo "numpy==2.4.6" ;;
