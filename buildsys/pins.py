@@ -33,6 +33,7 @@ _CUDA_VERSIONED = {"nvidia-cuda-runtime", "nvidia-cuda-nvrtc", "cuda-toolkit", "
                    "nvidia-cublas", "nvidia-cudnn"}
 _CUDART = re.compile(r"^libcudart\.so\.(\d+)$")
 _NVINFER = re.compile(r"^libnvinfer\.so\.(\d+)$")
+_EXACT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?\s*==\s*([^\s;,]+)\s*(?:;.*)?$")
 
 
 def canonical(name: str) -> str:
@@ -52,8 +53,6 @@ class Pin:
 
 def pins(pyproject: Path) -> dict[str, Pin]:
     """Every `name==version` of pyproject.toml: the dependencies, each extra, and tool.buildsys's onnxruntime-gpu."""
-    from packaging.requirements import Requirement
-
     doc = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     groups = {"dependencies": doc["project"].get("dependencies", []),
               **doc["project"].get("optional-dependencies", {}),
@@ -61,10 +60,11 @@ def pins(pyproject: Path) -> dict[str, Pin]:
     found: dict[str, Pin] = {}
     for group, lines in groups.items():
         for line in filter(None, lines):
-            req = Requirement(line)
-            exact = [s.version for s in req.specifier if s.operator == "=="]
-            if exact:
-                found.setdefault(canonical(req.name), Pin(canonical(req.name), exact[0], tuple(sorted(req.extras)), group))
+            # parsed by hand: `make … SYSTEM=1` runs this where `packaging` may be missing
+            if m := _EXACT.match(line.strip()):
+                name, extras, version = canonical(m[1]), m[2] or "", m[3]
+                found.setdefault(name, Pin(name, version, tuple(sorted(e.strip() for e in extras.split(",") if e.strip())),
+                                           group))
     return found
 
 
@@ -146,6 +146,11 @@ def load_record(root: Path) -> dict:
     return json.loads((root / RECORD).read_text(encoding="utf-8"))
 
 
+# Distributions that provide a pinned one's module under another name: onnxruntime-gpu's `onnxruntime`
+# (in place of the CPU wheel on GPU hosts), the `tensorrt` of NVIDIA's containers.
+PROVIDED_BY = {"onnxruntime": ("onnxruntime-gpu",), "tensorrt-cu13": ("tensorrt", "tensorrt-cu12")}
+
+
 def installed(pyproject: Path, groups: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """(missing packages, version warnings) of this interpreter against the pins of `groups`."""
     from importlib import metadata
@@ -154,9 +159,14 @@ def installed(pyproject: Path, groups: tuple[str, ...]) -> tuple[list[str], list
     for name, pin in sorted(pins(pyproject).items()):
         if pin.group not in groups:
             continue
-        try:
-            have = metadata.version(name)
-        except metadata.PackageNotFoundError:
+        have = None
+        for dist in (name, *PROVIDED_BY.get(name, ())):
+            try:
+                have, name = metadata.version(dist), dist
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        if have is None:
             missing.append(str(pin))
             continue
         if have.split("+")[0] != pin.version:

@@ -90,3 +90,41 @@ def test_the_check_command_exits_1_on_a_mismatch(repo, monkeypatch, capsys):
     _edit(repo / "pyproject.toml", '"tensorrt-cu13==10.16.1.11"', '"tensorrt-cu12==10.16.1.11"')
     assert pins.main(["check"]) == 1
     assert "tensorrt-cu12==10.16.1.11 is pinned (gpu) but gpu-wheels.json does not record it" in capsys.readouterr().err
+
+
+PYPROJECT = """\
+[project]
+name = "x"
+dependencies = ["pyyaml==0.0.1", "numpy", "not-a-package-here==1.0", "onnxruntime==9.9.9"]
+[project.optional-dependencies]
+test = ["pytest==0.1"]
+"""
+
+
+def test_an_interpreter_s_packages_against_the_pins(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda d: "1.31.1" if d == "onnxruntime-gpu" else
+                        (_ for _ in ()).throw(metadata.PackageNotFoundError(d)) if d == "onnxruntime" else real(d))
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    missing, differ = pins.installed(tmp_path / "pyproject.toml", ("dependencies",))
+    assert missing == ["not-a-package-here==1.0"]
+    assert differ == [
+        "warning: onnxruntime-gpu 1.31.1 is installed, 9.9.9 is pinned (the steps' keys record the installed version)",
+        f"warning: pyyaml {real('pyyaml')} is installed, 0.0.1 is pinned (the steps' keys record the installed version)"]
+    # groups not asked for are not looked at
+    assert pins.installed(tmp_path / "pyproject.toml", ("test",)) == (
+        [], [f"warning: pytest {real('pytest')} is installed, 0.1 is pinned (the steps' keys record the installed version)"])
+
+
+def test_the_installed_command_says_what_is_missing_in_one_line_and_exits_0(tmp_path, monkeypatch, capsys):
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT.replace('"onnxruntime==9.9.9"', '"absent-two==2"'))
+    monkeypatch.chdir(tmp_path)
+    assert pins.main(["installed", "dependencies"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [ln for ln in err if ln.startswith("missing")] == [
+        f"missing from {pins.sys.executable}: absent-two==2, not-a-package-here==1.0 "
+        "(the steps that need them fail or are unavailable)"]
+    assert [ln.split(" is installed")[0] for ln in err if ln.startswith("warning")] == [
+        f"warning: pyyaml {__import__('importlib.metadata').metadata.version('pyyaml')}"]
