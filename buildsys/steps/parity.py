@@ -5,6 +5,10 @@ tolerance; the full figures go to a JSON result, the verdict to the build.
 A model that cannot even run at a shape point (a sequence length baked in at
 export, say) fails that point with ONNX Runtime's message.
 
+parity[fp16] runs the fp16 model as a GPU computes it (float16 storage,
+float32 arithmetic: convert_fp16.storage_emulation), and when it fails names
+the node whose values left float16's range, if one did.
+
 parity[int8] also times the int8 model against the fp32 one on this machine's
 CPU (median of a few runs at the opt point), and says which CPU class its
 ONNX Runtime flavour was made for: the reviewer judges quality and speed at once.
@@ -22,7 +26,7 @@ from buildsys.steps.params import ParityParams, as_dict
 class ParityCheck(Step):
     KIND = "parity"
     PARAMS = ParityParams
-    VERSION = 4
+    VERSION = 5
     TOOLS = ("onnxruntime", "numpy")
     RESIDENT = True
 
@@ -34,7 +38,12 @@ class ParityCheck(Step):
         precision = p.precision
         tol = as_dict(p.tolerance)  # as the numerics read it and the result file records it
         try:
-            session = cpu_session(self.ctx.inputs["model"], self.ctx.threads)
+            if precision == "fp16":
+                from buildsys.steps.convert_fp16 import fp16_session
+
+                session = fp16_session(self.ctx.inputs["model"], self.ctx.threads)
+            else:
+                session = cpu_session(self.ctx.inputs["model"], self.ctx.threads)
         except Exception as exc:
             raise StepError(f"ONNX Runtime cannot load the model: {str(exc).strip()[:500]}") from None
         manifest, arrays = read_reference(self.ctx.inputs["reference"])
@@ -56,6 +65,10 @@ class ParityCheck(Step):
                        + (f" (passed at {_points(held)})" if held else " (passed at no shape point)"))
         doc = {"precision": precision, "tolerance": tol, "passed": passed, "failures": failed,
                "candidate": self.ctx.inputs["model"].name, "results": results}
+        if not passed and precision == "fp16":
+            doc["cause"] = _fp16_cause(self.ctx.inputs["model"], manifest, arrays, results, self.ctx.threads)
+            if doc["cause"]:
+                summary += f"; cause: {doc['cause']}"
         if "fp32" in self.ctx.inputs:
             doc["int8"] = int8_figures(results, p.quantization)
             doc["int8"]["latency"] = _latency(self.ctx.inputs["fp32"], self.ctx.inputs["model"], manifest, arrays,
@@ -94,6 +107,22 @@ def judge(session, manifest: list[dict], arrays, outputs: list[str], tol: dict) 
                 failed.append(f"{entry['point']}{_shape_of(row)} {name}: {'; '.join(m['failures'])}")
         results.append(row)
     return results, failed
+
+
+def _fp16_cause(model, manifest: list[dict], arrays, results: list[dict], threads: int) -> str | None:
+    """Where the fp16 model overflows, on the failing sample with the most non-finite values (then the worst error)."""
+    from buildsys.steps.convert_fp16 import overflow
+
+    failing = [r for r in results if r["error"] is None and not all(m["passed"] for m in r["outputs"].values())]
+    if not failing:
+        return None
+    row = max(failing, key=lambda r: (sum(m.get("nan", 0) + m.get("inf", 0) for m in r["outputs"].values()),
+                                      max(m.get("scaled_error", 0.0) for m in r["outputs"].values())))
+    entry = next(e for e in manifest if e["point"] == row["point"] and e["sample"] == row["sample"])
+    try:
+        return overflow(model, {k: arrays[key] for k, key in entry["inputs"].items()}, threads)
+    except Exception as exc:  # ORT's own untyped errors: the verdict stands, the diagnosis says why it is missing
+        return f"(could not look for a float16 overflow: {' '.join(str(exc).split())[:200]})"
 
 
 def int8_figures(results: list[dict], int8: QuantizationSpec | None) -> dict:
