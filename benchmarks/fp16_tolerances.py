@@ -95,7 +95,8 @@ def main() -> int:
             continue
         doc = json.loads(result.read_text())
         g = figures(doc)
-        verdict = "pass" if doc["passed"] else "FAIL" + (f" ({doc['cause'][:70]}…)" if doc.get("cause") else "")
+        why = doc.get("cause") or next((f for f in doc["failures"] if "ONNX Runtime failed" in f), "")
+        verdict = "pass" if doc["passed"] else "FAIL" + (f" ({why[:70]}…)" if why else "")
         rows.append((name, str(g["points"]), f(g["max_abs"], ".2g"), f(g["scale"], ".3g"), f(g["scaled"], ".2g"),
                      f(g["cosine"], ".6f"), f(g["top1"], ".2f"), f"{f(g['decided'], '.2f')} ({g['rows']})",
                      str(g["nonfinite"]), verdict))

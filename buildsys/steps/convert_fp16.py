@@ -102,9 +102,9 @@ def storage_emulation(model):
         for k, out in enumerate(n.output):
             if out and types.get(out) == f16:
                 n.output[k] = out + _ROUNDED
-                rounding += [helper.make_node("Cast", [out + _ROUNDED], [out + "__fp16"], to=f16,
-                                              name=f"{n.name or out}/to_fp16"),
-                             helper.make_node("Cast", [out + "__fp16"], [out], to=f32, name=f"{n.name or out}/to_fp32")]
+                # named by the output (unique in a graph), not the node: a Split has several outputs
+                rounding += [helper.make_node("Cast", [out + _ROUNDED], [out + "__fp16"], to=f16, name=f"{out}/to_fp16"),
+                             helper.make_node("Cast", [out + "__fp16"], [out], to=f32, name=f"{out}/to_fp32")]
         nodes += [n, *rounding]
     del g.node[:]
     g.node.extend(nodes)

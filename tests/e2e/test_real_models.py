@@ -75,7 +75,8 @@ def test_torchscript_passes_on_at_least_80_percent_of_the_models(built):
     assert len(passed) >= 0.8 * len(MODELS), sorted(set(MODELS) - set(passed))
 
 
-@pytest.mark.parametrize("name", [f"{m}-{e}" for m in SAMPLES for e in EXPORTERS] + list(FP16_SAMPLES))
+@pytest.mark.parametrize("name", [f"{m}-{e}" for m in SAMPLES for e in EXPORTERS]
+                         + [f"{m}-torchscript" for m in FP16_SAMPLES])
 def test_every_sample_passes_the_default_fp16_tolerance_on_the_cpu(built, name):
     from buildsys.recipe.model import DEFAULT_TOLERANCES
 
