@@ -30,7 +30,8 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))$(if $(filter 1,$(GPU))
 # its path (--system-site-packages alone would miss them where PYTHON is itself a venv), and a small
 # script stands for the `buildsys` command. Nothing is downloaded or built, so no registry and no
 # build backend are needed. Each command first lists what is missing and each version that differs.
-SYSTEM_STAMP := $(VENV)/.installed-system
+# One stamp per interpreter: naming another PYTHON makes the venv again, for that one.
+SYSTEM_STAMP := $(VENV)/.installed-system-$(subst /,_,$(subst .,_,$(PYTHON)))
 SYSTEM_GROUPS ?= dependencies samples$(if $(filter 1,$(GPU)), gpu onnxruntime-gpu)
 SYSTEM_CHECK = $(if $(filter 1,$(SYSTEM)),$(BIN)/python -m buildsys.pins installed $(SYSTEM_GROUPS) $(1);)
 ifeq ($(SYSTEM),1)
@@ -40,7 +41,7 @@ endif
 install: $(STAMP)
 
 $(SYSTEM_STAMP):
-	@test -x $(BIN)/python || $(PYTHON) -m venv --without-pip --system-site-packages $(VENV)
+	@rm -rf $(VENV) && $(PYTHON) -m venv --without-pip --system-site-packages $(VENV)
 	@site=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
 		{ echo "$(CURDIR)"; $(PYTHON) -c "import site; print('\n'.join(site.getsitepackages()))"; } > $$site/buildsys-system.pth
 	@printf '#!%s\nimport sys\nfrom buildsys.cli import main\nsys.exit(main())\n' "$(abspath $(BIN))/python" > $(BIN)/buildsys

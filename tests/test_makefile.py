@@ -177,6 +177,8 @@ def test_system_1_builds_from_an_interpreter_s_own_packages_without_a_registry(t
     # nothing was installed: the venv holds the path file and no package
     site = next((clone / ".venv-system" / "lib").glob("python3*/site-packages"))
     assert sorted(p.name for p in site.iterdir()) == ["buildsys-system.pth"]
+    assert [p.name for p in (clone / ".venv-system").glob(".installed-*")] == [
+        ".installed-system-" + sys.executable.replace(".", "_").replace("/", "_")]
     assert not (clone / ".venv").exists()
     r = subprocess.run([*make, "test", "PYTEST_ARGS=tests/test_pins.py -q -p no:cacheprovider"],
                        capture_output=True, text=True, env=env, timeout=600)
