@@ -130,8 +130,11 @@ def _types(model) -> dict[str, int]:
     return types
 
 
-def fp16_session(path, threads: int):
-    """A CPU session that computes the fp16 model at `path` as a GPU would (storage_emulation)."""
+def fp16_session(path, threads: int, scratch):
+    """A CPU session that computes the fp16 model at `path` as a GPU would (storage_emulation).
+
+    A model over 2 GiB (external data) is written to `scratch` with its data beside it.
+    """
     import onnx
     import onnxruntime as ort
 
@@ -140,7 +143,12 @@ def fp16_session(path, threads: int):
     so = session_options(threads)
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     emulated = storage_emulation(onnx.load(str(path)))
-    return ort.InferenceSession(emulated.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    if emulated.ByteSize() <= EXTERNAL_DATA_BYTES:
+        return ort.InferenceSession(emulated.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    out = scratch / "model.fp16-emulated.onnx"
+    onnx.save_model(emulated, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=out.name + ".data", size_threshold=1024)
+    return ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
 
 
 def overflow(path, feeds: dict, threads: int) -> str | None:

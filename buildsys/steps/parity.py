@@ -41,7 +41,7 @@ class ParityCheck(Step):
             if precision == "fp16":
                 from buildsys.steps.convert_fp16 import fp16_session
 
-                session = fp16_session(self.ctx.inputs["model"], self.ctx.threads)
+                session = fp16_session(self.ctx.inputs["model"], self.ctx.threads, self.ctx.scratch)
             else:
                 session = cpu_session(self.ctx.inputs["model"], self.ctx.threads)
         except Exception as exc:
