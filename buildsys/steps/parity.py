@@ -51,6 +51,9 @@ class ParityCheck(Step):
         passed = not failed
         worst = max((m.get("max_abs", 0.0) for r in results for m in r["outputs"].values()), default=0.0)
         figures = f"max abs error {worst:.3g}"
+        if tol.get("max_scaled_error") is not None:
+            scaled = max((m.get("scaled_error", 0.0) for r in results for m in r["outputs"].values()), default=0.0)
+            figures += f", {scaled:.2%} of the output's scale"
         if tol.get("min_cosine") is not None or tol.get("min_top1") is not None:
             cosines = [m["cosine"] for r in results for m in r["outputs"].values() if m.get("cosine") is not None]
             top1s = [m["top1"] for r in results for m in r["outputs"].values() if m.get("top1") is not None]
