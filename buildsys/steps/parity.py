@@ -27,8 +27,15 @@ class ParityCheck(Step):
     KIND = "parity"
     PARAMS = ParityParams
     VERSION = 5
-    TOOLS = ("onnxruntime", "numpy")
+    # onnx: parity[fp16] rewrites the fp16 model for its float16 emulation (convert_fp16.storage_emulation)
+    TOOLS = ("onnxruntime", "numpy", "onnx")
     RESIDENT = True
+
+    @classmethod
+    def lane(cls, params: dict) -> str:
+        """fp16 in the resident process that holds onnx; the others in the one that holds ONNX Runtime alone
+        (no torch there: a build that re-runs only parity, a tolerance changed, never waits for it)."""
+        return "resident" if params.get("precision") == "fp16" else "resident-ort"
 
     def run(self) -> StepResult:
         from buildsys.steps.sessions import cpu_session
