@@ -385,7 +385,7 @@ def cmd_explain(root: Path, args) -> int:
             print(f"{sid}: up to date")
         elif st == "stale":
             print(f"{sid}: would re-run because")
-            for reason in detail.split("; "):
+            for reason in o.reasons or (detail,):
                 print(f"  - {reason}")
         else:
             print(f"{sid}: {st}: {detail}")

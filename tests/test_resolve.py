@@ -8,7 +8,8 @@ import pytest
 
 from buildsys.errors import RecipeError
 from buildsys.build import Workspace
-from buildsys.engine.rebuilder import Rebuilder, diff_docs
+from buildsys.engine.keys import diff_docs
+from buildsys.engine.rebuilder import Rebuilder
 from buildsys.recipe.model import (CalibrationSpec, DataSpec, Dim, ExportSpec, InputSpec, ModelSpec, OutputSpec,
                                    Recipe, TargetSpec, Tolerance)
 from buildsys.resolve import resolve

@@ -95,6 +95,7 @@ class Outcome:
     log: str | None = None
     key: str | None = None  # the step's key, where it could be computed
     note: str = ""  # a ran step's word on how it made its output (StepResult.note)
+    reasons: tuple[str, ...] = ()  # a step that would run: each change behind `reason` (keys.Reasons)
 
     @property
     def blocks(self) -> bool:
