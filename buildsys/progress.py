@@ -33,6 +33,10 @@ class PlainReporter:
         self.stream = stream
         self.verbose = verbose
 
+    def problems(self, found) -> None:
+        for pr in found:
+            print(f"error: {pr.render()}", file=self.stream, flush=True)
+
     def started(self, step: StepSpec) -> None:
         print(f"{'start':<11} {step.id}", file=self.stream, flush=True)
 

@@ -185,6 +185,36 @@ def record(meta: str, sig: str, reads: Reads, answer: dict) -> bool:
     return True
 
 
+def replay_build(meta: str, recipes, only, require_all: bool, dry_run: bool, verbose: bool,
+                 trims: bool) -> dict | None:
+    """The recorded answer of a `build` command ({"steps", "exit"}), or None when it must run.
+
+    A dry run, a verbose listing (it shows cached steps too) and a build that trims
+    the cache afterwards are never answered from the record.
+    """
+    if dry_run or verbose or trims:
+        return None
+    return check(meta, signature(recipes, only, require_all))
+
+
+def replay_status(meta: str, recipes) -> list[tuple[str, str, str]] | None:
+    """The rows of an all-up-to-date `status`, from the recorded answer of the same selection, or None."""
+    entry = check(meta, signature(recipes, None, False))
+    if entry is None:
+        return None
+    from buildsys.engine.status import status_word
+
+    return [(s["id"], *status_word(s["state"], s["reason"], s if "passed" in s else None)) for s in entry["steps"]]
+
+
+def worth_recording(dry_run: bool, problems: bool, code: int) -> bool:
+    """Whether a finished build's answer is one a repeat would give: not a dry run, every recipe read,
+    no step failed (a failure is tried again)."""
+    from buildsys.exitcodes import EXIT_STEP
+
+    return not dry_run and not problems and code != EXIT_STEP
+
+
 def answer(outcomes) -> list[dict] | None:
     """What a repeat of this build prints for each step, or None when a repeat would do work.
 
