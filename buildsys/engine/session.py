@@ -286,24 +286,47 @@ class Session:
         """
         from buildsys import cachegc
 
-        current, note = _current_steps(self.ws.root, self.state)
+        current, note = self._current_steps(self.state)
         done = cachegc.collect_local(self.state, self.store, current, max_size, None)
         return note, cachegc.render_plan(done, str(self.ws.meta))
+
+    def _current_steps(self, state: State) -> tuple[set[str] | None, str | None]:
+        """The step ids of every recipe as they stand, for a collection, and the note to print when
+        the recipes cannot all be read (then the last build of every step is kept), or None."""
+        from buildsys import loading
+        from buildsys.errors import BuildsysError
+        from buildsys.resolve import resolve
+
+        try:
+            recipes, problems = loading.load(self.ws.root, state, [], keep_going=True)
+            if problems:
+                why = f"{len(problems)} recipes could not be read"
+            else:
+                return set(resolve(recipes, self.ws.root).steps), None
+        except BuildsysError as exc:
+            why = exc.message
+        return None, f"note: {why}; the last build of every step is kept"
 
     # -- planning and cleaning -------------------------------------------------------
 
     def plan(self) -> Plan:
-        """What a build of the selected recipes would do now; nothing runs, nothing is written but the state."""
+        """What a build of the selected recipes would do now; nothing runs, nothing is written.
+
+        The state is opened read-only and without the lock, and closed again.
+        """
         from buildsys.workers import InlineRunner
 
         self.ws.refuse_links()
-        self.state = State(self.ws.meta)
-        self.store = Store(self.ws.meta / "store")
-        self.runner = InlineRunner()
-        graph = self.load().graph
-        rebuilder = Rebuilder(self.ws, graph, self.state, self.store, dry_run=True)  # the shared cache unasked
-        outcomes = Scheduler(graph, rebuilder, self.runner, Silent()).run(set(graph.steps))
-        failures = self.state.failures()
+        self.state = State(self.ws.meta, read_only=True)
+        try:
+            self.store = Store(self.ws.meta / "store")
+            self.runner = InlineRunner()
+            graph = self.load().graph
+            rebuilder = Rebuilder(self.ws, graph, self.state, self.store, dry_run=True)  # the shared cache unasked
+            outcomes = Scheduler(graph, rebuilder, self.runner, Silent()).run(set(graph.steps))
+            failures = self.state.failures()
+        finally:
+            self.state.close()
         rows = []
         for o in outcomes:
             failure = failures.get(o.step)
@@ -354,13 +377,13 @@ class Session:
             digests = None  # what this workspace's current recipes use, when it has built them
             if built:
                 state = State(ws.meta)
-                digests = cachegc.current_digests(state, cachegc.current_steps(ws.root, state)[0])
+                digests = cachegc.current_digests(state, self._current_steps(state)[0])
                 state.close()
             return cachegc.stats_json(cachegc.shared_inventory(_existing_shared(url)), digests), cachegc.render_stats
         if not built:  # nothing built here: nothing to create either
             return cachegc.stats_json(cachegc.Inventory(str(ws.meta), "local", {}, {}), set()), cachegc.render_stats
         state = State(ws.meta)
-        current, _ = cachegc.current_steps(ws.root, state)
+        current, _ = self._current_steps(state)
         inv = cachegc.local_inventory(state, Store(ws.meta / "store"), current)
         result = cachegc.stats_json(inv, cachegc.current_digests(state, current))
         state.close()
@@ -385,19 +408,10 @@ class Session:
             return None, cachegc.plan_json(cachegc.plan(empty, max_size, max_age, 0.0), dry_run), render
         with WorkspaceLock(ws.meta):  # a build holds it for its whole run: neither sees the other half done
             state = State(ws.meta)
-            current, note = _current_steps(ws.root, state)
+            current, note = self._current_steps(state)
             result = cachegc.collect_local(state, Store(ws.meta / "store"), current, max_size, max_age, dry_run)
             state.close()
         return note, result, render
-
-
-def _current_steps(root: Path, state: State):
-    """The steps of every recipe as they stand, for a collection, and the note to print when
-    the recipes cannot be read (then the last build of every step is kept), or None."""
-    from buildsys import cachegc
-
-    current, why = cachegc.current_steps(root, state)
-    return current, (f"note: {why}; the last build of every step is kept" if why else None)
 
 
 def _existing_shared(url: str):
