@@ -100,19 +100,20 @@ class KeyMaker:
     def __init__(self, root: str, digest):
         self._root = root
         self._digest = digest
-        self._env: dict[type, dict[str, Any]] = {}  # step class -> its env slice of the key (fixed per process)
+        self._env: dict[tuple, dict[str, Any]] = {}  # (tools, device) -> the env slice of the key (fixed per process)
         self._artifacts: dict[int, tuple[list, str]] = {}  # id(files) -> (files, artifact digest)
 
-    def doc(self, step, step_cls, upstream: dict[str, dict[str, list[list]]]) -> dict[str, Any]:
+    def doc(self, step, upstream: dict[str, dict[str, list[list]]]) -> dict[str, Any]:
+        """The key document of `step` (a resolve.StepSpec, its class's facts filled in) given its upstream outputs."""
         inputs = {}
         for name, ref in step.inputs.items():
             sid, _, output = ref.partition("#")
             inputs[name] = self._artifact_digest(upstream[sid][output])
         files = {name: self._digest(os.path.join(self._root, rel)) or "missing" for name, rel in step.files.items()}
-        env = self._env.get(step_cls)
+        env = self._env.get((step.tools, step.device))
         if env is None:
-            env = self._env[step_cls] = step_environment(step_cls.TOOLS, step_cls.DEVICE)
-        return key_document(step_cls.KIND, step_cls.VERSION, step.params, inputs, files, env)
+            env = self._env[(step.tools, step.device)] = step_environment(step.tools, step.device)
+        return key_document(step.kind, step.version, step.params, inputs, files, env)
 
     def _artifact_digest(self, files: list[list]) -> str:
         """artifact_digest, once per upstream artifact (parity and engine share theirs)."""

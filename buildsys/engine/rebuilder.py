@@ -29,7 +29,7 @@ from buildsys.engine.answer import Finished, Job, Outcome, Outputs, StepAnswer
 from buildsys.engine.keys import KeyMaker, Reasons, diff_docs, key_of
 from buildsys.resolve import Graph, StepSpec
 from buildsys.state import State, Trace
-from buildsys.steps import step_class
+from buildsys.kinds import step_class
 from buildsys.store import Store
 from buildsys.untrusted import Rejected, check_entry, declared_files
 
@@ -56,7 +56,7 @@ class Rebuilder:
     """
 
     def __init__(self, ws: Workspace, graph: Graph, state: State, store: Store, shared=None,
-                 dry_run: bool = False):
+                 dry_run: bool = False, threads: int = 1):
         self.ws = ws
         self.graph = graph
         self.out = ws.out
@@ -64,6 +64,7 @@ class Rebuilder:
         self.store = store
         self.shared = shared  # a SharedCache behind the local store, or None
         self.dry_run = dry_run
+        self.threads = threads  # each step's share of the cores (a job's `threads`)
         self.fetch = not dry_run
         self.traces = state.traces()  # decoded step by step, as decisions ask for them
         self.decisions: dict[str, Decision] = {}  # steps that must run -> the decision to commit with
@@ -134,7 +135,7 @@ class Rebuilder:
                    scratch=str(scratch), inputs=inputs, artifacts=artifacts,
                    files={k: str(ws.root / v) for k, v in step.files.items()},
                    outputs={k: Path(v).name for k, v in step.outputs.items()}, log=str(log),
-                   device=getattr(step_class(step.kind_path), "DEVICE", False))
+                   device=step.device, lane=step.lane, threads=self.threads)
 
     # -- after running -----------------------------------------------------------
 
@@ -212,7 +213,7 @@ class Rebuilder:
     # -- keys -----------------------------------------------------------------
 
     def key_doc(self, step: StepSpec, upstream: dict[str, Outputs]) -> dict[str, Any]:
-        return self.keys.doc(step, step_class(step.kind_path), upstream)
+        return self.keys.doc(step, upstream)
 
     # -- the decision ------------------------------------------------------------
 

@@ -95,6 +95,7 @@ class Session:
         self.runner: Runner | None = None
         self._shared = None
         self._shared_open = False
+        self.threads = max(1, (os.cpu_count() or 1) // options.jobs)  # each running step's share of the cores
 
     # -- opening ------------------------------------------------------------------
 
@@ -142,7 +143,7 @@ class Session:
     def _make_runner(self) -> Runner:
         """Local persistent workers, or a Dask cluster meeting at the shared cache."""
         o = self.options
-        threads = max(1, (os.cpu_count() or 1) // o.jobs)
+        threads = self.threads
         if o.executor == "dask":
             if not o.scheduler:
                 raise UsageError("--executor dask needs --scheduler tcp://HOST:PORT")
@@ -261,7 +262,8 @@ class Session:
 
     def build(self, graph: Graph, selected: set[str], reporter: Reporter) -> list[Outcome]:
         """Bring the `selected` steps up to date (inside `opened`); their outcomes in the graph's order."""
-        rebuilder = Rebuilder(self.ws, graph, self.state, self.store, self.shared(), dry_run=self.options.dry_run)
+        rebuilder = Rebuilder(self.ws, graph, self.state, self.store, self.shared(), dry_run=self.options.dry_run,
+                              threads=self.threads)
         scheduler = Scheduler(graph, rebuilder, self.runner, reporter, keep_going=self.options.keep_going,
                               timeout=self.options.timeout)
         return scheduler.run(selected)
