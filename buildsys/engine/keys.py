@@ -13,30 +13,46 @@ no-op's stand-in for it.
 (`export.opset: 17 → 18`); `Reasons` is rendered to a line in one place, `str`.
 
 This file is one of the no-op answer's KEY_SOURCES (engine/noop.py): an edit of
-it invalidates every recorded answer. It imports only the standard library and
-toolchain at its top, because the no-op answer reads `no_op_environment`.
+it invalidates every recorded answer. It imports only os and sys at its top (toolchain
+inside the functions), because the no-op answer reads `no_op_environment`.
 """
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any
+TYPE_CHECKING = False  # typing itself is an import the no-op answer does without
+if TYPE_CHECKING:
+    from typing import Any
 
 SEPARATOR = "; "
 
 
-@dataclass(frozen=True)
 class Reasons:
-    """Why a step runs: one item per change ("export.opset: 17 → 18", "no earlier build")."""
+    """Why a step runs: one item per change ("export.opset: 17 → 18", "no earlier build").
 
-    items: tuple[str, ...]
+    A plain class, not a dataclass: the no-op answer imports this module, and
+    dataclasses (with inspect) would cost it more than its whole budget's margin.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: tuple[str, ...]):
+        self.items = tuple(items)
 
     def __str__(self) -> str:
         return SEPARATOR.join(self.items)
 
     def __bool__(self) -> bool:
         return bool(self.items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Reasons) and other.items == self.items
+
+    def __hash__(self) -> int:
+        return hash(self.items)
+
+    def __repr__(self) -> str:
+        return f"Reasons({self.items!r})"
 
 
 def artifact_digest(files: list[list]) -> str:
