@@ -150,3 +150,10 @@ def test_min_top1_decided_counts_every_decided_row_of_every_point_together():
     assert failed == ["s: decided top-1 agreement 0.9000 < 1.0 (9 of 10 rows where the reference is decided, "
                       "over every point and sample)"]
     assert _judged(flip_at_min=False, low=1.0)[1] == []
+
+
+def test_the_reports_say_the_decided_gate_counts_every_row():
+    from buildsys.reports.collect import fmt_tolerance
+
+    assert fmt_tolerance({"min_cosine": 0.97, "min_top1_decided": 1.0}) == \
+        "cosine ≥ 0.97, decided top-1 ≥ 1 over all rows"
