@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildsys.datafiles import OutsideWorkspace, inside_workspace, npy_files
+from buildsys.datafiles import DataPathError, GlobTooWide, inside_workspace, npy_files
 from buildsys.kinds import KINDS
 from buildsys.reads import Reads
 from buildsys.recipe.model import Recipe, TargetSpec
@@ -213,16 +213,18 @@ def random_shapes(r: Recipe) -> dict[str, dict[str, int]]:
     return out
 
 
-def _data_problem(r: Recipe, field_path: str, exc: OutsideWorkspace):
+def _data_problem(r: Recipe, field_path: str, exc: DataPathError):
     from buildsys.errors import Problem, RecipeError
 
     at = field_path
     while at and at not in r.positions:
         at = at.rpartition(".")[0]
     f, line, col = r.positions.get(at, (r.file, None, None))
-    return RecipeError([Problem(f, line, col, field_path, str(exc),
-                                hint="data files must be inside the project (not reached through '..' or a "
-                                     "symbolic link out of it): copy them in")])
+    if isinstance(exc, GlobTooWide):
+        hint = "name the folder the data is in (data/calib/*.npy rather than **/*.npy)"
+    else:
+        hint = "data files must be inside the project (not reached through '..' or a symbolic link out of it): copy them in"
+    return RecipeError([Problem(f, line, col, field_path, str(exc), hint=hint)])
 
 
 def input_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict[str, str]:
@@ -236,7 +238,7 @@ def input_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict[str, 
             reads.glob(root, data.path)
         try:
             found = npy_files(root, data.path)
-        except OutsideWorkspace as exc:
+        except DataPathError as exc:
             raise _data_problem(r, f"inputs.{n}.data.path", exc) from None
         for i, p in enumerate(found):
             files[f"input.{inp.name}.{i:04d}"] = Path(p).relative_to(root).as_posix()
@@ -259,7 +261,7 @@ def calibration_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict
             folder = root / data.path
             found = sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
             inside_workspace(root, found)
-    except OutsideWorkspace as exc:
+    except DataPathError as exc:
         raise _data_problem(r, "calibration.data.path", exc) from None
     if not found:
         from buildsys.errors import Problem, RecipeError
