@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -273,7 +274,7 @@ def test_publishing_drops_malformed_entries_of_the_key(cache, tmp_path):
 def test_a_cache_behind_an_fsspec_url_is_checked_and_repaired_alike(tmp_path):
     import fsspec
 
-    url = f"memory://buildsys-{tmp_path.name}"
+    url = f"memory://buildsys-{uuid.uuid4().hex}"  # memory:// lives as long as the process, across sessions
     out, ran = build(tmp_path / "first", url)
     assert ran == ["r:a", "r:b"]
     fs = fsspec.filesystem("memory")
