@@ -183,3 +183,45 @@ def test_remove_goes_on_when_a_file_vanishes_meanwhile_and_stops_on_other_errors
         safepath.remove(tree)
     with pytest.raises(PermissionError):
         safepath.remove(tree / "c")  # a file: the refusal is shown, not swallowed
+
+
+def test_the_eight_tries_and_the_message_when_all_are_taken(tmp_path, monkeypatch):
+    tried = []
+    monkeypatch.setattr(safepath.secrets, "token_hex", lambda n: tried.append(n) or "taken")
+    (tmp_path / ".blob.taken.part").write_bytes(b"")
+    with pytest.raises(FileExistsError) as err:
+        safepath.create_temp(str(tmp_path), "blob", ".part")
+    assert len(tried) == 8 and err.value.strerror == "could not create a fresh temporary file"
+
+
+def test_an_atomic_write_names_its_temporary_after_the_target(tmp_path, monkeypatch):
+    replaced = []
+    replace = os.replace
+    monkeypatch.setattr(safepath.os, "replace", lambda src, dst: replaced.append(os.path.basename(src))
+                        or replace(src, dst))
+    safepath.write_atomic(str(tmp_path / "state.json"), b"x")
+    (name,) = replaced
+    assert name.startswith(".state.json.") and name.endswith(".tmp") and len(name) == len(".state.json..tmp") + 16
+
+
+def test_a_failed_atomic_write_reports_the_write_even_when_its_temporary_cannot_be_removed(tmp_path, monkeypatch):
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(safepath.os, "replace", full)
+    monkeypatch.setattr(safepath.os, "unlink", refused)
+    with pytest.raises(OSError) as err:
+        safepath.write_atomic(str(tmp_path / "state.json"), b"new")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "state.json")
+
+
+def test_with_filename_keeps_the_words_of_an_error_without_strerror():
+    named = safepath.with_filename(OSError("the disk refused"), "/out/a")
+    assert named.strerror == "the disk refused" and named.filename == "/out/a"
+
+
+def test_below_the_root_folder_everything_is_inside():
+    assert safepath.outside("/", "/tmp/anything") is None
