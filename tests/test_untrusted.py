@@ -122,3 +122,10 @@ def test_long_values_are_cut_in_the_message():
     exact = "y" * 78  # repr is 80 characters: shown whole
     assert rejected(check_outputs, {"out": "a.txt"}, {"out": [["a.txt", exact, 1]]}) == (
         f"outputs.out.0: digest '{exact}' is not 64 lowercase hex characters")
+
+
+def test_the_stem_of_a_dotted_name_is_all_but_its_last_extension():
+    check_outputs({"m": "model.int8.onnx"}, {"m": [["model.int8.ort", D, 1]]})
+    assert rejected(check_outputs, {"m": "model.int8.onnx"}, {"m": [["model.ort", D, 1]]}) == (
+        "outputs.m.0: the first file must be the declared 'model.int8.onnx' (or its stem with another extension), "
+        "found 'model.ort'")
