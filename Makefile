@@ -24,7 +24,7 @@ TF ?= 1
 # One stamp per set of extras: a venv made without the GPU packages is completed on a GPU machine.
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))$(if $(filter 1,$(GPU)),-gpu)$(if $(filter 1,$(GPU_REQUIRED)),-required)$(if $(filter 1,$(TF)),-tensorflow)
 
-.PHONY: engines test check validate status bench-build clean distclean install gpu-check
+.PHONY: engines test check validate status bench-build mutation clean distclean install gpu-check
 
 # With SYSTEM=1 the venv holds no package: a .pth puts the source tree and PYTHON's own site-packages on
 # its path (--system-site-packages alone would miss them where PYTHON is itself a venv), and a small
@@ -106,11 +106,24 @@ $(BENCH_STAMP): $(STAMP)
 bench-build: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
+# Mutation testing of the modules that guard trust (tests/mutation.py; not part of `make test`): the
+# mutation extra (mutmut) joins the venv with every installed package as a constraint, as bench does.
+MUTATION_STAMP := $(VENV)/.installed-mutation
+MUTATION_REQS = $(shell $(PYTHON) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['mutation']))")
+
+$(MUTATION_STAMP): $(STAMP)
+	@$(PIP) freeze --exclude-editable --disable-pip-version-check > $(VENV)/mutation-constraints.txt
+	$(PIP) install --quiet --disable-pip-version-check -c $(VENV)/mutation-constraints.txt $(MUTATION_REQS)
+	@touch $@
+
+mutation: $(MUTATION_STAMP)
+	$(BIN)/python tests/mutation.py $(MUTATION_ARGS)
+
 clean:
 	rm -rf out
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) mutants
 
 # What to run first on a GPU machine: the gpu-marked tests, then every sample on every GPU target.
 gpu-check: $(STAMP)

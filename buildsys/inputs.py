@@ -48,11 +48,11 @@ def generate(spec: dict[str, Any], shape: tuple[int, ...], rng: np.random.Genera
 
 def _from_files(spec: dict, pattern: str, shape: tuple[int, ...], workspace: Path, sample: int,
                 field: str, drawn: list[str] | None = None) -> np.ndarray:
-    from buildsys.datafiles import OutsideWorkspace, npy_files
+    from buildsys.datafiles import DataPathError, npy_files
 
     try:
         files = [str(workspace / f) for f in drawn] if drawn else npy_files(workspace, pattern)
-    except OutsideWorkspace as exc:
+    except DataPathError as exc:
         raise StepError(f"{pattern!r} {exc}", field=f"{field}.data.path",
                         hint="data files must be inside the project: copy them in") from None
     if not files:

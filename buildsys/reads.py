@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from buildsys.datafiles import PRUNED
+
 
 class Reads:
     """The paths a build's decisions read: files digested, folders listed, every folder a glob can reach."""
@@ -35,7 +37,8 @@ def glob_folders(root: str, pattern: str) -> list[str]:
     `**`. Stamping them all catches a file added to a folder that holds no match
     yet (data/b/ beside data/a/ for data/**/*.npy), which changes that folder's
     stamp and no other. Hidden folders are left out, as glob leaves them out,
-    unless the pattern names some. A pattern without wildcards is its own path.
+    unless the pattern names some, and so are out/, .venv/ and .git/ at the root, which
+    the glob never enters (buildsys.datafiles). A pattern without wildcards is its own path.
     """
     parts = pattern.split("/")
     first = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
@@ -61,7 +64,8 @@ def glob_folders(root: str, pattern: str) -> list[str]:
             try:
                 with os.scandir(folder) as entries:
                     below.extend(e.path for e in entries
-                                 if (hidden or not e.name.startswith(".")) and e.is_dir())
+                                 if (hidden or not e.name.startswith(".")) and e.is_dir()
+                                 and not (folder == root and e.name in PRUNED))
             except OSError:
                 continue
         level, reached = below, reached + 1

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildsys.datafiles import OutsideWorkspace, inside_workspace, npy_files
+from buildsys.datafiles import DataPathError, GlobTooWide, inside_workspace, npy_files
 from buildsys.kinds import KINDS, step_class
 from buildsys.reads import Reads
 from buildsys.recipe.model import Recipe, TargetSpec
@@ -262,16 +262,18 @@ def _draw(rng, sizes: range) -> int:
     return rng.randint(0, len(sizes) - 1) * sizes.step + sizes.start
 
 
-def _data_problem(r: Recipe, field_path: str, exc: OutsideWorkspace):
+def _data_problem(r: Recipe, field_path: str, exc: DataPathError):
     from buildsys.errors import Problem, RecipeError
 
     at = field_path
     while at and at not in r.positions:
         at = at.rpartition(".")[0]
     f, line, col = r.positions.get(at, (r.file, None, None))
-    return RecipeError([Problem(f, line, col, field_path, str(exc),
-                                hint="data files must be inside the project (not reached through '..' or a "
-                                     "symbolic link out of it): copy them in")])
+    if isinstance(exc, GlobTooWide):
+        hint = "name the folder the data is in (data/calib/*.npy rather than **/*.npy)"
+    else:
+        hint = "data files must be inside the project (not reached through '..' or a symbolic link out of it): copy them in"
+    return RecipeError([Problem(f, line, col, field_path, str(exc), hint=hint)])
 
 
 def input_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict[str, str]:
@@ -346,7 +348,7 @@ def _data_files(r: Recipe, root: Path, data, field_path: str, reads: Reads | Non
             folder = root / data.path
             found = sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
             inside_workspace(root, found)
-    except OutsideWorkspace as exc:
+    except DataPathError as exc:
         raise _data_problem(r, field_path, exc) from None
     return [Path(p).relative_to(root).as_posix() for p in found]
 

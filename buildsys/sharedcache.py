@@ -94,7 +94,7 @@ class SharedCache:
                 fd, tmp = store.temp(digest)
                 try:
                     with open(fd, "wb") as out:
-                        got, actual = self._download(digest, size, out)
+                        got, actual = self._download(digest, size, out, str(store.path(digest)))
                 except FileNotFoundError:
                     os.unlink(tmp)
                     return False
@@ -109,8 +109,8 @@ class SharedCache:
                 self._verified.add(digest)
         return True
 
-    def _download(self, digest: str, size: int, out) -> tuple[int, str]:
-        """Copy at most `size` + 1 bytes of a blob into `out`: (bytes read, their sha256)."""
+    def _download(self, digest: str, size: int, out, where: str = "the store") -> tuple[int, str]:
+        """Copy at most `size` + 1 bytes of a blob into `out` (writing `where`): (bytes read, their sha256)."""
         h = hashlib.sha256()
         got = 0
         with self.fs.open(self._blob(digest), "rb") as src:
@@ -124,7 +124,7 @@ class SharedCache:
                     try:
                         out.write(chunk)
                     except OSError as exc:
-                        raise safepath.with_filename(exc, getattr(out, "name", None) or "the store") from None
+                        raise safepath.with_filename(exc, where) from None
         return got, h.hexdigest()
 
     def publish(self, key: str, deps: dict, outputs: dict[str, list[list]], verdict: dict | None,

@@ -481,6 +481,7 @@ def _child(job_r: int, ans_w: int) -> None:
             os._exit(0)  # not needed after all
         started = time.monotonic()
         job = pickle.loads(data)
+        fresh_generators()
         try:
             from buildsys import gpu
             from buildsys.engine.stepjob import run_job
@@ -495,6 +496,24 @@ def _child(job_r: int, ans_w: int) -> None:
             out.write(answer)
     finally:
         os._exit(code)
+
+
+def fresh_generators() -> None:
+    """Seed the global random generators a step's code could draw from without seeding them.
+
+    Templates draw from them while they warm up, each lane differently, so module-level
+    code that draws when it is imported (a fixed random projection) would get one value
+    in export and another in reference, and parity would fail on a sound model. Every
+    step starts from the same state instead, whichever lane and template runs it; the
+    model factory is seeded again right before it is called (modelload).
+    """
+    import random
+
+    random.seed(0)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(0)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(0)
 
 
 def _close_except(keep: set[int]) -> None:

@@ -111,6 +111,20 @@ def test_gc_removes_least_recently_used_first_until_the_cache_fits(ws):
     assert ran == ["r:c"]
 
 
+def test_gc_goes_by_last_use_not_by_creation(ws):
+    """d1 is created first and used longest (the current build kept it until d2); c2 came later, left sooner."""
+    for text_c, extra in (("c1", "d1"), ("c2", "d1"), ("c3", "d1"), ("c3", "d2"), ("c4", "d2")):
+        build(ws, chain(text_c=text_c, extra=extra))
+    # old entries, least recently used first: c1, c2, d1, c3 (created: c1 and d1 first); room for d1 and c3
+    s = stats(ws)
+    done = collect(ws, max_size=s["reachable"]["bytes"] + len("d1") + len("c3|b|a"))
+    assert done["removed"]["entries"] == 2 and done["fits"]
+    _, ran = build(ws, chain(text_c="c3", extra="d1"))
+    assert ran == []  # both restored: d1, the oldest created, was used until recently
+    _, ran = build(ws, chain(text_c="c2", extra="d1"))
+    assert ran == ["r:c"]
+
+
 def test_max_age_removes_entries_unused_for_that_long_even_when_the_cache_fits(ws):
     build(ws, chain(text_c="c1"))
     state, _ = _open(ws)

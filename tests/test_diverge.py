@@ -262,3 +262,66 @@ def test_the_inputs_quantization_is_compared_and_named(models, feeds, tmp_path):
                                 "cosine": 1.0, "max_abs": 0.0, "passed": True}]
     # within a tolerance the input's quantization keeps, nothing diverges
     assert first_divergence(models["fp32"], candidate, feeds, {"min_cosine": 0.9999})["verdict"] == "none"
+
+
+# -- diagnose: which failing sample is localised ---------------------------------------------
+
+
+def _parity_files(d: Path, feeds: list[np.ndarray], cosines: list[float | None], max_abs: list[float]):
+    """A reference.npz holding one sample per feed, and a parity result whose rows have these figures."""
+    import json
+
+    arrays, manifest, rows = {}, [], []
+    for i, (x, cos, err) in enumerate(zip(feeds, cosines, max_abs)):
+        arrays[f"in{i}"], arrays[f"out{i}"] = x, np.zeros((x.shape[0], 5), np.float32)
+        manifest.append({"point": "opt", "sample": i, "inputs": {"input": f"in{i}"}, "outputs": {"logits": f"out{i}"}})
+        passed = cos is not None and cos >= 0.999
+        rows.append({"point": "opt", "sample": i, "error": None,
+                     "outputs": {"logits": {"passed": passed, "cosine": cos, "max_abs": err}}})
+    arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    np.savez(d / "reference.npz", **arrays)
+    (d / "parity.json").write_text(json.dumps({"tolerance": {"min_cosine": 0.999}, "results": rows}))
+    return d / "parity.json", d / "reference.npz"
+
+
+def _samples(n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(5)
+    return [rng.random((2, 3, 16, 16), dtype=np.float32) * (i + 1) for i in range(n)]
+
+
+@pytest.mark.parametrize(("cosines", "max_abs", "worst"), [
+    ([0.99, 0.5, 0.9, 1.0], [0.1, 0.1, 0.1, 0.0], 1),    # the lowest cosine, neither first nor last failing
+    ([0.9, 0.9, 0.95, 1.0], [0.1, 0.3, 0.2, 0.0], 1),    # equal cosines: the larger error
+    ([0.9, None, 0.5, 1.0], [0.1, 0.2, 0.1, 0.0], 1),    # no cosine (NaN in the output) is the worst
+])
+def test_diagnose_localises_the_worst_failing_sample_on_its_own_inputs(models, tmp_path, cosines, max_abs, worst):
+    from buildsys.diverge import diagnose
+
+    broken = edited(models["fp32"], tmp_path / "broken.onnx", "conv2.weight", lambda w: w * -3.0)
+    feeds = _samples(len(cosines))
+    result, reference = _parity_files(tmp_path, feeds, cosines, max_abs)
+    found = diagnose(models["fp32"], broken, result, reference, threads=1)
+    assert (found["point"], found["sample"], found["check_output"]) == ("opt", worst, "logits")
+    alone = first_divergence(models["fp32"], broken, {"input": feeds[worst]}, {"min_cosine": 0.999}, threads=1)
+    assert found == {**alone, "point": "opt", "sample": worst, "check_output": "logits"}
+    others = [first_divergence(models["fp32"], broken, {"input": x}, {"min_cosine": 0.999}, threads=1)
+              for i, x in enumerate(feeds) if i != worst]
+    assert all(o["cosine"] != found["cosine"] for o in others)  # the samples tell apart
+
+
+def test_diagnose_says_why_it_cannot_localise(models, tmp_path):
+    from buildsys.diverge import diagnose
+
+    result, reference = _parity_files(tmp_path, _samples(2), [1.0, 1.0], [0.0, 0.0])
+    assert diagnose(models["fp32"], models["fp32"], result, reference)["error"].startswith(
+        "no output failed its tolerance")
+    assert diagnose(models["fp32"], models["fp32"], tmp_path / "none.json", reference)["error"].startswith(
+        "cannot read the parity result or the reference")
+    import json
+
+    doc = json.loads(result.read_text())
+    doc["results"][0]["outputs"]["logits"].update(passed=False, cosine=0.2)
+    doc["results"][0]["sample"] = 7
+    result.write_text(json.dumps(doc))
+    assert diagnose(models["fp32"], models["fp32"], result, reference) == {
+        "error": "the reference holds no sample opt.7"}

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -254,7 +255,7 @@ def test_publishing_drops_malformed_entries_of_the_key(cache, tmp_path):
 def test_a_cache_behind_an_fsspec_url_is_checked_and_repaired_alike(tmp_path):
     import fsspec
 
-    url = f"memory://buildsys-{tmp_path.name}"
+    url = f"memory://buildsys-{uuid.uuid4().hex}"  # memory:// lives as long as the process, across sessions
     out, ran = build(tmp_path / "first", url)
     assert ran == ["r:a", "r:b"]
     fs = fsspec.filesystem("memory")
@@ -268,3 +269,55 @@ def test_a_cache_behind_an_fsspec_url_is_checked_and_repaired_alike(tmp_path):
     assert not [p for p in fs.find(url) if p.endswith(".part")]
     out, ran = build(tmp_path / "third", url, read_only=True)
     assert ran == []
+
+
+def _predictable(name: str) -> list[str]:
+    """Temporary names a writer could choose without randomness: the pid, or nothing, beside `name`."""
+    pid = os.getpid()
+    return [f"{name}.{pid}.part", f"{name}.part", f"{name}.{pid}.tmp", f"{name}.tmp", f".{name}.{pid}.part"]
+
+
+def _plant(folder: Path, name: str, victim: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for planted in _predictable(name):
+        (folder / planted).symlink_to(victim)
+
+
+def test_publishing_never_writes_through_a_link_planted_at_a_predictable_temporary_name(tmp_path):
+    """Whoever can write to the cache plants links where a pid-named temporary would go: publish ignores them."""
+    learned = tmp_path / "learned"
+    build(tmp_path / "first", learned)
+    keys = [p.name for p in (learned / "actions").glob("*.json")]
+    digests = [p.name for p in (learned / "blobs").glob("*/*")]
+    assert len(keys) == 2 and len(digests) == 2
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    cache = tmp_path / "cache"
+    for digest in digests:
+        _plant(cache / "blobs" / digest[:2], digest, victim)
+    for key in keys:
+        _plant(cache / "actions", key, victim)
+    out, ran = build(tmp_path / "second", cache)
+    assert ran == ["r:a", "r:b"] and victim.read_text() == "keep"
+    assert all((cache / "blobs" / d[:2] / d).read_bytes() == (learned / "blobs" / d[:2] / d).read_bytes()
+               for d in digests)
+    assert all(not (cache / "blobs" / d[:2] / d).is_symlink() for d in digests)
+    assert {p.name: json.loads(p.read_text()) for p in (cache / "actions").glob("*.json") if not p.is_symlink()} \
+        == {p.name: json.loads(p.read_text()) for p in (learned / "actions").glob("*.json")}
+    out, ran = build(tmp_path / "third", cache, read_only=True)  # and what it published serves a fresh workspace
+    assert ran == [] and (tmp_path / "third/out/r/b.txt").read_text() == "b|a"
+
+
+def test_fetching_into_the_store_never_writes_through_a_link_planted_at_a_predictable_temporary_name(cache, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    store = tmp_path / "second" / "out" / ".buildsys" / "store"
+    digests = [p.name for p in (cache / "blobs").glob("*/*")]
+    for digest in digests:
+        _plant(store / digest[:2], digest, victim)
+    out, ran = build(tmp_path / "second", cache, read_only=True)
+    assert ran == [] and {o.reason for o in out.values()} == {"fetched from the shared cache"}
+    assert victim.read_text() == "keep"
+    assert all(Store(store).verify(d) for d in digests)
+    assert (tmp_path / "second/out/r/b.txt").read_text() == "b|a"

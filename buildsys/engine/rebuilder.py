@@ -146,6 +146,9 @@ class Rebuilder:
         answer = done.answer
         try:
             if not answer.ok:
+                # What the step left (a partial file on a full disk) goes before its failure is
+                # recorded, so that the record fits and the step's own error is what the user reads.
+                shutil.rmtree(done.job.scratch, ignore_errors=True)
                 return self._failed(step, decision, answer)
             moved = self._changed_while_running(step, decision, answer.deps)
             if moved:

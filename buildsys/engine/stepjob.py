@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from buildsys import safepath
 from buildsys.canonical import digest_file
 from buildsys.engine.answer import StepAnswer
 from buildsys.errors import StepError
@@ -122,7 +123,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             if cause is not None:
                 return _memory_answer(cause, started)
             if isinstance(exc, OSError) and _storage_answer(exc, started):
-                return _storage_answer(exc, started)
+                # a library's write that failed without naming its file: the step wrote in its scratch
+                return _storage_answer(safepath.with_filename(exc, str(scratch)), started)
             return StepAnswer.failed(f"{type(exc).__name__}: {exc}", time.perf_counter() - started,
                                      traceback=text).to_wire()
         seconds = time.perf_counter() - started

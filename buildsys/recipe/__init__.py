@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from buildsys.errors import Problem, RecipeError, UsageError
-from buildsys.recipe.limits import MAX_EXTENDS, unusable_path
+from buildsys.recipe.limits import MAX_EXTENDS, MAX_SIZE, SizeTooLarge, parse_size, unusable_path
 from buildsys.recipe.model import (
     DEFAULT_TOLERANCES,
     POINTS,
@@ -39,15 +39,14 @@ if TYPE_CHECKING:
 # the cache: it must not pay for YAML, jsonschema or difflib, so those are imported
 # where a recipe is really read.
 
-__all__ = ["Recipe", "discover", "load_recipe", "load_recipes", "select", "unique_names"]
+__all__ = ["MAX_SIZE", "Recipe", "SizeTooLarge", "discover", "load_recipe", "load_recipes", "parse_size", "select",
+           "unique_names"]
 
 _SUFFIXES = (".yaml", ".yml")
 # How recipe files are read and checked. Bump it when one file would load differently
 # (2: integers only where integers belong, booleans as PyYAML reads them, size and
-# depth bounds; 3: parity.holdout), so that recipes cached by an earlier buildsys are read again.
-READING_VERSION = 3
-_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+# depth bounds; 3: parity.holdout; 4: sizes bounded), so that recipes cached by an earlier buildsys are read again.
+READING_VERSION = 4
 
 
 def discover(workspace: Path) -> list[Path]:
@@ -337,17 +336,6 @@ def _target(m: dict[str, Any]) -> TargetSpec:
     if "cpu_nodes" in spec:
         spec["cpu_nodes"] = tuple(spec["cpu_nodes"])
     return TargetSpec(**spec)
-
-
-def parse_size(value: int | float | str) -> int:
-    """Bytes from a byte count or a size string: 4GiB, 512MiB, 1.5GB, 100 B."""
-    from decimal import Decimal
-
-    if not isinstance(value, str):
-        return int(value)
-    text = value.replace(" ", "")
-    unit = next(u for u in sorted(_UNITS, key=len, reverse=True) if text.endswith(u))
-    return int(Decimal(text[: -len(unit)]) * _UNITS[unit])
 
 
 def _positions(doc: Document) -> dict[str, tuple[str, int, int]]:

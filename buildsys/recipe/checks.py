@@ -3,14 +3,14 @@
 Dim order, declared and used axes, unique input/output names, int8 targets with
 calibration, profiles over declared dims, data that fits its input's dtype, the
 factory's module found without importing it, and files that stay inside the
-workspace and exist (a checkpoint; an npy glob matches at least one file). Each
+workspace and exist (a checkpoint; an npy glob matches at least one file, refused from
+its text when it would leave the workspace; an images folder holds an image). Each
 check skips values the schema already rejected, so one mistake is reported once;
 `validate` runs the schema's checks (validate.py) and these, in that order.
 """
 from __future__ import annotations
 
 import difflib
-import glob
 import math
 import os
 import re
@@ -19,11 +19,13 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
 
+from buildsys.datafiles import MAX_WALKED, DataPathError, GlobTooWide, npy_files, pattern_problem
 from buildsys.errors import Problem
-from buildsys.recipe.limits import unusable_path
+from buildsys.recipe.limits import parse_size, unusable_path
 from buildsys.recipe.validate import IDENT, NAME_PATTERN, Document, FieldPath, number_text, schema_problems, suggest
 
 _INT_DTYPES = {"int64", "int32", "int8", "uint8", "bool"}
+_SIZE_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)? ?(B|[KMGT]B|[KMGT]iB)")  # the schema's; what it accepts is parsed
 
 
 def semantic_problems(doc: Document, workspace: Path, default_name: str) -> list[Problem]:
@@ -178,6 +180,13 @@ def _check_targets(doc: Document) -> list[Problem]:
         provider = t.get("provider") if t.get("provider") not in (None, "cpu") else None
         if not all(isinstance(x, str) for x in (precision, provider or "")):
             continue  # a precision or provider of the wrong type: the schema names it
+        size = t.get("workspace")
+        if isinstance(size, str) and _SIZE_PATTERN.fullmatch(size):
+            try:
+                parse_size(size)
+            except ValueError as exc:
+                out.append(doc.problem(("targets", i, "workspace"), str(exc),
+                                       "write the TensorRT workspace limit as a size like 4GiB"))
         tid = ("torchscript" if t["backend"] == "torchscript"
                else "-".join(x for x in (t["backend"], provider, precision) if x))
         if tid in ids:
@@ -292,13 +301,77 @@ def _check_paths(doc: Document, ws: Path) -> list[Problem]:
             if (unusable := unusable_path(where)) is not None:
                 out.append(doc.problem((*path, "path"), unusable,
                                        "data paths are relative to the project root and must stay inside it"))
-            elif not _inside(ws.joinpath(*_until_glob(Path(where).parts)), ws):
+            elif os.path.isabs(where) or not _inside(ws.joinpath(*_until_glob(Path(where).parts)), ws):
                 out.append(doc.problem((*path, "path"), f"'{where}' is outside the workspace",
                                        "data paths are relative to the project root and must stay inside it"))
-            elif data.get("kind") == "npy" and not _matches_a_file(where, ws):
-                out.append(doc.problem((*path, "path"), f"no file matches '{where}'",
-                                       "the glob is relative to the project root, not to the recipe's folder"))
+            elif (refused := pattern_problem(where)) is not None:
+                out.append(doc.problem((*path, "path"), f"'{where}' {refused}",
+                                       "data paths are relative to the project root and must stay inside it, "
+                                       "outside out/, .venv/ and .git/"))
+            elif data.get("kind") == "npy":
+                out.extend(_npy_glob_problems(doc, (*path, "path"), where, ws))
+            else:
+                out.extend(_images_problems(doc, (*path, "path"), where, ws))
     return out
+
+
+def _npy_glob_problems(doc: Document, at: FieldPath, where: str, ws: Path) -> list[Problem]:
+    try:
+        if npy_files(ws, where):
+            return []
+    except GlobTooWide as exc:
+        return [doc.problem(at, str(exc), "name the folder the data is in (data/calib/*.npy rather than **/*.npy)")]
+    except DataPathError as exc:
+        return [doc.problem(at, f"'{where}' {exc}", "data files must be inside the project: copy them in")]
+    return [doc.problem(at, f"no file matches '{where}'",
+                        "the glob is relative to the project root, not to the recipe's folder")]
+
+
+# What Pillow opens, by name; a file with another name counts when its first bytes are an image's.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".gif", ".webp", ".tif",
+                            ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k", ".jpx",
+                            ".qoi", ".psd", ".pcx", ".sgi", ".ras", ".dds", ".icns"})
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"qoif",
+                b"\x00\x00\x00\x0cjP  ")
+_IMAGE_HEADERS_READ = 1000  # files of one folder whose first bytes validate reads
+
+
+def _images_problems(doc: Document, at: FieldPath, where: str, ws: Path) -> list[Problem]:
+    """An images folder that is missing, is a file, or holds no image (the files the steps read: no sub-folders)."""
+    folder = ws / where
+    if not folder.is_dir():
+        found = "a file" if folder.exists() else "nothing"
+        return [doc.problem(at, f"expected a folder of images at '{where}', found {found}",
+                            "the folder is relative to the project root, not to the recipe's folder")]
+    files = read = 0
+    try:
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if files >= MAX_WALKED:
+                    break
+                if not e.is_file():
+                    continue
+                files += 1
+                if Path(e.name).suffix.lower() in IMAGE_SUFFIXES:
+                    return []
+                if read < _IMAGE_HEADERS_READ:
+                    read += 1
+                    if _image_header(e.path):
+                        return []
+    except OSError as exc:
+        return [doc.problem(at, f"cannot list the folder '{where}': {exc.strerror or exc}")]
+    holds = "no file" if not files else f"{files} file{'s' if files != 1 else ''}, none of them an image"
+    return [doc.problem(at, f"the folder '{where}' holds no image ({holds})",
+                        "calibration images are JPEG, PNG, BMP, GIF, WebP or TIFF files directly in the folder")]
+
+
+def _image_header(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 _NPY_HEADERS_READ = 1000  # files of one glob whose header validate reads; the steps check them all
@@ -312,12 +385,12 @@ def _check_npy_contents(doc: Document, ws: Path) -> list[Problem]:
         if data.get("kind") != "npy" or not isinstance(where, str) or unusable_path(where) is not None:
             continue
         try:
-            matches = glob.iglob(where, root_dir=ws, recursive=True)
-            npys = [m for _, m in zip(range(_NPY_HEADERS_READ), (m for m in matches if m.endswith(".npy")))]
+            npys = [m for m in npy_files(ws, where) if m.endswith(".npy")][:_NPY_HEADERS_READ]
         except (OSError, ValueError):
             continue  # _check_paths names what is wrong with the glob
-        for rel in npys:
-            reason = _unreadable_npy(ws / rel)
+        for found in npys:
+            rel = os.path.relpath(found, ws)
+            reason = _unreadable_npy(Path(found))
             if reason is not None:
                 out.append(doc.problem((*path, "path"), f"'{rel}' {reason}",
                                        "buildsys reads numeric arrays without pickle: "
@@ -341,11 +414,6 @@ def _unreadable_npy(file: Path) -> str | None:
     if dtype.hasobject:
         return f"holds Python objects (dtype {dtype}), which cannot be loaded without pickle"
     return None
-
-
-def _matches_a_file(pattern: str, ws: Path) -> bool:
-    """Whether the glob finds at least one file, the way the steps expand it (stops at the first)."""
-    return any(os.path.isfile(ws / p) for p in glob.iglob(pattern, root_dir=ws, recursive=True))
 
 
 def _until_glob(parts: tuple[str, ...]) -> list[str]:

@@ -5,7 +5,8 @@ or hostile file from costing minutes and gigabytes: libyaml takes time that grow
 with the square of the depth of nested flow collections (`[[[[...]]]]`), and every
 value of a file holds its position in memory. So the size is checked while the
 file is read, and the nesting depth by a scan of the text, both before the YAML
-parser sees it. Each limit is named in the message that reports it.
+parser sees it. Sizes (`workspace: 4GiB`) are bounded where they are parsed, before
+any arithmetic on their digits. Each limit is named in the message that reports it.
 """
 from __future__ import annotations
 
@@ -19,6 +20,42 @@ MAX_EXTENDS = 16  # files in one `extends` chain, the recipe included
 MAX_INT = 2**63 - 1  # integers fit in 64 bits, as ONNX, numpy and JSON readers take them
 MAX_NAME_BYTES = 255  # one path component (NAME_MAX of Linux file systems)
 MAX_PATH_BYTES = 4095  # a whole path (PATH_MAX less its NUL)
+
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+MAX_SIZE = MAX_INT  # bytes: the largest integer a recipe holds, and what TensorRT's size_t pools take
+_SIZE_TEXT = 40  # characters of a size string; 2^63 bytes is 19 digits
+
+
+def parse_size(value: int | float | str) -> int:
+    """Bytes from a byte count or a size string: 4GiB, 512MiB, 1.5GB, 100 B.
+
+    ValueError (SizeTooLarge) beyond MAX_SIZE, checked on the text's length before
+    any arithmetic, so a thousand-digit size is refused, not converted.
+    """
+    from decimal import Decimal
+
+    if not isinstance(value, str):
+        size = int(value)
+    else:
+        text = value.replace(" ", "")
+        if len(text) > _SIZE_TEXT:
+            raise SizeTooLarge(value)
+        unit = next(u for u in sorted(_UNITS, key=len, reverse=True) if text.endswith(u))
+        size = int(Decimal(text[: -len(unit)]) * _UNITS[unit])
+    if size > MAX_SIZE:
+        raise SizeTooLarge(value)
+    return size
+
+
+class SizeTooLarge(ValueError):
+    """A size over MAX_SIZE bytes."""
+
+    def __init__(self, value: int | float | str):
+        text = str(value)
+        shown = text if len(text) <= 24 else f"{text[:10]}…{text[-6:]} ({len(text)} characters)"
+        super().__init__(f"{shown} is larger than the largest size, 8 EiB (2^63-1 bytes)")
+
 
 _SPECIAL = re.compile(r"""[\[\]{}'"#]""")
 _LEAD = re.compile(r"(?:[-?] +)+|(?:[-?]$)")  # block sequence / complex key indicators opening a level

@@ -169,6 +169,8 @@ class ExportOnnx(Step):
                     custom_translation_table=onnx_translations(),
                 )
             except Exception as exc:
+                if (refused := disk_refusal(exc)) is not None:  # the disk, not the exporter: a storage error
+                    raise refused from None
                 raise _export_error(exc, "dynamo", self.ctx.workspace, program) from None
         onnx_program.save(str(out), external_data=external)
         strip_source_locations(out)
@@ -322,6 +324,8 @@ class ExportOnnx(Step):
                     dynamic_axes=dynamic_axes, do_constant_folding=True,
                 )
             except Exception as exc:
+                if (refused := disk_refusal(exc)) is not None:  # the disk, not the exporter: a storage error
+                    raise refused from None
                 raise _export_error(exc, "torchscript", self.ctx.workspace) from None
         from buildsys.steps.diagnose import TRACER_FREEZING, shown_path
 
@@ -463,6 +467,19 @@ def outputs_mismatch(returned: int, named: int, what: str = "the model returned"
     return StepError(f"{what} {returned} tensors, the recipe names {named} outputs",
                      field="outputs",
                      hint=f"give outputs one name per tensor the model's forward returns, in order: {returned} names")
+
+
+def disk_refusal(exc: BaseException | None) -> OSError | None:
+    """The write the disk refused (full, read-only, not permitted) in `exc`'s chain, if any."""
+    from buildsys.errors import storage_error
+
+    for _ in range(8):
+        if exc is None:
+            return None
+        if isinstance(exc, OSError) and storage_error(exc) is not None:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _export_error(exc: Exception, exporter: str, workspace: Path, program=None) -> StepError:

@@ -202,6 +202,16 @@ def _validate_says(line: str) -> Callable[[Path, Result], None]:
     return check
 
 
+def _validate_and_dry_run_say(line: str) -> Callable[[Path, Result], None]:
+    """`validate` and `build --dry-run` refuse the recipe too, with the same located error and no traceback."""
+    def check(root: Path, r: Result) -> None:
+        _validate_says(line)(root, r)
+        name = line.partition(".yaml")[0].removeprefix("recipes/")
+        d = Workspace(root).run("build", "--dry-run", name)
+        assert d.code == 2 and f"error: {line}" in d.stderr and TRACEBACK not in d.stderr, (d.code, d.stderr)
+    return check
+
+
 def _symlinked_out(root: Path) -> None:
     elsewhere = root.parent / f"{root.name}-elsewhere"
     elsewhere.mkdir(exist_ok=True)
@@ -361,6 +371,27 @@ RECIPE_CASES: list = [
                 "17:39", "calibration.data.path", "no file matches 'nocalib/*.npy'",
                 hint="relative to the project root",
                 check=_validate_says("recipes/calib-npy-no-match.yaml:17:39: calibration.data.path: no file matches")),
+    recipe_case("tensorrt-huge-workspace",
+                BASE + "targets:\n  - {backend: tensorrt, precision: fp16, workspace: %sGiB}\n" % ("9" * 5000),
+                "18:53", "targets.0.workspace", "(5003 characters) is larger than the largest size, 8 EiB",
+                check=_validate_and_dry_run_say("recipes/tensorrt-huge-workspace.yaml:18:53: targets.0.workspace: "
+                                                "9999999999…999GiB (5003 characters) is larger")),
+    recipe_case("npy-absolute-glob", edit(("data: {kind: normal, mean: 0.0, std: 1.0}",
+                                           "data: {kind: npy, path: '/**/*.npy'}")),
+                "9:29", "inputs.0.data.path", "'/**/*.npy' is outside the workspace",
+                check=_validate_and_dry_run_say("recipes/npy-absolute-glob.yaml:9:29: inputs.0.data.path: "
+                                                "'/**/*.npy' is outside the workspace")),
+    recipe_case("npy-glob-into-out", edit(("data: {kind: normal, mean: 0.0, std: 1.0}",
+                                           "data: {kind: npy, path: 'out/**/*.npy'}")),
+                "9:29", "inputs.0.data.path", "'out/**/*.npy' reaches into out/",
+                check=_validate_and_dry_run_say("recipes/npy-glob-into-out.yaml:9:29: inputs.0.data.path: "
+                                                "'out/**/*.npy' reaches into out/")),
+    recipe_case("calib-images-none", BASE + "calibration: {data: {kind: images, path: tm}}\n"
+                "targets:\n  - {backend: onnxruntime, precision: int8}\n",
+                "17:42", "calibration.data.path", "the folder 'tm' holds no image (",
+                hint="calibration images are JPEG, PNG",
+                check=_validate_and_dry_run_say("recipes/calib-images-none.yaml:17:42: calibration.data.path: "
+                                                "the folder 'tm' holds no image")),
     recipe_case("factory-no-colon", factory("tm.tiny.tiny", "{features: 4}"), "3:12", "model.factory",
                 "expected 'module.path:callable', found 'tm.tiny.tiny'",
                 hint="separate the module from the callable with ':': tm.tiny:tiny"),

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_faults import (NOT_BYTE_STABLE, artifacts, bad_blobs, command, new_workspace, no_traceback,
-                                   recipe, recorded)
+                                   recipe, recorded, scratch_left)
 
 # Loaded by `buildsys build` and `clean` (not their workers, not other commands) through PYTHONPATH.
 FAULTS = '''\
@@ -211,6 +211,78 @@ def test_a_full_out_folder_is_one_error_and_the_next_build_recovers(small_out, c
                         r"(no space left on device|database or disk is full|disk I/O error)", line), line
     remount("size=64m")
     assert_consistent_and_recovers(ws, clean_bytes)
+
+
+# A model whose ONNX file is 2 MiB and whose reference is more, so that a tmpfs of a few MiB holds the
+# build state (tens of KiB) and refuses an artifact: the disk fills while a step or the store writes.
+LARGE = 65536
+
+
+def _full_out(ws, size: str) -> Path:
+    """Mount a tmpfs of `size` over the workspace's out/ (skipped where mounting is not allowed)."""
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root and mount(8); the injected faults above cover it")
+    out = ws.root / "out"
+    out.mkdir()
+    _mount(out, f"size={size}")
+    return out
+
+
+@pytest.fixture
+def unmount():
+    mounted: list[Path] = []
+    yield mounted.append
+    for out in mounted:
+        subprocess.run(["umount", "-l", str(out)], capture_output=True)
+
+
+def _failed_steps(r: subprocess.CompletedProcess) -> dict[str, str]:
+    import json
+
+    return {s["id"]: s.get("message", "") for s in json.loads(r.stdout)["steps"] if s["state"] == "failed"}
+
+
+@pytest.mark.parametrize("size, step", [("1m", "export"), ("3m", "reference")])
+def test_a_full_disk_while_a_step_writes_its_artifact_is_that_step_s_error(tmp_path, unmount, size, step):
+    """The build state opens and records; the artifact does not fit: the step says so, naming where it wrote."""
+    ws = new_workspace(tmp_path / "ws", {"big": recipe(LARGE)})
+    out = _full_out(ws, size)
+    unmount(out)
+    r = run(ws, "build", "--json")
+    no_traceback(r.stdout, r.stderr)
+    assert r.returncode == 3, r.stderr
+    failed = _failed_steps(r)
+    assert list(failed) == [f"big:{step}"], failed
+    assert re.match(rf"recipes/big\.yaml: cannot write \S+/out/\.buildsys/tmp/big__{step}: no space left on "
+                    r"device\n  hint: the disk is full", failed[f"big:{step}"]), failed
+    assert "error: cannot write the build state" not in r.stderr  # the failure was recorded: it fitted
+    assert not scratch_left(ws.root) and bad_blobs(ws.root) == []
+    s = run(ws, "status", "big")
+    assert s.returncode in (0, 1) and f"big:{step}" in s.stdout and "failed" in s.stdout, s.stdout + s.stderr
+    subprocess.run(["mount", "-o", "remount,size=64m", str(out)], check=True)
+    r = run(ws, "build")
+    assert r.returncode == 0, r.stderr
+    got = artifacts(out)
+    assert got and {rel: recorded(ws.root).get(rel) for rel in got} == got
+
+
+def test_a_full_disk_while_the_store_fetches_from_the_shared_cache_names_the_blob(tmp_path, unmount):
+    cache = tmp_path / "cache"
+    first = new_workspace(tmp_path / "first", {"big": recipe(LARGE)})
+    assert run(first, "build", "--cache", str(cache)).returncode == 0
+    ws = new_workspace(tmp_path / "ws", {"big": recipe(LARGE)})
+    out = _full_out(ws, "1m")
+    unmount(out)
+    r = run(ws, "build", "--cache", str(cache))
+    assert r.returncode == 3, r.stderr
+    line = one_error(r.stderr)
+    assert re.fullmatch(r"error: cannot write \S+/out/\.buildsys/store/[0-9a-f]{2}/[0-9a-f]{64}: "
+                        r"no space left on device", line), line
+    assert not [p for p in (out / ".buildsys" / "store").rglob("*") if p.is_file()]  # no partial blob left
+    subprocess.run(["mount", "-o", "remount,size=64m", str(out)], check=True)
+    r = run(ws, "build", "--cache", str(cache), "--json")
+    assert r.returncode == 0, r.stderr
+    assert artifacts(out) == artifacts(first.root / "out")
 
 
 # -- clean racing status ------------------------------------------------------------------------

@@ -87,6 +87,61 @@ def test_through_dask(alone, cluster, tmp_path, tmp_path_factory):
                  "--scheduler", cluster, "--cache", str(tmp_path_factory.mktemp("meeting-point")))
 
 
+# Each leak, reaching the plain model: a child forked as a worker forks one for a step runs a
+# leaky factory, then the plain one, and answers what the plain model computes.
+REACHES = """
+import json, os, sys
+from pathlib import Path
+
+import torch
+
+from buildsys.steps.modelload import load_model
+from buildsys.worker import fresh_generators
+
+ws, kinds = Path(sys.argv[1]), sys.argv[2:]
+x = torch.linspace(-2, 2, 24).reshape(6, 4)
+
+
+def output(kind):
+    model, _ = load_model({"model": {"factory": f"tm.leaky:{kind}", "kwargs": {"features": 4}}}, ws, {})
+    with torch.no_grad():
+        return model(x.to(model.fc1.weight.dtype)).double().flatten().tolist()
+
+
+found = {}
+for kind in kinds:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        fresh_generators()
+        if kind != "none":
+            output(kind)
+        os.write(w, json.dumps(output("plain")).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as answer:
+        found[kind] = json.loads(answer.read())
+    os.waitpid(pid, 0)
+print(json.dumps(found))
+"""
+
+
+def test_every_leak_changes_the_plain_model_when_it_reaches_it(tmp_path):
+    """So the builds above fail if any leak crosses from one step to the next: these tests can fail."""
+    import subprocess
+    import sys
+
+    ws = new_workspace(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", REACHES, str(ws.root), "none", *LEAKS],
+                          capture_output=True, text=True, timeout=300, cwd=ws.root, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    clean = found.pop("none")
+    assert len(found) == len(LEAKS)
+    assert not [kind for kind, got in found.items() if got == clean], "leaks that leave the plain model as it was"
+
+
 def test_a_step_that_crashes_fails_alone_and_the_worker_serves_the_next(tmp_path):
     # one worker: the plain recipe's steps run in children of the same template after the crash
     names = {"a_crash": "crash", "b_plain": "plain"}

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+from tests.e2e.resident_probe import changes, fingerprint
 from tests.e2e.test_ingest import write_onnx
 
 RECIPE = """\
@@ -39,61 +41,7 @@ tolerances:
 """
 
 # A step that writes the fingerprint of the process it runs in; resident like the steps it watches.
-PROBE = '''
-import hashlib, json, logging, os, random, signal, sys, warnings
-
-from buildsys.steps.base import Step, StepResult
-
-
-def _digest(value) -> str:
-    return hashlib.sha256(repr(value).encode()).hexdigest()
-
-
-def fingerprint() -> dict:
-    import numpy as np
-
-    umask = os.umask(0o22)
-    os.umask(umask)
-    loggers = {name: (lg.level, [repr(h) for h in lg.handlers], lg.propagate, lg.disabled)
-               for name, lg in sorted(logging.root.manager.loggerDict.items()) if isinstance(lg, logging.Logger)}
-    state = {
-        "sys.modules": sorted(sys.modules),
-        "sys.path": list(sys.path),
-        "os.environ": dict(os.environ),
-        "cwd": os.getcwd(),
-        "umask": umask,
-        "random": _digest(random.getstate()),
-        "numpy.random": _digest([a.tolist() if hasattr(a, "tolist") else a for a in np.random.get_state()]),
-        "np.geterr": np.geterr(),
-        "np.printoptions": repr(np.get_printoptions()),
-        "warnings.filters": repr(warnings.filters),
-        "logging.root": (logging.root.level, [repr(h) for h in logging.root.handlers]),
-        "logging.loggers": repr(loggers),
-        "logging.disable": logging.root.manager.disable,
-        "signals": {s.name: repr(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)},
-        "recursionlimit": sys.getrecursionlimit(),
-    }
-    if "torch" in sys.modules:
-        import torch
-
-        state["torch"] = (str(torch.get_default_dtype()), torch.get_num_threads(),
-                          torch.are_deterministic_algorithms_enabled(), _digest(torch.random.get_rng_state().tolist()))
-    return state
-
-
-class Fingerprint(Step):
-    KIND = "fingerprint"
-    TOOLS = ("numpy",)
-    RESIDENT = True
-
-    def run(self):
-        self.ctx.output("state").write_text(json.dumps(fingerprint(), sort_keys=True, default=repr))
-        return StepResult()
-
-
-class FingerprintOnnx(Fingerprint):  # the same, in the resident process of the steps that need ONNX
-    TOOLS = ("numpy", "onnx")
-'''
+PROBE = (Path(__file__).with_name("resident_probe.py")).read_text()
 
 # Builds the workspace with one worker whose pool probes the resident process around each resident step.
 DRIVER = '''
@@ -112,25 +60,25 @@ class Probing(workers.WorkerPool):
 
     def _probe(self, lane):
         scratch = ws / "probes" / uuid.uuid4().hex
-        job = Job.from_wire({"id": "probe", "kind_path": self.PROBES[lane], "params": {}, "workspace": str(ws),
+        job = Job.from_wire({"id": "probe", "kind_path": self.PROBES[lane], "lane": lane, "params": {}, "workspace": str(ws),
                              "scratch": str(scratch), "inputs": {}, "artifacts": {}, "files": {},
                              "outputs": {"state": "state.json"}, "log": str(scratch) + ".log"})
         super().submit(job, 600)
         done = []
         while not done:
             done = super().wait()
-        assert done[0].answer.ok and workers._lane(done[0].job) == lane, done[0].answer
+        assert done[0].answer.ok and done[0].job.lane == lane, done[0].answer
         return json.loads((scratch / "state.json").read_text())
 
     def submit(self, job, timeout):
-        lane = workers._lane(job)
+        lane = job.lane
         self.before = self._probe(lane) if lane in self.PROBES else None
         super().submit(job, timeout)
 
     def wait(self):
         done = super().wait()
         for f in done:
-            lane = workers._lane(f.job)
+            lane = f.job.lane
             if lane in self.PROBES and f.answer.ok:
                 probes.append({"id": f.job.id, "kind": f.job.kind_path, "lane": lane, "before": self.before,
                                "after": self._probe(lane)})
@@ -167,19 +115,36 @@ def test_every_resident_step_kind_leaves_the_process_as_it_found_it(workspace):
     assert all("onnxruntime" in p["before"]["sys.modules"] for p in probes)
     # the process of parity and the ONNX Runtime engine holds no torch; the other one does (onnxsim needs it)
     assert not any("torch" in p["before"]["sys.modules"] for p in probes if p["lane"] == "resident-ort")
-    changed = {p["id"]: _changes(p["before"], p["after"]) for p in probes}
+    changed = {p["id"]: changes(p["before"], p["after"]) for p in probes}
     assert not {k: v for k, v in changed.items() if v}, "steps changed the resident process"
 
 
-def _changes(before: dict, after: dict) -> dict[str, object]:
-    found = {}
-    for key in before:
-        if before[key] != after[key]:
-            if key == "sys.modules":
-                found[key] = sorted(set(after[key]) ^ set(before[key]))[:20]
-            else:
-                found[key] = (str(before[key])[:300], str(after[key])[:300])
-    return found
+def test_the_fingerprint_sees_a_replaced_library_function_and_each_backend_flag(monkeypatch):
+    import numpy as np
+    import torch
+
+    fingerprint()  # the first one imports what it reads (numpy.random)
+    before = fingerprint()
+    assert changes(before, fingerprint()) == {}
+    monkeypatch.setattr(np, "mean", lambda *args, **kwargs: 0.0)  # a parity step that "fixes" np.mean
+    monkeypatch.setattr(torch.nn.functional, "relu", lambda x, inplace=False: x)
+    monkeypatch.setattr(torch.Tensor, "softmax", lambda self, dim: self)
+    assert changes(before, fingerprint())["attributes"] == [
+        "numpy.mean", "torch.Tensor.softmax", "torch.nn.functional.relu"]
+    monkeypatch.undo()
+    assert changes(before, fingerprint()) == {}
+    flags = {("mkldnn", "enabled"): False, ("cudnn", "deterministic"): True, ("cudnn", "benchmark"): True,
+             ("opt_einsum", "enabled"): False}
+    for (where, name), value in flags.items():
+        monkeypatch.setattr(getattr(torch.backends, where), name, value)
+        assert list(changes(before, fingerprint())) == ["torch.backends"], (where, name)
+        monkeypatch.undo()
+    torch.set_float32_matmul_precision("medium")  # TF32 matmuls (torch.backends.cuda.matmul.allow_tf32 = True)
+    try:
+        assert list(changes(before, fingerprint())) == ["torch.backends"]
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert changes(before, fingerprint()) == {}
 
 
 STEPS = '''
@@ -207,13 +172,14 @@ class Writes(Aborts):
 
 def test_a_step_that_kills_the_resident_process_fails_with_its_signal_and_the_next_gets_a_new_one(tmp_path, monkeypatch):
     from buildsys.engine.answer import Job
-    from buildsys.workers import WorkerPool, _lane
+    from buildsys.workers import WorkerPool
 
     (tmp_path / "rsteps.py").write_text(STEPS)
-    monkeypatch.syspath_prepend(str(tmp_path))  # the pool reads each step's lane from its class
+    monkeypatch.syspath_prepend(str(tmp_path))
 
     def job(i: int, cls: str) -> Job:
-        return Job.from_wire({"id": f"r:{i}", "kind_path": f"rsteps:{cls}", "params": {}, "workspace": str(tmp_path),
+        return Job.from_wire({"id": f"r:{i}", "kind_path": f"rsteps:{cls}", "lane": "resident-ort", "params": {},
+                              "workspace": str(tmp_path),
                               "scratch": str(tmp_path / "tmp" / str(i)), "inputs": {}, "artifacts": {}, "files": {},
                               "outputs": {"out": "out.txt"}, "log": str(tmp_path / "logs" / f"{i}.log")})
 
@@ -223,7 +189,7 @@ def test_a_step_that_kills_the_resident_process_fails_with_its_signal_and_the_ne
         for i, cls in enumerate(("Writes", "Aborts", "Writes")):
             pool.submit(job(i, cls), 600)
             (done,) = pool.wait()
-            assert _lane(done.job) == "resident-ort"
+            assert done.job.lane == "resident-ort"
             answers.append(done.answer.to_wire())
     finally:
         pool.shutdown()

@@ -205,6 +205,8 @@ def test_simplify_takes_a_boolean_or_a_mapping(ws: Path, written: str, enabled: 
 
 
 def test_kind_and_backend_specific_defaults(ws: Path):
+    (ws / "data" / "calib").mkdir(parents=True)
+    (ws / "data" / "calib" / "cat.jpg").write_bytes(b"\xff\xd8\xff\xe0")
     r = load(ws, MINIMAL.replace("outputs:", (
         "  - {name: ids, dtype: int64, shape: [batch, 16], data: {kind: randint, high: 30522}}\n"
         "  - {name: mask, dtype: bool, shape: [batch, 16], data: {kind: randint, low: 0, high: 2}}\n"

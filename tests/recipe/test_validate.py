@@ -51,6 +51,8 @@ def make_workspace(tmp_path: Path) -> Path:
     (tmp_path / "models" / "sub" / "__init__.py").write_text("")
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "net.pt").write_bytes(b"not really a checkpoint")
+    (tmp_path / "data" / "val").mkdir(parents=True)
+    (tmp_path / "data" / "val" / "cat.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     return tmp_path
 
 
@@ -617,3 +619,116 @@ def test_unordered_outputs_must_be_outputs_of_the_recipe(ws: Path):
         "  hint: list outputs named under outputs:, those that share their first axis\n"
         "2 problems found")
     assert load(ws, MINIMAL + "parity: {unordered: [logits]}\n").parity.unordered == ("logits",)
+# -- hostile input: sizes, globs and image folders ----------------------------------------------
+
+HUGE = "9" * 5000
+
+
+def test_a_size_beyond_the_largest_is_a_located_error_not_a_conversion(ws: Path):
+    text = MINIMAL + f"targets:\n  - {{backend: tensorrt, precision: fp16, workspace: {HUGE}GiB}}\n"
+    assert problems(ws, text) == (
+        "error: recipes/r.yaml:10:53: targets.0.workspace: 9999999999…999GiB (5003 characters) is larger than the "
+        "largest size, 8 EiB (2^63-1 bytes)\n  hint: write the TensorRT workspace limit as a size like 4GiB")
+    big = MINIMAL + "targets:\n  - {backend: tensorrt, precision: fp16, workspace: 8589934592GiB}\n"  # 2^63 bytes
+    assert "targets.0.workspace: 8589934592GiB is larger than the largest size" in problems(ws, big)
+    r = load(ws, MINIMAL + "targets:\n  - {backend: tensorrt, precision: fp16, workspace: 8589934591GiB}\n")
+    assert r.targets[0].workspace == 8589934591 * 2**30
+
+
+def test_parse_size_refuses_what_it_cannot_hold_before_converting():
+    from buildsys.recipe import MAX_SIZE, parse_size
+
+    assert parse_size(f"{MAX_SIZE}B") == MAX_SIZE and parse_size("1.5GB") == 1_500_000_000
+    for text in (f"{MAX_SIZE + 1}B", f"{HUGE}B", f"{HUGE}.5GiB", 2**63, "0." + HUGE + "KiB"):
+        with pytest.raises(ValueError, match="is larger than the largest size"):
+            parse_size(text)
+
+
+@pytest.mark.parametrize(("glob", "says"), [
+    ("/**/*.npy", "'/**/*.npy' is outside the workspace"),
+    ("../**/*.npy", "'../**/*.npy' is outside the workspace"),
+    ("data/../../**/*.npy", "'data/../../**/*.npy' is outside the workspace"),
+    ("data/../**/*.npy", "'data/../**/*.npy' climbs out of the workspace through '..'"),
+    ("out/**/*.npy", "'out/**/*.npy' reaches into out/, which holds no data"),
+    ("./.venv/*.npy", "'./.venv/*.npy' reaches into .venv/"),
+    (".git/**", "'.git/**' reaches into .git/"),
+])
+def test_a_glob_that_leaves_the_workspace_is_refused_from_its_text_before_any_walk(ws: Path, monkeypatch, glob,
+                                                                                    says):
+    import glob as globbing
+
+    from buildsys import datafiles
+
+    def walked(*args, **kwargs):
+        raise AssertionError("a folder was read")
+
+    monkeypatch.setattr(datafiles._Walk, "_entries", walked)
+    monkeypatch.setattr(globbing, "glob", walked)
+    monkeypatch.setattr(globbing, "iglob", walked)
+    for where, line, col in (("calibration: {data: {kind: npy, path: '%s'}}\n", 9, 39),):
+        got = problems(ws, MINIMAL + where % glob)
+        assert got.startswith(f"error: recipes/r.yaml:{line}:{col}: calibration.data.path: {says}"), got
+        assert "hint: data paths are relative to the project root and must stay inside it" in got
+
+
+def _tree(root: Path, names: list[str]) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+
+
+def test_a_glob_walk_never_enters_out_venv_or_git_and_is_bounded(tmp_path: Path, monkeypatch):
+    import os
+
+    from buildsys import datafiles
+
+    _tree(tmp_path, ["out/r/a.npy", ".venv/lib/b.npy", ".git/c.npy", "data/d.npy", "data/out/e.npy", "f.npy",
+                     "data/.hidden/g.npy"])
+    read = []
+    scandir = os.scandir
+    monkeypatch.setattr(datafiles.os, "scandir", lambda path: read.append(os.path.relpath(path, tmp_path))
+                        or scandir(path))
+    assert datafiles.npy_files(tmp_path, "**/*.npy") == [str(tmp_path / n) for n in
+                                                        ("data/d.npy", "data/out/e.npy", "f.npy")]
+    assert datafiles.npy_files(tmp_path, "*/*.npy") == [str(tmp_path / "data/d.npy")]
+    assert datafiles.npy_files(tmp_path, ".*/*.npy") == []
+    assert datafiles.npy_files(tmp_path, "**/.*/*.npy") == [str(tmp_path / "data/.hidden/g.npy")]
+    assert datafiles.npy_files(tmp_path, "data/out/*.npy") == [str(tmp_path / "data/out/e.npy")]  # only at the root
+    assert read and not [r for r in read if r.split(os.sep)[0] in ("out", ".venv", ".git")], read
+
+    _tree(tmp_path, [f"many/{i}/x.npy" for i in range(30)])
+    with pytest.raises(datafiles.GlobTooWide, match=r"'\*\*/\*.npy' looks at more than 40 files and folders"):
+        datafiles.npy_files(tmp_path, "**/*.npy", limit=40)
+    assert len(datafiles.npy_files(tmp_path, "**/*.npy", limit=1000)) == 33
+
+
+def test_a_glob_that_walks_too_far_is_a_located_error(ws: Path, monkeypatch):
+    from buildsys import datafiles
+
+    _tree(ws, [f"data/{i}/x.npy" for i in range(20)])
+    monkeypatch.setattr(datafiles, "MAX_WALKED", 10)
+    assert problems(ws, MINIMAL + "calibration: {data: {kind: npy, path: '**/*.npy'}}\n") == (
+        "error: recipes/r.yaml:9:39: calibration.data.path: '**/*.npy' looks at more than 10 files and folders\n"
+        "  hint: name the folder the data is in (data/calib/*.npy rather than **/*.npy)")
+
+
+def test_a_symbolic_link_loop_is_walked_once(tmp_path: Path):
+    from buildsys import datafiles
+
+    _tree(tmp_path, ["data/a/x.npy"])
+    (tmp_path / "data/a/back").symlink_to(tmp_path / "data")
+    assert datafiles.npy_files(tmp_path, "data/**/*.npy") == [str(tmp_path / "data/a/x.npy")]
+
+
+def test_an_images_folder_must_hold_an_image(ws: Path):
+    text = MINIMAL + "calibration: {data: {kind: images, path: %s}}\n"
+    assert problems(ws, text % "models") == (
+        "error: recipes/r.yaml:9:42: calibration.data.path: the folder 'models' holds no image (2 files, none of "
+        "them an image)\n  hint: calibration images are JPEG, PNG, BMP, GIF, WebP or TIFF files directly in the folder")
+    (ws / "empty").mkdir()
+    assert "the folder 'empty' holds no image (no file)" in problems(ws, text % "empty")
+    assert "expected a folder of images at 'weights/net.pt', found a file" in problems(ws, text % "weights/net.pt")
+    assert "expected a folder of images at 'nowhere', found nothing" in problems(ws, text % "nowhere")
+    (ws / "models" / "scan0001").write_bytes(b"\x89PNG\r\n\x1a\n")  # an image by its first bytes, whatever its name
+    assert load(ws, text % "models").calibration.data.path == "models"
+    assert load(ws, text % "data/val").calibration.data.path == "data/val"

@@ -417,3 +417,38 @@ def test_export_warnings_of_a_failing_recipe_say_nothing_was_verified(tmp_path):
     assert summary.exit_status == 1
     assert validate(out)["recipes"][0]["export_warnings"]["verified_shapes"] == 0
     assert "no parity check passed, so the export was not verified by numbers" in (out / "parity.md").read_text()
+
+
+def test_int8_agreement_in_every_report_is_the_figure_computed_from_the_outputs(tmp_path):
+    """Top-1 agreement overall and where fp32 is decided, computed here from the scores, is what each report says."""
+    from buildsys.steps.parity import int8_figures
+
+    rng = np.random.default_rng(3)
+    results, refs, gots = [], [], []
+    for point in ("min", "opt", "max"):
+        ref = rng.standard_normal((12, 6)).astype(np.float32) * 3
+        got = ref + rng.standard_normal(ref.shape).astype(np.float32) * 1.5  # enough noise to flip some rows
+        results.append({"point": point, "sample": 0, "shapes": {"x": [12, 8]}, "error": None,
+                        "outputs": {"logits": compare(ref, got, INT8)}})
+        refs.append(ref)
+        gots.append(got)
+    ref, got = np.concatenate(refs), np.concatenate(gots)
+    agree = ref.argmax(axis=1) == got.argmax(axis=1)
+    p = np.exp(ref - ref.max(axis=1, keepdims=True))
+    p = np.sort(p / p.sum(axis=1, keepdims=True), axis=1)
+    decided = p[:, -1] - p[:, -2] >= 0.1
+    overall, where_decided = agree.mean(), agree[decided].mean()
+    assert 0 < overall < 1 and 0 < where_decided < 1 and 0 < decided.sum() < len(ref)  # figures that can be wrong
+
+    doc = {"precision": "int8", "tolerance": INT8, "passed": True, "failures": [], "candidate": "model.int8.onnx",
+           "results": results, "int8": {**int8_figures(results, None), "latency": {"fp32_ms": 2.0, "int8_ms": 1.0}}}
+    _, out = report(tmp_path, [entry(tmp_path, "m", "int8", doc)])
+    line = (f"top-1 {overall:.3g} of {len(ref)} rows, {where_decided:.0%} of {int(decided.sum())} "
+            "where fp32 is decided")
+    md = (out / "parity.md").read_text()
+    assert line in md, md
+    assert line in (out / "parity.html").read_text()
+    figures = validate(out)["recipes"][0]["checks"][0]["int8"]["outputs"]["logits"]
+    assert figures["rows"] == len(ref) and figures["decided"] == decided.sum()
+    assert figures["top1"] == pytest.approx(overall, abs=1e-6)
+    assert figures["top1_decided"] == pytest.approx(where_decided, abs=1e-6)

@@ -6,8 +6,10 @@ import os
 import stat
 import subprocess
 import sys
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from buildsys import gpu
@@ -456,3 +458,168 @@ def test_builds_a_real_engine_with_two_profiles_a_timing_cache_and_passing_parit
     assert len(caches) == 1 and caches[0].stat().st_size > 0
     again = steps.run(name)  # loads the cache it saved
     assert again["ok"] and again["verdict"]["passed"]
+
+
+# -- CUDA and TensorRT failures become step errors with their cause (Polygraphy and TensorRT faked) ---
+
+FP32 = """\
+version: 1
+model: {factory: "tm.tiny:tiny", kwargs: {features: 4}}
+inputs: [{name: x, dtype: float32, shape: [batch, 4], data: {kind: normal, mean: 0.0, std: 1.0}}]
+outputs: [{name: scores}]
+dims: {batch: {min: 1, opt: 4, max: 8}}
+export: {opset: 18, exporter: torchscript}
+parity: {samples: 1, seed: 0, points: [min, opt, max]}
+targets:
+  - {backend: tensorrt, precision: fp32}
+"""
+T4 = {"name": "Tesla T4", "compute_cap": "7.5", "driver": "550.54.15", "cuda": "12.4"}
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory) -> RecipeSteps:
+    """The engine step's inputs, built once: the simplified model and the reference."""
+    steps = RecipeSteps(tmp_path_factory.mktemp("trt"), FP32)
+    for name in ("export", "reference", "simplify"):
+        assert steps.run(name)["ok"], name
+    return steps
+
+
+class FakeEngine:
+    def serialize(self):
+        return b"not a real plan"
+
+
+class FakeRunner:
+    """Polygraphy's TrtRunner over a fake engine: activate/infer do what the test says."""
+
+    activate_error: BaseException | None = None
+    infer_error: BaseException | None = None
+
+    def __init__(self, engine, optimization_profile=0):
+        pass
+
+    def activate(self):
+        if self.activate_error is not None:
+            raise self.activate_error
+
+    def get_input_metadata(self):
+        from polygraphy.datatype import DataType
+
+        return {"x": types.SimpleNamespace(dtype=DataType.FLOAT32)}
+
+    def infer(self, feeds):
+        if self.infer_error is not None:
+            raise self.infer_error
+        return {"scores": np.zeros((feeds["x"].shape[0], 2), np.float32)}
+
+    def deactivate(self):
+        pass
+
+
+@pytest.fixture
+def fake_tensorrt(monkeypatch):
+    """TensorRT 10 'installed' for CUDA 12 on a T4; the engine builds unless `build_error` says otherwise."""
+    import polygraphy.backend.trt as ptrt
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.16.1.11"))
+    monkeypatch.setattr(gpu, "gpu", lambda: dict(T4))
+    monkeypatch.setattr(et, "needed_cuda", lambda: 12)
+    monkeypatch.setattr(et, "cuda_runtime_dir", lambda: None)
+    faults = types.SimpleNamespace(build=None)
+
+    def loader(settings, model):
+        def build():
+            if faults.build is not None:
+                raise faults.build
+            return FakeEngine()
+        return build
+
+    monkeypatch.setattr(et, "engine_loader", loader)
+    runner = type("Runner", (FakeRunner,), {})
+    monkeypatch.setattr(ptrt, "TrtRunner", runner)
+    faults.runner = runner
+    return faults
+
+
+def _engine(upstream: RecipeSteps) -> dict:
+    return upstream.run("engine[tensorrt-fp32]")
+
+
+@pytest.mark.parametrize(("error", "message", "hint"), [
+    (RuntimeError("[E] 2: [executionContext.cpp] Error Code 2: OutOfMemory (Requested size was 4294967296 bytes.)"),
+     "TensorRT could not build the engine: out of GPU memory: RuntimeError: [E] 2:", "lower the target's workspace"),
+    (TypeError("pybind11::init(): factory function returned nullptr"),
+     "TensorRT could not build the engine: CUDA could not start on Tesla T4: TypeError: pybind11", "unset LD_LIBRARY_PATH"),
+    ("polygraphy", "TensorRT could not build the engine: PolygraphyException: Invalid Engine. Please ensure",
+     "TensorRT's own messages are in the step's log"),
+])
+def test_a_failed_engine_build_is_a_step_error_with_its_cause_and_hint(upstream, fake_tensorrt, error, message, hint):
+    from polygraphy.exception import PolygraphyException
+
+    fake_tensorrt.build = PolygraphyException("Invalid Engine. Please ensure the engine was built correctly") \
+        if error == "polygraphy" else error
+    answer = _engine(upstream)
+    assert not answer["ok"] and "traceback" not in answer, answer
+    assert answer["error"].startswith(message), answer["error"]
+    assert hint in answer["hint"]
+
+
+def test_a_bug_while_building_is_not_reworded_as_a_tensorrt_failure(upstream, fake_tensorrt):
+    fake_tensorrt.build = ValueError("a bug in the loader")
+    answer = _engine(upstream)
+    assert not answer["ok"] and answer["error"] == "ValueError: a bug in the loader" and "traceback" in answer
+
+
+def test_the_engine_builds_and_its_parity_runs_through_the_faked_runner(upstream, fake_tensorrt):
+    answer = _engine(upstream)  # the fake engine answers zeros: the step runs, its parity fails
+    assert answer["ok"], answer
+    assert not answer["verdict"]["passed"] and answer["verdict"]["summary"].startswith("fp32 (fp32, 1 profile, ")
+
+
+def test_an_engine_the_gpu_cannot_load_is_a_step_error_naming_the_device(upstream, fake_tensorrt, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    fake_tensorrt.runner.activate_error = RuntimeError("CUDA failure 100: no CUDA-capable device is detected ; GPU=1")
+    answer = _engine(upstream)
+    assert not answer["ok"] and "traceback" not in answer, answer
+    assert answer["error"].startswith("TensorRT could not load the engine to check it: no CUDA device is visible to "
+                                      "this process (CUDA_VISIBLE_DEVICES=1): RuntimeError: CUDA failure 100")
+    assert "docker run --gpus all" in answer["hint"]
+
+
+def test_running_out_of_gpu_memory_at_a_point_is_a_step_error_and_other_failures_fail_parity(upstream, fake_tensorrt):
+    fake_tensorrt.runner.infer_error = RuntimeError("CUDA Error: 2. To figure out what this means")
+    answer = _engine(upstream)
+    assert not answer["ok"] and "traceback" not in answer, answer
+    assert answer["error"].startswith("TensorRT failed at min: out of GPU memory: RuntimeError: CUDA Error: 2.")
+    assert "lower the target's workspace or the dims' max" in answer["hint"]
+
+    fake_tensorrt.runner.infer_error = RuntimeError("Error Code 3: API Usage Error (shape [9, 4] out of the profile)")
+    answer = _engine(upstream)  # the engine's own failure at a point: parity fails, the step does not
+    assert answer["ok"] and not answer["verdict"]["passed"]
+    assert "min: TensorRT failed: Error Code 3: API Usage Error" in answer["verdict"]["summary"]
+
+
+def test_a_cuda_runtime_that_does_not_load_is_a_step_error_with_the_driver_needed(upstream, fake_tensorrt, monkeypatch,
+                                                                                 tmp_path):
+    from polygraphy import cuda
+
+    def refuses():
+        raise RuntimeError("CUDA Error: 35. To figure out what this means, refer to the CUDA documentation")
+
+    monkeypatch.setattr(et, "cuda_runtime_dir", lambda: tmp_path)
+    monkeypatch.setattr(cuda, "wrapper", refuses)
+    answer = _engine(upstream)
+    assert not answer["ok"] and "traceback" not in answer, answer
+    assert answer["error"].startswith("the CUDA runtime could not be loaded: the NVIDIA driver is too old for this "
+                                      "CUDA runtime (driver 550.54.15 (CUDA 12.4)): RuntimeError: CUDA Error: 35.")
+    assert answer["hint"].startswith("update the NVIDIA driver to 525.60.13 or newer (CUDA 12)")
+
+
+def test_tensorrt_that_cannot_be_imported_is_a_step_error_saying_how_to_reinstall(upstream, fake_tensorrt,
+                                                                                  monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import raises ImportError
+    answer = _engine(upstream)
+    assert not answer["ok"] and "traceback" not in answer, answer
+    assert answer["error"].startswith("TensorRT cannot be imported: ")
+    assert "NVIDIA's index" in answer["hint"] and "PIP_EXTRA_INDEX_URL=https://pypi.nvidia.com make GPU=1" in answer["hint"]

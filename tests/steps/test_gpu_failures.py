@@ -430,3 +430,75 @@ def test_the_fp16_onnx_keeps_float32_inputs_and_outputs_and_passes_its_own_parit
     for name in ("export", "simplify", "convert[fp16]"):
         assert again.run(name)["ok"]
     assert again.out("convert[fp16]", "model").read_bytes() == steps.out("convert[fp16]", "model").read_bytes()
+
+
+# -- every cause, word for word: what a user reads when the GPU fails -----------------------------
+
+_T4 = {"name": "Tesla T4", "compute_cap": "7.5", "driver": "470.82.01", "cuda": "11.4"}
+
+
+@pytest.mark.parametrize(("ident", "visible", "error", "needed", "message", "hint"), [
+    (_T4, None, RuntimeError("CUDA Error: 35."), 12,
+     "x: the NVIDIA driver is too old for this CUDA runtime (driver 470.82.01 (CUDA 11.4)): RuntimeError: CUDA Error: 35.",
+     "update the NVIDIA driver to 525.60.13 or newer (CUDA 12), or install the TensorRT build for your driver's CUDA"),
+    ({"name": "Tesla T4", "driver": "470.82.01"}, None, RuntimeError("CUDA Error: 35."), None,
+     "x: the NVIDIA driver is too old for this CUDA runtime (driver 470.82.01 (CUDA unknown)): RuntimeError: CUDA "
+     "Error: 35.", "update the NVIDIA driver, or install the TensorRT build for your driver's CUDA"),
+    ({}, None, RuntimeError("insufficient driver"), 99,
+     "x: the NVIDIA driver is too old for this CUDA runtime (the NVIDIA driver): RuntimeError: insufficient driver",
+     "update the NVIDIA driver, or install the TensorRT build for your driver's CUDA"),
+    ({}, None, RuntimeError("CUDA failure 100: no CUDA-capable device is detected"), None,
+     "x: no CUDA device is visible to this process: RuntimeError: CUDA failure 100: no CUDA-capable device is detected",
+     "check that nvidia-smi lists the GPU and that CUDA_VISIBLE_DEVICES names it; in a container, start it with the "
+     "GPU passed in (docker run --gpus all)"),
+    ({}, "", RuntimeError("invalid device ordinal"), None,
+     "x: no CUDA device is visible to this process (CUDA_VISIBLE_DEVICES=): RuntimeError: invalid device ordinal",
+     "check that nvidia-smi lists the GPU and that CUDA_VISIBLE_DEVICES names it; in a container, start it with the "
+     "GPU passed in (docker run --gpus all)"),
+    ({}, None, MemoryError("out of memory"), None, "x: out of GPU memory: MemoryError: out of memory",
+     "free the GPU (nvidia-smi lists what holds it), lower the target's workspace or the dims' max, or build on a GPU "
+     "with more memory"),
+    ({}, None, RuntimeError("CUDA error: 46 busy or unavailable"), None,
+     "x: the GPU is busy or unavailable (compute mode exclusive, or held by another process): RuntimeError: CUDA "
+     "error: 46 busy or unavailable",
+     "nvidia-smi -q -d COMPUTE shows the compute mode; wait for the other process or change the mode"),
+    (_T4, None, TypeError("factory function returned nullptr"), None,
+     "x: CUDA could not start on Tesla T4: TypeError: factory function returned nullptr",
+     "run nvidia-smi to check the driver answers; a CUDA runtime on LD_LIBRARY_PATH newer than the driver supports "
+     "also stops it (unset LD_LIBRARY_PATH to test)"),
+    ({}, None, TypeError("initialization error"), 12,
+     "x: CUDA could not start on the GPU: TypeError: initialization error",
+     "run nvidia-smi to check the driver answers; a CUDA runtime on LD_LIBRARY_PATH newer than the driver supports "
+     "also stops it (unset LD_LIBRARY_PATH to test)"),
+    (_T4, None, TypeError("factory function returned nullptr"), 12,
+     "x: the NVIDIA driver is too old for this CUDA runtime (driver 470.82.01 (CUDA 11.4)): TypeError: factory "
+     "function returned nullptr",
+     "update the NVIDIA driver to 525.60.13 or newer (CUDA 12), or install the TensorRT build for your driver's CUDA"),
+    ({}, None, RuntimeError("Error Code 4:\n  Internal   Error"), None, "x: RuntimeError: Error Code 4: Internal Error",
+     "TensorRT's own messages are in the step's log"),
+], ids=["driver", "driver-no-cuda", "driver-no-gpu", "device", "device-visible", "memory", "busy", "start",
+        "start-no-gpu", "start-old-driver", "other"])
+def test_each_gpu_failure_reads_word_for_word(monkeypatch, ident, visible, error, needed, message, hint):
+    monkeypatch.setattr(gpu, "gpu", lambda: dict(ident))
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    err = gpu.failure("x", error, needed)
+    assert (err.message, err.hint) == (message, hint)
+
+
+def test_a_long_gpu_failure_is_cut_at_600_characters(monkeypatch):
+    monkeypatch.setattr(gpu, "gpu", lambda: {})
+    err = gpu.failure("x", RuntimeError("e" * 1000))
+    assert err.message == "x: " + ("RuntimeError: " + "e" * 1000)[:600]
+
+
+@pytest.mark.parametrize(("text", "cause"), [
+    ("CUDA runtime error: 803", "driver"), ("cuda failure 804", "driver"), ("forward compatibility was attempted", "driver"),
+    ("system has unsupported display driver", "driver"), ("CUDA error 101", "device"), ("cudaErrorMemoryAllocation", "memory"),
+    ("could not be allocated", "memory"), ("failed to allocate memory", "memory"), ("CUDA error: 3", "start"),
+    ("CUDA error: 999", None), ("error 35 elsewhere", None),
+])
+def test_more_cuda_failures_are_named_by_their_cause(text, cause):
+    assert gpu.failure_cause(text) == cause
