@@ -191,33 +191,42 @@ class Narrowing:
     checked: int  # how many sizes of the range were checked
     site: str | None  # `file:line in function` of the first claim in the model's own code
 
-    def failing(self, lo: int, hi: int) -> list[int]:
+    def failing(self, lo: int, hi: int, step: int = 1) -> list[int]:
         held = set(self.holds)
-        return [n for n in _sample(lo, hi) if n not in held]
+        return [n for n in _sample(lo, hi, step) if n not in held]
 
 
 # The sizes of a range a claim is checked at: all of them up to this many, else an even sample.
 CLAIM_SIZES = 256
 
 
-def _sample(lo: int, hi: int, limit: int = CLAIM_SIZES) -> list[int]:
-    if hi - lo + 1 <= limit:
-        return list(range(lo, hi + 1))
-    step = (hi - lo) / (limit - 1)
-    return sorted({lo + round(i * step) for i in range(limit)})
+def _sample(lo: int, hi: int, step: int = 1, limit: int = CLAIM_SIZES) -> list[int]:
+    """The sizes of lo..hi that are multiples of `step` (a dim's multiple_of): all, or an even sample of `limit`."""
+    sizes = taken_sizes(lo, hi, step)
+    if len(sizes) <= limit:
+        return list(sizes)
+    return sorted({sizes[round(i * (len(sizes) - 1) / (limit - 1))] for i in range(limit)})
 
 
-def sizes_in_words(holds: tuple[int, ...] | list[int], checked: int, lo: int, hi: int) -> str:
-    """Which sizes hold, as a user reads it: `9..16`, `only sizes 8·n from 32 to 96`, `only the size 40`."""
+def taken_sizes(lo: int, hi: int, step: int = 1) -> range:
+    """The sizes of lo..hi a dim with `multiple_of: step` takes."""
+    return range(-(-lo // step) * step, hi + 1, step)
+
+
+def sizes_in_words(holds: tuple[int, ...] | list[int], checked: int, lo: int, hi: int, step: int = 1) -> str:
+    """Which sizes hold, as a user reads it: `9..16`, `only sizes 8·n from 32 to 96`, `only the size 40`.
+
+    `step` is the dim's multiple_of: the range's sizes are its multiples, and a run of them is `16..64`."""
     sizes = sorted(holds)
     if not sizes:
         return "no size of the range"
     if len(sizes) == 1:
         return f"only the size {sizes[0]}"
     steps = {b - a for a, b in zip(sizes, sizes[1:])}
-    if steps == {1} and checked == hi - lo + 1:
+    every = checked == len(taken_sizes(lo, hi, step))
+    if steps == {step} and every:
         return f"{sizes[0]}..{sizes[-1]}"
-    if len(steps) == 1 and checked == hi - lo + 1:
+    if len(steps) == 1 and every:
         k = steps.pop()
         offset = sizes[0] % k
         return f"only sizes {k}·n{f' + {offset}' if offset else ''} from {sizes[0]} to {sizes[-1]}"
@@ -226,13 +235,17 @@ def sizes_in_words(holds: tuple[int, ...] | list[int], checked: int, lo: int, hi
 
 
 def claimed_narrowings(shape_env, claims: list[tuple[object, str | None]], symbols: dict[object, str],
-                       declared: dict[str, dict[str, int]]) -> dict[str, Narrowing]:
+                       declared: dict[str, dict[str, int]], factors: dict[object, int] | None = None
+                       ) -> dict[str, Narrowing]:
     """Per dim, the sizes of its declared range for which every claim (a sympy condition on the
     dims' symbols) holds, the other dims at their traced sizes; only dims some size fails are listed.
 
     `symbols` maps each input dim's symbol to its recipe name; a claim over symbols outside
     it (sizes the graph computes, not an input's) says nothing about the declared ranges.
+    A dim with `multiple_of: k` is checked at its multiples only; where it was captured as
+    `k * symbol` (a derived dim), `factors` holds k for that symbol, which takes the size / k.
     """
+    factors = factors or {}
     import sympy
 
     traced = {sym: sympy.Integer(shape_env.var_to_val[sym]) for sym in symbols if sym in shape_env.var_to_val}
@@ -249,10 +262,12 @@ def claimed_narrowings(shape_env, claims: list[tuple[object, str | None]], symbo
         if not mine:
             continue
         d = declared[name]
-        sizes = _sample(d["min"], d["max"])
+        sizes = _sample(d["min"], d["max"], d.get("multiple_of", 1))
+        factor = factors.get(sym, 1)
         holds, site = [], None
         for n in sizes:
-            broken = next((s for expr, s in mine.items() if not _holds(expr, {sym: sympy.Integer(n)})), False)
+            value = {sym: sympy.Integer(n // factor)}
+            broken = next((s for expr, s in mine.items() if not _holds(expr, value)), False)
             if broken is False:
                 holds.append(n)
             elif site is None:

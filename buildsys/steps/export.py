@@ -59,23 +59,42 @@ def inference_mode() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(fast)
 
 
-def _input_symbols(program, inputs) -> tuple[dict, Any]:
-    """The symbol of each named input dim in the captured graph -> the dim's name, and the capture's ShapeEnv."""
+def _input_symbols(program, inputs) -> tuple[dict, dict, Any]:
+    """The symbol of each named input dim in the captured graph -> the dim's name; the symbols of
+    dims captured as `k * symbol` (multiple_of k) -> k; and the capture's ShapeEnv."""
+    import sympy
     import torch
 
     placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
     user = [placeholders[name] for name in program.graph_signature.user_inputs if name in placeholders]
-    symbols, shape_env = {}, None
+    symbols, factors, shape_env = {}, {}, None
     for spec, node in zip(inputs, user):
         val = node.meta.get("val")
         if not isinstance(val, torch.Tensor):
             continue
         for axis, s in enumerate(spec.shape):
             size = val.shape[axis] if axis < val.dim() else None
-            if isinstance(s, str) and isinstance(size, torch.SymInt) and size.node.expr.is_Symbol:
-                symbols[size.node.expr] = s
+            if not isinstance(s, str) or not isinstance(size, torch.SymInt):
+                continue
+            expr = size.node.expr
+            k, root = expr.as_coeff_Mul() if expr.is_Mul else (sympy.Integer(1), expr)
+            if root.is_Symbol and k.is_Integer and k > 0:
+                symbols[root] = s
+                if k > 1:
+                    factors[root] = int(k)
                 shape_env = size.node.shape_env
-    return symbols, shape_env
+    return symbols, factors, shape_env
+
+
+def dynamic_dim(name: str, d):
+    """The torch.export dim of a recipe dim: `Dim(name)`, or for `multiple_of: k` the derived dim
+    `k * Dim(name_over_k)`, so that the capture knows every size is a multiple of k (min and max are)."""
+    import torch
+
+    k = d.multiple_of
+    if k <= 1:
+        return torch.export.Dim(name, min=d.min, max=d.max)
+    return k * torch.export.Dim(f"{name}_over_{k}", min=-(-d.min // k), max=d.max // k)
 
 
 def _runtime_assertions(program) -> list[tuple[Any, str | None]]:
@@ -110,6 +129,7 @@ class ExportOnnx(Step):
         import torch
 
         from buildsys.steps.modelload import example_inputs, load_model
+        from buildsys.steps.onnxfile import check_model
 
         torch.set_num_threads(self.ctx.threads)
         p = self.params
@@ -132,7 +152,7 @@ class ExportOnnx(Step):
         data = out.with_name(out.name + ".data")
         if data.exists():
             files.append(data.name)
-        check_onnx(out, self.ctx.scratch)
+        check_model(out, self.ctx.scratch)
         self._check_graph(out)
         summary = f"opset {p.export.opset}, {out.stat().st_size / 2**20:.1f} MiB"
         verdict = None
@@ -152,7 +172,7 @@ class ExportOnnx(Step):
         from buildsys.steps.recurrent import onnx_translations, recurrent_decompositions
 
         p = self.params
-        dim_objs = {n: torch.export.Dim(n, min=d.min, max=d.max) for n, d in p.dims.items()}
+        dim_objs = {n: dynamic_dim(n, d) for n, d in p.dims.items()}
         shapes = []
         for spec in p.inputs:
             axes = {i: dim_objs[s] for i, s in enumerate(spec.shape) if isinstance(s, str)}
@@ -218,18 +238,19 @@ class ExportOnnx(Step):
         from buildsys.steps.diagnose import claimed_narrowings, sizes_in_words, stack_site
 
         p = self.params
-        symbols, shape_env = _input_symbols(program, p.inputs)
+        symbols, factors, shape_env = _input_symbols(program, p.inputs)
         if shape_env is None:
             return
         claims = [(expr, stack_site(site, self.ctx.workspace)) for expr, site in _runtime_assertions(program)]
-        narrowed = claimed_narrowings(shape_env, claims, symbols, self.slice["dims"])
+        narrowed = claimed_narrowings(shape_env, claims, symbols, self.slice["dims"], factors)
         wrong = {}
         for name, claim in narrowed.items():
             d = self.slice["dims"][name]
+            step = d.get("multiple_of", 1)
             print(f"dim {name}: the capture asserts that the graph holds for "
-                  f"{sizes_in_words(claim.holds, claim.checked, d['min'], d['max'])}; running it at the others",
+                  f"{sizes_in_words(claim.holds, claim.checked, d['min'], d['max'], step)}; running it at the others",
                   flush=True)
-            found = self._first_wrong_size(model, out, traced, name, claim.failing(d["min"], d["max"]))
+            found = self._first_wrong_size(model, out, traced, name, claim.failing(d["min"], d["max"], step))
             if found:
                 wrong[name] = (claim, found)
             else:
@@ -277,7 +298,8 @@ class ExportOnnx(Step):
 
         dims = self.slice["dims"]
         fixes = violated_dims(str(exc), dims)
-        holds = {n: sizes_in_words(c.holds, c.checked, dims[n]["min"], dims[n]["max"]) for n, c in claims.items()}
+        holds = {n: sizes_in_words(c.holds, c.checked, dims[n]["min"], dims[n]["max"], dims[n].get("multiple_of", 1))
+                 for n, c in claims.items()}
         holds.update({n: h for n, h in fixes.items() if n not in holds})
         if not holds:
             holds = {n: "a narrower range (see the log)" for n in dims if f" {n} " in str(exc)}
@@ -285,7 +307,7 @@ class ExportOnnx(Step):
         parts = [f"dim {n}: the exported graph holds for {h}, not for all of the declared "
                  f"{dims[n]['min']}..{dims[n]['max']}" for n, h in holds.items()]
         message = "; ".join(parts) + (f"; the model's code constrains it at {site}" if site else "")
-        return self._narrowing_error(message, next(iter(holds), None))
+        return self._narrowing_error(message, next(iter(holds), None), _multiples(claims))
 
     def _narrowed_by_run(self, wrong: dict) -> StepError:
         from buildsys.steps.diagnose import sizes_in_words
@@ -294,14 +316,19 @@ class ExportOnnx(Step):
         parts = []
         for n, (claim, found) in wrong.items():
             d = dims[n]
-            parts.append(f"dim {n}: the exported graph holds for {sizes_in_words(claim.holds, claim.checked, d['min'], d['max'])}, "
+            holds = sizes_in_words(claim.holds, claim.checked, d["min"], d["max"], d.get("multiple_of", 1))
+            parts.append(f"dim {n}: the exported graph holds for {holds}, "
                          f"not for all of the declared {d['min']}..{d['max']} ({found})"
                          + (f"; the model's code constrains it at {claim.site}" if claim.site else ""))
-        return self._narrowing_error("; ".join(parts), next(iter(wrong)))
+        return self._narrowing_error("; ".join(parts), next(iter(wrong)),
+                                     _multiples({n: claim for n, (claim, _) in wrong.items()}))
 
-    def _narrowing_error(self, message: str, first: str | None) -> StepError:
-        return StepError(message, field=f"dims.{first}" if first else "dims",
-                         hint="declare the range that holds (or a fixed size), or make the model's shape logic "
+    def _narrowing_error(self, message: str, first: str | None, multiples: dict[str, int] | None = None) -> StepError:
+        where = f"dims.{first}" if first else "dims"
+        said = "; ".join(f"{n}: {{..., multiple_of: {k}}}" for n, k in (multiples or {}).items())
+        hint = (f"if the model takes only those multiples, say so in the dim ({said}); otherwise " if said else "")
+        return StepError(message, field=where,
+                         hint=hint + "declare the range that holds (or a fixed size), or make the model's shape logic "
                               "independent of the input size; export: {exporter: torchscript} is the other route "
                               "(it traces at one shape and parity checks the trace); the log has the whole report")
 
@@ -387,6 +414,17 @@ class ExportOnnx(Step):
             raise outputs_mismatch(n_out, len(p.outputs), what="the exported graph outputs")
 
 
+def _multiples(claims: dict) -> dict[str, int]:
+    """Dim -> k where the sizes a claim leaves are every multiple of k in the range (k·n, more than one of them)."""
+    found = {}
+    for name, claim in claims.items():
+        sizes = sorted(claim.holds)
+        steps = {b - a for a, b in zip(sizes, sizes[1:])}
+        if len(steps) == 1 and (k := steps.pop()) > 1 and sizes[0] % k == 0:
+            found[name] = k
+    return found
+
+
 def tracer_warnings(caught: list[warnings.WarningMessage], workspace: Path,
                     limit: int | None = LISTED_WARNINGS) -> dict[str, Any]:
     """Warnings de-duplicated by place and message, in the order first seen, each with its count.
@@ -442,19 +480,6 @@ def strip_source_locations(path: Path) -> None:
                 graphs.extend(attr.graphs)
     if changed:
         onnx.save(model, str(path))
-
-
-def check_onnx(path: Path, scratch: Path) -> None:
-    """onnx.checker and strict shape inference on a model file (external data included)."""
-    import onnx
-
-    try:
-        onnx.checker.check_model(str(path))
-        inferred = scratch / ".inferred.onnx"
-        onnx.shape_inference.infer_shapes_path(str(path), str(inferred), check_type=True, strict_mode=True)
-        inferred.unlink(missing_ok=True)
-    except Exception as exc:
-        raise StepError(f"the ONNX model is invalid: {str(exc).strip().splitlines()[0][:500]}") from None
 
 
 _ORT_BANNER = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")

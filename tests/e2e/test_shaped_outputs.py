@@ -98,11 +98,15 @@ export: {exporter: torchscript}
 def test_segmentation_maps_and_a_model_of_multiples_of_8_at_dynamic_sizes(workspace):
     workspace.write("recipes/seg.yaml", SEGMENTER)
     workspace.write("recipes/blocks.yaml", BLOCKS)
+    workspace.write("recipes/blocks_dynamo.yaml", BLOCKS.replace("export: {exporter: torchscript}\n", ""))
     workspace.write("recipes/anysize.yaml", BLOCKS.replace(", multiple_of: 8", ""))
+    workspace.write("recipes/anysize_dynamo.yaml",
+                    BLOCKS.replace(", multiple_of: 8", "").replace("export: {exporter: torchscript}\n", ""))
     r = workspace.build("-k")
     assert r.code == 3, r.stdout + r.stderr
     assert r.states()["seg:engine[onnxruntime-fp32]"] == "ran"
     assert r.states()["blocks:engine[onnxruntime-fp32]"] == "ran"
+    assert r.states()["blocks_dynamo:engine[onnxruntime-fp32]"] == "ran"
 
     seg = parity(workspace, "seg")
     assert seg["passed"]
@@ -111,11 +115,20 @@ def test_segmentation_maps_and_a_model_of_multiples_of_8_at_dynamic_sizes(worksp
         assert row["outputs"]["masks"]["shape"] == [n, 5, h, w]
     assert {row["point"] for row in seg["results"]} == {"min", "opt", "max", "random1", "random2"}
 
-    blocks = parity(workspace, "blocks")
-    assert blocks["passed"]
-    drawn = [row["shapes"]["image"] for row in blocks["results"] if row["point"].startswith("random")]
-    assert len(drawn) == 2 and all(h % 8 == 0 and w % 8 == 0 for _, _, h, w in drawn)
-    assert any(h not in (16, 32, 64) or w not in (16, 32, 64) for _, _, h, w in drawn)
+    for name in ("blocks", "blocks_dynamo"):
+        blocks = parity(workspace, name)
+        assert blocks["passed"]
+        drawn = [row["shapes"]["image"] for row in blocks["results"] if row["point"].startswith("random")]
+        assert len(drawn) == 2 and all(h % 8 == 0 and w % 8 == 0 for _, _, h, w in drawn)
+        assert any(h not in (16, 32, 64) or w not in (16, 32, 64) for _, _, h, w in drawn)
+        assert {row["point"] for row in blocks["results"]} == {"min", "opt", "max", "random1", "random2"}
+
+    # the dynamo exporter declares height and width as 8·n: the graph's input keeps them symbolic
+    import onnx
+
+    image = onnx.load(str(workspace.root / "out/blocks_dynamo/model.onnx"), load_external_data=False).graph.input[0]
+    sizes = image.type.tensor_type.shape.dim
+    assert [bool(d.dim_param) for d in sizes] == [True, False, True, True], sizes
 
     # without multiple_of the seeded random shapes hold sizes the model cannot take: the message says what to do
     failed = [s for s in r.json["steps"] if s["id"] == "anysize:reference"][0]
@@ -123,3 +136,10 @@ def test_segmentation_maps_and_a_model_of_multiples_of_8_at_dynamic_sizes(worksp
     said = r.stdout + r.stderr
     assert "recipes/anysize.yaml:6:1: dims: the PyTorch model failed at the random1 shape" in said
     assert "multiple_of: 8}" in said and "parity.random_shapes: 0" in said
+
+    # the dynamo exporter finds the same from the capture, and names multiple_of in its hint
+    assert r.states()["anysize_dynamo:export"] == "failed"
+    assert "recipes/anysize_dynamo.yaml:8:3: dims.height: dim height: the exported graph holds for only sizes 8·n " \
+           "from 16 to 64, not for all of the declared 16..64" in said
+    assert "hint: if the model takes only those multiples, say so in the dim (height: {..., multiple_of: 8}; " \
+           "width: {..., multiple_of: 8})" in said

@@ -45,3 +45,23 @@ def test_a_claim_that_holds_at_every_size_narrows_nothing():
     found = claimed_narrowings(SimpleNamespace(var_to_val={size: 64}), [(last_window, None)],
                                {size: "size"}, {"size": {"min": 32, "max": 96}})
     assert found == {}
+
+
+def test_a_dim_with_multiple_of_is_checked_at_its_multiples_only():
+    import sympy
+
+    h = sympy.Symbol("s0", integer=True, positive=True)
+    # the graph's assertion that a reshape into 8-row blocks divides the height
+    blocks = sympy.Eq(h, 8 * (h // 8))
+    declared = {"height": {"min": 16, "max": 64, "multiple_of": 8}}
+    assert claimed_narrowings(SimpleNamespace(var_to_val={h: 32}), [(blocks, None)], {h: "height"}, declared) == {}
+
+    # blocks of 16 narrow a dim of multiples of 8, captured as 8 * s0 (the symbol takes size / 8)
+    k = sympy.Symbol("s1", integer=True, positive=True)
+    found = claimed_narrowings(SimpleNamespace(var_to_val={k: 4}), [(sympy.Eq(8 * k, 16 * (k // 2)), "m.py:4 in f")],
+                               {k: "height"}, declared, factors={k: 8})
+    height = found["height"]
+    assert height.holds == (16, 32, 48, 64) and height.checked == 7
+    assert sizes_in_words(height.holds, height.checked, 16, 64, 8) == "only sizes 16·n from 16 to 64"
+    assert height.failing(16, 64, 8) == [24, 40, 56]
+    assert sizes_in_words(list(range(16, 65, 8)), 7, 16, 64, 8) == "16..64"
