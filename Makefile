@@ -53,7 +53,10 @@ endif
 engines: $(STAMP)
 	$(BIN)/buildsys build -j $(JOBS)
 
+# Lint (ruff) and types (mypy), configured in pyproject.toml, then the tests; any finding fails.
 test: $(STAMP)
+	$(BIN)/ruff check buildsys tests benchmarks
+	$(BIN)/mypy
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

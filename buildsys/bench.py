@@ -21,9 +21,10 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 WARMUP = 5
 MIN_RUNS = 30
@@ -185,7 +186,7 @@ def bench_recipe(recipe, workspace: Path, out: Path, threads: int | None = None)
 
             def run_ts():
                 with torch.inference_mode():
-                    scripted(*tensors)
+                    scripted(*tensors)  # noqa: B023  (called at once, in this iteration)
 
             rows.append(BenchRow("torchscript", profile, shapes, *measure(run_ts, batch), baseline="pytorch-eager"))
             del scripted
@@ -284,7 +285,7 @@ def _bench_ort_gpu(name: str, path: Path, provider: str, options: dict, precisio
             import tensorrt  # noqa: F401  (loads TensorRT's libraries for the provider)
         session = gpu_session(path, threads, [*providers, "CPUExecutionProvider"])
         refuse_fallback(session, provider)
-        host = BenchRow(name, profile, shapes, *measure(lambda: session.run(None, feeds), batch), io=HOST_COPIES,
+        host = BenchRow(name, profile, shapes, *measure(lambda: session.run(None, feeds), batch), io=HOST_COPIES,  # noqa: F821
                         note="numpy in and out", **labels)
         outputs = session.run(None, feeds)
         del session
@@ -329,7 +330,7 @@ def _ort_resident(name: str, path: Path, provider: str, providers: list, feeds, 
             binding, kept = bound(session)
 
             def run():
-                session.run_with_iobinding(binding)
+                session.run_with_iobinding(binding)  # noqa: B023, F821  (called at once, before `del session`)
 
             figures = measure(run, batch, sync=binding.synchronize_outputs)
         except Exception as exc:  # a graph the CUDA provider cannot capture: timed without it, and said so
@@ -344,7 +345,6 @@ def _bench_trt(plan: Path, feeds, profile: int, shapes, batch) -> list[BenchRow]
     """A TensorRT engine through Polygraphy's TrtRunner: inputs and outputs on the GPU, and with host copies."""
 
     from buildsys import gpu
-
     from buildsys.steps.engine_tensorrt import pin_cuda_runtime, tensorrt_missing
 
     precision = plan.stem.rsplit("-", 1)[-1]
@@ -407,7 +407,7 @@ def _bench_ort(name: str, path: Path, feeds, threads: int, profile: int, shapes,
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
     session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    row = BenchRow(name, profile, shapes, *measure(lambda: session.run(None, feeds), batch), precision=precision,
+    row = BenchRow(name, profile, shapes, *measure(lambda: session.run(None, feeds), batch), precision=precision,  # noqa: F821
                    baseline=baseline_for("cpu", precision))
     del session
     return row

@@ -511,7 +511,6 @@ def cmd_view(root: Path, args) -> int:
 
 def cmd_validate(root: Path, args) -> int:
     from buildsys import loading
-
     from buildsys.errors import RecipeError
 
     recipes, problems = loading.load(root, None, args.recipes, keep_going=True)

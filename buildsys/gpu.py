@@ -284,7 +284,7 @@ def failure(action: str, exc: BaseException, needed_cuda: int | None = None) -> 
     floor = MIN_DRIVER.get(needed_cuda or 0)
     messages = {
         "driver": (f"{action}: the NVIDIA driver is too old for this CUDA runtime ({driver})",
-                   f"update the NVIDIA driver" + (f" to {floor} or newer (CUDA {needed_cuda})" if floor else "")
+                   "update the NVIDIA driver" + (f" to {floor} or newer (CUDA {needed_cuda})" if floor else "")
                    + ", or install the TensorRT build for your driver's CUDA"),
         "device": (f"{action}: no CUDA device is visible to this process"
                    + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""),

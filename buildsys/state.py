@@ -360,7 +360,7 @@ class State:
             )
 
     def failures(self) -> dict[str, tuple[str, str, str]]:
-        return {s: (k, m, l) for s, k, m, l in self.db.execute("SELECT step, key, message, log FROM failures")}
+        return {s: (k, m, lg) for s, k, m, lg in self.db.execute("SELECT step, key, message, log FROM failures")}
 
     # -- resolved recipes -------------------------------------------------------
 
@@ -445,7 +445,7 @@ class WorkspaceLock:
         self.path = directory / "lock"
         self.fd: int | None = None
 
-    def __enter__(self) -> "WorkspaceLock":
+    def __enter__(self) -> WorkspaceLock:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -6,11 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from buildsys.errors import RecipeError
 from buildsys.build import Workspace
 from buildsys.engine.rebuilder import Rebuilder, diff_docs
-from buildsys.recipe.model import (CalibrationSpec, DataSpec, Dim, ExportSpec, InputSpec, ModelSpec, OutputSpec,
-                                   Recipe, TargetSpec, Tolerance)
+from buildsys.errors import RecipeError
+from buildsys.recipe.model import (
+    CalibrationSpec,
+    DataSpec,
+    Dim,
+    ExportSpec,
+    InputSpec,
+    ModelSpec,
+    OutputSpec,
+    Recipe,
+    TargetSpec,
+    Tolerance,
+)
 from buildsys.resolve import resolve
 from buildsys.state import State
 from buildsys.store import Store

@@ -193,7 +193,7 @@ class Rebuilder:
                 self.store.materialize(digest, target_dir / rel)
                 self.state.remember(target_dir / rel, digest)
 
-    def _changed_while_running(self, step: StepSpec, decision: "Decision", deps: dict) -> str | None:
+    def _changed_while_running(self, step: StepSpec, decision: Decision, deps: dict) -> str | None:
         for name, rel in step.files.items():
             if (self.state.digest(self.ws.root / rel) or "missing") != decision.doc["files"][name]:
                 return f"{rel} changed"
@@ -202,7 +202,7 @@ class Rebuilder:
                 return f"source {rel} changed"
         return None
 
-    def _failed(self, step: StepSpec, decision: "Decision", answer: StepAnswer) -> Outcome:
+    def _failed(self, step: StepSpec, decision: Decision, answer: StepAnswer) -> Outcome:
         message = self.graph.locate(step.recipe, answer.field) + answer.error
         if answer.hint:
             message += f"\n  hint: {answer.hint}"

@@ -14,9 +14,9 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from buildsys.build import Workspace, select
 from buildsys.engine.answer import Outcome
@@ -84,7 +84,7 @@ class Session:
     # -- opening ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def opened(self) -> Iterator["Session"]:
+    def opened(self) -> Iterator[Session]:
         """The workspace locked, with its state, store and runner, for one build; closed on any exit.
 
         On Ctrl-C or SIGTERM the running steps are killed and their scratch removed,

@@ -22,7 +22,6 @@ from buildsys.engine.answer import StepAnswer
 from buildsys.errors import StepError
 from buildsys.steps.base import StepContext, StepResult
 
-
 # Terminal control sequences: CSI (colours, `\x1b[0;93m`), OSC (titles, links) and the two-byte escapes.
 _ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 

@@ -21,7 +21,6 @@ from buildsys.recipe.model import (
     Dim,
     ExportSpec,
     InputSpec,
-    ModelSpec,
     OutputSpec,
     ParitySpec,
     QuantizationSpec,

@@ -226,7 +226,7 @@ class Recipe:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "Recipe":
+    def from_json(cls, text: str) -> Recipe:
         return recipe_from_dict(json.loads(text))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from buildsys.steps.params import from_slice
 
@@ -39,7 +39,11 @@ class StepResult:
     note: str = ""
 
 
-class Step:
+# The step's typed parameters (its PARAMS dataclass; the plain slice where it declares none).
+P = TypeVar("P")
+
+
+class Step(Generic[P]):
     KIND = ""
     VERSION = 1
     TOOLS: tuple[str, ...] = ()
@@ -54,7 +58,7 @@ class Step:
         # The slice stays plain data up to here: it is what the key hashes and the workers receive;
         # `slice` keeps it for the helpers shared with tools outside the steps (bench), which take it so.
         self.slice = params
-        self.params = from_slice(self.PARAMS, params) if self.PARAMS is not None else params
+        self.params: P = cast(P, from_slice(self.PARAMS, params) if self.PARAMS is not None else params)
         self.ctx = ctx
 
     def run(self) -> StepResult:

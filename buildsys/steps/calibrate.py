@@ -28,9 +28,10 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
@@ -60,7 +61,7 @@ class _Source:
     label: str = ""  # what the batches are made of, for the summary: "uniform data", "3 images"
 
 
-class CalibrateRanges(Step):
+class CalibrateRanges(Step[CalibrateParams]):
     KIND = "calibrate"
     PARAMS = CalibrateParams
     VERSION = 1

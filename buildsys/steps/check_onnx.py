@@ -22,7 +22,6 @@ from buildsys.recipe.model import InputSpec
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import ExportParams, ReferenceParams
 
-
 # External tensors up to this many bytes are read into the model before strict shape inference: the
 # constants that inference reads by value (a ReduceMean's axes, a Reshape's shape) are small, and the
 # weights keep only their shapes, so a model over 2 GiB is still inferred in one protobuf.
@@ -111,7 +110,7 @@ def external_tensors(graph) -> list:
     return found
 
 
-class CheckOnnx(Step):
+class CheckOnnx(Step[ExportParams]):
     KIND = "check"
     VERSION = 2
     TOOLS = ("onnx",)
@@ -183,7 +182,7 @@ def _resave(src: Path, out: Path) -> list[str]:
     return []
 
 
-class OnnxRuntimeReference(Step):
+class OnnxRuntimeReference(Step[ReferenceParams]):
     """reference for an ONNX model: ONNX Runtime's outputs on the checked model, at every shape point."""
 
     KIND = "reference-onnxruntime"
@@ -193,8 +192,8 @@ class OnnxRuntimeReference(Step):
     PARAMS = ReferenceParams
 
     def run(self) -> StepResult:
-        from buildsys.steps.sessions import cpu_session
         from buildsys.steps.reference import write_reference_outputs
+        from buildsys.steps.sessions import cpu_session
 
         p = self.params
         try:

@@ -70,7 +70,7 @@ def model_function(p: ExportParams | ReferenceParams, workspace: Path, threads: 
     return fn, signature
 
 
-class ConvertTensorFlow(Step):
+class ConvertTensorFlow(Step[ExportParams]):
     KIND = "convert"
     VERSION = 1
     TOOLS = ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "numpy")
@@ -80,8 +80,7 @@ class ConvertTensorFlow(Step):
         import onnx
         import tf2onnx
 
-        from buildsys.steps.check_onnx import verify_signature
-        from buildsys.steps.check_onnx import check_model
+        from buildsys.steps.check_onnx import check_model, verify_signature
 
         p = self.params
         fn, signature = model_function(p, self.ctx.workspace, self.ctx.threads)
@@ -121,7 +120,7 @@ def rename(proto, p: ExportParams) -> None:
                 d.dim_param = s
 
 
-class TensorFlowReference(Step):
+class TensorFlowReference(Step[ReferenceParams]):
     """reference for a TensorFlow model: TensorFlow's outputs on the seeded inputs, at every shape point."""
 
     KIND = "reference-tensorflow"

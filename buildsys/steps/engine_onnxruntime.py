@@ -10,7 +10,7 @@ from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import OrtEngineParams, OrtGpuParams, as_dict
 
 
-class OrtFormatEngine(Step):
+class OrtFormatEngine(Step[OrtEngineParams]):
     KIND = "engine-onnxruntime"
     VERSION = 2
     TOOLS = ("onnxruntime",)
@@ -24,8 +24,8 @@ class OrtFormatEngine(Step):
 
         from buildsys.numerics import compare_outputs
         from buildsys.steps import simplify
-        from buildsys.steps.sessions import cpu_session, session_options
         from buildsys.steps.reference import read_reference
+        from buildsys.steps.sessions import cpu_session, session_options
 
         out = self.ctx.output("engine")
         so = session_options(self.ctx.threads)
@@ -76,7 +76,7 @@ class OrtFormatEngine(Step):
                           summary=f"{kind}, {size:.1f} MiB, ran at {entry['point']} (max abs error {worst:.3g})")
 
 
-class _OrtGpuEngine(Step):
+class _OrtGpuEngine(Step[OrtGpuParams]):
     """ONNX Runtime on one GPU provider: the model as that provider runs it, against the reference.
 
     The artifact is the parity result: ONNX Runtime compiles for the GPU when a
@@ -109,9 +109,9 @@ class _OrtGpuEngine(Step):
     def run(self) -> StepResult:
         from buildsys import gpu
         from buildsys.numerics import compare_outputs
-        from buildsys.steps.sessions import gpu_session, node_placement, placement_record, refuse_fallback
         from buildsys.steps.engine_tensorrt import parity_document, target_tolerance
         from buildsys.steps.reference import read_reference
+        from buildsys.steps.sessions import gpu_session, node_placement, placement_record, refuse_fallback
 
         p = self.params
         model = self.ctx.inputs["model"]
@@ -197,8 +197,8 @@ class OrtTensorRTEngine(_OrtGpuEngine):
                 ("CUDAExecutionProvider", dict(self.params.provider_options)), "CPUExecutionProvider"]
 
     def options(self, cache: Path) -> dict[str, str]:
-        from buildsys.steps.sessions import tensorrt_options
         from buildsys.steps.engine_tensorrt import profile_shapes
+        from buildsys.steps.sessions import tensorrt_options
 
         p = self.params
         shapes = profile_shapes(p.inputs, p.profiles[0])

@@ -223,7 +223,7 @@ def qdq_nodes(model: Path) -> int:
     return sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
 
 
-class TensorRTEngine(Step):
+class TensorRTEngine(Step[TensorRTParams]):
     KIND = "engine-tensorrt"
     VERSION = 1
     TOOLS = (*TENSORRT_DISTS, "polygraphy", "onnx", "numpy")

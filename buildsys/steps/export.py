@@ -32,7 +32,7 @@ def trace_dims(dims: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     return out
 
 
-class ExportOnnx(Step):
+class ExportOnnx(Step[ExportParams]):
     KIND = "export"
     PARAMS = ExportParams
     VERSION = 3  # 3: the tracer's warnings are recorded (verdict.tracer_warnings) for the reports

@@ -42,7 +42,7 @@ from buildsys.steps.params import FallbackParams, as_dict
 _LATENCY_RUNS = 15
 
 
-class Int8Fallback(Step):
+class Int8Fallback(Step[FallbackParams]):
     KIND = "fallback"
     PARAMS = FallbackParams
     VERSION = 1

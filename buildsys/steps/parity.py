@@ -19,7 +19,7 @@ from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import ParityParams, as_dict
 
 
-class ParityCheck(Step):
+class ParityCheck(Step[ParityParams]):
     KIND = "parity"
     PARAMS = ParityParams
     VERSION = 5
@@ -27,8 +27,8 @@ class ParityCheck(Step):
     RESIDENT = True
 
     def run(self) -> StepResult:
-        from buildsys.steps.sessions import cpu_session
         from buildsys.steps.reference import read_reference
+        from buildsys.steps.sessions import cpu_session
 
         p = self.params
         precision = p.precision

@@ -76,7 +76,7 @@ def flavour_for(name: str, cpu: str | None) -> Flavour:
     return flavour
 
 
-class QuantizeQdq(Step):
+class QuantizeQdq(Step[QuantizeParams]):
     KIND = "quantize"
     PARAMS = QuantizeParams
     VERSION = 2

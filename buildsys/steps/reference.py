@@ -38,7 +38,7 @@ def read_reference(path: Path):
     return manifest, data
 
 
-class ReferenceOutputs(Step):
+class ReferenceOutputs(Step[ReferenceParams]):
     KIND = "reference"
     PARAMS = ReferenceParams
     VERSION = 2
@@ -52,8 +52,8 @@ class ReferenceOutputs(Step):
         import torch
 
         from buildsys.inputs import fit_notes, parity_inputs
-        from buildsys.steps.modelload import flatten_outputs, load_model
         from buildsys.steps.export import outputs_mismatch
+        from buildsys.steps.modelload import flatten_outputs, load_model
 
         torch.set_num_threads(self.ctx.threads)
         p = self.params
