@@ -209,7 +209,7 @@ def _bench_eager(e: Eager, model, tensors, profile: int, shapes, batch) -> Bench
     """PyTorch eager on the CPU, or on the GPU at one precision (a copy of the model there)."""
     import torch
 
-    labels = dict(device=e.device, precision=e.precision)
+    labels: dict[str, Any] = dict(device=e.device, precision=e.precision)
     if e.device == "cpu":
         def eager():
             with torch.inference_mode():
@@ -273,7 +273,7 @@ def _bench_ort_gpu(name: str, path: Path, provider: str, options: dict, precisio
     options = dict(options)
     cuda = options.pop("cuda", None) if provider == "tensorrt" else None  # the CUDA provider beneath TensorRT's
     tf32 = options.get("use_tf32") == "1"
-    labels = dict(device="cuda", precision=precision, baseline=baseline_for("cuda", precision, tf32))
+    labels: dict[str, Any] = dict(device="cuda", precision=precision, baseline=baseline_for("cuda", precision, tf32))
     why = gpu.absent_reason()
     if why is not None:
         return [_unavailable(name, profile, shapes, why, **labels)]
@@ -319,7 +319,7 @@ def _ort_resident(name: str, path: Path, provider: str, providers: list, feeds, 
             binding.bind_ortvalue_output(meta.name, value)
         return binding, kept
 
-    attempts = []
+    attempts: list[tuple[list[Any], str]] = []
     if provider == "cuda":
         attempts.append(([(providers[0][0], cuda_graph_options(providers[0][1]))], "IOBinding, CUDA graph"))
     attempts.append(([*providers, "CPUExecutionProvider"], "IOBinding"))
@@ -348,7 +348,7 @@ def _bench_trt(plan: Path, feeds, profile: int, shapes, batch) -> list[BenchRow]
     from buildsys.steps.engine_tensorrt import pin_cuda_runtime, tensorrt_missing
 
     precision = plan.stem.rsplit("-", 1)[-1]
-    labels = dict(device="cuda", precision=precision, baseline=baseline_for("cuda", precision))
+    labels: dict[str, Any] = dict(device="cuda", precision=precision, baseline=baseline_for("cuda", precision))
     why = gpu.absent_reason() or tensorrt_missing()
     if why is not None:
         return [_unavailable(plan.stem, profile, shapes, why, **labels)]
@@ -390,7 +390,7 @@ def _trt_resident(runner, cast, name: str, profile: int, shapes, batch, labels: 
 
 
 def _onnx_candidates(folder: Path) -> list[tuple[str, Path]]:
-    found = []
+    found: list[tuple[str, Path]] = []
     for label, rel in (("onnx fp32 (onnxruntime)", "model.sim.onnx"), ("onnx fp32 (onnxruntime)", "model.onnx")):
         if (folder / rel).exists() and not any(n == label for n, _ in found):
             found.append((label, folder / rel))

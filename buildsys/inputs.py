@@ -26,7 +26,7 @@ def generate(spec: dict[str, Any], shape: tuple[int, ...], rng: np.random.Genera
     data = spec["data"]
     kind = data["kind"]
     if kind == "uniform":
-        arr = rng.uniform(data["low"], data["high"], size=shape)
+        arr: np.ndarray = rng.uniform(data["low"], data["high"], size=shape)
     elif kind == "normal":
         arr = rng.normal(data["mean"], data["std"], size=shape)
     elif kind == "randint":

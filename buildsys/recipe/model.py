@@ -209,7 +209,7 @@ class Recipe:
         base = {d.name: d for d in self.dims}
         if profile == 0:
             return base
-        over = self.profiles[profile - 1]
+        over: dict[str, dict[str, Any]] = self.profiles[profile - 1]
         return {n: dataclasses.replace(d, **over.get(n, {})) for n, d in base.items()}
 
     def where(self, field_path: str) -> str:
@@ -240,6 +240,10 @@ def _data(d: dict) -> DataSpec:
     return DataSpec(**d)
 
 
+def _tupled(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+
+
 def recipe_from_dict(d: dict) -> Recipe:
     """Rebuild a Recipe from `dataclasses.asdict` output (the recipe cache)."""
     cal = d.get("calibration")
@@ -257,7 +261,7 @@ def recipe_from_dict(d: dict) -> Recipe:
         version=d.get("version", 1),
         profiles=tuple(d.get("profiles", ())),
         export=ExportSpec(**d["export"]),
-        simplify=SimplifySpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["simplify"].items()}),
+        simplify=SimplifySpec(**_tupled(d["simplify"])),
         calibration=None
         if cal is None
         else CalibrationSpec(

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from buildsys.steps.params import from_slice
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class Step(Generic[P]):
     # Runs no project code (never imports the recipe's model, no torch) and leaves the
     # interpreter as it found it: runs in the worker's resident process (buildsys.worker).
     RESIDENT = False
-    PARAMS: type | None = None  # its typed parameters (buildsys.steps.params); None: the slice as it came
+    PARAMS: type[DataclassInstance] | None = None  # its typed parameters (buildsys.steps.params); None: the slice as it came
 
     def __init__(self, params: dict[str, Any], ctx: StepContext):
         # The slice stays plain data up to here: it is what the key hashes and the workers receive;

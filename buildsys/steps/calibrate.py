@@ -74,7 +74,7 @@ class CalibrateRanges(Step[CalibrateParams]):
         out = self.ctx.output("ranges")
         qdq = count_qdq_nodes(model)
         if qdq:
-            doc = {"format": FORMAT, "qat": True, "qdq_nodes": qdq, "method": None, "random_data": False,
+            doc: dict[str, Any] = {"format": FORMAT, "qat": True, "qdq_nodes": qdq, "method": None, "random_data": False,
                    "tensors": {}}
             out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
             summary = (f"quantization-aware trained (Q/DQ from the model): its {qdq} QuantizeLinear/DequantizeLinear "
@@ -346,7 +346,8 @@ def _load_sample(path: Path, specs: list[dict], header_only: bool = False) -> di
 
 def _shape_problems(arrays: dict, specs: list[dict], dims: dict[str, dict[str, int]]) -> list[str]:
     """What does not fit: dtype, rank, a fixed size, a dim outside [min, max] or sized two ways."""
-    out, seen = [], {}
+    out: list[str] = []
+    seen: dict[str, int] = {}
     for spec in specs:
         arr = arrays[spec["name"]]
         expected = "[" + ", ".join(str(s) if isinstance(s, int) else f"{s} {dims[s]['min']}..{dims[s]['max']}"
@@ -458,7 +459,7 @@ def imagenet_image(path: Path, h: int, w: int, workspace: Path):
     img = img.resize(size, Image.Resampling.BILINEAR)
     left, top = (size[0] - w) // 2, (size[1] - h) // 2
     img = img.crop((left, top, left + w, top + h))
-    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr: np.ndarray = np.asarray(img, dtype=np.float32) / 255.0
     arr = (arr - np.asarray(_IMAGENET_MEAN, dtype=np.float32)) / np.asarray(_IMAGENET_STD, dtype=np.float32)
     return arr.transpose(2, 0, 1)
 

@@ -35,7 +35,7 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
-def chain(exc: BaseException) -> list[BaseException]:
+def chain(exc: BaseException | None) -> list[BaseException]:
     """`exc` and what caused it, outermost first."""
     found: list[BaseException] = []
     while exc is not None and exc not in found and len(found) < 16:
@@ -194,7 +194,7 @@ class GuardRecorder(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.sites: list[str] = []
+        self.sites: list[tuple[str, str]] = []  # (file, where in it)
 
     def emit(self, record: logging.LogRecord) -> None:
         # Only the guard records, and only their location argument: formatting every record

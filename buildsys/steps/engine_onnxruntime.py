@@ -169,10 +169,10 @@ class OrtCudaEngine(_OrtGpuEngine):
     TOOLS = ("onnxruntime", "onnxruntime-gpu", "numpy")
 
     def providers(self, model) -> list:
-        return [("CUDAExecutionProvider", dict(self.params.provider_options)), "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", dict(self.params.provider_options or {})), "CPUExecutionProvider"]
 
     def options_record(self) -> dict:
-        return dict(self.params.provider_options)
+        return dict(self.params.provider_options or {})
 
 
 class OrtTensorRTEngine(_OrtGpuEngine):
@@ -194,7 +194,7 @@ class OrtTensorRTEngine(_OrtGpuEngine):
         self._cache = self.cache_dir(model)
         self._cache.mkdir(parents=True, exist_ok=True)
         return [("TensorrtExecutionProvider", self.options(self._cache)),
-                ("CUDAExecutionProvider", dict(self.params.provider_options)), "CPUExecutionProvider"]
+                ("CUDAExecutionProvider", dict(self.params.provider_options or {})), "CPUExecutionProvider"]
 
     def options(self, cache: Path) -> dict[str, str]:
         from buildsys.steps.engine_tensorrt import profile_shapes
@@ -208,7 +208,7 @@ class OrtTensorRTEngine(_OrtGpuEngine):
         return ort_tensorrt_cache(self.ctx.workspace, model, self.slice)
 
     def options_record(self) -> dict:
-        return {**self.options(self._cache), "cuda": dict(self.params.provider_options)}
+        return {**self.options(self._cache), "cuda": dict(self.params.provider_options or {})}
 
 
 ORT_TENSORRT_DIR = ("out", ".buildsys", "onnxruntime-tensorrt")

@@ -104,6 +104,7 @@ class ExportOnnx(Step[ExportParams]):
             )
         except Exception as exc:
             raise _export_error(exc, "dynamo", self.ctx.workspace, program) from None
+        assert onnx_program is not None  # dynamo=True always returns the program
         onnx_program.save(str(out), external_data=external)
         strip_source_locations(out)
 

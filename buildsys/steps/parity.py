@@ -12,6 +12,7 @@ ONNX Runtime flavour was made for: the reviewer judges quality and speed at once
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from buildsys.errors import StepError
 from buildsys.recipe.model import QuantizationSpec
@@ -112,7 +113,7 @@ def unordered_figures(results: list[dict], unordered: tuple[str, ...]) -> str:
 
 def int8_figures(results: list[dict], int8: QuantizationSpec | None) -> dict:
     """Top-1 agreement over every row and where the reference is decided, over all points, per output."""
-    outputs = {}
+    outputs: dict[str, dict[str, Any]] = {}
     for r in results:
         for name, m in r["outputs"].items():
             if m.get("rows") is None:
@@ -129,7 +130,7 @@ def int8_figures(results: list[dict], int8: QuantizationSpec | None) -> dict:
                                      if r["outputs"].get(name, {}).get("row_cosine")}}
                for name, o in outputs.items()}
     cpu = int8.cpu if int8 else None
-    label = {"vnni": "int8 for VNNI CPUs", "avx2": "int8 for AVX2 CPUs"}.get(cpu, "int8")
+    label = {"vnni": "int8 for VNNI CPUs", "avx2": "int8 for AVX2 CPUs"}.get(cpu or "", "int8")
     return {"cpu": cpu, "label": label, "exclude": list(int8.exclude if int8 else ()), "outputs": figures}
 
 

@@ -11,6 +11,7 @@ import io
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import ReferenceParams
@@ -75,7 +76,7 @@ class ReferenceOutputs(Step[ReferenceParams]):
                 outs = flatten_outputs(result)
                 if len(outs) != len(p.outputs):
                     raise outputs_mismatch(len(outs), len(p.outputs))
-                entry = {"point": point, "sample": sample, "inputs": {}, "outputs": {}}
+                entry: dict[str, Any] = {"point": point, "sample": sample, "inputs": {}, "outputs": {}}
                 for j, spec in enumerate(p.inputs):
                     key = f"{tag}.in{j}"
                     arrays[key] = inputs[spec.name]
