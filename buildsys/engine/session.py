@@ -169,6 +169,7 @@ class Session:
 
     def build(self, graph: Graph, selected: set[str], reporter: Reporter) -> list[Outcome]:
         """Bring the `selected` steps up to date (inside `opened`); their outcomes in the graph's order."""
+        assert self.state is not None and self.store is not None and self.runner is not None  # `opened` set them
         rebuilder = Rebuilder(self.ws, graph, self.state, self.store, self.shared(), dry_run=self.options.dry_run)
         scheduler = Scheduler(graph, rebuilder, self.runner, reporter, keep_going=self.options.keep_going,
                               timeout=self.options.timeout)
@@ -182,6 +183,7 @@ class Session:
         """
         from buildsys.engine import noop
 
+        assert self.state is not None  # `opened` set it
         o = self.options
         noop.record_build(str(self.ws.meta), noop.signature(list(o.recipes), list(o.only), o.require_all),
                           self.state.reads, outcomes, code)
@@ -194,6 +196,7 @@ class Session:
         """
         from buildsys import cachegc
 
+        assert self.state is not None and self.store is not None  # `opened` set them
         current, note = _current_steps(self.ws.root, self.state)
         done = cachegc.collect_local(self.state, self.store, current, max_size, None)
         return note, cachegc.render_plan(done, str(self.ws.meta))

@@ -120,8 +120,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             cause = _memory_cause(exc)
             if cause is not None:
                 return _memory_answer(cause, started)
-            if isinstance(exc, OSError) and _storage_answer(exc, started):
-                return _storage_answer(exc, started)
+            if isinstance(exc, OSError) and (answer := _storage_answer(exc, started)):
+                return answer
             return StepAnswer.failed(f"{type(exc).__name__}: {exc}", time.perf_counter() - started,
                                      traceback=text).to_wire()
         seconds = time.perf_counter() - started
@@ -140,7 +140,7 @@ def _storage_answer(exc: OSError, started: float) -> dict[str, Any] | None:
     return StepAnswer.failed(failure.message, time.perf_counter() - started, hint=failure.hint).to_wire()
 
 
-def _memory_cause(exc: BaseException) -> BaseException | None:
+def _memory_cause(exc: BaseException | None) -> BaseException | None:
     """The allocation failure behind `exc` (itself, or what it was raised while handling), if any."""
     seen = 0
     while exc is not None and seen < 8:
