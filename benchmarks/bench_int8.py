@@ -22,6 +22,7 @@ round so that a busy machine slows all of them alike.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import statistics
@@ -218,7 +219,8 @@ def held_out_views(paths: list[Path], per_image: int = 6, seed: int = 1234):
     import numpy as np
     from PIL import Image, ImageEnhance, ImageOps
 
-    from buildsys.steps.calibrate import _IMAGENET_MEAN, _IMAGENET_STD
+    from buildsys.inputs import IMAGENET_MEAN as _IMAGENET_MEAN
+    from buildsys.inputs import IMAGENET_STD as _IMAGENET_STD
 
     rng = np.random.default_rng(seed)
     views = []
@@ -287,16 +289,125 @@ def bench_flavours(ws: Path, runs: int) -> None:
         print(f"  fp32 nodes: {', '.join(exclude)}")
 
 
+# How the sample recipe quantized EfficientNet-Lite0 before (the "before" row): ranges from the
+# centre crops of all 8 photographs alone, one depthwise convolution kept in fp32, and each Pad
+# run in float between a DequantizeLinear and a QuantizeLinear (no integer_pad).
+BEFORE_EXCLUDE = ("/_blocks.8/_depthwise_conv/Conv",)
+
+
+def main_int8(out: Path) -> Path:
+    """The int8 model the build's parity judged and its engine is made of (fallback's, when it ran)."""
+    fallback = out / "model.int8.fallback.onnx"
+    return fallback if fallback.exists() else out / "model.int8.onnx"
+
+
+def before_efficientnet(ws: Path, folder: Path) -> Path:
+    """EfficientNet-Lite0 int8 as the sample recipe made it before: centre crops of all 8 photographs, one node fp32."""
+    import numpy as np
+
+    from buildsys.steps.calibrate import collect_ranges, imagenet_image, stage_model
+    from buildsys.steps.quantize import flavour_for, quantize
+
+    fp32 = ws / "out" / "efficientnet_lite0_int8" / "model.sim.onnx"
+    photos = sorted((REPO / "data" / "calibration").iterdir())
+    batches = [(lambda g=photos[i:i + 2]: {"input": np.stack([imagenet_image(p, 224, 224, REPO) for p in g])})
+               for i in range(0, len(photos), 2)]
+    (folder / "calib").mkdir()
+    ranges = collect_ranges(stage_model(fp32, folder / "calib"), "minmax", batches, THREADS, folder / "calib")
+    calib = {"format": 1, "qat": False, "method": "minmax", "random_data": False,
+             "tensors": {k: {"min": lo, "max": hi} for k, (lo, hi) in ranges.items()}}
+    (folder / "q").mkdir()
+    before = dataclasses.replace(flavour_for("onnxruntime", "vnni"), integer_pad=False)
+    quantize(fp32, calib, before, True, folder / "before.onnx", folder / "q", BEFORE_EXCLUDE)
+    return folder / "before.onnx"
+
+
+def op_profile(path: Path, feeds: dict, runs: int = 20) -> dict[str, tuple[float, int]]:
+    """ONNX Runtime's profiler at 1 thread: op type -> (ms per run, nodes), over `runs` runs."""
+    import collections
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "profile")
+        s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            s.run(None, feeds)
+        events = json.loads(Path(s.end_profiling()).read_text())
+    time, nodes = collections.Counter(), collections.defaultdict(set)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op = e["args"].get("op_name", "?")
+            time[op] += e["dur"]
+            nodes[op].add(e["name"])
+    return {op: (t / runs / 1e3, len(nodes[op])) for op, t in time.most_common()}
+
+
+def fmt_profile(prof: dict[str, tuple[float, int]]) -> str:
+    total = sum(t for t, _ in prof.values())
+    int8 = sum(t for op, (t, _) in prof.items() if op.startswith("QLinear") or op in ("QGemm", "MatMulInteger"))
+    qdq = sum(t for op, (t, _) in prof.items() if op in ("QuantizeLinear", "DequantizeLinear"))
+    floats = sum(t for op, (t, _) in prof.items() if op in ("Conv", "FusedConv", "Gemm", "MatMul"))
+    top = ", ".join(f"{op} {t:.2f} ms ({n})" for op, (t, n) in list(prof.items())[:7])
+    return (f"int8 kernels {int8:.2f} ms, float conv/gemm {floats:.2f} ms, Q/DQ {qdq:.2f} ms of {total:.2f} ms "
+            f"(profiled); top: {top}")
+
+
+def bench_engines(ws: Path, seconds: float) -> None:
+    """fp32 engine, fp32 sim and int8 engine of both models, batch 1, 224x224: CPU time per run at 1 thread."""
+    import numpy as np
+
+    from buildsys.steps.latency import compare, ort_format
+    from buildsys.steps.reference import read_reference
+
+    eff = ws / "out" / "efficientnet_lite0_int8"
+    manifest, arrays = read_reference(eff / "reference.npz")
+    photo = next(arrays[e["inputs"]["input"]] for e in manifest if e["point"] == "opt")[:1]
+    noise = np.random.default_rng(1).uniform(0, 1, (1, 3, 224, 224)).astype(np.float32)
+    print("\nint8 engine against the fp32 engine, batch 1, 224x224: process CPU time per run at 1 intra-op thread, "
+          "median (min) of interleaved runs (steps.latency, as parity[int8] measures)")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        before = before_efficientnet(ws, tmp)
+        for name, x, extra in (("resnet18", noise, {}), ("efficientnet_lite0_int8", photo, {"int8 engine, before": before})):
+            out = ws / "out" / name
+            int8 = main_int8(out)
+            engines = {"fp32 engine": ort_format(out / "model.sim.onnx", tmp / f"{name}-fp32.ort", 1),
+                       "fp32 sim (model.sim.onnx)": out / "model.sim.onnx",
+                       **{k: ort_format(v, tmp / f"{name}-before.ort", 1) for k, v in extra.items()},
+                       f"int8 engine ({int8.name})": ort_format(int8, tmp / f"{name}-int8.ort", 1)}
+            res = compare(engines, {"input": np.ascontiguousarray(x)}, THREADS, budget_s=seconds, min_runs=60)
+            base = res["cpu_ms"]["fp32 engine"]["median"]
+            print(f"\n  {name}: {res['runs']} runs each")
+            print(f"  | artifact | CPU time, median (min) | vs fp32 engine | wall at {THREADS} threads, median |")
+            print("  |---|---|---|---|")
+            for k in engines:
+                c, w = res["cpu_ms"][k], res["wall_ms"][k]
+                print(f"  | {k} | {c['median']:.2f} ms ({c['min']:.2f}) | {base / c['median']:.2f}x | {w['median']:.2f} ms |")
+            for k, path in engines.items():
+                if k.startswith("int8"):
+                    print(f"  profile of {k}: {fmt_profile(op_profile(path, {'input': np.ascontiguousarray(x)}))}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=30, help="timed runs per latency figure (batch 8: a third)")
     ap.add_argument("--no-build", action="store_true", help="measure what benchmarks/.work/int8 holds")
     ap.add_argument("--only-views", action="store_true",
                     help="only EfficientNet-Lite0's CPU classes and fp32 fallback on held-out views")
+    ap.add_argument("--only-engines", action="store_true",
+                    help="only the engine table: fp32 engine, fp32 sim, int8 engine (before and after) of both models")
+    ap.add_argument("--seconds", type=float, default=30.0, help="measuring time per model in the engine table")
     args = ap.parse_args()
     ws = WORK if args.no_build else workspace()
     if not args.no_build:
         build(ws)
+    bench_engines(ws, args.seconds)
+    if args.only_engines:
+        return
     if not args.only_views:
         bench_resnet(ws, args.runs)
         bench_efficientnet(ws, args.runs)

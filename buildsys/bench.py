@@ -193,6 +193,7 @@ def bench_recipe(recipe, workspace: Path, out: Path, threads: int | None = None)
         for name, path in _onnx_candidates(folder):
             precision = "int8" if name.endswith("-int8") else "fp32"
             rows.append(_bench_ort(name, path, feeds, threads, profile, shapes, batch, precision))
+        rows = _int8_against_fp32_engine(rows, folder, feeds, threads)
         for name, model_path, provider, options, precision in _ort_gpu_candidates(folder, workspace, recipe):
             if model_path is None:  # its step did not run: say why rather than leave the target out
                 why = gpu.absent_reason() or "its step has not run (see `buildsys status`)"
@@ -398,6 +399,28 @@ def _onnx_candidates(folder: Path) -> list[tuple[str, Path]]:
         if engine.suffix in (".ort", ".onnx"):
             found.append((engine.name.split(".")[0], engine))
     return found
+
+
+def _int8_against_fp32_engine(rows: list[BenchRow], folder: Path, feeds, threads: int) -> list[BenchRow]:
+    """The int8 engine's row notes its speed-up over the fp32 engine of the same export, measured as
+    parity[int8] does (steps.latency: CPU time per run at 1 thread, interleaved); the fp32 engine is
+    made for the comparison where the recipe has no fp32 target."""
+    import dataclasses
+    import tempfile
+
+    from buildsys.steps.latency import int8_against_fp32
+
+    int8 = next((r for r in rows if r.artifact == "onnxruntime-int8" and r.runs), None)
+    engine = folder / "engines" / "onnxruntime-int8.ort"
+    source = next((folder / n for n in ("model.int8.fallback.onnx", "model.int8.onnx") if (folder / n).exists()), None)
+    if int8 is None or not engine.exists() or source is None or not (folder / "model.sim.onnx").exists():
+        return rows
+    with tempfile.TemporaryDirectory() as tmp:
+        lat = int8_against_fp32(folder / "model.sim.onnx", source, feeds, threads, Path(tmp))
+    cpu = lat["cpu_ms"]
+    note = (f"{lat['speedup']:.2f}x the fp32 engine in CPU time per run at 1 thread "
+            f"({cpu['int8']['median']:.2f} vs {cpu['fp32']['median']:.2f} ms, median of {lat['runs']})")
+    return [dataclasses.replace(r, note=note) if r is int8 else r for r in rows]
 
 
 def _bench_ort(name: str, path: Path, feeds, threads: int, profile: int, shapes, batch, precision: str) -> BenchRow:

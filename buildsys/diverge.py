@@ -18,6 +18,12 @@ deficit (1 − cosine, which does not depend on a tensor's scale): when more tha
 half of the named node's deficit was already in its inputs, the verdict is
 "accumulated" and the nodes that added the most deficit are listed.
 
+Graph inputs are compared too: the candidate's quantized copy of an input
+(DequantizeLinear(QuantizeLinear(input))) against the feed itself. When that copy is
+the first tensor out of tolerance, the answer says so (`quantized_input`, the nodes
+reading it, and the remedy: keep the input in fp32 through `quantization.exclude`,
+or loosen the tolerance).
+
 Counterparts are found by name first. Quantizers rename what they touch, so a
 Q/DQ candidate's tensors are also traced back to the fp32 tensors they stand
 for: the output of DequantizeLinear(QuantizeLinear(x)) stands for `x`; a tensor
@@ -87,8 +93,12 @@ def first_divergence(reference_model: Path, candidate_model: Path, feeds: dict[s
     mapping = match_tensors(cand, ref)
     mapping = {c: r for c, r in mapping.items() if cand_types.get(c) in _FLOAT_TYPES}
     ref_consts = {t.name: t for t in ref.graph.initializer}
-    ref_wanted = sorted({r for r in mapping.values() if r not in ref_consts})
-    ref_values = _run(ref, ref_types, ref_wanted, feeds, threads, "reference")
+    # A graph input's reference value is the feed itself: the candidate's quantization of it
+    # (QuantizeLinear -> DequantizeLinear on the input) is judged like any other tensor's.
+    ref_inputs = {i.name for i in ref.graph.input if i.name not in ref_consts and i.name in feeds}
+    ref_wanted = sorted({r for r in mapping.values() if r not in ref_consts and r not in ref_inputs})
+    ref_values = {**_run(ref, ref_types, ref_wanted, feeds, threads, "reference"),
+                  **{i: np.asarray(feeds[i]) for i in ref_inputs}}
     outputs = [o.name for o in cand.graph.output]
     cand_values = _run(cand, cand_types, sorted(set(mapping) | set(outputs)), feeds, threads, "candidate")
     class_shapes = {cand_values[o].shape for o in outputs if o in cand_values}
@@ -126,12 +136,51 @@ def first_divergence(reference_model: Path, candidate_model: Path, feeds: dict[s
     if found is None:
         return {"verdict": "none", **answer}
     node, fig, inherited = found
-    inputs = [{"tensor": i, **{k: judged[i][k] for k in ("node", "reference_output", "cosine", "max_abs", "passed")}}
-              for i in node.input if i in judged]
+    graph_inputs = {i.name for i in cand.graph.input} - {t.name for t in cand.graph.initializer}
+    inputs = [_input_figures(i, judged, graph_inputs) for i in _float_inputs(node, producer)]
     deficit = _deficit(fig)
     accumulated = deficit > 0 and inherited > INHERITED_SHARE * deficit
-    return {"verdict": "accumulated" if accumulated else "node", **fig, "inputs": inputs, **answer,
+    return {"verdict": "accumulated" if accumulated else "node", **fig,
+            "inputs": [i for i in inputs if i is not None], **answer,
+            **_quantized_input(node, producer, graph_inputs, cand.graph, fig),
             "compared": list(judged).index(fig["output"]) + 1}
+
+
+def _input_figures(tensor: str, judged: dict[str, dict[str, Any]], graph_inputs: set[str]) -> dict[str, Any] | None:
+    """One input of the named node as compared: a judged tensor's figures, a graph input as fed (exact)."""
+    if tensor in judged:
+        return {"tensor": tensor, **{k: judged[tensor][k] for k in ("node", "reference_output", "cosine",
+                                                                    "max_abs", "passed")}}
+    if tensor in graph_inputs:  # both models get the very same feed
+        return {"tensor": tensor, "node": "(graph input)", "reference_output": tensor, "cosine": 1.0,
+                "max_abs": 0.0, "passed": True}
+    return None
+
+
+def _quantized_input(node, producer: dict, graph_inputs: set[str], graph, fig: dict[str, Any]) -> dict[str, Any]:
+    """When the named node is the Q/DQ of a graph input: which input, and the nodes that read it.
+
+    The divergence is then in the input's own quantization, before any layer: the
+    remedy is to keep that input in fp32 (its readers in `quantization.exclude`) or
+    to loosen the tolerance to what quantizing the input costs.
+    """
+    if node.op_type != "DequantizeLinear":
+        return {}
+    source = _float_inputs(node, producer)[0] if node.input else None
+    if source not in graph_inputs:
+        return {}
+    # every node that reads the input's quantized copy, whichever DequantizeLinear of it
+    copies = {o for n in graph.node if n.op_type == "DequantizeLinear" and n.input
+              and _float_inputs(n, producer)[0] == source for o in n.output}
+    readers = [_name(n) for n in graph.node if n.op_type != "QuantizeLinear" and copies & set(n.input)]
+    return {"quantized_input": source, "readers": readers,
+            "remedy": (f"keep input {source} in fp32 with quantization: {{exclude: [{', '.join(readers)}]}}, "
+                       f"or loosen the tolerance to what quantizing it costs (cosine {_cosine(fig)})")}
+
+
+def _cosine(fig: dict[str, Any]) -> str:
+    c = fig.get("cosine")
+    return "n/a" if c is None else f"{c:.7f}"
 
 
 def diagnose(reference_model: Path, candidate_model: Path, result: Path, reference: Path,
@@ -197,7 +246,8 @@ def _name(node) -> str:
 
 def match_tensors(cand, ref) -> dict[str, str]:
     """Candidate node output -> the reference tensor (node output or initializer) it stands for."""
-    ref_tensors = {o for n in ref.graph.node for o in n.output if o} | {t.name for t in ref.graph.initializer}
+    ref_tensors = ({o for n in ref.graph.node for o in n.output if o} | {t.name for t in ref.graph.initializer}
+                   | {i.name for i in ref.graph.input})
     ref_nodes = {n.name: n for n in ref.graph.node if n.name}
     ref_producer = {o: n.op_type for n in ref.graph.node for o in n.output if o}
     producer = {o: n for n in cand.graph.node for o in n.output if o}

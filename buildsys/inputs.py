@@ -20,8 +20,13 @@ def concrete_shape(shape: list, dims: dict[str, dict[str, int]], point: str) -> 
 
 
 def generate(spec: dict[str, Any], shape: tuple[int, ...], rng: np.random.Generator,
-             workspace: Path, sample: int = 0, field: str = "") -> np.ndarray:
-    """One input array drawn from its recipe `data:` spec."""
+             workspace: Path, sample: int = 0, field: str = "", files: list[str] | None = None) -> np.ndarray:
+    """One input array drawn from its recipe `data:` spec.
+
+    `files` are the workspace-relative files of real data to draw from (`npy`,
+    `images`): the held-out share where calibration reads the same data. Without
+    them an `npy` glob is expanded and an `images` folder listed whole.
+    """
     dtype = np.dtype(spec["dtype"])
     data = spec["data"]
     kind = data["kind"]
@@ -32,19 +37,21 @@ def generate(spec: dict[str, Any], shape: tuple[int, ...], rng: np.random.Genera
     elif kind == "randint":
         arr = rng.integers(int(data["low"]), int(data["high"]), size=shape)
     elif kind == "npy":
-        arr = _from_files(spec, data["path"], shape, workspace, sample, field)
+        arr = _from_files(spec, data["path"], shape, workspace, sample, field, files)
+    elif kind == "images":
+        arr = _from_images(spec, shape, rng, workspace, sample, field, files)
     else:
         raise StepError(f"data kind {kind!r} cannot feed parity inputs", field=f"{field}.data.kind",
-                        hint="use uniform, normal, randint or npy for parity inputs")
+                        hint="use uniform, normal, randint, npy or images for parity inputs")
     return np.ascontiguousarray(arr.astype(dtype, copy=False))
 
 
 def _from_files(spec: dict, pattern: str, shape: tuple[int, ...], workspace: Path, sample: int,
-                field: str) -> np.ndarray:
+                field: str, drawn: list[str] | None = None) -> np.ndarray:
     from buildsys.datafiles import OutsideWorkspace, npy_files
 
     try:
-        files = npy_files(workspace, pattern)
+        files = [str(workspace / f) for f in drawn] if drawn else npy_files(workspace, pattern)
     except OutsideWorkspace as exc:
         raise StepError(f"{pattern!r} {exc}", field=f"{field}.data.path",
                         hint="data files must be inside the project: copy them in") from None
@@ -67,6 +74,60 @@ def _from_files(spec: dict, pattern: str, shape: tuple[int, ...], workspace: Pat
     except ValueError as exc:
         raise StepError(f"{path}: array of shape {list(arr.shape)}, expected {list(shape)}: {exc}",
                         field=f"{field}.data.path", hint=FIT_RULE) from None
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Views of a photograph for parity: a crop whose shorter side is this share of the image's
+# shorter side (with the input's aspect), mirrored or not, brightened or darkened by this factor.
+VIEW_CROP = (0.6, 0.9)
+VIEW_BRIGHTNESS = (0.7, 1.3)
+
+
+def _from_images(spec: dict, shape: tuple[int, ...], rng: np.random.Generator, workspace: Path, sample: int,
+                 field: str, files: list[str] | None) -> np.ndarray:
+    """A batch of seeded views of the images (one file per row, in turn), as the preset normalises them."""
+    data = spec["data"]
+    if data.get("preset", "imagenet") != "imagenet":
+        raise StepError(f"unknown image preset {data.get('preset')!r}", field=f"{field}.data.preset",
+                        hint="use imagenet")
+    if len(shape) != 4 or shape[1] != 3:
+        raise StepError(f"the imagenet preset makes 3-channel NCHW images; input {spec['name']!r} has shape "
+                        f"{list(shape)}", field=f"{field}.data.kind", hint="give the data as .npy files instead")
+    if files is None:
+        folder = workspace / data["path"]
+        files = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+        files = [f"{data['path']}/{f}" for f in files]
+    if not files:
+        raise StepError(f"the folder {data['path']!r} holds no image", field=f"{field}.data.path")
+    n, _, h, w = shape
+    rows = [image_view(workspace / files[(sample * n + b) % len(files)], h, w, rng, field) for b in range(n)]
+    return np.stack(rows)
+
+
+def image_view(path: Path, h: int, w: int, rng: np.random.Generator, field: str = "") -> np.ndarray:
+    """One seeded view of a photograph at (h, w): a crop of 60-90 % of its shorter side (the input's
+    aspect), mirrored or not, brightness x0.7-1.3, then normalised like ImageNet evaluation; CHW float32."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    try:
+        with Image.open(path) as opened:
+            img = ImageOps.exif_transpose(opened).convert("RGB")
+    except OSError as exc:  # not an image, truncated
+        raise StepError(f"cannot decode image {path.name}: {' '.join(str(exc).split())[:200]}",
+                        field=f"{field}.data.path", hint="the folder must hold only images") from None
+    iw, ih = img.size
+    side = min(iw, ih) * rng.uniform(*VIEW_CROP)
+    ch, cw = (side, side * w / h) if h >= w else (side * h / w, side)
+    cw, ch = max(1, min(iw, round(cw))), max(1, min(ih, round(ch)))
+    left, top = int(rng.integers(0, iw - cw + 1)), int(rng.integers(0, ih - ch + 1))
+    img = img.crop((left, top, left + cw, top + ch)).resize((w, h), Image.Resampling.BILINEAR)
+    if rng.random() < 0.5:
+        img = ImageOps.mirror(img)
+    img = ImageEnhance.Brightness(img).enhance(float(rng.uniform(*VIEW_BRIGHTNESS)))
+    arr: np.ndarray = np.asarray(img, dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(IMAGENET_MEAN, dtype=np.float32)) / np.asarray(IMAGENET_STD, dtype=np.float32)
+    return arr.transpose(2, 0, 1)
 
 
 FIT_RULE = ("npy data fits each shape point along the named (dynamic) dims: an array larger there is cut "
@@ -112,9 +173,13 @@ def fit_notes(params: dict[str, Any], workspace: Path, point: str, sample: int) 
     from buildsys.datafiles import npy_files
 
     notes = []
+    drawn = params["parity"].get("files", {})
     for spec in params["inputs"]:
         data = spec["data"]
-        files = npy_files(workspace, data["path"]) if data["kind"] == "npy" else []
+        if data["kind"] != "npy":
+            continue
+        held = drawn.get(spec["name"])
+        files = [str(workspace / f) for f in held] if held else npy_files(workspace, data["path"])
         if not files:
             continue
         path = files[sample % len(files)]
@@ -132,6 +197,7 @@ def parity_inputs(params: dict[str, Any], workspace: Path, point: str, sample: i
     """The inputs of one parity sample at one shape point (min, opt, max, or a seeded "randomN")."""
     seed = params["parity"]["seed"]
     shapes = params["parity"].get("shapes", {})
+    files = params["parity"].get("files", {})
     if point in shapes:
         index = len(POINT_INDEX) + list(shapes).index(point)
         dims = {n: {point: size} for n, size in shapes[point].items()}
@@ -141,5 +207,5 @@ def parity_inputs(params: dict[str, Any], workspace: Path, point: str, sample: i
     for i, spec in enumerate(params["inputs"]):
         rng = np.random.default_rng([seed, index, sample, i])
         shape = concrete_shape(spec["shape"], dims, point)
-        out[spec["name"]] = generate(spec, shape, rng, workspace, sample, f"inputs.{i}")
+        out[spec["name"]] = generate(spec, shape, rng, workspace, sample, f"inputs.{i}", files.get(spec["name"]))
     return out

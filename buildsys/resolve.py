@@ -116,6 +116,7 @@ def resolve_recipe(r: Recipe, root: Path, reads: Reads | None = None) -> list[St
     files.update(input_files(r, root, reads))
     base = model_params(r)
     shapes = random_shapes(r)
+    drawn, held = parity_split(r, root)
     export = StepSpec(
         id=f"{n}:export", recipe=n, name="export", kind_path=KINDS["export"],
         params={**base, "export": _asdict(r.export)},
@@ -124,7 +125,8 @@ def resolve_recipe(r: Recipe, root: Path, reads: Reads | None = None) -> list[St
     reference = StepSpec(
         id=f"{n}:reference", recipe=n, name="reference", kind_path=KINDS["reference"],
         params={**base, "parity": {"samples": r.parity.samples, "seed": r.parity.seed,
-                                   "points": list(r.parity.points) + list(shapes), "shapes": shapes}},
+                                   "points": list(r.parity.points) + list(shapes), "shapes": shapes,
+                                   **({"files": drawn} if drawn else {})}},
         outputs={"reference": f"{n}/reference.npz"}, files=files,
     )
     if r.model.kind != "pytorch":  # an ONNX file is checked, a TensorFlow model converted: not exported
@@ -147,7 +149,8 @@ def resolve_recipe(r: Recipe, root: Path, reads: Reads | None = None) -> list[St
     if int8_targets:
         calibrate = StepSpec(
             id=f"{n}:calibrate", recipe=n, name="calibrate", kind_path=KINDS["calibrate"],
-            params={"calibration": _asdict(r.calibration), "inputs": base["inputs"], "dims": base["dims"]},
+            params={"calibration": _asdict(r.calibration), "inputs": base["inputs"], "dims": base["dims"],
+                    **({"held_out": held} if held else {})},
             inputs={"model": candidate}, files=calibration_files(r, root, reads),
             outputs={"ranges": f"{n}/calib.json"},
         )
@@ -158,7 +161,7 @@ def resolve_recipe(r: Recipe, root: Path, reads: Reads | None = None) -> list[St
         for flavour in flavours:
             q = StepSpec(
                 id=f"{n}:quantize[{flavour}]", recipe=n, name=f"quantize[{flavour}]", kind_path=KINDS["quantize"],
-                params={"flavour": flavour,
+                params={"flavour": flavour, "settings": flavour_settings(flavour, cpu),
                         "calibration": {"per_channel": r.calibration.per_channel if r.calibration else None},
                         "quantization": {"exclude": list(r.quantization.exclude),
                                          **({"cpu": cpu} if flavour == "onnxruntime" else {})}},
@@ -177,7 +180,8 @@ def resolve_recipe(r: Recipe, root: Path, reads: Reads | None = None) -> list[St
         parities["int8"] = dataclasses.replace(
             parities["int8"], inputs={**parities["int8"].inputs, "fp32": candidate},
             params={**parities["int8"].params,
-                    "quantization": {"cpu": cpu, "exclude": list(r.quantization.exclude)}})
+                    "quantization": {"cpu": cpu, "exclude": list(r.quantization.exclude)},
+                    "data": judged_data(r, drawn, held)})
         steps.append(parities["int8"])
     if any(_needs_fp16_onnx(t) for t in r.targets):
         # The fp16 ONNX (float32 inputs and outputs kept) that fp16 engines build from; its parity runs on the CPU.
@@ -193,6 +197,21 @@ def resolve_recipe(r: Recipe, root: Path, reads: Reads | None = None) -> list[St
     for t in r.targets:
         steps.append(_engine(r, t, candidate, quantized, parities, reference, base))
     return steps
+
+
+def judged_data(r: Recipe, drawn: dict[str, list[str]], held: list[str]) -> dict[str, Any]:
+    """What parity judges on, per input, for the reports: the kind, and the files of real data."""
+    out = {}
+    for inp in r.inputs:
+        d = inp.data
+        if d.kind in ("uniform", "normal", "randint"):
+            fields = ("low", "high") if d.kind in ("uniform", "randint") else ("mean", "std")
+            out[inp.name] = {"kind": d.kind, **{k: getattr(d, k) for k in fields}}
+            continue
+        files = drawn.get(inp.name)
+        out[inp.name] = {"kind": d.kind, "path": d.path, **({"preset": d.preset} if d.kind == "images" else {}),
+                         "files": files, "held_out_of_calibration": len([f for f in files or () if f in held])}
+    return out
 
 
 def random_shapes(r: Recipe) -> dict[str, dict[str, int]]:
@@ -236,28 +255,66 @@ def _data_problem(r: Recipe, field_path: str, exc: OutsideWorkspace):
 
 
 def input_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict[str, str]:
-    """The .npy/.npz files behind `npy` inputs, by content in the key: new data re-runs the reference."""
+    """The files behind `npy` and `images` inputs, by content in the key: new data re-runs the reference.
+
+    An input whose files calibration also reads keeps only its held-out share (see `parity_split`).
+    """
     files = {}
+    drawn, _ = parity_split(r, root, reads)
     for n, inp in enumerate(r.inputs):
         data = inp.data
-        if data is None or data.kind != "npy" or not data.path:
+        if data is None or data.kind not in ("npy", "images") or not data.path:
             continue
-        if reads is not None:
-            reads.glob(root, data.path)
-        try:
-            found = npy_files(root, data.path)
-        except OutsideWorkspace as exc:
-            raise _data_problem(r, f"inputs.{n}.data.path", exc) from None
+        found = drawn.get(inp.name) or _data_files(r, root, data, f"inputs.{n}.data.path", reads)
         for i, p in enumerate(found):
-            files[f"input.{inp.name}.{i:04d}"] = Path(p).relative_to(root).as_posix()
+            files[f"input.{inp.name}.{i:04d}"] = p
     return files
 
 
-def calibration_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict[str, str]:
-    """The calibration data files, by content in the key: a changed image re-calibrates."""
-    data = r.calibration.data if r.calibration else None
-    if data is None or data.kind not in ("npy", "images") or not data.path:
-        return {}
+def parity_split(r: Recipe, root: Path, reads: Reads | None = None) -> tuple[dict[str, list[str]], list[str]]:
+    """The files each real-data input's parity draws from, and the files held out of calibration.
+
+    Where an input's files (an `images` folder, an `npy` glob) are also calibration's,
+    `parity.holdout` of those shared files, chosen with the parity seed, are judged on
+    and never calibrated on; the rest calibrate and are never judged on. An `images`
+    input always lists its files here (they are what parity draws views of); an `npy`
+    input only when split, so that an fp32 recipe's keys stay as they were.
+    Paths are workspace-relative.
+    """
+    import random
+
+    calib_data = r.calibration.data if r.calibration else None
+    calibrated = set(_data_files(r, root, calib_data, "calibration.data.path", reads)) \
+        if calib_data is not None and calib_data.kind in ("npy", "images") and calib_data.path else set()
+    drawn: dict[str, list[str]] = {}
+    held: set[str] = set()
+    for n, inp in enumerate(r.inputs):
+        data = inp.data
+        if data is None or data.kind not in ("npy", "images") or not data.path:
+            continue
+        found = _data_files(r, root, data, f"inputs.{n}.data.path", reads)
+        shared = [f for f in found if f in calibrated]
+        if shared:
+            k = max(1, round(r.parity.holdout * len(shared)))
+            if len(calibrated - held) - k < 1:
+                from buildsys.errors import Problem, RecipeError
+
+                f, line, col = r.positions.get("parity.holdout", r.positions.get(f"inputs.{n}.data.path",
+                                                                                (r.file, None, None)))
+                raise RecipeError([Problem(f, line, col, "parity.holdout",
+                                           f"holding {k} of the {len(shared)} files that inputs.{n}.data shares with "
+                                           f"calibration out for parity leaves calibration none",
+                                           hint="add files to the data folder, or judge on other data")])
+            chosen = set(random.Random(f"holdout:{r.parity.seed}:{inp.name}").sample(shared, k))
+            held |= chosen
+            drawn[inp.name] = [f for f in found if f not in calibrated or f in chosen]
+        elif data.kind == "images":
+            drawn[inp.name] = found
+    return drawn, sorted(held)
+
+
+def _data_files(r: Recipe, root: Path, data, field_path: str, reads: Reads | None = None) -> list[str]:
+    """The workspace-relative files an `npy` glob matches or an `images` folder holds (its own files, sorted)."""
     if reads is not None and data.kind == "npy":
         reads.glob(root, data.path)
     elif reads is not None:  # an images folder's own files, no sub-folders
@@ -270,7 +327,19 @@ def calibration_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict
             found = sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
             inside_workspace(root, found)
     except OutsideWorkspace as exc:
-        raise _data_problem(r, "calibration.data.path", exc) from None
+        raise _data_problem(r, field_path, exc) from None
+    return [Path(p).relative_to(root).as_posix() for p in found]
+
+
+def calibration_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict[str, str]:
+    """The calibration data files, by content in the key: a changed image re-calibrates.
+
+    The files held out for parity (`parity_split`) are not among them.
+    """
+    data = r.calibration.data if r.calibration else None
+    if data is None or data.kind not in ("npy", "images") or not data.path:
+        return {}
+    found = _data_files(r, root, data, "calibration.data.path", reads)
     if not found:
         from buildsys.errors import Problem, RecipeError
 
@@ -279,7 +348,15 @@ def calibration_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict
         raise RecipeError([Problem(f, line, col, "calibration.data.path",
                                    f"the {what} {data.path!r} matches no file",
                                    hint="paths are relative to the workspace root")])
-    return {f"data.{i:04d}": Path(p).relative_to(root).as_posix() for i, p in enumerate(found)}
+    _, held = parity_split(r, root)
+    return {f"data.{i:04d}": p for i, p in enumerate(p for p in found if p not in set(held))}
+
+
+def flavour_settings(flavour: str, cpu: str) -> dict[str, Any]:
+    """Every choice of an int8 flavour, in the keys of the steps that quantize with it."""
+    from buildsys.flavours import flavour_for
+
+    return dataclasses.asdict(flavour_for(flavour, cpu if flavour == "onnxruntime" else None))
 
 
 def _int8_cpu(r: Recipe) -> str:
@@ -298,7 +375,7 @@ def _fallback(r: Recipe, cpu: str, candidate: str, calibrate: StepSpec, quantize
         params={"calibration": _asdict(r.calibration), "inputs": base["inputs"], "dims": base["dims"],
                 "outputs": base["outputs"], "tolerances": {"int8": _asdict(r.tolerances["int8"])},
                 "quantization": {"cpu": cpu, "exclude": list(q.exclude), "max_fp32_nodes": q.max_fp32_nodes},
-                **_unordered(r)},
+                **_unordered(r), "settings": flavour_settings("onnxruntime", cpu)},
         inputs={"model": candidate, "ranges": f"{calibrate.id}#ranges", "quantized": quantized,
                 "reference": f"{reference.id}#reference"},
         files=dict(calibrate.files),

@@ -229,3 +229,36 @@ def test_error_that_accumulates_is_not_blamed_on_one_node(tmp_path):
     text = fmt_divergence(found)
     assert text.startswith("no single node breaks the tolerance: the error accumulates")
     assert f"node {found['node']} (Mul)" in text and "the error grows most at: mul" in text
+
+
+def input_quantized(fp32: Path, path: Path) -> Path:
+    """The fp32 model with only its graph input quantized (uint8, scale 1/255): no layer touched."""
+    model = onnx.load(fp32)
+    model.graph.initializer.extend([numpy_helper.from_array(np.array(1 / 255, np.float32), "input_scale"),
+                                    numpy_helper.from_array(np.array(0, np.uint8), "input_zero_point")])
+    qdq = [helper.make_node("QuantizeLinear", ["input", "input_scale", "input_zero_point"], ["input_q"],
+                            name="input_QuantizeLinear"),
+           helper.make_node("DequantizeLinear", ["input_q", "input_scale", "input_zero_point"], ["input_dq"],
+                            name="input_DequantizeLinear")]
+    for n in model.graph.node:
+        n.input[:] = ["input_dq" if i == "input" else i for i in n.input]
+    nodes = qdq + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, path)
+    return path
+
+
+def test_the_inputs_quantization_is_compared_and_named(models, feeds, tmp_path):
+    candidate = input_quantized(models["fp32"], tmp_path / "input-q.onnx")
+
+    found = first_divergence(models["fp32"], candidate, feeds, {"min_cosine": 0.999999})
+
+    assert found["verdict"] == "node" and found["node"] == "input_DequantizeLinear", found
+    assert found["reference_output"] == "input" and found["cosine"] < 0.999999
+    assert found["quantized_input"] == "input" and found["readers"] == ["conv0"]
+    assert "quantization: {exclude: [conv0]}" in found["remedy"]
+    assert found["inputs"] == [{"tensor": "input", "node": "(graph input)", "reference_output": "input",
+                                "cosine": 1.0, "max_abs": 0.0, "passed": True}]
+    # within a tolerance the input's quantization keeps, nothing diverges
+    assert first_divergence(models["fp32"], candidate, feeds, {"min_cosine": 0.9999})["verdict"] == "none"

@@ -224,3 +224,48 @@ def test_unordered_and_multiple_of_reach_only_the_steps_that_read_them(tmp_path)
     c = keys(tmp_path, recipe(dims=(Dim("batch", 1, 2, 8), Dim("side", 32, 64, 96, multiple_of=8))))
     d = keys(tmp_path, recipe())
     assert c["net:export"] != d["net:export"] and c["net:reference"] != d["net:reference"]
+def test_every_choice_of_the_int8_flavour_is_in_the_quantize_and_fallback_keys(tmp_path, monkeypatch):
+    from buildsys import flavours
+    from buildsys.recipe.model import QuantizationSpec
+
+    int8 = dict(targets=(TargetSpec("onnxruntime", "int8"), TargetSpec("tensorrt", "int8")),
+                calibration=CalibrationSpec(), quantization=QuantizationSpec(cpu="vnni", fallback="auto"))
+    g = resolve([recipe(**int8)], tmp_path)
+    settings = g.steps["net:quantize[onnxruntime]"].params["settings"]
+    assert settings == {"activations": "QUInt8", "weights": "QInt8", "symmetric_activations": False,
+                        "quantize_bias": True, "reduce_range": False, "integer_pad": True}
+    assert g.steps["net:fallback[onnxruntime]"].params["settings"] == settings
+    assert g.steps["net:quantize[tensorrt]"].params["settings"]["integer_pad"] is False
+    # the CPU class's choice (7-bit weights for AVX2) is one of them
+    avx2 = resolve([recipe(**{**int8, "quantization": QuantizationSpec(cpu="avx2")})], tmp_path)
+    assert avx2.steps["net:quantize[onnxruntime]"].params["settings"]["reduce_range"] is True
+
+    # A changed choice of the flavour re-quantizes (and re-searches the fallback), nothing upstream.
+    before = keys(tmp_path, recipe(**int8))
+    changed = dataclasses.replace(flavours.FLAVOURS["onnxruntime"], integer_pad=False)
+    monkeypatch.setitem(flavours.FLAVOURS, "onnxruntime", changed)
+    after = keys(tmp_path, recipe(**int8))
+    assert {s for s in before if before[s] != after[s]} >= {"net:quantize[onnxruntime]", "net:fallback[onnxruntime]"}
+    assert all(before[s] == after[s] for s in ("net:export", "net:calibrate", "net:quantize[tensorrt]"))
+
+
+def test_npy_data_shared_by_parity_and_calibration_is_split_by_seed(tmp_path):
+    (tmp_path / "d").mkdir()
+    for i in range(8):
+        (tmp_path / f"d/{i}.npy").write_bytes(b"x")
+    shared = DataSpec(kind="npy", path="d/*.npy")
+    r = recipe(inputs=(InputSpec("input", "float32", ("batch", 3, "side", "side"), shared),),
+               targets=(TargetSpec("onnxruntime", "int8"),), calibration=CalibrationSpec(data=shared))
+    g = resolve([r], tmp_path)
+    held = g.steps["net:calibrate"].params["held_out"]
+    assert len(held) == 2  # parity.holdout 0.25 of 8
+    calibrated = sorted(g.steps["net:calibrate"].files.values())
+    assert sorted(calibrated + held) == [f"d/{i}.npy" for i in range(8)]
+    assert g.steps["net:reference"].params["parity"]["files"] == {"input": held}
+    assert g.steps["net:parity[int8]"].params["data"]["input"]["held_out_of_calibration"] == 2
+    # the split follows the parity seed
+    other = resolve([dataclasses.replace(r, parity=dataclasses.replace(r.parity, seed=5))], tmp_path)
+    assert other.steps["net:calibrate"].params["held_out"] != held
+    # an fp32 recipe's npy parity data is not split: its keys stay as they were
+    fp32 = resolve([dataclasses.replace(r, targets=(TargetSpec("onnxruntime", "fp32"),), calibration=None)], tmp_path)
+    assert "files" not in fp32.steps["net:reference"].params["parity"]

@@ -43,8 +43,8 @@ __all__ = ["Recipe", "discover", "load_recipe", "load_recipes", "select", "uniqu
 _SUFFIXES = (".yaml", ".yml")
 # How recipe files are read and checked. Bump it when one file would load differently
 # (2: integers only where integers belong, booleans as PyYAML reads them, size and
-# depth bounds), so that recipes cached by an earlier buildsys are read again.
-READING_VERSION = 2
+# depth bounds; 3: parity.holdout), so that recipes cached by an earlier buildsys are read again.
+READING_VERSION = 3
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
@@ -295,8 +295,8 @@ def _resolve(doc: Document, sources: tuple[str, ...], default_name: str) -> Reci
             p["max_regression"] = float(p["max_regression"])
         if "unordered" in p:
             p["unordered"] = tuple(p["unordered"])
-        parity: dict[str, Any] = {k: v if k in ("points", "max_regression", "unordered") else int(v)
-                                  for k, v in p.items()}
+        parity: dict[str, Any] = {k: v if k in ("points", "max_regression", "unordered") else float(v) if k == "holdout"
+                                  else int(v) for k, v in p.items()}
         extra["parity"] = ParitySpec(**parity)
     return Recipe(
         name=d.get("name", default_name),

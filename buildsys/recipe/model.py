@@ -166,6 +166,7 @@ class ParitySpec:
     points: tuple[str, ...] = POINTS
     random_shapes: int = 2  # seeded extra shape points inside the declared ranges
     unordered: tuple[str, ...] = ()  # outputs sharing their first axis, compared as rows in any order
+    holdout: float = 0.25  # real data that calibration also reads: the share of its files kept for parity
     max_regression: float | None = None  # check --baseline: allowed growth factor (None: the command's)
 
 
@@ -278,6 +279,7 @@ def recipe_from_dict(d: dict) -> Recipe:
         parity=ParitySpec(
             samples=d["parity"]["samples"], seed=d["parity"]["seed"], points=tuple(d["parity"]["points"]),
             random_shapes=d["parity"].get("random_shapes", ParitySpec.random_shapes),
+            holdout=d["parity"].get("holdout", ParitySpec.holdout),
             max_regression=d["parity"].get("max_regression"),
             unordered=tuple(d["parity"].get("unordered", ())),
         ),

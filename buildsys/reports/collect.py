@@ -204,19 +204,23 @@ def _int8(d: dict[str, Any]) -> dict[str, Any]:
             "rows": int(o.get("rows", 0)), "decided": int(o.get("decided", 0)),
             "top1": _num(o.get("top1")), "top1_decided": _num(o.get("top1_decided")),
             "row_cosine": {str(p): {str(k): _num(v) for k, v in q.items()} for p, q in per_point.items()}}
+    timing = None
+    if lat.get("method"):
+        timing = {"method": str(lat["method"]), "runs": int(lat.get("runs", 0)), "threads": int(lat.get("threads", 0)),
+                  "speedup": _num(lat.get("speedup")), "fp32": str(lat.get("fp32", "")), "int8": str(lat.get("int8", "")),
+                  **{m: {k: {f: _num(v.get(f)) for f in ("median", "min")} for k, v in (lat.get(m) or {}).items()}
+                     for m in ("cpu_ms", "wall_ms")}}
     return {"label": str(d.get("label", "int8")), "cpu": d.get("cpu"),
             "exclude": [str(x) for x in d.get("exclude", [])],
             "fp32_ms": _num(lat.get("fp32_ms")), "int8_ms": _num(lat.get("int8_ms")),
-            "cpu_model": lat.get("cpu"), "outputs": outputs}
+            "cpu_model": lat.get("cpu"), "latency": timing, "latency_error": lat.get("error"),
+            "judged_on": str(d.get("judged_on") or "the reference's inputs"), "outputs": outputs}
 
 
 def fmt_int8(i: dict[str, Any]) -> list[str]:
     """One line per output: agreement overall and where fp32 is decided, row cosines, latency."""
     lines = []
-    speed = ""
-    if i.get("fp32_ms") and i.get("int8_ms"):
-        speed = (f"int8 {i['int8_ms']:.1f} ms vs fp32 {i['fp32_ms']:.1f} ms "
-                 f"({i['fp32_ms'] / i['int8_ms']:.2f}x) on {i.get('cpu_model') or 'this CPU'}")
+    speed = fmt_latency(i)
     for name, o in i["outputs"].items():
         cos = o["row_cosine"]
         dist = ", ".join(f"{p} {fmt_cosine(q.get('min'))}/{fmt_cosine(q.get('median'))}/{fmt_cosine(q.get('max'))}"
@@ -224,9 +228,25 @@ def fmt_int8(i: dict[str, Any]) -> list[str]:
         decided = (f"{o['top1_decided']:.0%} of {o['decided']} where fp32 is decided" if o["decided"]
                    else "fp32 decided on none")
         lines.append(f"{i['label']} · {name}: top-1 {fmt(o['top1'])} of {o['rows']} rows, {decided}; "
-                     f"cosine per row (min/median/max) {dist}; {speed}"
-                     + (f"; {len(i['exclude'])} nodes kept in fp32" if i["exclude"] else ""))
+                     f"cosine per row (min/median/max) {dist}; judged on {i.get('judged_on') or 'the reference'}; "
+                     f"{speed}" + (f"; {len(i['exclude'])} nodes kept in fp32" if i["exclude"] else ""))
     return lines
+
+
+def fmt_latency(i: dict[str, Any]) -> str:
+    """int8 engine against fp32 engine: CPU time medians (min) at 1 thread, the ratio, wall time, the method."""
+    t = i.get("latency")
+    if not t:
+        why = i.get("latency_error")
+        if i.get("fp32_ms") and i.get("int8_ms"):  # a result written before the method was recorded
+            return f"int8 {i['int8_ms']:.2f} ms vs fp32 {i['fp32_ms']:.2f} ms (method not recorded)"
+        return f"latency not measured: {why}" if why else ""
+    cpu, wall = t["cpu_ms"], t["wall_ms"]
+    ratio = f"{t['speedup']:.2f}x" if t.get("speedup") else "n/a"
+    return (f"int8 engine {cpu['int8']['median']:.2f} ms (min {cpu['int8']['min']:.2f}) vs fp32 engine "
+            f"{cpu['fp32']['median']:.2f} ms (min {cpu['fp32']['min']:.2f}): {ratio} in CPU time per run at 1 thread, "
+            f"median of {t['runs']} interleaved runs; wall time at {t['threads']} threads "
+            f"{wall['int8']['median']:.2f} vs {wall['fp32']['median']:.2f} ms; on {i.get('cpu_model') or 'this CPU'}")
 
 
 def _divergence(d: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -474,6 +494,9 @@ def fmt_divergence(d: dict[str, Any] | None) -> str:
         figures += f", {d['mismatched']} values out of atol/rtol"
     head = (f"node {d['node']} ({d.get('op_type', '?')}), output {d.get('output', '?')}{where}: "
             f"{figures} against tolerance {tol}; its inputs: {inputs or 'none compared'}")
+    if d.get("quantized_input"):
+        return (f"first divergence: the quantization of input {d['quantized_input']} ({head}); "
+                f"remedy: {d.get('remedy') or 'keep the input in fp32 or loosen the tolerance'}")
     if d.get("verdict") == "accumulated":
         return (f"no single node breaks the tolerance: the error accumulates and crosses it at {head}; "
                 f"the error grows most at: {grown}")

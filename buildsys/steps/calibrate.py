@@ -17,7 +17,16 @@ Calibration data comes from the recipe's `calibration.data`:
   input's and every dimension must fit the recipe's dims (a named dim anywhere in
   [min, max], a fixed dim exactly).
 - `images`: every file of a folder, preprocessed by a named preset (`imagenet`)
-  into the model's NCHW float input, consecutive images filling the opt batch.
+  into the model's NCHW float input, consecutive images filling the opt batch;
+  then, up to `samples` batches, seeded views of the same files (crops, mirrors,
+  brightness: `inputs.image_view`). A few photographs give few batches, and ranges
+  taken on their centre crops alone clip what other framings of a scene produce
+  (EfficientNet-Lite0 on held-out photographs: top-1 agreement where fp32 is
+  decided 80 % with 3 batches of centre crops, 91 % with 32 batches of views).
+
+Where parity judges on the same files (an input's `images` or `npy` data), the
+share `parity.holdout` of them is held out: the resolver leaves those files out
+of this step's files (and so out of its key and its reach), and says which.
 
 A model that already carries QuantizeLinear/DequantizeLinear nodes (quantization-
 aware training) is not calibrated: its scales are part of the model, and the
@@ -47,8 +56,6 @@ RANDOM_WARNING = "calibrated on random data: ranges may not match real inputs"
 # the model is never calibrated on the very inputs its int8 parity is judged on.
 _STREAM = 0xCA1B
 _DATA_FIELD = "calibration.data.path"
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 _FLOAT_DTYPES = ("float16", "float32", "float64", "bfloat16")
 
 
@@ -64,7 +71,7 @@ class _Source:
 class CalibrateRanges(Step[CalibrateParams]):
     KIND = "calibrate"
     PARAMS = CalibrateParams
-    VERSION = 1
+    VERSION = 2  # 2: images fill `samples` batches with seeded views
     TOOLS = ("onnx", "onnxruntime", "numpy", "pillow")
     RESIDENT = True
 
@@ -93,11 +100,14 @@ class CalibrateRanges(Step[CalibrateParams]):
             ranges = collect_ranges(staged, cal.method, source.batches, self.ctx.threads, Path(tmp))
         random = cal.data.kind in RANDOM_KINDS
         doc = {"format": FORMAT, "qat": False, "method": cal.method, "random_data": random,
-               "samples": len(source.batches), "data": source.manifest,
+               "samples": len(source.batches), "data": source.manifest, "held_out": list(self.params.held_out),
                "tensors": {name: {"min": lo, "max": hi} for name, (lo, hi) in sorted(ranges.items())}}
         out.write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n")
         summary = (f"{cal.method} ranges of {len(ranges)} tensors from {len(source.batches)} "
                    f"{_plural(len(source.batches), 'batch', 'batches')} of {source.label}")
+        if self.params.held_out:
+            n = len(self.params.held_out)
+            summary += f"; {n} {_plural(n, 'file', 'files')} held out for parity"
         if random:
             summary += f"; {RANDOM_WARNING}"
             print(f"warning: {RANDOM_WARNING}")
@@ -389,23 +399,35 @@ def _image_source(params: dict[str, Any], paths: list[Path], workspace: Path) ->
     if not groups:
         raise StepError(f"the folder holds {len(paths)} images, fewer than one batch of {smallest}",
                         field=_DATA_FIELD, hint="add images, or lower the batch dim's min")
-    groups = groups[: params["calibration"]["samples"]]
+    samples = params["calibration"]["samples"]
+    groups = groups[:samples]
+    used = [p for g in groups for p in g]
+    # The remaining batches: seeded views of the same files, each file in turn.
+    views = [[used[(k * n + b) % len(used)] for b in range(n)] for k in range(samples - len(groups))]
 
-    def make(sample: int, group: list[Path]) -> Callable[[], dict]:
+    def make(sample: int, group: list[Path], view: bool) -> Callable[[], dict]:
         def feeds() -> dict:
             import numpy as np
 
-            images = np.stack([imagenet_image(p, h, w, workspace) for p in group]).astype(target["dtype"])
+            from buildsys.inputs import image_view
+
+            rng = np.random.default_rng([_STREAM, sample])
+            rows = [image_view(p, h, w, rng, "calibration") if view else imagenet_image(p, h, w, workspace)
+                    for p in group]
+            images = np.stack(rows).astype(target["dtype"])
             at = {**_opt(dims), **({batch_dim: {"opt": len(group)}} if batch_dim else {})}
             return {target["name"]: images, **_random_feeds(params, sample, at, skip=(target["name"],))}
         return feeds
 
-    used = [p for g in groups for p in g]
     manifest = {"kind": "images", "preset": preset, "input": target["name"], "shape": [n, c, h, w],
-                "files_in_folder": len(paths),
+                "files_in_folder": len(paths), "view_batches": len(views),
                 "files": [{"name": _rel(p, workspace), "size": sizes[p]} for p in used]}
     label = f"{len(used)} {_plural(len(used), 'image', 'images')} ({preset} preset)"
-    return _Source([make(i, g) for i, g in enumerate(groups)], manifest, label)
+    if views:
+        label += f", then {len(views)} of seeded views of them"
+    batches = [make(i, g, False) for i, g in enumerate(groups)]
+    batches += [make(len(groups) + k, g, True) for k, g in enumerate(views)]
+    return _Source(batches, manifest, label)
 
 
 def _image_input(specs: list[dict]) -> dict:
@@ -445,6 +467,8 @@ def imagenet_image(path: Path, h: int, w: int, workspace: Path):
     import numpy as np
     from PIL import Image, ImageOps
 
+    from buildsys.inputs import IMAGENET_MEAN, IMAGENET_STD
+
     try:
         with Image.open(path) as opened:
             img = ImageOps.exif_transpose(opened).convert("RGB")
@@ -460,7 +484,7 @@ def imagenet_image(path: Path, h: int, w: int, workspace: Path):
     left, top = (size[0] - w) // 2, (size[1] - h) // 2
     img = img.crop((left, top, left + w, top + h))
     arr: np.ndarray = np.asarray(img, dtype=np.float32) / 255.0
-    arr = (arr - np.asarray(_IMAGENET_MEAN, dtype=np.float32)) / np.asarray(_IMAGENET_STD, dtype=np.float32)
+    arr = (arr - np.asarray(IMAGENET_MEAN, dtype=np.float32)) / np.asarray(IMAGENET_STD, dtype=np.float32)
     return arr.transpose(2, 0, 1)
 
 

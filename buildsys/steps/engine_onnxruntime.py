@@ -20,16 +20,14 @@ class OrtFormatEngine(Step[OrtEngineParams]):
 
     def run(self) -> StepResult:
         import numpy as np
-        import onnxruntime as ort
 
         from buildsys.numerics import compare_outputs
         from buildsys.steps import simplify
         from buildsys.steps.reference import read_reference
-        from buildsys.steps.sessions import cpu_session, session_options
+        from buildsys.steps.sessions import cpu_session, engine_options
 
         out = self.ctx.output("engine")
-        so = session_options(self.ctx.threads)
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so = engine_options(self.ctx.threads)
         src = self.ctx.inputs["model"]
         data = src.with_name(src.name + ".data")
         big = data.exists() and src.stat().st_size + data.stat().st_size > simplify.TWO_GIB

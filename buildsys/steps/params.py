@@ -93,6 +93,7 @@ class ShapePoints:
     seed: int
     points: tuple[str, ...]  # min / opt / max as the recipe lists them, then the seeded shapes' names
     shapes: dict[str, dict[str, int]] = field(default_factory=dict)  # "random1" -> {dim: size}
+    files: dict[str, tuple[str, ...]] = field(default_factory=dict)  # input -> the real-data files parity draws from
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class ParityParams:
     outputs: tuple[str, ...]
     quantization: QuantizationSpec | None = None  # int8 parity: the CPU class and the nodes kept in fp32
     parity: RowOrder = RowOrder()
+    data: dict[str, Any] = field(default_factory=dict)  # int8 parity: what each input's values are (resolve.judged_data)
 
     @property
     def tolerance(self) -> Tolerance:
@@ -129,6 +131,7 @@ class CalibrateParams:
     calibration: CalibrationSpec | None  # None: the model must carry its own Q/DQ nodes
     inputs: tuple[InputSpec, ...]
     dims: dict[str, Dim]
+    held_out: tuple[str, ...] = ()  # files of the data kept for parity only (resolve.parity_split)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ class QuantizeParams:
     flavour: str  # onnxruntime | tensorrt
     calibration: CalibrationSpec  # per_channel alone (None where the model is quantization-aware trained)
     quantization: QuantizationSpec  # exclude; cpu for the onnxruntime flavour
+    settings: dict[str, Any] = field(default_factory=dict)  # the flavour's choices (flavours.Flavour), for the key
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,7 @@ class FallbackParams:
     tolerances: dict[str, Tolerance]  # int8's
     quantization: QuantizationSpec
     parity: RowOrder = RowOrder()
+    settings: dict[str, Any] = field(default_factory=dict)  # the onnxruntime flavour's choices, for the key
 
 
 @dataclass(frozen=True)

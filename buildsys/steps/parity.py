@@ -5,9 +5,12 @@ tolerance; the full figures go to a JSON result, the verdict to the build.
 A model that cannot even run at a shape point (a sequence length baked in at
 export, say) fails that point with ONNX Runtime's message.
 
-parity[int8] also times the int8 model against the fp32 one on this machine's
-CPU (median of a few runs at the opt point), and says which CPU class its
-ONNX Runtime flavour was made for: the reviewer judges quality and speed at once.
+parity[int8] also times the int8 engine against the fp32 engine of the same
+export on this machine's CPU at the opt point (`steps.latency`: CPU time per run
+at one thread, medians and minima of interleaved runs, beside wall time), says
+which CPU class its ONNX Runtime flavour was made for, and which data it judged on
+(seeded noise, or real data held out of calibration): the reviewer judges quality
+and speed at once.
 """
 from __future__ import annotations
 
@@ -17,6 +20,10 @@ from typing import Any
 from buildsys.errors import StepError
 from buildsys.recipe.model import QuantizationSpec
 from buildsys.steps.base import Step, StepResult
+
+# At the top (standard library only there): the resident process loads it with this module,
+# so that timing int8 imports nothing new into it.
+from buildsys.steps.latency import int8_against_fp32
 from buildsys.steps.params import ParityParams, as_dict
 
 
@@ -61,14 +68,22 @@ class ParityCheck(Step[ParityParams]):
                "candidate": self.ctx.inputs["model"].name, "results": results}
         if "fp32" in self.ctx.inputs:
             doc["int8"] = int8_figures(results, p.quantization)
+            doc["int8"]["data"] = p.data
+            doc["int8"]["judged_on"] = judged_on(p.data)
             doc["int8"]["latency"] = _latency(self.ctx.inputs["fp32"], self.ctx.inputs["model"], manifest, arrays,
-                                              self.ctx.threads)
+                                              self.ctx.threads, self.ctx.scratch)
             lat = doc["int8"]["latency"]
             for name, o in doc["int8"]["outputs"].items():
                 if o["decided"]:
                     summary += (f"; {name}: top-1 {o['top1']:.0%} overall, "
                                 f"{o['top1_decided']:.0%} of {o['decided']} decided")
-            summary += f"; {doc['int8']['label']}: {lat['int8_ms']:.1f} ms vs fp32 {lat['fp32_ms']:.1f} ms here"
+            summary += f"; judged on {doc['int8']['judged_on']}"
+            if lat.get("error"):
+                summary += f"; latency not measured: {lat['error']}"
+            else:
+                summary += (f"; {doc['int8']['label']}: {lat['int8_ms']:.2f} ms vs the fp32 engine's "
+                            f"{lat['fp32_ms']:.2f} ms ({lat['speedup']:.2f}x; CPU time per run at 1 thread, "
+                            f"median of {lat['runs']})")
         self.ctx.output("result").write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=True) + "\n")
         print(summary)
         return StepResult(verdict={"passed": passed, "summary": summary}, summary=summary)
@@ -134,32 +149,39 @@ def int8_figures(results: list[dict], int8: QuantizationSpec | None) -> dict:
     return {"cpu": cpu, "label": label, "exclude": list(int8.exclude if int8 else ()), "outputs": figures}
 
 
-def _latency(fp32, int8, manifest: list[dict], arrays, threads: int, runs: int = 10) -> dict:
-    """Median latency of the fp32 and the int8 model at the opt point, timed in turn, on this CPU."""
-    import statistics
-    import time
+def _latency(fp32, int8, manifest: list[dict], arrays, threads: int, scratch) -> dict:
+    """The int8 engine against the fp32 engine of the same export at the opt point (steps.latency)."""
+    import tempfile
+    from pathlib import Path
 
-    from buildsys.steps.sessions import cpu_session
     from buildsys.toolchain import cpu
 
     entry = next((e for e in manifest if e["point"] == "opt"), manifest[0])
     feeds = {name: arrays[key] for name, key in entry["inputs"].items()}
-    sessions = {"fp32": cpu_session(fp32, threads), "int8": cpu_session(int8, threads)}
-    times: dict[str, list[float]] = {k: [] for k in sessions}
+    where = {"point": entry["point"], "shapes": {k: list(v.shape) for k, v in feeds.items()}, "cpu": cpu()["model"]}
     try:
-        for s in sessions.values():
-            s.run(None, feeds)
-        for _ in range(runs):
-            for k, s in sessions.items():
-                t0 = time.perf_counter()
-                s.run(None, feeds)
-                times[k].append(time.perf_counter() - t0)
-    except Exception as exc:
-        return {"error": " ".join(str(exc).split())[:300], "fp32_ms": float("nan"), "int8_ms": float("nan")}
-    return {"fp32_ms": round(statistics.median(times["fp32"]) * 1e3, 3),
-            "int8_ms": round(statistics.median(times["int8"]) * 1e3, 3),
-            "point": entry["point"], "shapes": {k: list(v.shape) for k, v in feeds.items()},
-            "threads": threads, "cpu": cpu()["model"]}
+        with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+            return {**int8_against_fp32(fp32, int8, feeds, threads, Path(tmp)), **where}
+    except Exception as exc:  # ONNX Runtime's own untyped errors: the latency says why it is missing
+        return {"error": " ".join(str(exc).split())[:300], "fp32_ms": float("nan"), "int8_ms": float("nan"), **where}
+
+
+def judged_on(data: dict) -> str:
+    """What parity's inputs were, in a few words per input: `input: 2 held-out images of data/calibration`."""
+    said = []
+    for name, d in data.items():
+        if d.get("files") is not None:
+            n, held = len(d["files"]), d.get("held_out_of_calibration", 0)
+            what = "image" if d["kind"] == "images" else "file"
+            kept = f"{held} held out of calibration" if held else "none also calibrated on"
+            views = f"seeded views ({d.get('preset')} preset) of " if d["kind"] == "images" else ""
+            said.append(f"{name}: {views}{n} {what}{'s' if n != 1 else ''} of {d['path']} ({kept})")
+        elif d["kind"] == "npy":
+            said.append(f"{name}: npy files {d['path']}")
+        else:
+            args = ", ".join(f"{k} {v:g}" for k, v in d.items() if k != "kind" and isinstance(v, (int, float)))
+            said.append(f"{name}: seeded {d['kind']} noise ({args})")
+    return "; ".join(said) or "the reference's inputs"
 
 
 def _shape_of(row: dict) -> str:

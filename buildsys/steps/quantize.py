@@ -36,44 +36,12 @@ import json
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from buildsys.errors import StepError
+from buildsys.flavours import CPU_CLASSES, CPU_LABELS, FLAVOURS, Flavour, flavour_for  # noqa: F401 (the steps' names)
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import QuantizeParams
-
-
-@dataclass(frozen=True)
-class Flavour:
-    activations: str  # onnxruntime.quantization.QuantType member
-    weights: str
-    symmetric_activations: bool
-    quantize_bias: bool
-    reduce_range: bool  # 7-bit weights
-
-
-FLAVOURS: dict[str, Flavour] = {
-    "onnxruntime": Flavour(activations="QUInt8", weights="QInt8", symmetric_activations=False, quantize_bias=True,
-                           reduce_range=True),
-    "tensorrt": Flavour(activations="QInt8", weights="QInt8", symmetric_activations=True, quantize_bias=False,
-                        reduce_range=False),
-}
-# CPU classes of the onnxruntime flavour (the machine's own: toolchain.cpu_class).
-CPU_CLASSES = ("vnni", "avx2")
-CPU_LABELS = {"vnni": "int8 for VNNI CPUs (8-bit weights)", "avx2": "int8 for AVX2 CPUs (7-bit weights)"}
-
-
-def flavour_for(name: str, cpu: str | None) -> Flavour:
-    """The flavour a quantize step applies: onnxruntime's weight bits follow its CPU class."""
-    flavour = FLAVOURS.get(name)
-    if flavour is None:
-        raise StepError(f"unknown quantization flavour {name!r} (known: {', '.join(FLAVOURS)})")
-    if name == "onnxruntime":
-        if cpu not in CPU_CLASSES:
-            raise StepError(f"unknown CPU class {cpu!r} (known: {', '.join(CPU_CLASSES)})", field="quantization.cpu")
-        flavour = replace(flavour, reduce_range=cpu == "avx2")
-    return flavour
 
 
 class QuantizeQdq(Step[QuantizeParams]):
@@ -163,9 +131,12 @@ def quantize(model: Path, calib: dict, flavour: Flavour, per_channel: bool, out:
     except Exception as exc:
         raise StepError(f"ONNX Runtime's quantizer failed: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}") \
             from None
-    if exclude:
+    if exclude or flavour.integer_pad:
         detached = onnx.load(str(out))
-        float_inputs(detached, exclude, onnx.load(str(staged)))
+        if exclude:
+            float_inputs(detached, exclude, onnx.load(str(staged)))
+        if flavour.integer_pad:
+            print(f"{integer_pads(detached)} Pad nodes run on the integers", flush=True)
         onnx.save(detached, str(out), save_as_external_data=external, all_tensors_to_one_file=True,
                   location=out.name + ".data")
     files = [out.name] + ([out.name + ".data"] if (out.parent / (out.name + ".data")).exists() else [])
@@ -243,6 +214,55 @@ def float_inputs(model, names, fp32) -> None:
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     _drop_unused_qdq(model)
+
+
+def integer_pads(model) -> int:
+    """Make each Pad that sits between a DequantizeLinear and a QuantizeLinear of the same scale and
+    zero point pad the integers, in place; return how many.
+
+    DequantizeLinear(x) -> Pad(constant 0) -> QuantizeLinear becomes Pad(x, constant = zero point):
+    the same values (0.0 quantizes to the zero point exactly, and the other values come back
+    unchanged), without the float round trip ONNX Runtime otherwise runs the Pad in.
+    """
+    from onnx import numpy_helper
+
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in model.graph.output}
+
+    def same(a: str, b: str) -> bool:
+        return a == b or (a in consts and b in consts and consts[a].shape == consts[b].shape
+                          and consts[a].dtype == consts[b].dtype and bool((consts[a] == consts[b]).all()))
+
+    done = 0
+    for pad in list(model.graph.node):
+        mode = next((a.s for a in pad.attribute if a.name == "mode"), b"constant")
+        dq = producer.get(pad.input[0]) if pad.op_type == "Pad" and pad.input else None
+        after = consumers.get(pad.output[0], []) if dq is not None else []
+        if dq is None or dq.op_type != "DequantizeLinear" or mode != b"constant" or len(after) != 1 \
+                or after[0].op_type != "QuantizeLinear" or pad.output[0] in outputs:
+            continue
+        quant = after[0]
+        value = pad.input[2] if len(pad.input) > 2 else ""
+        if value and not (value in consts and not consts[value].any()):
+            continue  # a non-zero constant need not be representable exactly
+        scale, zero = (list(dq.input) + [""])[1:3]
+        if not zero or len(quant.input) < 3 or not (same(scale, quant.input[1]) and same(zero, quant.input[2])) \
+                or consts.get(zero) is None or consts[zero].size != 1:
+            continue  # per-axis or implicit zero points: left as they are
+        pad.input[0] = dq.input[0]
+        while len(pad.input) < 3:
+            pad.input.append("")
+        pad.input[2] = zero
+        pad.output[0] = quant.output[0]
+        model.graph.node.remove(quant)
+        done += 1
+    _drop_unused_qdq(model)
+    return done
 
 
 def _drop_unused_qdq(model) -> None:

@@ -42,7 +42,7 @@ def read_reference(path: Path):
 class ReferenceOutputs(Step[ReferenceParams]):
     KIND = "reference"
     PARAMS = ReferenceParams
-    VERSION = 2
+    VERSION = 3  # 3: images as parity data (seeded views)
     TOOLS = ("torch", "numpy")
     DISCOVERS = True
 

@@ -20,6 +20,15 @@ def session_options(threads: int):
     return so
 
 
+def engine_options(threads: int):
+    """The session options engine[onnxruntime-*] optimises with (every graph optimisation, for this CPU)."""
+    import onnxruntime as ort
+
+    so = session_options(threads)
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return so
+
+
 def cpu_session(path: Path, threads: int, so=None):
     import onnxruntime as ort
 

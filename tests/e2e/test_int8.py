@@ -50,6 +50,19 @@ def test_adding_an_int8_target_runs_only_the_int8_steps(workspace):
     assert parity["passed"] is True and parity["tolerance"]["min_cosine"] == 0.99
     assert {row["point"] for row in parity["results"]} == {"min", "opt", "max", "random1", "random2"}
     assert (out / "engines/onnxruntime-int8.ort").is_file()
+    # the latency record: both engines, CPU time at 1 thread and wall time, median and min, the method named
+    lat = parity["int8"]["latency"]
+    assert lat["fp32"] == "fp32 engine: the ORT format of model.sim.onnx"
+    assert lat["int8"] == "int8 engine: the ORT format of model.int8.onnx"
+    assert lat["method"].startswith("process CPU time per run at 1 intra-op thread")
+    assert f"median and min of {lat['runs']} runs" in lat["method"] and lat["runs"] >= 30
+    assert lat["point"] == "opt" and lat["threads"] >= 1
+    for measure in ("cpu_ms", "wall_ms"):
+        for engine in ("fp32", "int8"):
+            assert 0 < lat[measure][engine]["min"] <= lat[measure][engine]["median"], (measure, engine, lat)
+    assert lat["fp32_ms"] == lat["cpu_ms"]["fp32"]["median"] and lat["int8_ms"] == lat["cpu_ms"]["int8"]["median"]
+    assert lat["speedup"] == round(lat["fp32_ms"] / lat["int8_ms"], 3)
+    assert "vs the fp32 engine's" in r.stderr and "CPU time per run at 1 thread" in r.stderr
 
     # the gate's reports say that calibration used random data
     r = workspace.run("check")
@@ -108,7 +121,9 @@ def test_fallback_keeps_the_outlier_layer_in_fp32_and_the_pinned_recipe_searches
     assert workspace.run("check").code == 0
     md = (workspace.root / "out/reports/parity.md").read_text()
     line = next(ln for ln in md.splitlines() if ln.startswith("- outlier: int8 for"))
-    assert "top-1" in line and "cosine per row (min/median/max)" in line and "ms vs fp32" in line
+    assert "top-1" in line and "cosine per row (min/median/max)" in line
+    assert "vs fp32 engine" in line and "in CPU time per run at 1 thread, median of" in line
+    assert "judged on x: seeded normal noise (mean 0, std 1)" in line
     assert "int8 for" in (workspace.root / "out/reports/parity.html").read_text()
 
     # The same build again is a cache hit: the search is a step like every other.
@@ -172,3 +187,72 @@ def test_a_fallback_that_spends_its_budget_says_so_and_the_gate_fails(workspace)
     assert "int8 FAILED" in r.stderr
     report = json.loads((workspace.root / "out/outlier/fallback.json").read_text())
     assert report["passed"] is False and report["kept_fp32"] == ["/fc2/Gemm"] and "pin" in report
+
+
+IMAGES = """\
+version: 1
+model: {factory: "tm.signs_cnn:signs_cnn"}
+inputs:
+  - {name: image, dtype: float32, shape: [batch, 3, 16, 16], data: {kind: images, path: photos}}
+outputs: [{name: logits}]
+dims: {batch: {min: 1, opt: 2, max: 2}}
+export: {opset: 17, exporter: torchscript}
+calibration: {data: {kind: images, path: photos, preset: imagenet}, samples: 8}
+parity: {samples: 3, points: [opt], random_shapes: 0, holdout: 0.5}
+tolerances:
+  int8: {min_cosine: 0.9}
+targets:
+  - {backend: onnxruntime, precision: int8}
+"""
+
+
+def _photos(folder, n: int) -> list[str]:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    for i in range(n):
+        pixels = (rng.random((30 + i, 40, 3)) * 255 * (i + 1) / n).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"p{i}.png")
+    return [f"photos/p{i}.png" for i in range(n)]
+
+
+def test_int8_is_judged_on_images_calibration_never_saw(workspace):
+    photos = _photos(workspace.root / "photos", 4)
+    workspace.write("recipes/signs.yaml", IMAGES)
+
+    r = workspace.build()
+
+    assert r.code == 0, r.stderr
+    out = workspace.root / "out/signs"
+    calib = json.loads((out / "calib.json").read_text())
+    held = calib["held_out"]
+    assert len(held) == 2 and set(held) < set(photos)
+    calibrated = [f["name"] for f in calib["data"]["files"]]
+    assert sorted(calibrated + held) == photos and not set(calibrated) & set(held)
+    parity = json.loads((out / "parity/int8.json").read_text())
+    data = parity["int8"]["data"]["image"]
+    assert data["kind"] == "images" and data["files"] == held and data["held_out_of_calibration"] == 2
+    said = "image: seeded views (imagenet preset) of 2 images of photos (2 held out of calibration)"
+    assert parity["int8"]["judged_on"] == said and f"judged on {said}" in r.stderr
+    # the views are real images of those files, not noise: every row differs, in the preset's range
+    import numpy as np
+
+    from buildsys.steps.reference import read_reference
+
+    manifest, arrays = read_reference(out / "reference.npz")
+    views = np.concatenate([arrays[e["inputs"]["image"]] for e in manifest])
+    assert views.shape == (6, 3, 16, 16) and len({v.tobytes() for v in views}) == 6
+    assert -2.2 < views.min() and views.max() < 2.7
+
+    assert workspace.run("check").code == 0
+    md = (workspace.root / "out/reports/parity.md").read_text()
+    assert said in md
+
+    # another split calibrates on other files: calibrate runs again, with the other half
+    workspace.write("recipes/signs.yaml", IMAGES.replace("holdout: 0.5", "holdout: 0.25"))
+    r = workspace.build()
+    assert r.code == 0, r.stderr
+    assert "signs:calibrate" in r.ran() and "signs:reference" in r.ran()
+    assert len(json.loads((out / "calib.json").read_text())["held_out"]) == 1

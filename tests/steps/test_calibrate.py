@@ -286,9 +286,11 @@ def test_images_fill_the_opt_batch_and_are_not_flagged_as_random(fp32, tmp_path)
     steps = steps_for(tmp_path, recipe(data="{kind: images, path: photos}"))
     answer = run_on(steps, "calibrate", model_of(fp32))
     assert answer["ok"], answer.get("error")
-    assert WARNING not in answer["summary"] and "from 2 batches of 3 images (imagenet preset)" in answer["summary"]
+    assert WARNING not in answer["summary"]
+    assert "from 4 batches of 3 images (imagenet preset), then 2 of seeded views of them" in answer["summary"]
     doc = calib_of(steps)
-    assert doc["random_data"] is False and doc["samples"] == 2  # [img0, img1], then [img2] (batch min is 1)
+    # [img0, img1], then [img2] (batch min is 1), then views up to `samples` (4): [img0, img1], [img2, img0]
+    assert doc["random_data"] is False and doc["samples"] == 4 and doc["data"]["view_batches"] == 2
     assert doc["data"]["preset"] == "imagenet" and doc["data"]["shape"] == [2, 3, 16, 16]
     assert [f["name"] for f in doc["data"]["files"]] == ["photos/img0.png", "photos/img1.png", "photos/img2.png"]
     assert doc["data"]["files"][0]["size"] == [30, 20]
