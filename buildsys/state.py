@@ -206,7 +206,8 @@ class State:
                 raise _SchemaMismatch(f"state schema {row and row[0]} is not {SCHEMA_VERSION}")
             return db
         except _SchemaMismatch:
-            db.close()  # type: ignore[union-attr]  # _connect() answered: db is set; a readable database of another version: its tables are (re)made below
+            # A readable database of another version (db is set: _connect() answered): its tables are (re)made below.
+            db.close()  # type: ignore[union-attr]
         except sqlite3.DatabaseError as exc:
             if db is not None:
                 db.close()
