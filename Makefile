@@ -1,8 +1,11 @@
 # The two commands: `make engines` builds every recipe, `make test` runs the tests.
 # Both create .venv at the repository root on first use.
+# SYSTEM=1 (GPU containers, hosts without a registry): use the packages PYTHON already holds instead of
+# installing the pins; .venv-system then only makes buildsys importable (see README, "Setting up").
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV := .venv
+SYSTEM ?= 0
+VENV := $(if $(filter 1,$(SYSTEM)),.venv-system,.venv)
 BIN := $(VENV)/bin
 JOBS ?= 1
 comma := ,
@@ -23,8 +26,29 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))$(if $(filter 1,$(GPU))
 
 .PHONY: engines test check validate status bench-build clean distclean install gpu-check
 
+# With SYSTEM=1 the venv holds no package: a .pth puts the source tree and PYTHON's own site-packages on
+# its path (--system-site-packages alone would miss them where PYTHON is itself a venv), and a small
+# script stands for the `buildsys` command. Nothing is downloaded or built, so no registry and no
+# build backend are needed. Each command first lists what is missing and each version that differs.
+# One stamp per interpreter: naming another PYTHON makes the venv again, for that one.
+SYSTEM_STAMP := $(VENV)/.installed-system-$(subst /,_,$(subst .,_,$(PYTHON)))
+SYSTEM_GROUPS ?= dependencies samples$(if $(filter 1,$(GPU)), gpu onnxruntime-gpu)
+SYSTEM_CHECK = $(if $(filter 1,$(SYSTEM)),$(BIN)/python -m buildsys.pins installed $(SYSTEM_GROUPS) $(1);)
+ifeq ($(SYSTEM),1)
+STAMP := $(SYSTEM_STAMP)
+endif
+
 install: $(STAMP)
 
+$(SYSTEM_STAMP):
+	@rm -rf $(VENV) && $(PYTHON) -m venv --without-pip --system-site-packages $(VENV)
+	@site=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
+		{ echo "$(CURDIR)"; $(PYTHON) -c "import site; print('\n'.join(site.getsitepackages()))"; } > $$site/buildsys-system.pth
+	@printf '#!%s\nimport sys\nfrom buildsys.cli import main\nsys.exit(main())\n' "$(abspath $(BIN))/python" > $(BIN)/buildsys
+	@chmod +x $(BIN)/buildsys
+	@touch $@
+
+ifneq ($(SYSTEM),1)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --disable-pip-version-check \
@@ -49,21 +73,26 @@ ifeq ($(GPU),1)
 		echo "$$line" | tee $(GPU_NOTE); fi
 endif
 	@touch $(STAMP)
+endif
 
 engines: $(STAMP)
+	@$(call SYSTEM_CHECK)
 	$(BIN)/buildsys build -j $(JOBS)
 
 # Lint (ruff) and types (mypy), configured in pyproject.toml, then the tests; any finding fails.
 test: $(STAMP)
+	@$(call SYSTEM_CHECK,test)
 	$(BIN)/ruff check buildsys tests benchmarks
 	$(BIN)/mypy
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 validate: $(STAMP)
+	@$(call SYSTEM_CHECK)
 	$(BIN)/buildsys validate
 
 status: $(STAMP)
+	@$(call SYSTEM_CHECK)
 	$(BIN)/buildsys status
 
 # The bench extra (DVC) joins the venv with every installed package as a constraint, so it changes
@@ -88,7 +117,9 @@ distclean: clean
 
 # What to run first on a GPU machine: the gpu-marked tests, then every sample on every GPU target.
 gpu-check: $(STAMP)
+	@$(call SYSTEM_CHECK)
 	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 check: $(STAMP)
+	@$(call SYSTEM_CHECK)
 	$(BIN)/buildsys check -j $(JOBS) $(CHECK_ARGS)

@@ -95,6 +95,8 @@ def _parser():
     v = sub.add_parser("validate", help="check recipes against the schema and semantic rules; nothing is built")
     v.add_argument("recipes", nargs="*")
 
+    sub.add_parser("doctor", help="the GPU, driver and CUDA, and whether torch, ONNX Runtime and TensorRT run on it")
+
     c = sub.add_parser("clean", help="remove build outputs (the cache keeps artifacts unless --cache)")
     c.add_argument("recipes", nargs="*")
     c.add_argument("--cache", action="store_true", help="also remove the artifact store and build state")
@@ -537,6 +539,12 @@ def cmd_clean(root: Path, args) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(root: Path, args) -> int:
+    from buildsys.doctor import doctor
+
+    return doctor()
+
+
 _COMMANDS = {
     "build": cmd_build,
     "status": cmd_status,
@@ -548,4 +556,5 @@ _COMMANDS = {
     "view": cmd_view,
     "clean": cmd_clean,
     "cache": cmd_cache,
+    "doctor": cmd_doctor,
 }

@@ -11,7 +11,10 @@ def compare(ref: np.ndarray, got: np.ndarray, tol: dict[str, Any]) -> dict[str, 
 
     Elementwise, an output passes where |got - ref| <= atol + rtol * |ref|
     (numpy's allclose). The relative error divides by max(|ref|, atol) so that
-    reference values near zero do not make it explode.
+    reference values near zero do not make it explode. `max_scaled_error`
+    bounds the largest error against the output's scale (its largest |ref|):
+    what fp16 rounding gives grows with the magnitudes a network computes, not
+    with each element's own size.
     """
     failures: list[str] = []
     m: dict[str, Any] = {"shape": list(got.shape), "reference_shape": list(ref.shape)}
@@ -40,6 +43,12 @@ def compare(ref: np.ndarray, got: np.ndarray, tol: dict[str, Any]) -> dict[str, 
         m["worst"] = {"index": [int(i) for i in worst], "reference": float(r[worst]), "candidate": float(g[worst])}
     else:
         m.update(max_abs=0.0, mean_abs=0.0, max_rel=0.0)
+    m["scale"] = scale
+    m["scaled_error"] = scaled_error(m["max_abs"], scale, m["nan"] + m["inf"])
+    bound = tol.get("max_scaled_error")
+    if bound is not None and not m["scaled_error"] <= bound:
+        failures.append(f"max abs error {m['max_abs']:.3g} is {m['scaled_error']:.3g} of the output's scale "
+                        f"{scale:.3g} (its largest |reference|), more than {bound:g}")
     m["cosine"] = cosine(r, g)
     m["histogram"] = histogram(diff)
     if tol.get("atol") is not None or tol.get("rtol") is not None:
@@ -70,6 +79,15 @@ def compare(ref: np.ndarray, got: np.ndarray, tol: dict[str, Any]) -> dict[str, 
     m["passed"] = not failures
     m["failures"] = failures
     return m
+
+
+def scaled_error(max_abs: float, scale: float, non_finite: int) -> float:
+    """The largest error as a share of the output's scale; inf where a value is not finite."""
+    if non_finite or not np.isfinite(max_abs):
+        return float("inf")
+    if scale == 0.0:
+        return 0.0 if max_abs == 0.0 else float("inf")
+    return float(max_abs / scale)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

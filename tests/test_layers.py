@@ -18,13 +18,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "buildsys"
 # An entry names a module or, with a trailing ".", every module under a package.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("buildsys", "exitcodes", "errors", "canonical", "safepath", "toolchain", "gpu", "numerics", "datafiles",
-                    "kinds", "reads", "flavours")),
+                    "kinds", "reads", "flavours", "pins")),
     ("storage", ("store", "untrusted", "state", "sharedcache")),
     ("recipe", ("recipe", "recipe.")),
     ("resolve", ("resolve",)),
     ("steps", ("inputs", "steps", "steps.")),
     ("orchestration", ("engine", "engine.", "build", "workers", "worker", "cluster",
-                       "progress", "loading", "cachegc", "diverge", "bench", "view", "reports", "reports.")),
+                       "progress", "loading", "cachegc", "diverge", "bench", "view", "reports", "reports.", "doctor")),
     ("cli", ("cli", "__main__")),
 ]
 

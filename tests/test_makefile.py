@@ -15,7 +15,7 @@ PYTHON = """#!/bin/sh
 shift 2
 echo "$*" >> "{log}"
 case "$*" in
-  *"[samples,test,cluster,gpu]"*) echo "ERROR: Failed to build tensorrt-cu12-libs (pypi.nvidia.com unreachable)" >&2; exit 1 ;;
+  *"[samples,test,cluster,gpu]"*) echo "ERROR: Failed to build tensorrt-cu13-libs (pypi.nvidia.com unreachable)" >&2; exit 1 ;;
   *"onnxruntime-gpu["*) {ort} ;;
   *",tensorflow]"*) echo "ERROR: No matching distribution found for tensorflow-cpu" >&2; exit 1 ;;
   "freeze "*) echo "numpy==2.4.6" ;;
@@ -139,3 +139,70 @@ def test_a_bench_extra_that_does_not_install_leaves_a_note_and_the_benchmark_run
     assert r.returncode == 0, r.stderr
     assert "note: the bench extra (dvc==3.67.1) did not install here; the benchmark leaves DVC out" in r.stderr
     assert machine.log.read_text().splitlines()[-1] == ""  # python -m benchmarks, no arguments
+
+
+def _fresh_clone(dest: Path) -> Path:
+    """The working tree's files as a clone would hold them (tracked and not ignored), without .venv or out/."""
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+@pytest.mark.slow
+def test_system_1_builds_from_an_interpreter_s_own_packages_without_a_registry(tmp_path):
+    import sys
+
+    from tests.e2e.conftest import tiny_recipe
+
+    if shutil.which("make") is None or shutil.which("git") is None:
+        pytest.skip("make and git are needed")
+    clone = _fresh_clone(tmp_path / "clone")
+    for recipe in (clone / "recipes").glob("*.yaml"):  # one tiny recipe keeps it cheap
+        recipe.unlink()
+    (clone / "recipes" / "tiny.yaml").write_text(tiny_recipe())
+    shutil.copytree(ROOT / "tests" / "fixtures" / "models", clone / "tm")
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "GPU", "VIRTUAL_ENV", "PYTHONPATH")}
+    env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS="", PIP_CONFIG_FILE=os.devnull)
+    # the interpreter that already holds the packages: the one running these tests (the worktree's .venv)
+    make = ["make", "--no-print-directory", "-C", str(clone), "SYSTEM=1", f"PYTHON={sys.executable}", "GPU=0"]
+    r = subprocess.run([*make, "engines"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (clone / "out" / "tiny" / "engines" / "onnxruntime-fp32.ort").is_file()
+    assert "missing from" not in r.stderr  # the interpreter holds every pinned package
+    # nothing was installed: the venv holds the path file and no package
+    site = next((clone / ".venv-system" / "lib").glob("python3*/site-packages"))
+    assert sorted(p.name for p in site.iterdir()) == ["buildsys-system.pth"]
+    assert [p.name for p in (clone / ".venv-system").glob(".installed-*")] == [
+        ".installed-system-" + sys.executable.replace(".", "_").replace("/", "_")]
+    assert not (clone / ".venv").exists()
+    r = subprocess.run([*make, "test", "PYTEST_ARGS=tests/test_pins.py -q -p no:cacheprovider"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert " passed" in r.stdout
+
+
+def test_system_1_lists_what_is_missing_in_one_line_and_warns_per_version(machine, tmp_path):
+    repo = tmp_path / "repo"
+    text = (repo / "pyproject.toml").read_text()
+    (repo / "pyproject.toml").write_text(text.replace('"pyyaml==6.0.3"', '"pyyaml==0.0.1"').replace(
+        '"rich==15.0.0"', '"rich==15.0.0",\n    "no-such-package-anywhere==1.0"'))
+    shutil.copytree(ROOT / "buildsys", repo / "buildsys")
+    shutil.copytree(ROOT / "schemas", repo / "schemas")
+    (repo / "recipes").mkdir()
+    (repo / "m.py").write_text("def f():\n    return None\n")
+    (repo / "recipes" / "r.yaml").write_text("version: 1\nmodel: {factory: m:f}\ninputs: [{name: x, dtype: float32, "
+                                             "shape: [2]}]\noutputs: [{name: y}]\n")
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "GPU", "PYTHONPATH")}
+    r = subprocess.run(["make", "--no-print-directory", "-C", str(repo), "validate", "SYSTEM=1", "GPU=0",
+                        f"PYTHON={sys.executable}"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert [ln for ln in r.stderr.splitlines() if "missing" in ln] == [
+        f"missing from {repo}/.venv-system/bin/python: no-such-package-anywhere==1.0 "
+        "(the steps that need them fail or are unavailable)"]
+    assert "warning: pyyaml 6.0.3 is installed, 0.0.1 is pinned" in r.stderr

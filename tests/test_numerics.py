@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from buildsys.numerics import compare, decided_rows
 
@@ -114,3 +115,23 @@ def test_rows_are_paired_by_nearness_under_a_cosine_tolerance():
     got["boxes"] = got["boxes"] * 1.001
     m = compare_outputs(refs, got, {"min_cosine": 0.999}, DETECTIONS)
     assert m["boxes"]["passed"] and m["boxes"]["cosine"] > 0.9999
+def test_max_scaled_error_bounds_the_largest_error_against_the_output_s_largest_value():
+    ref = np.array([[40.0, -2.0, 0.001], [3.0, 0.0, -1.0]])
+    got = ref + np.array([[0.1, 0.03, 0.02], [0.0, 0.0, 0.0]])  # 0.1 on a scale of 40: 0.25%
+    m = compare(ref, got, {"max_scaled_error": 0.003})
+    assert m["scale"] == 40.0 and m["scaled_error"] == pytest.approx(0.0025)
+    assert m["passed"]  # although |0.02| is 20x the 0.001 it sits on: fp16 errors follow the output's scale
+    m = compare(ref, got, {"max_scaled_error": 0.002})
+    assert m["failures"] == ["max abs error 0.1 is 0.0025 of the output's scale 40 (its largest |reference|), "
+                             "more than 0.002"]
+
+
+def test_a_value_that_is_not_finite_fails_max_scaled_error():
+    ref = np.ones((2, 3))
+    got = ref.copy()
+    got[0, 1] = np.inf
+    m = compare(ref, got, {"max_scaled_error": 1.0})
+    assert m["scaled_error"] == np.inf and not m["passed"]
+    assert m["failures"][0] == "0 NaN and 1 Inf values"
+    zero = compare(np.zeros(3), np.zeros(3), {"max_scaled_error": 0.0})
+    assert zero["passed"] and zero["scaled_error"] == 0.0

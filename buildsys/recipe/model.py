@@ -147,13 +147,18 @@ class Tolerance:
     min_cosine: float | None = None
     min_top1: float | None = None
     min_top1_decided: float | None = None  # top-1 agreement where the reference's top-1 margin >= 0.1
+    max_scaled_error: float | None = None  # max |got - ref| over the output's largest |ref|
 
 
 # Tolerances of each precision when the recipe gives none; an entry in the recipe
 # replaces its precision's default entirely (schema: `tolerances.default`).
+# fp16, from benchmarks/fp16_tolerances.py (15 healthy models on the CPU's float16 emulation, which
+# matches what an H100 gave within 5%): the largest error is 0.06% to 1.1% of the output's scale
+# (EfficientNet-Lite0 the worst; 3x margin), the lowest cosine 0.99996 (27x margin on 1 - cosine),
+# decided top-1 agreement 100%; the broken models give Inf/NaN, or 97% of the scale and cosine 0.05.
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(atol=1e-4, rtol=1e-3),
-    "fp16": Tolerance(atol=1e-2, rtol=1e-2),
+    "fp16": Tolerance(max_scaled_error=0.03, min_cosine=0.999, min_top1_decided=0.99),
     "int8": Tolerance(min_cosine=0.99),
     "best": Tolerance(atol=1e-2, rtol=1e-2),
 }

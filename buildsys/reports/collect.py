@@ -24,7 +24,7 @@ _NOT_RUN = {"failed": "error", "skipped": "blocked", "unavailable": "unavailable
 FAILING = ("failed", "error", "blocked")  # check statuses that fail the gate
 _FIGURES = ("max_abs", "mean_abs", "max_rel", "cosine", "top1")
 _COUNTS = ("nan", "inf", "mismatched")
-_TOLERANCE_KEYS = ("atol", "rtol", "min_cosine", "min_top1", "min_top1_decided")
+_TOLERANCE_KEYS = ("atol", "rtol", "max_scaled_error", "min_cosine", "min_top1", "min_top1_decided")
 
 
 @dataclass(frozen=True)
@@ -433,6 +433,8 @@ def fmt_tolerance(tol: dict[str, Any] | None) -> str:
     parts = []
     if tol.get("atol") is not None or tol.get("rtol") is not None:
         parts.append(f"atol {fmt(tol.get('atol') or 0.0)}, rtol {fmt(tol.get('rtol') or 0.0)}")
+    if tol.get("max_scaled_error") is not None:
+        parts.append(f"max error ≤ {tol['max_scaled_error']:g} of the output's scale")
     if tol.get("min_cosine") is not None:
         parts.append(f"cosine ≥ {tol['min_cosine']:g}")
     if tol.get("min_top1") is not None:

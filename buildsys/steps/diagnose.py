@@ -8,7 +8,6 @@ where it happened when the exception or the exported graph says so.
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sys
@@ -16,6 +15,7 @@ import sysconfig
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 # The boilerplate torch.onnx wraps around a failure: advice, not cause.
@@ -151,9 +151,6 @@ def root_cause(exc: BaseException, workspace: Path, program=None) -> Cause:
 _FIX_DIM = re.compile(r"^\s*(\w+) = Dim\('\w+'(?:, min=(\d+))?(?:, max=(\d+))?\)\s*$")
 _FIX_MULTIPLE = re.compile(r"^\s*(\w+) = (\d+)\*(\w+)(?: \+ (\d+))?\s*$")
 _FIX_CONST = re.compile(r"^\s*(\w+) = (\d+)\s*$")
-_VIOLATION = re.compile(r"Not all values of (\w+) = \S+ in the specified range (?:\d+ <= )?\1 <= \d+ "
-                        r"satisfy the generated guard (.+?)\.?$", re.M)
-_GUARD_AT = re.compile(r"\[guard added\] \(([^)]+?):(\d+) in (\w+)\)")
 
 
 def violated_dims(text: str, declared: dict[str, dict[str, int]]) -> dict[str, str]:
@@ -183,58 +180,163 @@ def violated_dims(text: str, declared: dict[str, dict[str, int]]) -> dict[str, s
         if name in declared and name not in holds:
             d = declared[name]
             holds[name] = f"{lo if lo is not None else d['min']}..{hi if hi is not None else d['max']}"
-    for m in _VIOLATION.finditer(text):
-        if m.group(1) in declared and m.group(1) not in holds:
-            holds[m.group(1)] = f"only sizes satisfying {m.group(2)[:160]}"
     return holds
 
 
-class GuardRecorder(logging.Handler):
-    """Collects the source lines where torch.export added shape guards (its INFO log records)."""
+@dataclass(frozen=True)
+class Narrowing:
+    """What a capture claims about one dim: the sizes of its declared range that hold, and the model's line."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.sites: list[tuple[str, str]] = []  # (file, where in it)
+    dim: str
+    holds: tuple[int, ...]  # the sizes checked that hold (all of them, or an even sample of a long range)
+    checked: int  # how many sizes of the range were checked
+    site: str | None  # `file:line in function` of the first claim in the model's own code
 
-    def emit(self, record: logging.LogRecord) -> None:
-        # Only the guard records, and only their location argument: formatting every record
-        # (sympy expressions thousands of terms long) would cost more than the export.
-        if "[guard added]" not in str(record.msg) or not isinstance(record.args, tuple) or len(record.args) < 3:
-            return
-        m = _GUARD_AT.search(f"[guard added] {record.args[2]}")
-        if m:
-            self.sites.append((m.group(1), f":{m.group(2)} in {m.group(3)}"))
+    def failing(self, lo: int, hi: int) -> list[int]:
+        held = set(self.holds)
+        return [n for n in _sample(lo, hi) if n not in held]
 
-    def first_model_site(self, workspace: Path) -> str | None:
-        """The first guard added by code outside torch (the model's own shape logic)."""
-        import torch
 
-        torch_dir = Path(torch.__file__).parent
-        for path, rest in self.sites:
-            if not (torch_dir / path).exists():
-                return _in_workspace(path, workspace) + rest
+# The sizes of a range a claim is checked at: all of them up to this many, else an even sample.
+CLAIM_SIZES = 256
+
+
+def _sample(lo: int, hi: int, limit: int = CLAIM_SIZES) -> list[int]:
+    if hi - lo + 1 <= limit:
+        return list(range(lo, hi + 1))
+    step = (hi - lo) / (limit - 1)
+    return sorted({lo + round(i * step) for i in range(limit)})
+
+
+def sizes_in_words(holds: tuple[int, ...] | list[int], checked: int, lo: int, hi: int) -> str:
+    """Which sizes hold, as a user reads it: `9..16`, `only sizes 8·n from 32 to 96`, `only the size 40`."""
+    sizes = sorted(holds)
+    if not sizes:
+        return "no size of the range"
+    if len(sizes) == 1:
+        return f"only the size {sizes[0]}"
+    steps = {b - a for a, b in zip(sizes, sizes[1:])}
+    if steps == {1} and checked == hi - lo + 1:
+        return f"{sizes[0]}..{sizes[-1]}"
+    if len(steps) == 1 and checked == hi - lo + 1:
+        k = steps.pop()
+        offset = sizes[0] % k
+        return f"only sizes {k}·n{f' + {offset}' if offset else ''} from {sizes[0]} to {sizes[-1]}"
+    shown = ", ".join(str(n) for n in sizes[:6])
+    return f"only the sizes {shown}{', …' if len(sizes) > 6 else ''} ({len(sizes)} of the {checked} checked)"
+
+
+def claimed_narrowings(shape_env, claims: list[tuple[Any, str | None]], symbols: dict[object, str],
+                       declared: dict[str, dict[str, int]]) -> dict[str, Narrowing]:
+    """Per dim, the sizes of its declared range for which every claim (a sympy condition on the
+    dims' symbols) holds, the other dims at their traced sizes; only dims some size fails are listed.
+
+    `symbols` maps each input dim's symbol to its recipe name; a claim over symbols outside
+    it (sizes the graph computes, not an input's) says nothing about the declared ranges.
+    """
+    import sympy
+
+    traced = {sym: sympy.Integer(shape_env.var_to_val[sym]) for sym in symbols if sym in shape_env.var_to_val}
+    found: dict[str, Narrowing] = {}
+    for sym, name in symbols.items():
+        if name in found or name not in declared:
+            continue
+        # each claim once, the other dims put in first: what is left is a condition on this dim alone
+        others = {k: v for k, v in traced.items() if k != sym}
+        mine: dict[Any, str | None] = {}  # sympy expressions (untyped)
+        for expr, site in claims:
+            if sym in expr.free_symbols and expr.free_symbols <= set(traced):
+                mine.setdefault(expr.xreplace(others), site)
+        if not mine:
+            continue
+        d = declared[name]
+        sizes = _sample(d["min"], d["max"])
+        holds, site = [], None
+        for n in sizes:
+            broken: str | None | Literal[False] = next(
+                (s for expr, s in mine.items() if not _holds(expr, {sym: sympy.Integer(n)})), False)
+            if broken is False:
+                holds.append(n)
+            elif site is None:
+                site = broken
+        if len(holds) < len(sizes):
+            found[name] = Narrowing(name, tuple(holds), len(sizes), site)
+    return found
+
+
+def _holds(expr, values: dict) -> bool:
+    try:
+        return bool(expr.xreplace(values))
+    except TypeError:  # not decided by the sizes alone: count it as a claim to check
+        return False
+
+
+def guard_narrowings(exc: BaseException, declared: dict[str, dict[str, int]], workspace: Path) -> dict[str, Narrowing]:
+    """From a capture that raised a constraint violation: what its guards claim about each dim it names.
+
+    The guards and their source lines are read from the failed capture's own ShapeEnv
+    (still held by the exception's frames): no second capture to find them.
+    """
+    shape_env = failed_shape_env(exc)
+    if shape_env is None:
+        return {}
+    text = strip_ansi(str(exc))
+    by_source = {}
+    for sym, sources in shape_env.var_to_sources.items():
+        for source in sources:
+            by_source[source.name] = sym
+    symbols = {}
+    for m in _VIOLATION_SOURCE.finditer(text):
+        if m.group(2) in by_source and m.group(1) in declared:
+            symbols[by_source[m.group(2)]] = m.group(1)
+    claims = [(g.expr, guard_site(g.sloc, workspace)) for g in shape_env.guards]
+    claims += [_range_claim(shape_env, sym, workspace) for sym in symbols if sym in shape_env.var_to_range]
+    return claimed_narrowings(shape_env, claims, symbols, declared)
+
+
+def _range_claim(shape_env, sym, workspace: Path) -> tuple[object, str | None]:
+    """A guard torch turned into a narrower range of the dim's symbol (`if x.shape[1] > 8`), as a claim."""
+    import sympy
+
+    bounds = shape_env.var_to_range[sym]
+    claim = sympy.And(sympy.Ge(sym, bounds.lower), sympy.Le(sym, bounds.upper))
+    slocs = getattr(shape_env, "var_to_range_sloc", {}).get(sym)
+    sites = [guard_site(s, workspace) for s in ((slocs.lower, slocs.upper) if slocs else ())]
+    return claim, next((s for s in sites if s), None)
+
+
+_VIOLATION_SOURCE = re.compile(r"Not all values of (\w+) = (\S+) in the specified range")
+
+
+def failed_shape_env(exc: BaseException):
+    """The ShapeEnv of a capture that failed: the innermost one the exception's frames hold."""
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    found = None
+    for e in chain(exc):
+        tb = e.__traceback__
+        while tb is not None:
+            found = next((v for v in tb.tb_frame.f_locals.values() if isinstance(v, ShapeEnv)), found)
+            tb = tb.tb_next
+    return found
+
+
+def guard_site(sloc, workspace: Path) -> str | None:
+    """`file:line in function` of a guard added by the model's own code (outside torch), else None."""
+    import torch
+
+    frame = getattr(sloc, "framework_loc", None)
+    if frame is None or isinstance(frame, str):
         return None
-
-    def __enter__(self) -> GuardRecorder:
-        self._logger = logging.getLogger("torch.fx.experimental.symbolic_shapes")
-        self._level = self._logger.level
-        self._logger.addHandler(self)
-        self._logger.setLevel(logging.INFO)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._logger.removeHandler(self)
-        self._logger.setLevel(self._level)
+    torch_dir = os.path.dirname(torch.__file__) + os.sep
+    if os.path.abspath(frame.filename).startswith(torch_dir) or frame.filename.startswith("<"):
+        return None
+    return f"{shown_path(frame.filename, workspace)}:{frame.lineno} in {frame.name}"
 
 
-def _in_workspace(path: str, workspace: Path) -> str:
-    """torch's log shortens paths by a common prefix: the workspace file it names, when there is one."""
-    parts = Path(path).parts
-    for i in range(len(parts) - 1):
-        candidate = Path(*parts[i:])
-        if (workspace / candidate).is_file():
-            return candidate.as_posix()
-    return path
+def stack_site(stack_trace: str | None, workspace: Path) -> str | None:
+    """`file:line (code)` of the model's line in a graph node's stack trace."""
+    return _call_site(stack_trace, workspace) if stack_trace else None
 
 
 def is_constraint_violation(exc: BaseException) -> bool:

@@ -6,8 +6,10 @@ output count matches, and onnx.checker plus strict shape inference pass.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,11 @@ from buildsys.steps.params import ExportParams
 
 # Beyond this many bytes of weights a single protobuf cannot hold the model.
 EXTERNAL_DATA_BYTES = 1_800_000_000
+# A graph the capture says narrows a dim is run at no more than this many of the sizes it leaves
+# out, and compared with the model under this tolerance (a narrowed graph is wrong by far more).
+CONFIRM_SIZES = 32
+CONFIRM_RTOL = 1e-3
+CONFIRM_ATOL = 1e-4
 # Distinct tracer warnings kept in the step's record (and so in the reports); the log has them all.
 LISTED_WARNINGS = 20
 
@@ -32,11 +39,68 @@ def trace_dims(dims: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     return out
 
 
+@contextlib.contextmanager
+def inference_mode() -> Iterator[None]:
+    """Autograd off, as in inference, and the math path of attention.
+
+    With autograd on, torch.export records a graph whose views of gradient-tracking
+    tensors the ONNX decomposition cannot always replay. With it off,
+    nn.MultiheadAttention and nn.TransformerEncoderLayer take a fused fast path
+    (`_native_multi_head_attention`) that the TorchScript exporter cannot convert.
+    """
+    import torch
+
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+
+
+def _input_symbols(program, inputs) -> tuple[dict, Any]:
+    """The symbol of each named input dim in the captured graph -> the dim's name, and the capture's ShapeEnv."""
+    import torch
+
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    user = [placeholders[name] for name in program.graph_signature.user_inputs if name in placeholders]
+    symbols: dict[Any, str] = {}
+    shape_env = None
+    for spec, node in zip(inputs, user):
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            continue
+        for axis, s in enumerate(spec.shape):
+            size = val.shape[axis] if axis < val.dim() else None
+            if isinstance(s, str) and isinstance(size, torch.SymInt) and size.node.expr.is_Symbol:
+                symbols[size.node.expr] = s
+                shape_env = size.node.shape_env
+    return symbols, shape_env
+
+
+def _runtime_assertions(program) -> list[tuple[Any, str | None]]:
+    """The size conditions the capture deferred to runtime assertions, each with its node's stack trace."""
+    import torch
+
+    found = []
+    for node in program.graph.nodes:
+        if node.target is not torch.ops.aten._assert_scalar.default or not node.args:
+            continue
+        cond = node.args[0].meta.get("val") if hasattr(node.args[0], "meta") else None
+        if isinstance(cond, torch.SymBool):
+            found.append((cond.node.expr, node.meta.get("stack_trace") or node.args[0].meta.get("stack_trace")))
+    return found
+
+
 class ExportOnnx(Step[ExportParams]):
     KIND = "export"
     PARAMS = ExportParams
-    VERSION = 3  # 3: the tracer's warnings are recorded (verdict.tracer_warnings) for the reports
-    TOOLS = ("torch", "onnx", "onnxscript", "onnx-ir", "numpy")
+    # 3: the tracer's warnings are recorded (verdict.tracer_warnings) for the reports
+    # 4: captured as torch.onnx captures (recurrent layers as ONNX recurrent ops over a dynamic
+    #    length; attention's math path); a narrowing claim confirmed by running the graph
+    VERSION = 4
+    TOOLS = ("torch", "onnx", "onnxscript", "onnx-ir", "numpy", "onnxruntime")
 
     @classmethod
     def lane(cls, params: dict[str, Any]) -> str:
@@ -60,11 +124,9 @@ class ExportOnnx(Step[ExportParams]):
         print(f"exporting with {p.export.exporter} at opset {p.export.opset}, "
               f"traced at {[list(a.shape) for a in args]}, {weight_bytes / 2**20:.1f} MiB of weights", flush=True)
         warned: dict[str, Any] | None = None
-        # Autograd off, as in inference: with it on, torch.export records a graph whose
-        # views of gradient-tracking tensors the ONNX decomposition cannot always replay.
-        with torch.no_grad():
+        with inference_mode():
             if p.export.exporter == "dynamo":
-                self._dynamo(model, args, out, external)
+                self._dynamo(model, args, out, external, dims)
             else:
                 warned = self._torchscript(model, args, out)
         files = [out.name]
@@ -85,8 +147,10 @@ class ExportOnnx(Step[ExportParams]):
             verdict = {"passed": True, "summary": note, "tracer_warnings": warned}
         return StepResult(outputs={"model": files}, deps=deps, summary=summary, verdict=verdict)
 
-    def _dynamo(self, model, args, out: Path, external: bool) -> None:
+    def _dynamo(self, model, args, out: Path, external: bool, traced: dict[str, dict[str, int]]) -> None:
         import torch
+
+        from buildsys.steps.recurrent import onnx_translations, recurrent_decompositions
 
         p = self.params
         dim_objs = {n: torch.export.Dim(n, min=d.min, max=d.max) for n, d in p.dims.items()}
@@ -94,75 +158,152 @@ class ExportOnnx(Step[ExportParams]):
         for spec in p.inputs:
             axes = {i: dim_objs[s] for i, s in enumerate(spec.shape) if isinstance(s, str)}
             shapes.append(axes or None)
-        program = self._capture(model, args, tuple(shapes))
-        try:
-            onnx_program = torch.onnx.export(
-                program if program is not None else model, args, f=None, dynamo=True,
-                opset_version=p.export.opset,
-                input_names=[i.name for i in p.inputs], output_names=list(p.outputs),
-                dynamic_shapes=None if program is not None else tuple(shapes), verbose=False,
-            )
-        except Exception as exc:
-            raise _export_error(exc, "dynamo", self.ctx.workspace, program) from None
+        # The recurrent decompositions stay in place through the conversion, which recomputes shapes with them.
+        with recurrent_decompositions():
+            program = self._capture(model, args, tuple(shapes))
+            try:
+                onnx_program = torch.onnx.export(
+                    program if program is not None else model, args, f=None, dynamo=True,
+                    opset_version=p.export.opset,
+                    input_names=[i.name for i in p.inputs], output_names=list(p.outputs),
+                    dynamic_shapes=None if program is not None else tuple(shapes), verbose=False,
+                    custom_translation_table=onnx_translations(),
+                )
+            except Exception as exc:
+                raise _export_error(exc, "dynamo", self.ctx.workspace, program) from None
         assert onnx_program is not None  # dynamo=True always returns the program
         onnx_program.save(str(out), external_data=external)
         strip_source_locations(out)
+        if program is not None:
+            self._confirm_claims(program, model, out, traced)
 
     def _capture(self, model, args, shapes):
         """torch.export's graph of the model over the declared ranges, or None to let torch.onnx try its ways.
 
-        torch.onnx.export, when torch.export finds that a dim cannot take every size
-        of its range, quietly narrows the range to the suggested fix and exports a
-        graph that is wrong or crashes elsewhere. Capturing here first turns that
-        into a failure that names the dim, the sizes that hold and the guard's line.
+        Captured as torch.onnx captures (non-strict, sizes 0 and 1 treated like any
+        other, guards it cannot prove deferred to runtime assertions) but without its
+        next step: where torch.export finds that a dim cannot take every size of its
+        range, torch.onnx quietly narrows the range to the suggested fix and exports a
+        graph that is wrong or crashes elsewhere. Here that is a failure that names the
+        dim, the sizes that hold and the model's line, all read from this one capture.
         """
         import torch
 
-        from buildsys.steps.diagnose import is_constraint_violation, print_report
+        from buildsys.steps.diagnose import guard_narrowings, is_constraint_violation, print_report
 
         try:
-            return torch.export.export(model, args, dynamic_shapes=shapes, strict=False)
+            with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+                return torch.export.export(model, args, dynamic_shapes=shapes, strict=False,
+                                           prefer_deferred_runtime_asserts_over_guards=True)
         except Exception as exc:
             if not is_constraint_violation(exc):
-                # torch.onnx's other capture strategies (strict tracing, draft export) may
-                # still succeed; its own failure, if any, is the one reported.
+                # torch.onnx's other capture strategies (strict tracing) may still succeed;
+                # its own failure, if any, is the one reported.
                 print("torch.export (non-strict) could not capture the model; torch.onnx tries its "
                       "other strategies. Its report:", flush=True)
                 print_report(exc)
                 return None
             print_report(exc)
-            raise self._narrowed(exc, self._guard_site(model, args, shapes)) from None
+            claims = guard_narrowings(exc, self.slice["dims"], self.ctx.workspace)
+            raise self._narrowed(exc, claims) from None
 
-    def _guard_site(self, model, args, shapes) -> str | None:
-        """Capture again, recording where guards are added: the model line that narrowed the dim.
+    def _confirm_claims(self, program, model, out: Path, traced: dict[str, dict[str, int]]) -> None:
+        """Where the capture asserts that a dim holds for only some sizes, run the exported graph at the
+        sizes it leaves out: the claim stands only if the graph gets one of them wrong.
 
-        Only on failure: recording makes torch format every guard, which doubles a capture.
+        torch.export cannot prove every guard that holds at every size (a ceil-mode pooling's
+        window, a broadcast that is never of size 1); refusing on its word alone refuses
+        graphs that are right.
         """
-        import torch
+        from buildsys.steps.diagnose import claimed_narrowings, sizes_in_words, stack_site
 
-        from buildsys.steps.diagnose import GuardRecorder
+        p = self.params
+        symbols, shape_env = _input_symbols(program, p.inputs)
+        if shape_env is None:
+            return
+        claims = [(expr, stack_site(site, self.ctx.workspace)) for expr, site in _runtime_assertions(program)]
+        narrowed = claimed_narrowings(shape_env, claims, symbols, self.slice["dims"])
+        wrong = {}
+        for name, claim in narrowed.items():
+            d = self.slice["dims"][name]
+            print(f"dim {name}: the capture asserts that the graph holds for "
+                  f"{sizes_in_words(claim.holds, claim.checked, d['min'], d['max'])}; running it at the others",
+                  flush=True)
+            found = self._first_wrong_size(model, out, traced, name, claim.failing(d["min"], d["max"]))
+            if found:
+                wrong[name] = (claim, found)
+            else:
+                print(f"dim {name}: right at every size checked; the assertion does not narrow it", flush=True)
+        if wrong:
+            raise self._narrowed_by_run(wrong)
 
-        with GuardRecorder() as guards:
+    def _first_wrong_size(self, model, out: Path, traced, name: str, sizes: list[int]) -> str | None:
+        """The first of `sizes` (an even sample of at most CONFIRM_SIZES) where the graph disagrees with
+        the model, in words; None when it agrees at all of them."""
+        import numpy as np
+
+        from buildsys.steps.modelload import example_inputs, flatten_outputs
+        from buildsys.steps.sessions import cpu_session
+
+        if len(sizes) > CONFIRM_SIZES:
+            sizes = [sizes[round(i * (len(sizes) - 1) / (CONFIRM_SIZES - 1))] for i in range(CONFIRM_SIZES)]
+        session = cpu_session(out, self.ctx.threads)
+        names = {i.name for i in session.get_inputs()}
+        for n in sizes:
+            dims = {**traced, name: {**traced[name], "opt": n}}
             try:
-                torch.export.export(model, args, dynamic_shapes=shapes, strict=False)
-            except Exception as exc:  # the violation seen before; only the guards recorded matter
-                print(f"(guards recorded while capturing again: {type(exc).__name__})", flush=True)
-        return guards.first_model_site(self.ctx.workspace)
+                args = example_inputs({**self.slice, "dims": dims}, self.ctx.workspace, "opt")
+            except Exception as exc:  # a recipe's data files may hold one shape only: the claim stands unchecked
+                return f"not checked: the inputs at size {n} could not be made ({str(exc).splitlines()[0][:160]})"
+            try:
+                expected = [t.detach().numpy() for t in flatten_outputs(model(*args))]
+            except Exception as exc:
+                return f"at size {n} the model itself fails ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            try:
+                got = session.run(None, {i.name: a.numpy() for i, a in zip(self.params.inputs, args) if i.name in names})
+            except Exception as exc:
+                text = _ORT_BANNER.sub("", str(exc).strip().splitlines()[0])
+                return f"run at size {n} ONNX Runtime fails: {text[:160]}"
+            for e, g in zip(expected, got):
+                scale = float(np.abs(e).max()) if e.size else 0.0
+                if e.shape != g.shape or not np.allclose(g, e, rtol=CONFIRM_RTOL, atol=CONFIRM_ATOL * max(scale, 1.0)):
+                    diff = f"shape {list(g.shape)} instead of {list(e.shape)}" if e.shape != g.shape else \
+                        f"max abs difference {float(np.abs(g.astype(np.float64) - e).max()):.3g}"
+                    return f"run at size {n} it is wrong ({diff})"
+        return None
 
-    def _narrowed(self, exc: Exception, site: str | None) -> StepError:
-        from buildsys.steps.diagnose import violated_dims
+    def _narrowed(self, exc: Exception, claims) -> StepError:
+        from buildsys.steps.diagnose import sizes_in_words, violated_dims
 
         dims = self.slice["dims"]
-        holds = violated_dims(str(exc), dims)
+        fixes = violated_dims(str(exc), dims)
+        holds = {n: sizes_in_words(c.holds, c.checked, dims[n]["min"], dims[n]["max"]) for n, c in claims.items()}
+        holds.update({n: h for n, h in fixes.items() if n not in holds})
         if not holds:
             holds = {n: "a narrower range (see the log)" for n in dims if f" {n} " in str(exc)}
+        site = next((c.site for c in claims.values() if c.site), None)
         parts = [f"dim {n}: the exported graph holds for {h}, not for all of the declared "
                  f"{dims[n]['min']}..{dims[n]['max']}" for n, h in holds.items()]
         message = "; ".join(parts) + (f"; the model's code constrains it at {site}" if site else "")
-        first = next(iter(holds), None)
+        return self._narrowing_error(message, next(iter(holds), None))
+
+    def _narrowed_by_run(self, wrong: dict) -> StepError:
+        from buildsys.steps.diagnose import sizes_in_words
+
+        dims = self.slice["dims"]
+        parts = []
+        for n, (claim, found) in wrong.items():
+            d = dims[n]
+            parts.append(f"dim {n}: the exported graph holds for {sizes_in_words(claim.holds, claim.checked, d['min'], d['max'])}, "
+                         f"not for all of the declared {d['min']}..{d['max']} ({found})"
+                         + (f"; the model's code constrains it at {claim.site}" if claim.site else ""))
+        return self._narrowing_error("; ".join(parts), next(iter(wrong)))
+
+    def _narrowing_error(self, message: str, first: str | None) -> StepError:
         return StepError(message, field=f"dims.{first}" if first else "dims",
-                         hint="declare the range that holds (or a fixed size), or make the model's shape "
-                              "logic independent of the input size; the log lists every guard")
+                         hint="declare the range that holds (or a fixed size), or make the model's shape logic "
+                              "independent of the input size; export: {exporter: torchscript} is the other route "
+                              "(it traces at one shape and parity checks the trace); the log has the whole report")
 
     def _torchscript(self, model, args, out: Path) -> dict[str, Any] | None:
         """Trace and export; returns the tracer's warnings (see `tracer_warnings`), None when it gave none."""
@@ -314,6 +455,7 @@ def check_onnx(path: Path, scratch: Path) -> None:
         raise StepError(f"the ONNX model is invalid: {str(exc).strip().splitlines()[0][:500]}") from None
 
 
+_ORT_BANNER = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
 _OUTPUT_NAMES = re.compile(r"number of output names provided \((\d+)\) exceeded number of outputs \((\d+)\)")
 _UNSUPPORTED_OPSET = re.compile(r"Unsupported onnx_opset_version: (\d+)")
 

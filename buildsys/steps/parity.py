@@ -5,6 +5,10 @@ tolerance; the full figures go to a JSON result, the verdict to the build.
 A model that cannot even run at a shape point (a sequence length baked in at
 export, say) fails that point with ONNX Runtime's message.
 
+parity[fp16] runs the fp16 model as a GPU computes it (float16 storage,
+float32 arithmetic: convert_fp16.storage_emulation), and when it fails names
+the node whose values left float16's range, if one did.
+
 parity[int8] also times the int8 engine against the fp32 engine of the same
 export on this machine's CPU at the opt point (`steps.latency`: CPU time per run
 at one thread, medians and minima of interleaved runs, beside wall time), says
@@ -30,9 +34,16 @@ from buildsys.steps.params import ParityParams, as_dict
 class ParityCheck(Step[ParityParams]):
     KIND = "parity"
     PARAMS = ParityParams
-    VERSION = 5
-    TOOLS = ("onnxruntime", "numpy")
+    VERSION = 6
+    # onnx: parity[fp16] rewrites the fp16 model for its float16 emulation (convert_fp16.storage_emulation)
+    TOOLS = ("onnxruntime", "numpy", "onnx")
     RESIDENT = True
+
+    @classmethod
+    def lane(cls, params: dict) -> str:
+        """fp16 in the resident process that holds onnx; the others in the one that holds ONNX Runtime alone
+        (no torch there: a build that re-runs only parity, a tolerance changed, never waits for it)."""
+        return "resident" if params.get("precision") == "fp16" else "resident-ort"
 
     def run(self) -> StepResult:
         from buildsys.steps.reference import read_reference
@@ -42,7 +53,12 @@ class ParityCheck(Step[ParityParams]):
         precision = p.precision
         tol = as_dict(p.tolerance)  # as the numerics read it and the result file records it
         try:
-            session = cpu_session(self.ctx.inputs["model"], self.ctx.threads)
+            if precision == "fp16":
+                from buildsys.steps.convert_fp16 import fp16_session
+
+                session = fp16_session(self.ctx.inputs["model"], self.ctx.threads, self.ctx.scratch)
+            else:
+                session = cpu_session(self.ctx.inputs["model"], self.ctx.threads)
         except Exception as exc:
             raise StepError(f"ONNX Runtime cannot load the model: {str(exc).strip()[:500]}") from None
         manifest, arrays = read_reference(self.ctx.inputs["reference"])
@@ -50,6 +66,9 @@ class ParityCheck(Step[ParityParams]):
         passed = not failed
         worst = max((m.get("max_abs", 0.0) for r in results for m in r["outputs"].values()), default=0.0)
         figures = f"max abs error {worst:.3g}"
+        if tol.get("max_scaled_error") is not None:
+            scaled = max((m.get("scaled_error", 0.0) for r in results for m in r["outputs"].values()), default=0.0)
+            figures += f", {scaled:.2%} of the output's scale"
         if tol.get("min_cosine") is not None or tol.get("min_top1") is not None:
             cosines = [m["cosine"] for r in results for m in r["outputs"].values() if m.get("cosine") is not None]
             top1s = [m["top1"] for r in results for m in r["outputs"].values() if m.get("top1") is not None]
@@ -66,6 +85,10 @@ class ParityCheck(Step[ParityParams]):
                        + (f" (passed at {_points(held)})" if held else " (passed at no shape point)"))
         doc = {"precision": precision, "tolerance": tol, "passed": passed, "failures": failed,
                "candidate": self.ctx.inputs["model"].name, "results": results}
+        if not passed and precision == "fp16":
+            doc["cause"] = _fp16_cause(self.ctx.inputs["model"], manifest, arrays, results, self.ctx.threads)
+            if doc["cause"]:
+                summary += f"; cause: {doc['cause']}"
         if "fp32" in self.ctx.inputs:
             doc["int8"] = int8_figures(results, p.quantization)
             doc["int8"]["data"] = p.data
@@ -124,6 +147,22 @@ def unordered_figures(results: list[dict], unordered: tuple[str, ...]) -> str:
     rows = sum(c["rows"] for c in counts)
     matched = sum(c["matched"] for c in counts)
     return f"{', '.join(unordered)} compared as rows in any order: {matched} of {rows} rows matched"
+
+
+def _fp16_cause(model, manifest: list[dict], arrays, results: list[dict], threads: int) -> str | None:
+    """Where the fp16 model overflows, on the failing sample with the most non-finite values (then the worst error)."""
+    from buildsys.steps.convert_fp16 import overflow
+
+    failing = [r for r in results if r["error"] is None and not all(m["passed"] for m in r["outputs"].values())]
+    if not failing:
+        return None
+    row = max(failing, key=lambda r: (sum(m.get("nan", 0) + m.get("inf", 0) for m in r["outputs"].values()),
+                                      max(m.get("scaled_error", 0.0) for m in r["outputs"].values())))
+    entry = next(e for e in manifest if e["point"] == row["point"] and e["sample"] == row["sample"])
+    try:
+        return overflow(model, {k: arrays[key] for k, key in entry["inputs"].items()}, threads)
+    except Exception as exc:  # ORT's own untyped errors: the verdict stands, the diagnosis says why it is missing
+        return f"(could not look for a float16 overflow: {' '.join(str(exc).split())[:200]})"
 
 
 def int8_figures(results: list[dict], int8: QuantizationSpec | None) -> dict:

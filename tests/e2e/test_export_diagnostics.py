@@ -80,6 +80,8 @@ def test_a_dim_the_model_narrows_fails_naming_the_range_that_holds_and_the_guard
     assert "dim seq: the exported graph holds for 9..16, not for all of the declared 4..16" in msg
     assert "the model's code constrains it at tm/failing.py:65 in forward" in msg
     assert msg.startswith("recipes/size_branch.yaml:8:3: dims.seq: ")
+    assert "hint: " in msg and "export: {exporter: torchscript} is the other route" in msg
+    assert "L['x']" not in msg and "<=" not in msg
 
 
 def test_no_terminal_colour_anywhere_and_the_log_keeps_the_whole_report(built):

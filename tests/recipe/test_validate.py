@@ -368,7 +368,7 @@ CASES = [
      "error: recipes/r.yaml:9:11: simplify: expected boolean or mapping, found string 'true'\n"
      "  hint: simplify: Run onnxsim on the exported model: true / false, or a mapping"),
     ("tolerance-empty", "tolerances:\n  int8: {}\n",
-     "error: recipes/r.yaml:10:3: tolerances.int8: expected at least one of atol, rtol, min_cosine, min_top1, min_top1_decided, "
+     "error: recipes/r.yaml:10:3: tolerances.int8: expected at least one of atol, rtol, min_cosine, min_top1, min_top1_decided, max_scaled_error, "
      "found none"),
     ("tolerance-precision-unknown", "tolerances:\n  fp8: {atol: 1}\n",
      "error: recipes/r.yaml:10:3: tolerances.fp8: unknown field 'fp8'\n  hint: expected one of: fp32, fp16, int8, best"),
