@@ -463,3 +463,19 @@ def write_json(path: Path, recipe: str, rows: list[BenchRow], meta: dict[str, An
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def run(recipe, root: Path, threads: int | None) -> Path:
+    """`buildsys bench`: time every built artifact of `recipe`, print the table, write out/<recipe>/bench.json."""
+    import sys
+
+    from buildsys import __version__, gpu, toolchain
+
+    rows = bench_recipe(recipe, root, root / "out", threads)
+    print(render(recipe.name, rows))
+    target = root / "out" / recipe.name / "bench.json"
+    write_json(target, recipe.name, rows, {"buildsys": __version__, "cpu": toolchain.cpu(), "gpu": gpu.gpu(),
+                                           "threads": threads or os.cpu_count(),
+                                           "tools": toolchain.versions(("torch", "onnxruntime", "numpy"))})
+    print(f"written: {target}", file=sys.stderr)
+    return target

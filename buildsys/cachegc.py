@@ -8,7 +8,9 @@ used for `max_age` days go whatever the size.
 
 Local store (out/.buildsys): the caller holds the workspace lock, as every build
 does for its whole run, so a build never sees a collection half done. The
-entries that the current recipes' steps were last built from are never removed.
+entries that the current recipes' steps were last built from are never removed
+(the session says which steps are current). What the state records is read and
+forgotten through State (`inventory`, `evict`), blobs removed through Store.
 A key's last use is the latest of: its action row being written, its
 `action_uses` stamp (a run or a restore, and the moment a step moved off it),
 and its trace being written.
@@ -31,7 +33,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from buildsys.state import State
@@ -110,7 +111,7 @@ def local_inventory(state: State, store: Store, current: set[str] | None) -> Inv
     protected. None protects every trace (some recipe could not be read, so
     which steps are current is unknown).
     """
-    db = state.db
+    recorded = state.inventory()
     entries: dict[str, Entry] = {}
     blobs_of: dict[str, set[str]] = {}
     used: dict[str, float] = {}
@@ -120,14 +121,14 @@ def local_inventory(state: State, store: Store, current: set[str] | None) -> Inv
         if when is not None:
             used[key] = max(used.get(key, when), when)
 
-    for key, outputs, created in db.execute("SELECT key, outputs, created FROM actions"):
+    for key, outputs, created in recorded.actions:
         seen(key, outputs, created)
     protected: set[str] = set()
-    for step, key, outputs, finished in db.execute("SELECT step, key, outputs, finished FROM traces"):
+    for step, key, outputs, finished in recorded.traces:
         seen(key, outputs, finished)
         if current is None or step in current:
             protected.add(key)
-    for key, when in db.execute("SELECT key, used FROM action_uses"):
+    for key, when in recorded.uses:
         if key in blobs_of:
             used[key] = max(used.get(key, when), when)
     for key, names in blobs_of.items():
@@ -317,19 +318,9 @@ def apply_local(plan_: Plan, state: State, store: Store) -> None:
 
     The caller holds the workspace lock.
     """
-    gone = {e.key for e in plan_.evict}
-    keys = [(k,) for k in sorted(gone)]
-    with state.transaction():
-        state.db.executemany("DELETE FROM actions WHERE key = ?", keys)
-        state.db.executemany("DELETE FROM action_uses WHERE key = ?", keys)
-        # only traces of steps no current recipe has: a current step's key is protected, never evicted
-        steps = [(s,) for s, k in state.db.execute("SELECT step, key FROM traces") if k in gone]
-        state.db.executemany("DELETE FROM traces WHERE step = ?", steps)
-        # stamps of keys that are gone already (an entry found damaged is forgotten by the build)
-        state.db.execute("DELETE FROM action_uses WHERE key NOT IN (SELECT key FROM actions) "
-                         "AND key NOT IN (SELECT key FROM traces)")
+    state.evict({e.key for e in plan_.evict})  # a current step's key is protected, never evicted
     for digest in plan_.remove_blobs:
-        store.path(digest).unlink(missing_ok=True)
+        store.remove(digest)
 
 
 def apply_shared(plan_: Plan, inv: Inventory, cache, now: float, grace_s: float) -> Plan:
@@ -383,7 +374,7 @@ def reachable(inv: Inventory, digests: set[str]) -> tuple[int, int]:
 def current_digests(state: State, current: set[str] | None) -> set[str]:
     """The blobs the last build of the current recipes' steps produced."""
     found: set[str] = set()
-    for step, outputs in state.db.execute("SELECT step, outputs FROM traces"):
+    for step, _, outputs, _ in state.inventory().traces:
         if current is None or step in current:
             found |= _digests(_loads(outputs))
     return found
@@ -475,21 +466,6 @@ def render_plan(d: dict[str, Any], where: str) -> str:
 
 
 # -- whole commands ------------------------------------------------------------------------
-
-
-def current_steps(root: Path, state: State) -> tuple[set[str] | None, str | None]:
-    """The step ids of the workspace's recipes, or None with the reason when they cannot all be read."""
-    from buildsys import loading
-    from buildsys.errors import BuildsysError
-    from buildsys.resolve import resolve
-
-    try:
-        recipes, problems = loading.load(root, state, [], keep_going=True)
-        if problems:
-            return None, f"{len(problems)} recipes could not be read"
-        return set(resolve(recipes, root).steps), None
-    except BuildsysError as exc:
-        return None, exc.message
 
 
 def collect_local(state: State, store: Store, current: set[str] | None, max_size: int | None,

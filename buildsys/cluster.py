@@ -72,7 +72,7 @@ class DaskRunner:
 
     def submit(self, job: Job, timeout: float) -> None:
         resources = {"GPU": 1} if job.device == "gpu" else None
-        wire = {**job.to_wire(), "cache": self.cache_url, "threads": self.threads, "timeout": timeout}
+        wire = {**job.to_wire(), "cache": self.cache_url, "timeout": timeout}
         future = self.client.submit(run_remote, wire, key=f"{job.id}-{time.time_ns()}", pure=False,
                                     resources=resources)
         self.pending[future] = (job, time.monotonic(), time.monotonic() + timeout)

@@ -1,9 +1,12 @@
 """The step kinds: each kind's implementation as "module:Class", named without importing it.
 
-The resolver writes these into the graph and the workers import them, so the
-table sits below both.
+The resolver writes these into the graph, with the facts it reads from each
+class once (`step_class`), and the workers import them, so the table sits below
+both.
 """
 from __future__ import annotations
+
+import importlib
 
 KINDS: dict[str, str] = {
     "export": "buildsys.steps.export:ExportOnnx",
@@ -24,3 +27,9 @@ KINDS: dict[str, str] = {
     "convert": "buildsys.steps.convert_tensorflow:ConvertTensorFlow",
     "reference-tensorflow": "buildsys.steps.convert_tensorflow:TensorFlowReference",
 }
+
+
+def step_class(kind_path: str):
+    """Import a step class from `module:Class` (a KINDS value or a test's own step)."""
+    module, _, name = kind_path.partition(":")
+    return getattr(importlib.import_module(module), name)

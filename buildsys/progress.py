@@ -36,6 +36,10 @@ class PlainReporter:
         self.stream = stream
         self.verbose = verbose
 
+    def problems(self, found) -> None:
+        for pr in found:
+            print(f"error: {pr.render()}", file=self.stream, flush=True)
+
     def started(self, step: StepSpec) -> None:
         print(f"{'start':<11} {step.id}", file=self.stream, flush=True)
 
@@ -84,3 +88,8 @@ class LiveReporter(PlainReporter):
         if self.live is not None:
             self.live.stop()
             self.live = None
+
+
+def reporter(stream: TextIO, verbose: bool, live: bool = True) -> PlainReporter:
+    """One line per running step, redrawn, on a terminal (unless `live` is off); plain log lines otherwise."""
+    return (LiveReporter if live and stream.isatty() else PlainReporter)(stream, verbose)

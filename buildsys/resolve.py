@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from buildsys.datafiles import OutsideWorkspace, inside_workspace, npy_files
-from buildsys.kinds import KINDS
+from buildsys.kinds import KINDS, step_class
 from buildsys.reads import Reads
 from buildsys.recipe.model import Recipe, TargetSpec
 
@@ -30,6 +30,13 @@ class StepSpec:
     outputs: dict[str, str] = field(default_factory=dict)  # name -> path under out/
     files: dict[str, str] = field(default_factory=dict)  # name -> workspace-relative path
     timeout: float = 3600.0
+    # What the step's class says, read once when the graph is made (Graph fills them in):
+    kind: str = ""  # its KIND, the key's "step"
+    version: int = 0  # its VERSION
+    tools: tuple[str, ...] = ()  # the distributions whose versions its key holds
+    device: bool | str = False  # True: bound to this processor; "gpu": holds the GPU while it runs
+    lane: str = ""  # the worker template it forks from (buildsys.worker.LANES)
+    resident: bool = False  # runs in a long-lived process of its worker
 
     @property
     def data_upstream(self) -> set[str]:
@@ -55,6 +62,12 @@ class Graph:
     steps: dict[str, StepSpec]  # in a valid topological order
     recipes: dict[str, Recipe] = field(default_factory=dict)  # for locating fields in messages
 
+    def __post_init__(self) -> None:
+        """Each step's facts from its class, once: nothing after the graph looks a step class up to schedule."""
+        for sid, step in self.steps.items():
+            if not step.kind:
+                self.steps[sid] = with_facts(step)
+
     def locate(self, recipe: str, field_path: str | None) -> str:
         """`recipes/r.yaml:12:5: export.opset: ` for a step failure about a recipe field."""
         r = self.recipes.get(recipe)
@@ -76,6 +89,13 @@ class Graph:
                 seen.add(sid)
                 todo.extend(self.steps[sid].upstream)
         return seen
+
+
+def with_facts(step: StepSpec) -> StepSpec:
+    """`step` with what its class declares: kind, version, tools, device, lane, residency."""
+    cls = step_class(step.kind_path)
+    return dataclasses.replace(step, kind=cls.KIND, version=cls.VERSION, tools=tuple(cls.TOOLS), device=cls.DEVICE,
+                               lane=cls.lane(step.params), resident=bool(cls.RESIDENT))
 
 
 def _asdict(obj: Any) -> Any:

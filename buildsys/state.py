@@ -19,6 +19,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -187,11 +188,17 @@ def _damaged(path: Path, exc: sqlite3.DatabaseError) -> bool:
 class State:
     """One workspace's build database. Not shared between threads."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, read_only: bool = False):
+        """`read_only` (status, explain): nothing is created or written, memoised digests included;
+        a workspace never built reads as an empty state."""
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "state.sqlite"
-        self.db = self._open()
+        self.read_only = read_only
+        if read_only:
+            self.db = self._open_read_only()
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.db = self._open()
         self._files: dict[str, tuple[int, int, int, str]] | None = None
         self._dirty_files: dict[str, tuple[int, int, int, str]] = {}
         self.reads = Reads()  # every file digested or remembered: what a no-op answer is stamped by
@@ -228,6 +235,23 @@ class State:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.OperationalError as exc:
             raise write_failure(self.path, exc) from None
+        return db
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if self.path.is_file():
+            db = None
+            try:
+                db = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=60)
+                row = db.execute("SELECT v FROM meta WHERE k='schema'").fetchone()
+                db.execute("SELECT count(*) FROM action_uses").fetchone()
+                if row is not None and int(row[0]) == SCHEMA_VERSION:
+                    return db
+            except sqlite3.DatabaseError:
+                pass  # unreadable or of another version: what a build would set aside or remake
+            if db is not None:
+                db.close()
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        db.executescript(_TABLES)
         return db
 
     def _connect(self) -> sqlite3.Connection:
@@ -288,7 +312,7 @@ class State:
         self._dirty_files[key] = entry
 
     def flush(self) -> None:
-        if self._dirty_files:
+        if self._dirty_files and not self.read_only:
             with self.transaction():
                 self.db.executemany(
                     "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
@@ -366,6 +390,30 @@ class State:
     def failures(self) -> dict[str, tuple[str, str, str]]:
         return {s: (k, m, lg) for s, k, m, lg in self.db.execute("SELECT step, key, message, log FROM failures")}
 
+    # -- what the cache holds, for `cache stats` and `cache gc` -----------------
+
+    def inventory(self) -> Inventory:
+        """Every recorded entry's outputs (JSON text) and when it was made or last used."""
+        db = self.db
+        return Inventory(actions=list(db.execute("SELECT key, outputs, created FROM actions")),
+                         traces=list(db.execute("SELECT step, key, outputs, finished FROM traces")),
+                         uses=list(db.execute("SELECT key, used FROM action_uses")))
+
+    def evict(self, keys: set[str]) -> None:
+        """Forget the entries `keys`: their actions, their use stamps and the traces that name them.
+
+        The caller holds the workspace lock and removes their blobs afterwards.
+        """
+        ordered = [(k,) for k in sorted(keys)]
+        with self.transaction():
+            self.db.executemany("DELETE FROM actions WHERE key = ?", ordered)
+            self.db.executemany("DELETE FROM action_uses WHERE key = ?", ordered)
+            steps = [(s,) for s, k in self.db.execute("SELECT step, key FROM traces") if k in keys]
+            self.db.executemany("DELETE FROM traces WHERE step = ?", steps)
+            # stamps of keys that are gone already (an entry found damaged is forgotten by the build)
+            self.db.execute("DELETE FROM action_uses WHERE key NOT IN (SELECT key FROM actions) "
+                            "AND key NOT IN (SELECT key FROM traces)")
+
     # -- resolved recipes -------------------------------------------------------
 
     def cached_recipes(self) -> dict[str, tuple[Any, str]]:
@@ -376,12 +424,21 @@ class State:
 
     def cache_recipes(self, entries: list[tuple[str, Any, str]], drop: Sequence[str] = ()) -> None:
         """Store resolved recipes (path, stamp, recipe JSON) and drop others, in one transaction."""
-        if not entries and not drop:
+        if (not entries and not drop) or self.read_only:
             return
         with self.transaction():
             self.db.executemany("DELETE FROM recipes WHERE path = ?", [(p,) for p in drop])
             self.db.executemany("INSERT OR REPLACE INTO recipes VALUES (?, ?, ?)",
                                 [(p, json.dumps(stamp), text) for p, stamp, text in entries])
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What the state records for the cache; outputs are the JSON text the state stores."""
+
+    actions: list[tuple[str, str, float]]  # key, outputs, created
+    traces: list[tuple[str, str, str, float | None]]  # step, key, outputs, finished
+    uses: list[tuple[str, float]]  # key, last used
 
 
 class _Transaction:

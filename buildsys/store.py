@@ -67,6 +67,10 @@ class Store:
         os.replace(src, dst)
         return dst
 
+    def remove(self, digest: str) -> None:
+        """Delete a blob (`cache gc`, under the workspace lock); one that is gone already is no error."""
+        self.path(digest).unlink(missing_ok=True)
+
     def verify(self, digest: str) -> bool:
         """Re-hash a blob; remove it when its bytes no longer match its name."""
         p = self.path(digest)

@@ -79,3 +79,21 @@ def check_node(path: Path, node: str) -> None:
         close = difflib.get_close_matches(node, sorted(names), n=1)
         raise UsageError(f"{path.name} has no node {node!r}",
                          hint=f"did you mean {close[0]!r}?" if close else "the parity report names the node")
+
+
+def show(loaded, root: Path, target: str, port: int, browse: bool, node: str | None) -> None:
+    """`buildsys view`: serve the artifact `target` names (RECIPE[:ARTIFACT]) of the loaded recipe until interrupted."""
+    _, _, artifact = target.partition(":")
+    name = loaded.recipes[0].name
+    rel = choose(loaded.graph, name, artifact or None)
+    path = root / "out" / rel
+    if not path.is_file():
+        raise UsageError(f"out/{rel} is not built", hint=f"run buildsys build {name}")
+    if node and path.suffix == ".onnx":
+        check_node(path, node)
+    url = serve(path, port, browse)
+    print(f"serving out/{rel} at {url}", flush=True)
+    if node:
+        print(f"node {node}: find it with Ctrl+F in the view", flush=True)
+    print("press Ctrl+C to stop", flush=True)
+    wait()

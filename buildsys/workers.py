@@ -86,7 +86,7 @@ class WorkerPool:
 
     def submit(self, job: Job, timeout: float) -> None:
         worker = self.idle.pop() if self.idle else self._spawn()
-        worker.conn.send({**job.to_wire(), "threads": self.threads, "lane": _lane(job)})
+        worker.conn.send(job.to_wire())
         worker.job, worker.started, worker.deadline = job, time.monotonic(), time.monotonic() + timeout
         self.busy.append(worker)
 
@@ -154,13 +154,6 @@ def death_answer(code: int, log: str | None, started: float) -> StepAnswer:
                 "such a step fail with an out-of-memory message instead")
     return StepAnswer.failed(f"the worker process running the step {what}{_tail(log)}",
                              time.monotonic() - started, hint=hint)
-
-
-def _lane(job: Job) -> str:
-    """The template the step forks from (buildsys.worker.LANES), as its class says."""
-    from buildsys.steps import step_class
-
-    return step_class(job.kind_path).lane(job.params)
 
 
 def _tail(log: str | None, lines: int = 5) -> str:

@@ -68,3 +68,29 @@ class Timed(Counting):
 
 class OnGpu(Timed):
     DEVICE = "gpu"
+
+
+def build_graph(root: Path, graph, *, runner=None, shared=None, keep_going: bool = False, dry_run: bool = False,
+                only: list[str] | None = None):
+    """Build `graph` in the workspace `root` with the engine's own parts, the inline runner unless given one.
+
+    Returns each step's outcome by id and the counting steps that ran in this build.
+    """
+    from buildsys.build import Workspace, select
+    from buildsys.engine.rebuilder import Rebuilder
+    from buildsys.engine.runner import Silent
+    from buildsys.engine.scheduler import Scheduler
+    from buildsys.state import State
+    from buildsys.store import Store
+    from buildsys.workers import InlineRunner
+
+    ws = Workspace(root)
+    state = State(ws.meta)
+    before = len(runs(root))
+    try:
+        rebuilder = Rebuilder(ws, graph, state, Store(ws.meta / "store"), shared, dry_run=dry_run)
+        scheduler = Scheduler(graph, rebuilder, runner or InlineRunner(), Silent(), keep_going=keep_going)
+        outcomes = scheduler.run(select(graph, only))
+    finally:
+        state.close()
+    return {o.step: o for o in outcomes}, runs(root)[before:]

@@ -14,13 +14,12 @@ import pytest
 from buildsys import cachegc
 from buildsys.build import Workspace
 from buildsys.canonical import digest_data
-from buildsys.engine.rebuilder import Rebuilder
-from buildsys.engine.scheduler import Scheduler
+from buildsys.resolve import with_facts
 from buildsys.sharedcache import SharedCache, open_cache
 from buildsys.state import State, WorkspaceLock
 from buildsys.store import Store
-from buildsys.workers import InlineRunner
-from tests.test_rebuilder import Quiet, build, chain
+from tests.fakes import build_graph
+from tests.test_rebuilder import build, chain
 
 
 def _open(root: Path):
@@ -168,17 +167,13 @@ def test_gc_waits_for_a_running_build_and_the_build_finishes_intact(ws):
     """A build holds the workspace lock for its whole run; gc takes it too, so it runs after."""
     build(ws, chain(text_c="c1"))
     graph = chain(text_c="c2")
-    graph.steps["r:c"] = dataclasses.replace(graph.steps["r:c"], kind_path="tests.fakes:Timed")
+    graph.steps["r:c"] = with_facts(dataclasses.replace(graph.steps["r:c"], kind_path="tests.fakes:Timed"))
     graph.steps["r:c"].params["sleep"] = 1.0
     order = []
 
     def building():
-        w = Workspace(ws)
-        with WorkspaceLock(w.meta):
-            state = State(w.meta)
-            rebuilder = Rebuilder(w, graph, state, Store(w.meta / "store"))
-            Scheduler(graph, rebuilder, InlineRunner(), Quiet()).run(set(graph.steps))
-            state.close()
+        with WorkspaceLock(Workspace(ws).meta):
+            build_graph(ws, graph)
             order.append("build")
 
     def collecting():
@@ -307,13 +302,7 @@ def test_a_hit_from_the_shared_cache_stamps_its_use_unless_read_only(tmp_path):
 
 
 def _build_with(root: Path, shared: SharedCache):
-    ws = Workspace(root)
-    state = State(ws.meta)
-    graph = chain()
-    outcomes = Scheduler(graph, Rebuilder(ws, graph, state, Store(ws.meta / "store"), shared), InlineRunner(),
-                         Quiet()).run(set(graph.steps))
-    state.close()
-    return {o.step: o for o in outcomes}
+    return build_graph(root, chain(), shared=shared)[0]
 
 
 def test_gc_beside_publishers_and_readers_never_serves_a_partial_entry(tmp_path):

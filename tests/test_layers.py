@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("steps", ("inputs", "steps", "steps.")),
     ("orchestration", ("engine", "engine.", "build", "workers", "worker", "cluster",
                        "progress", "loading", "cachegc", "diverge", "bench", "view", "reports", "reports.", "doctor")),
-    ("cli", ("cli", "__main__")),
+    ("cli", ("cli", "__main__", "arguments", "show")),
 ]
 
 

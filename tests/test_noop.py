@@ -318,7 +318,7 @@ def test_what_the_build_did_not_read_leaves_the_answer_standing(tmp_path: Path, 
 
 def _package(root: Path) -> Path:
     """A stand-in for the buildsys package: key sources and modules no key depends on."""
-    for rel in ("__init__.py", "cli.py", "build.py", "workers.py", "resolve.py", "engine/rebuilder.py",
+    for rel in ("__init__.py", "cli.py", "build.py", "workers.py", "resolve.py", "engine/keys.py", "engine/rebuilder.py",
                 "engine/scheduler.py", "steps/__init__.py", "steps/export.py", "recipe/__init__.py", "reports/html.py",
                 "engine/session.py"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -330,7 +330,8 @@ SOURCE_EDITS = {
     "a step's VERSION bumped": ("steps/export.py", True),
     "the package version": ("__init__.py", True),
     "the resolver": ("resolve.py", True),
-    "the key document": ("engine/rebuilder.py", True),
+    "the key document": ("engine/keys.py", True),
+    "the rebuilder's commit": ("engine/rebuilder.py", False),
     "the recipe reader": ("recipe/__init__.py", True),
     "a step module added": ("steps/quantize.py", True),
     "the command line": ("cli.py", False),
@@ -360,11 +361,12 @@ def test_the_code_that_makes_keys_and_the_graph_is_among_the_key_sources():
 
     import buildsys
     from buildsys import canonical, datafiles, gpu, loading, recipe, resolve
-    from buildsys.engine.rebuilder import Rebuilder
+    from buildsys.engine import keys
     from buildsys.state import State
     from buildsys.steps import KINDS, step_class
 
-    makers = [buildsys, Rebuilder.key_doc, Rebuilder._env_doc, resolve.resolve, loading.load, recipe.load_recipe,
+    makers = [buildsys, keys.KeyMaker.doc, keys.key_document, keys.step_environment, keys.no_op_environment,
+              keys.artifact_digest, resolve.resolve, loading.load, recipe.load_recipe,
               canonical.digest_data, toolchain.versions, gpu.select, toolchain.gpu_fingerprint, State.digest, step_class,
               datafiles.npy_files, toolchain.cpu_class]
     makers += [step_class(path) for path in KINDS.values()]
@@ -372,7 +374,8 @@ def test_the_code_that_makes_keys_and_the_graph_is_among_the_key_sources():
     for maker in makers:
         assert os.path.abspath(inspect.getsourcefile(maker)) in stamped, maker
     assert os.path.join(noop._PACKAGE, "kinds.py") in stamped  # the table of step classes
-    assert not {os.path.join(noop._PACKAGE, m) for m in ("cli.py", "build.py", "workers.py")} & stamped
+    assert not {os.path.join(noop._PACKAGE, m) for m in ("cli.py", "build.py", "workers.py",
+                                                         "engine/rebuilder.py")} & stamped
 
 
 def test_glob_folders_reach_as_deep_as_the_pattern(tmp_path: Path):

@@ -7,24 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from buildsys.build import Workspace, select
-from buildsys.engine.rebuilder import Rebuilder
-from buildsys.engine.scheduler import Scheduler
 from buildsys.resolve import Graph, StepSpec
-from buildsys.state import State
-from buildsys.store import Store
-from buildsys.workers import InlineRunner
-from tests.fakes import runs
+from tests.fakes import build_graph
 
 COUNTING = "tests.fakes:Counting"
-
-
-class Quiet:
-    def started(self, step):
-        pass
-
-    def finished(self, outcome):
-        pass
 
 
 def chain(text_a="a", text_b="b", text_c="c", source=None, extra=None, fail_b=False, passes=None):
@@ -42,13 +28,7 @@ def chain(text_a="a", text_b="b", text_c="c", source=None, extra=None, fail_b=Fa
 
 
 def build(root: Path, graph: Graph, keep_going=False, dry_run=False, only=None):
-    ws = Workspace(root)
-    state = State(ws.meta)
-    before = len(runs(root))
-    rebuilder = Rebuilder(ws, graph, state, Store(ws.meta / "store"), dry_run=dry_run)
-    outcomes = Scheduler(graph, rebuilder, InlineRunner(), Quiet(), keep_going=keep_going).run(select(graph, only))
-    state.close()
-    return {o.step: o for o in outcomes}, runs(root)[before:]
+    return build_graph(root, graph, keep_going=keep_going, dry_run=dry_run, only=only)
 
 
 def states(outcomes):
@@ -225,16 +205,12 @@ def test_gpu_steps_run_one_at_a_time_and_cpu_steps_beside_them(ws):
     steps.append(StepSpec("c:cpu", "c", "cpu", "tests.fakes:Timed", {"id": "c:cpu", "sleep": 1.0},
                           outputs={"out": "c/cpu.txt"}))
     graph = Graph({s.id: s for s in steps})
-    w = Workspace(ws)
-    state = State(w.meta)
     pool = WorkerPool(2, 1, str(ws))
     try:
-        rebuilder = Rebuilder(w, graph, state, Store(w.meta / "store"))
-        outcomes = Scheduler(graph, rebuilder, pool, Quiet()).run(select(graph, None))
+        outcomes, _ = build_graph(ws, graph, runner=pool)
     finally:
         pool.shutdown()
-        state.close()
-    assert {o.step: o.state for o in outcomes} == {"a:engine": "ran", "b:engine": "ran", "c:cpu": "ran"}
+    assert {o.step: o.state for o in outcomes.values()} == {"a:engine": "ran", "b:engine": "ran", "c:cpu": "ran"}
     spans = {sid: (float(t0), float(t1)) for sid, t0, t1 in
              (line.split() for line in (ws / "times.log").read_text().splitlines())}
     (a0, a1), (b0, b1) = spans["a:engine"], spans["b:engine"]

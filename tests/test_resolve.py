@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from buildsys.build import Workspace
-from buildsys.engine.rebuilder import Rebuilder, diff_docs
+from buildsys.engine.keys import diff_docs
+from buildsys.engine.rebuilder import Rebuilder
 from buildsys.errors import RecipeError
 from buildsys.recipe.model import (
     CalibrationSpec,
@@ -56,6 +57,19 @@ def test_fp32_recipe_resolves_to_the_five_steps_in_order(tmp_path):
     assert g.steps["net:parity[fp32]"].inputs == {"model": "net:simplify#model", "reference": "net:reference#reference"}
     assert g.steps["net:engine[onnxruntime-fp32]"].gates == ("net:parity[fp32]",)
     assert g.steps["net:export"].outputs == {"model": "net/model.onnx"}
+
+
+def test_each_step_carries_its_class_facts_from_the_resolver(tmp_path):
+    """Kind, version, tools, device, lane and residency are decided once, when the graph is made."""
+    from buildsys.steps.export import ExportOnnx
+    from buildsys.steps.parity import ParityCheck
+
+    g = resolve([recipe()], tmp_path)
+    export, parity = g.steps["net:export"], g.steps["net:parity[fp32]"]
+    assert (export.kind, export.version, export.tools) == ("export", ExportOnnx.VERSION, tuple(ExportOnnx.TOOLS))
+    assert export.lane == ExportOnnx.lane(export.params) == "dynamo"
+    assert (parity.resident, parity.device, parity.lane) == (ParityCheck.RESIDENT, ParityCheck.DEVICE,
+                                                            ParityCheck.lane(parity.params))
 
 
 def test_simplify_off_feeds_the_exported_model_to_parity(tmp_path):

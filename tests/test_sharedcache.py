@@ -14,27 +14,15 @@ from pathlib import Path
 import pytest
 
 from buildsys import safepath
-from buildsys.build import Workspace, select
 from buildsys.engine.answer import Finished
-from buildsys.engine.rebuilder import Rebuilder
-from buildsys.engine.scheduler import Scheduler
 from buildsys.resolve import Graph, StepSpec
 from buildsys.sharedcache import SharedCache
-from buildsys.state import State
 from buildsys.store import Store
 from buildsys.untrusted import Rejected, check_entry
 from buildsys.workers import InlineRunner
-from tests.fakes import runs
+from tests.fakes import build_graph
 
 COUNTING = "tests.fakes:Counting"
-
-
-class Quiet:
-    def started(self, step):
-        pass
-
-    def finished(self, outcome):
-        pass
 
 
 def graph() -> Graph:
@@ -46,15 +34,8 @@ def graph() -> Graph:
 
 def build(root: Path, cache: Path, read_only=False, runner=None, dry_run=False):
     root.mkdir(parents=True, exist_ok=True)
-    ws = Workspace(root)
-    state = State(ws.meta)
-    before = len(runs(root))
     shared = SharedCache(str(cache), read_only=read_only)
-    g = graph()
-    rebuilder = Rebuilder(ws, g, state, Store(ws.meta / "store"), shared, dry_run=dry_run)
-    outcomes = Scheduler(g, rebuilder, runner or InlineRunner(), Quiet()).run(select(g, None))
-    state.close()
-    return {o.step: o for o in outcomes}, runs(root)[before:]
+    return build_graph(root, graph(), runner=runner, shared=shared, dry_run=dry_run)
 
 
 def sha(data: bytes) -> str:

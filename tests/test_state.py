@@ -1,6 +1,7 @@
 """The build state database and the resolved-recipe cache that lives in it."""
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 from pathlib import Path
@@ -28,6 +29,26 @@ def _filled(tmp_path: Path, n: int = 20) -> State:
 
 
 # -- opening -----------------------------------------------------------------------------------------
+
+
+def test_a_read_only_state_creates_and_writes_nothing(tmp_path: Path):
+    """What `status` and `explain` open: the traces are read, nothing is created or memoised."""
+    empty = State(tmp_path / "never-built", read_only=True)
+    assert dict(empty.traces()) == {} and empty.failures() == {}
+    empty.close()
+    assert not (tmp_path / "never-built").exists()
+    _filled(tmp_path).close()
+    (tmp_path / "f.txt").write_text("x")
+    os.utime(tmp_path / "f.txt", (1e9, 1e9))  # settled: a writable state would remember its digest
+    state = State(tmp_path / "meta", read_only=True)
+    assert state.traces()["r3:export"].key == _trace(3).key
+    assert state.digest(tmp_path / "f.txt")  # read, not remembered
+    state.cache_recipes([("a.yaml", [1], "{}")])
+    state.close()
+    again = State(tmp_path / "meta")
+    assert again.cached_recipes() == {} and again._load_files() == {}
+    again.close()
+
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "header only"])

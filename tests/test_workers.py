@@ -65,23 +65,26 @@ GPU_STEPS = {"GpuSeen": "ort", "GpuOnnxSeen": "onnx"}
 
 
 def _job(tmp_path, name: str, device=False):
+    """The job of the step class `name`, with the lane the resolver decides from its class."""
     from buildsys.engine.answer import Job
+    from buildsys.resolve import StepSpec, with_facts
 
+    lane = with_facts(StepSpec(f"r:{name}", "r", name, f"gsteps:{name}", {})).lane
     return Job.from_wire({"id": f"r:{name}", "kind_path": f"gsteps:{name}", "params": {}, "workspace": str(tmp_path),
                           "scratch": str(tmp_path / "tmp" / name), "inputs": {}, "artifacts": {}, "files": {},
                           "outputs": {"out": "seen.json"}, "log": str(tmp_path / "logs" / f"{name}.log"),
-                          "device": device})
+                          "device": device, "lane": lane})
 
 
 def _run_all(tmp_path, names: dict[str, str], device) -> dict[str, dict]:
-    from buildsys.workers import WorkerPool, _lane
+    from buildsys.workers import WorkerPool
 
     pool = WorkerPool(1, 1, str(tmp_path))
     seen = {}
     try:
         for name, lane in names.items():
             job = _job(tmp_path, name, device)
-            assert _lane(job) == lane
+            assert job.lane == lane
             pool.submit(job, 600)
             (done,) = pool.wait()
             assert done.answer.ok, done.answer.error
@@ -94,7 +97,7 @@ def _run_all(tmp_path, names: dict[str, str], device) -> dict[str, dict]:
 @pytest.fixture
 def steps(tmp_path, monkeypatch):
     (tmp_path / "gsteps.py").write_text(STEPS)
-    monkeypatch.syspath_prepend(str(tmp_path))  # the pool reads each step's lane from its class
+    monkeypatch.syspath_prepend(str(tmp_path))  # the resolver reads each step's lane from its class
     return tmp_path
 
 

@@ -4,8 +4,9 @@
     answer     outcomes, jobs and step answers: what moves between the parts
     runner     the Runner and Reporter protocols that executors and progress displays implement
     scheduler  the order of steps, parallelism, the GPU slot, keep-going
+    keys       the key document, its environment (and the no-op's), the artifact digest, the reasons two keys differ
     rebuilder  decide, restore, commit, record: the only writer of traces, the store and the shared cache
-    session    one command's workspace: lock, state, store, shared cache and executor, from BuildOptions
+    session    one command's workspace (lock, state, store, shared cache, executor) and one call per command
     noop       the recorded answer of a no-op build or status, stamped by what the build read
 
 Nothing is imported here, so that a module of this package costs only itself.

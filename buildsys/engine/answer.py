@@ -31,6 +31,8 @@ class Job:
     outputs: dict[str, str]  # output name -> file name to write in scratch
     log: str
     device: bool | str = False  # the step class's DEVICE
+    lane: str = "ort"  # the worker template it forks from (buildsys.worker.LANES)
+    threads: int = 1  # the threads its runtime may use: the build's share of the cores per step
 
     def to_wire(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -95,6 +97,7 @@ class Outcome:
     log: str | None = None
     key: str | None = None  # the step's key, where it could be computed
     note: str = ""  # a ran step's word on how it made its output (StepResult.note)
+    reasons: tuple[str, ...] = ()  # a step that would run: each change behind `reason` (keys.Reasons)
 
     @property
     def blocks(self) -> bool:

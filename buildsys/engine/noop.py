@@ -18,15 +18,14 @@ it read, through a `Reads` collector (buildsys/reads.py) the build fills as it g
 - `record_build` adds the store blob of each artifact, whose presence the
   rebuilder checks, and `record` the folders on the way down to every workspace
   file (a new module beside the model's source, a new sub-folder of data).
-The environment is what the keys read, asked of the same modules: the installed
-distributions (`toolchain.installed`), the processor (`toolchain.cpu`) and the
-GPU (`toolchain.gpu_fingerprint`, the driver files behind `gpu.gpu()`'s answer:
-running nvidia-smi, or even importing gpu.py, costs more than the no-op may take),
-with the interpreter.
+The environment is what the keys read, asked of the same modules
+(`keys.no_op_environment`, beside the key's own `keys.step_environment`): the
+installed distributions, the processor and the GPU's driver files, with the
+interpreter.
 
 buildsys's own code is keyed by the source files that decide the graph and the
 keys (`KEY_SOURCES`): the package version, the recipe reader and its defaults,
-the resolver, the rebuilder's key document, the digests, the tool and device
+the resolver, the key document (engine/keys.py), the digests, the tool and device
 queries, the state's layout and every step module (a step's VERSION, TOOLS and
 DEVICE). A VERSION bump, a new package version or a changed schema therefore
 misses, and so does any other edit of those files (the full path then finds
@@ -43,20 +42,20 @@ blob that an artifact under out/ is a hard link of is not stamped on its own:
 the two names share one inode, so the artifact's stamp already moves when the
 blob's bytes do, and its link count drops when the blob is deleted or replaced.
 
-`check` imports only the standard library, `reads` and `toolchain`.
+`check` imports only the standard library, `keys`, `reads` and `toolchain`.
 """
 from __future__ import annotations
 
 import json
 import os
-import sys
 
+from buildsys.engine.keys import no_op_environment
 from buildsys.reads import Reads
 
 MANIFEST = "noop.json"
 VERSION = 3
 # Paths relative to the buildsys package; a folder stands for its .py files.
-KEY_SOURCES = ("__init__.py", "canonical.py", "datafiles.py", "gpu.py", "kinds.py", "loading.py", "engine/rebuilder.py",
+KEY_SOURCES = ("__init__.py", "canonical.py", "datafiles.py", "gpu.py", "kinds.py", "loading.py", "engine/keys.py",
                "resolve.py", "state.py", "toolchain.py", "recipe", "steps")
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,14 +77,6 @@ def _stat(path: str):
 
 def _stamp(st) -> list[int] | None:
     return None if st is None else [st.st_size, st.st_mtime_ns, st.st_ino, st.st_nlink]
-
-
-def environment() -> list:
-    """What no file stamp covers and a key reads: the interpreter, the installed distributions, the devices."""
-    from buildsys import toolchain
-
-    return [os.path.realpath(sys.executable), sys.prefix, sys.version, toolchain.installed(), toolchain.cpu(),
-            toolchain.gpu_fingerprint()]
 
 
 def key_sources() -> list[str]:
@@ -158,7 +149,7 @@ def check(meta: str, sig: str) -> dict | None:
                     return None
     except (KeyError, TypeError, ValueError):
         return None
-    if entry.get("environment") != json.loads(json.dumps(environment())):
+    if entry.get("environment") != json.loads(json.dumps(no_op_environment())):
         return None
     return entry
 
@@ -189,9 +180,39 @@ def record(meta: str, sig: str, reads: Reads, answer: dict) -> bool:
         stamp = _stamp(st)
         grouped.setdefault(folder, []).append([name, *(stamp if stamp is not None else [None])])
     entry = {"version": VERSION, "signature": sig, "meta": os.path.abspath(meta), "stamps": grouped,
-             "environment": environment(), **answer}
+             "environment": no_op_environment(), **answer}
     write_atomic(_path(meta, sig), json.dumps(entry, separators=(",", ":")).encode("utf-8"))
     return True
+
+
+def replay_build(meta: str, recipes, only, require_all: bool, dry_run: bool, verbose: bool,
+                 trims: bool) -> dict | None:
+    """The recorded answer of a `build` command ({"steps", "exit"}), or None when it must run.
+
+    A dry run, a verbose listing (it shows cached steps too) and a build that trims
+    the cache afterwards are never answered from the record.
+    """
+    if dry_run or verbose or trims:
+        return None
+    return check(meta, signature(recipes, only, require_all))
+
+
+def replay_status(meta: str, recipes) -> list[tuple[str, str, str]] | None:
+    """The rows of an all-up-to-date `status`, from the recorded answer of the same selection, or None."""
+    entry = check(meta, signature(recipes, None, False))
+    if entry is None:
+        return None
+    from buildsys.engine.status import status_word
+
+    return [(s["id"], *status_word(s["state"], s["reason"], s if "passed" in s else None)) for s in entry["steps"]]
+
+
+def worth_recording(dry_run: bool, problems: bool, code: int) -> bool:
+    """Whether a finished build's answer is one a repeat would give: not a dry run, every recipe read,
+    no step failed (a failure is tried again)."""
+    from buildsys.exitcodes import EXIT_STEP
+
+    return not dry_run and not problems and code != EXIT_STEP
 
 
 def answer(outcomes) -> list[dict] | None:

@@ -1,12 +1,10 @@
 """The rebuilder: for one step, run it or restore it from a trace — and say why; then commit what ran.
 
-A step's key is the digest of the canonical JSON of everything it declares it
-reads: its kind and VERSION, its parameters, the content digests of its input
-artifacts and named files, the versions of its tools and, for device-bound
-steps, the device. Steps that import project code also carry a trace of the
-source files they loaded; those are verified file by file (the "verifying
-traces" of Build systems à la carte), so a touched-but-unchanged file costs a
-stat and nothing re-runs.
+A step's key is made by buildsys.engine.keys (the key document, its environment,
+the reasons two keys differ). Steps that import project code also carry a trace
+of the source files they loaded; those are verified here file by file (the
+"verifying traces" of Build systems à la carte), so a touched-but-unchanged file
+costs a stat and nothing re-runs.
 
 This module is the only writer of traces, of the local store and of the shared
 cache, and the only reader of shared-cache entries, which it checks with
@@ -28,16 +26,12 @@ from buildsys import safepath, toolchain
 from buildsys.build import Workspace
 from buildsys.canonical import canonical, digest_data
 from buildsys.engine.answer import Finished, Job, Outcome, Outputs, StepAnswer
+from buildsys.engine.keys import KeyMaker, Reasons, diff_docs, key_of
+from buildsys.kinds import step_class
 from buildsys.resolve import Graph, StepSpec
 from buildsys.state import State, Trace
-from buildsys.steps import step_class
 from buildsys.store import Store
 from buildsys.untrusted import Rejected, check_entry, declared_files
-
-
-def artifact_digest(files: list[list]) -> str:
-    """One digest for an artifact made of one or more files (model + external data)."""
-    return digest_data([[name, digest] for name, digest, _ in files])
 
 
 @dataclass(frozen=True)
@@ -45,10 +39,14 @@ class Decision:
     action: str  # "cached" | "restore" | "run"
     key: str
     doc: dict[str, Any]
-    reason: str
+    why: Reasons
     outputs: Outputs | None = None  # for cached / restore
     deps: dict | None = None
     verdict: dict | None = None
+
+    @property
+    def reason(self) -> str:
+        return str(self.why)
 
 
 class Rebuilder:
@@ -58,7 +56,7 @@ class Rebuilder:
     """
 
     def __init__(self, ws: Workspace, graph: Graph, state: State, store: Store, shared=None,
-                 dry_run: bool = False):
+                 dry_run: bool = False, threads: int = 1):
         self.ws = ws
         self.graph = graph
         self.out = ws.out
@@ -66,6 +64,7 @@ class Rebuilder:
         self.store = store
         self.shared = shared  # a SharedCache behind the local store, or None
         self.dry_run = dry_run
+        self.threads = threads  # each step's share of the cores (a job's `threads`)
         self.fetch = not dry_run
         self.traces = state.traces()  # decoded step by step, as decisions ask for them
         self.decisions: dict[str, Decision] = {}  # steps that must run -> the decision to commit with
@@ -75,8 +74,7 @@ class Rebuilder:
         self._out_real: str | None = None
         self._escape_memo: dict[str, str] = {}  # folder below out/ -> why it escapes, "" when it does not
         self._real_folders: set[str] = set()  # folders under out/ known to hold no symlink on the way
-        self._env: dict[type, dict[str, Any]] = {}  # step class -> its env slice of the key (fixed per process)
-        self._artifacts: dict[int, tuple[list, str]] = {}  # id(files) -> (files, artifact digest)
+        self.keys = KeyMaker(self._ws, state.digest)
 
     def begin(self) -> None:
         """Remove the scratch an interrupted build left behind (the caller holds the workspace lock)."""
@@ -117,9 +115,9 @@ class Rebuilder:
                 reason = "inputs unchanged after upstream re-ran" if state == "cutoff" else decision.reason
                 return Outcome(step.id, state, reason, outputs=decision.outputs, verdict=decision.verdict)
             self.state.forget_action(decision.key)
-            decision = Decision("run", decision.key, decision.doc, "a stored artifact was damaged or missing")
+            decision = Decision("run", decision.key, decision.doc, Reasons(("a stored artifact was damaged or missing",)))
         if self.dry_run:
-            return Outcome(step.id, "would-run", decision.reason, key=decision.key)
+            return Outcome(step.id, "would-run", decision.reason, key=decision.key, reasons=decision.why.items)
         self.decisions[step.id] = decision
         return None
 
@@ -140,7 +138,7 @@ class Rebuilder:
                    scratch=str(scratch), inputs=inputs, artifacts=artifacts,
                    files={k: str(ws.root / v) for k, v in step.files.items()},
                    outputs={k: Path(v).name for k, v in step.outputs.items()}, log=str(log),
-                   device=getattr(step_class(step.kind_path), "DEVICE", False))
+                   device=step.device, lane=step.lane, threads=self.threads)
 
     # -- after running -----------------------------------------------------------
 
@@ -218,54 +216,21 @@ class Rebuilder:
     # -- keys -----------------------------------------------------------------
 
     def key_doc(self, step: StepSpec, upstream: dict[str, Outputs]) -> dict[str, Any]:
-        cls = step_class(step.kind_path)
-        inputs = {}
-        for name, ref in step.inputs.items():
-            sid, _, output = ref.partition("#")
-            inputs[name] = self._artifact_digest(upstream[sid][output])
-        files = {name: self.state.digest(os.path.join(self._ws, rel)) or "missing"
-                 for name, rel in step.files.items()}
-        env = self._env.get(cls)
-        if env is None:
-            env = self._env[cls] = self._env_doc(cls)
-        # The key is the digest of this document's canonical JSON, where tuples and lists
-        # read alike; why() brings it through JSON before comparing it with a stored trace.
-        return {"step": cls.KIND, "version": cls.VERSION, "params": step.params, "inputs": inputs,
-                "files": files, "env": dict(env)}
-
-    def _artifact_digest(self, files: list[list]) -> str:
-        """artifact_digest, once per upstream artifact (parity and engine share theirs)."""
-        memo = self._artifacts.get(id(files))
-        if memo is None or memo[0] is not files:
-            memo = self._artifacts[id(files)] = (files, artifact_digest(files))
-        return memo[1]
-
-    @staticmethod
-    def _env_doc(step_cls) -> dict[str, Any]:
-        env: dict[str, Any] = {"tools": toolchain.versions(step_cls.TOOLS)}
-        if step_cls.TOOLS:
-            env["python"] = toolchain.python_version()
-        if step_cls.DEVICE == "gpu":
-            from buildsys import gpu
-
-            env["device"] = gpu.gpu()  # name, compute capability, driver and CUDA version
-        elif step_cls.DEVICE:
-            env["device"] = toolchain.cpu()
-        return env
+        return self.keys.doc(step, upstream)
 
     # -- the decision ------------------------------------------------------------
 
     def decide(self, step: StepSpec, upstream: dict[str, Outputs]) -> Decision:
         doc = self.key_doc(step, upstream)
-        key = digest_data(doc)
+        key = key_of(doc)
         trace = self.traces.get(step.id)
         if trace is not None and trace.key == key:
             stale = self.changed_deps(trace.deps)
             if not stale and self._outputs_present(trace.outputs):
-                return Decision("cached", key, doc, "up to date", trace.outputs, trace.deps, trace.verdict)
+                return Decision("cached", key, doc, Reasons(("up to date",)), trace.outputs, trace.deps, trace.verdict)
         for deps, outputs, verdict in self.state.actions(key):
             if not self.changed_deps(deps) and self._blobs_present(outputs):
-                return Decision("restore", key, doc, "restored from the cache: built before with these inputs",
+                return Decision("restore", key, doc, Reasons(("restored from the cache: built before with these inputs",)),
                                 outputs, deps, verdict)
         rejected = None
         if self.shared is not None:
@@ -284,20 +249,20 @@ class Rebuilder:
                     self.shared.hits += 1
                     if self.fetch:
                         self.shared.record_use(key)  # the shared cache's last use, for `cache gc`
-                    return Decision("restore", key, doc, "fetched from the shared cache", entry["outputs"],
+                    return Decision("restore", key, doc, Reasons(("fetched from the shared cache",)), entry["outputs"],
                                     entry.get("deps", {}), entry.get("verdict"))
             self.shared.misses += 1
-        return Decision("run", key, doc, rejected or self.why(step, doc, trace))
+        return Decision("run", key, doc, Reasons((rejected,)) if rejected else self.why(step, doc, trace))
 
-    def why(self, step: StepSpec, doc: dict[str, Any], trace: Trace | None) -> str:
+    def why(self, step: StepSpec, doc: dict[str, Any], trace: Trace | None) -> Reasons:
         if trace is None:
-            return "no earlier build"
+            return Reasons(("no earlier build",))
         # Through JSON and back, so tuples compare equal to the lists a stored trace holds.
         reasons = diff_docs(trace.doc, json.loads(canonical(doc)), step)
         reasons += self.changed_deps(trace.deps)
         if not reasons:
             reasons = ["outputs missing from the store"]
-        return "; ".join(reasons)
+        return Reasons(tuple(reasons))
 
     def changed_deps(self, deps: dict) -> list[str]:
         """Discovered dependencies (project sources, packages) that no longer match."""
@@ -440,56 +405,3 @@ def open_shared(url: str | None, read_only: bool):
     from buildsys.sharedcache import open_cache
 
     return open_cache(url, read_only)
-
-
-def diff_docs(old: dict[str, Any], new: dict[str, Any], step: StepSpec) -> list[str]:
-    """Human reasons for a key change, in recipe terms: `export.opset: 17 → 18`."""
-    reasons: list[str] = []
-    if old.get("version") != new.get("version"):
-        reasons.append(f"{new.get('step')} implementation v{old.get('version')} → v{new.get('version')}")
-    for path, a, b in _flat_diff(old.get("params", {}), new.get("params", {})):
-        reasons.append(f"{path}: {_short(a)} → {_short(b)}")
-    for name in sorted(set(old.get("inputs", {})) | set(new.get("inputs", {}))):
-        if old.get("inputs", {}).get(name) != new["inputs"].get(name):
-            ref = step.inputs.get(name, "")
-            reasons.append(f"input {name} changed (from {ref.partition('#')[0]})")
-    for name in sorted(set(old.get("files", {})) | set(new.get("files", {}))):
-        if old.get("files", {}).get(name) != new["files"].get(name):
-            reasons.append(f"{step.files.get(name, name)} changed")
-    old_env, new_env = old.get("env", {}), new.get("env", {})
-    for tool in sorted(set(old_env.get("tools", {})) | set(new_env.get("tools", {}))):
-        a, b = old_env.get("tools", {}).get(tool, "absent"), new_env.get("tools", {}).get(tool, "absent")
-        if a != b:
-            reasons.append(f"{tool} {a} → {b}")
-    if old_env.get("python") != new_env.get("python"):
-        reasons.append(f"python {old_env.get('python')} → {new_env.get('python')}")
-    if old_env.get("device") != new_env.get("device"):
-        reasons.append(f"device {_short(old_env.get('device'))} → {_short(new_env.get('device'))}")
-    return reasons
-
-
-def _flat_diff(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            out += _flat_diff(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{path}.{k}" if path else str(k))
-        return out
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        out = []
-        for i, (x, y) in enumerate(zip(a, b)):
-            out += _flat_diff(x, y, f"{path}.{i}")
-        return out
-    return [] if a == b else [(path, a, b)]
-
-
-class _Absent:
-    def __repr__(self) -> str:
-        return "(unset)"
-
-
-_ABSENT = _Absent()
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value) if isinstance(value, _Absent) else canonical(value) if not isinstance(value, str) else value
-    return text if len(text) <= limit else text[: limit - 1] + "…"

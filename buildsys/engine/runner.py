@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from buildsys.engine.answer import Finished, Job, Outcome
+from buildsys.errors import Problem
 from buildsys.resolve import StepSpec
 
 
@@ -26,12 +27,16 @@ class Runner(Protocol):
 
 
 class Reporter(Protocol):
+    def problems(self, found: list[Problem]) -> None: ...  # recipes that could not be read; the build goes on
     def started(self, step: StepSpec) -> None: ...
     def finished(self, outcome: Outcome) -> None: ...
 
 
 class Silent:
     """A reporter that shows nothing (planning, tests)."""
+
+    def problems(self, found: list[Problem]) -> None:
+        pass
 
     def started(self, step: StepSpec) -> None:
         pass

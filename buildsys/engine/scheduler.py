@@ -18,7 +18,6 @@ from buildsys.engine.answer import Finished, Job, Outcome
 from buildsys.engine.runner import Reporter, Runner
 from buildsys.errors import BuildsysError
 from buildsys.resolve import Graph, StepSpec
-from buildsys.steps import step_class
 
 
 class Rebuilder(Protocol):
@@ -104,7 +103,7 @@ class Scheduler:
 
     def _on_gpu(self, sid: str) -> int:
         """1 for a step that holds the GPU while it runs (its class says DEVICE = "gpu")."""
-        return int(getattr(step_class(self.graph.steps[sid].kind_path), "DEVICE", False) == "gpu")
+        return int(self.graph.steps[sid].device == "gpu")
 
     def _next(self, to_run: deque[str], gpu_busy: int) -> str | None:
         """The first step that may start now: one GPU step at a time, CPU steps beside it."""

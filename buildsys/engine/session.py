@@ -23,7 +23,7 @@ from buildsys.engine.answer import Outcome
 from buildsys.engine.rebuilder import Rebuilder, open_shared
 from buildsys.engine.runner import Reporter, Runner, Silent
 from buildsys.engine.scheduler import Scheduler
-from buildsys.engine.status import status_word
+from buildsys.engine.status import check_status, exit_status, status_word
 from buildsys.errors import Problem, UsageError
 from buildsys.recipe.model import Recipe
 from buildsys.resolve import Graph
@@ -47,6 +47,7 @@ class BuildOptions:
     executor: str = "local"  # "local" worker processes or "dask"
     scheduler: str | None = None  # the Dask scheduler's address
     memory_limit: int | None = None  # bytes per local worker
+    cache_max_size: int | None = None  # after the build, trim the local store to this size
 
     def __post_init__(self) -> None:
         if self.jobs < 1:
@@ -60,6 +61,20 @@ class Loaded:
     recipes: list[Recipe]
     problems: list[Problem]
     graph: Graph
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build came to: each step's outcome, the exit status, the broken recipes, the trim of the store."""
+
+    outcomes: list[Outcome]
+    code: int
+    problems: list[Problem]
+    trim_note: str | None = None  # why the trim kept every step's last build, when it did
+    trim_plan: str | None = None  # what `--cache-max-size` removed, rendered
+
+    def steps(self) -> list[dict]:
+        return [o.as_json() for o in self.outcomes]
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,7 @@ class Session:
         self.runner: Runner | None = None
         self._shared = None
         self._shared_open = False
+        self.threads = max(1, (os.cpu_count() or 1) // options.jobs)  # each running step's share of the cores
 
     # -- opening ------------------------------------------------------------------
 
@@ -127,7 +143,7 @@ class Session:
     def _make_runner(self) -> Runner:
         """Local persistent workers, or a Dask cluster meeting at the shared cache."""
         o = self.options
-        threads = max(1, (os.cpu_count() or 1) // o.jobs)
+        threads = self.threads
         if o.executor == "dask":
             if not o.scheduler:
                 raise UsageError("--executor dask needs --scheduler tcp://HOST:PORT")
@@ -146,6 +162,83 @@ class Session:
         from buildsys.workers import WorkerPool
 
         return WorkerPool(o.jobs, threads, str(self.ws.root), memory_limit=o.memory_limit)
+
+    # -- the commands -----------------------------------------------------------------
+
+    def run_build(self, reporter: Reporter) -> BuildResult:
+        """`build`: load, select, build, decide the exit status, record the no-op answer, trim the store."""
+        from buildsys.engine import noop
+
+        o = self.options
+        with self.opened():
+            loaded = self.load()
+            reporter.problems(loaded.problems)
+            outcomes = self.build(loaded.graph, self.selection(loaded.graph), reporter)
+            code = exit_status([(x.state, x.verdict) for x in outcomes], o.require_all, bool(loaded.problems))
+            if noop.worth_recording(o.dry_run, bool(loaded.problems), code):
+                self.record_noop(outcomes, code)
+            note = plan = None
+            if o.cache_max_size is not None and not o.dry_run:
+                note, plan = self.trim(o.cache_max_size)
+        return BuildResult(outcomes, code, loaded.problems, note, plan)
+
+    def run_check(self, reporter: Reporter, baseline: Path | None, max_regression: float, junit: Path | None,
+                  markdown: Path | None):
+        """`check`: build every parity check (engines are not needed to judge parity), then write the reports.
+
+        Returns the reports' summary, whose exit status is the command's.
+        """
+        from buildsys.reports import gate, gather_meta, with_export_warnings, write_reports
+
+        if max_regression <= 1:
+            raise UsageError(f"--max-regression must be greater than 1, found {max_regression}")
+        if baseline is not None and not baseline.is_file():
+            raise UsageError(f"--baseline {baseline}: no such file",
+                             hint="download main's out/reports/parity.json first (see .github/workflows/parity.yml)")
+        with self.opened():
+            loaded = self.load()
+            reporter.problems(loaded.problems)
+            graph = loaded.graph
+            checks = gate.checks(graph)
+            built = self.build(graph, graph.closure({s.id for s in checks}), reporter)
+        outcomes = {o.step: o for o in built}
+        out = self.ws.out
+        entries = [gate.report_entry(out, graph, step, outcomes[step.id].state,
+                                     outcomes[step.id].message or outcomes[step.id].reason, outcomes[step.id].verdict)
+                   for step in checks]
+        entries = with_export_warnings(entries, outcomes)
+        factors = {r.name: r.parity.max_regression for r in loaded.recipes if r.parity.max_regression}
+        return write_reports(out / "reports", entries, gather_meta(), baseline=baseline,
+                             max_regression=max_regression, markdown_path=markdown, junit_path=junit,
+                             recipe_factors=factors, command_status=check_status(built, bool(loaded.problems)))
+
+    def explain(self, target: str) -> list[tuple[str, str, str, Outcome]]:
+        """`explain RECIPE[:STEP]`: (step id, status word, detail, outcome) of each step the target names."""
+        recipe, _, step_name = target.partition(":")
+        plan = Session(self.ws.root, BuildOptions(recipes=(recipe,))).plan()
+        graph = plan.graph
+        wanted = [(sid, word, detail, plan.outcomes[sid]) for sid, word, detail in plan.rows
+                  if not step_name or sid == f"{recipe}:{step_name}" or graph.steps[sid].family == step_name]
+        if not wanted:
+            names = ", ".join(s.name for s in graph.steps.values() if s.recipe == recipe)
+            raise UsageError(f"{target}: no such step", hint=f"steps of {recipe}: {names}")
+        return wanted
+
+    def validate(self) -> list[Recipe]:
+        """`validate`: the selected recipes, read and resolved against the workspace; RecipeError lists every problem."""
+        from buildsys import loading
+        from buildsys.errors import RecipeError
+        from buildsys.resolve import resolve_recipe
+
+        recipes, problems = loading.load(self.ws.root, None, list(self.options.recipes), keep_going=True)
+        for r in recipes:  # what only the workspace can tell: the files a data glob finds today
+            try:
+                resolve_recipe(r, self.ws.root)
+            except RecipeError as exc:
+                problems += exc.problems
+        if problems:
+            raise RecipeError(problems)
+        return recipes
 
     # -- building -------------------------------------------------------------------
 
@@ -170,7 +263,8 @@ class Session:
     def build(self, graph: Graph, selected: set[str], reporter: Reporter) -> list[Outcome]:
         """Bring the `selected` steps up to date (inside `opened`); their outcomes in the graph's order."""
         assert self.state is not None and self.store is not None and self.runner is not None  # `opened` set them
-        rebuilder = Rebuilder(self.ws, graph, self.state, self.store, self.shared(), dry_run=self.options.dry_run)
+        rebuilder = Rebuilder(self.ws, graph, self.state, self.store, self.shared(), dry_run=self.options.dry_run,
+                              threads=self.threads)
         scheduler = Scheduler(graph, rebuilder, self.runner, reporter, keep_going=self.options.keep_going,
                               timeout=self.options.timeout)
         return scheduler.run(selected)
@@ -197,24 +291,47 @@ class Session:
         from buildsys import cachegc
 
         assert self.state is not None and self.store is not None  # `opened` set them
-        current, note = _current_steps(self.ws.root, self.state)
+        current, note = self._current_steps(self.state)
         done = cachegc.collect_local(self.state, self.store, current, max_size, None)
         return note, cachegc.render_plan(done, str(self.ws.meta))
+
+    def _current_steps(self, state: State) -> tuple[set[str] | None, str | None]:
+        """The step ids of every recipe as they stand, for a collection, and the note to print when
+        the recipes cannot all be read (then the last build of every step is kept), or None."""
+        from buildsys import loading
+        from buildsys.errors import BuildsysError
+        from buildsys.resolve import resolve
+
+        try:
+            recipes, problems = loading.load(self.ws.root, state, [], keep_going=True)
+            if problems:
+                why = f"{len(problems)} recipes could not be read"
+            else:
+                return set(resolve(recipes, self.ws.root).steps), None
+        except BuildsysError as exc:
+            why = exc.message
+        return None, f"note: {why}; the last build of every step is kept"
 
     # -- planning and cleaning -------------------------------------------------------
 
     def plan(self) -> Plan:
-        """What a build of the selected recipes would do now; nothing runs, nothing is written but the state."""
+        """What a build of the selected recipes would do now; nothing runs, nothing is written.
+
+        The state is opened read-only and without the lock, and closed again.
+        """
         from buildsys.workers import InlineRunner
 
         self.ws.refuse_links()
-        self.state = State(self.ws.meta)
-        self.store = Store(self.ws.meta / "store")
-        self.runner = InlineRunner()
-        graph = self.load().graph
-        rebuilder = Rebuilder(self.ws, graph, self.state, self.store, dry_run=True)  # the shared cache unasked
-        outcomes = Scheduler(graph, rebuilder, self.runner, Silent()).run(set(graph.steps))
-        failures = self.state.failures()
+        self.state = State(self.ws.meta, read_only=True)
+        try:
+            self.store = Store(self.ws.meta / "store")
+            self.runner = InlineRunner()
+            graph = self.load().graph
+            rebuilder = Rebuilder(self.ws, graph, self.state, self.store, dry_run=True)  # the shared cache unasked
+            outcomes = Scheduler(graph, rebuilder, self.runner, Silent()).run(set(graph.steps))
+            failures = self.state.failures()
+        finally:
+            self.state.close()
         rows = []
         for o in outcomes:
             failure = failures.get(o.step)
@@ -265,13 +382,13 @@ class Session:
             digests = None  # what this workspace's current recipes use, when it has built them
             if built:
                 state = State(ws.meta)
-                digests = cachegc.current_digests(state, cachegc.current_steps(ws.root, state)[0])
+                digests = cachegc.current_digests(state, self._current_steps(state)[0])
                 state.close()
             return cachegc.stats_json(cachegc.shared_inventory(_existing_shared(url)), digests), cachegc.render_stats
         if not built:  # nothing built here: nothing to create either
             return cachegc.stats_json(cachegc.Inventory(str(ws.meta), "local", {}, {}), set()), cachegc.render_stats
         state = State(ws.meta)
-        current, _ = cachegc.current_steps(ws.root, state)
+        current, _ = self._current_steps(state)
         inv = cachegc.local_inventory(state, Store(ws.meta / "store"), current)
         result = cachegc.stats_json(inv, cachegc.current_digests(state, current))
         state.close()
@@ -281,6 +398,10 @@ class Session:
         """`cache gc` of the local store, or of the shared cache `url`: (a note or None, figures, their rendering)."""
         from buildsys import cachegc
 
+        if max_size is None and max_age is None:
+            raise UsageError("cache gc needs --max-size SIZE or --max-age DAYS", hint="e.g. cache gc --max-size 10GiB")
+        if min(max_age or 0, grace) < 0:
+            raise UsageError(f"--max-age and --grace take 0 or more, found {max_age} and {grace}")
         ws = self.ws
         if url:
             shared = _existing_shared(url)
@@ -292,19 +413,10 @@ class Session:
             return None, cachegc.plan_json(cachegc.plan(empty, max_size, max_age, 0.0), dry_run), render
         with WorkspaceLock(ws.meta):  # a build holds it for its whole run: neither sees the other half done
             state = State(ws.meta)
-            current, note = _current_steps(ws.root, state)
+            current, note = self._current_steps(state)
             result = cachegc.collect_local(state, Store(ws.meta / "store"), current, max_size, max_age, dry_run)
             state.close()
         return note, result, render
-
-
-def _current_steps(root: Path, state: State):
-    """The steps of every recipe as they stand, for a collection, and the note to print when
-    the recipes cannot be read (then the last build of every step is kept), or None."""
-    from buildsys import cachegc
-
-    current, why = cachegc.current_steps(root, state)
-    return current, (f"note: {why}; the last build of every step is kept" if why else None)
 
 
 def _existing_shared(url: str):

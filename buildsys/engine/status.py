@@ -23,6 +23,18 @@ def exit_status(states_and_verdicts, require_all: bool, problems: bool = False) 
     return max(code, EXIT_USAGE) if problems else code
 
 
+def artifacts_built(code: int) -> bool:
+    """Whether a build that exited `code` left its artifacts in place (a parity failure does)."""
+    return code in (EXIT_OK, EXIT_PARITY)
+
+
+def check_status(outcomes, problems: bool) -> int:
+    """What `check` exits with besides the parity gate: a step failed, or a recipe could not be read."""
+    if any(o.state == "failed" for o in outcomes):
+        return EXIT_STEP
+    return EXIT_USAGE if problems else EXIT_OK
+
+
 def status_word(state: str, reason: str, verdict: dict | None, failure: str | None = None) -> tuple[str, str]:
     """(word, detail) for `status` and `explain`: up to date, stale, failed, unavailable or blocked.
 

@@ -6,12 +6,7 @@ can read a step's VERSION and TOOLS cheaply; heavy libraries are imported inside
 """
 from __future__ import annotations
 
-import importlib
-
-from buildsys.kinds import KINDS  # noqa: F401  (the table lives below the resolver, which reads it)
-
-
-def step_class(kind_path: str):
-    """Import a step class from `module:Class` (a KINDS value or a test's own step)."""
-    module, _, name = kind_path.partition(":")
-    return getattr(importlib.import_module(module), name)
+from buildsys.kinds import (
+    KINDS,  # noqa: F401  (the table lives below the resolver, which reads it)
+    step_class,  # noqa: F401  (the resolver reads each class's facts once)
+)

@@ -17,26 +17,26 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "models"
 
-TINY = """\
-version: 1
-model: {{factory: "tm.tiny:tiny", kwargs: {{features: 4}}}}
-inputs:
-  - name: x
-    dtype: float32
-    shape: [batch, 4]
-    data: {{kind: normal, mean: 0.0, std: 1.0}}
-outputs:
-  - name: scores
-dims:
-  batch: {{min: 1, opt: 4, max: 8}}
-export: {{opset: {opset}, exporter: {exporter}}}
-tolerances:
-  fp32: {{atol: {atol}, rtol: 1.0e-3}}
-"""
+def recipe_yaml(model: str, *, features: int = 4, data: bool = True, output: str = "scores",
+                batch: tuple[int, int, int] = (1, 4, 8), export: str = "{opset: 18, exporter: torchscript}",
+                rest: str = "") -> str:
+    """A recipe of one float32 input x [batch, features] and one output: the skeleton every e2e recipe shares.
+
+    `model` is the YAML of the model field, `export` of the export field; `rest` is
+    YAML appended as it is (tolerances, targets, calibration...).
+    """
+    lines = ["version: 1", f"model: {model}", "inputs:", "  - name: x", "    dtype: float32",
+             f"    shape: [batch, {features}]"]
+    if data:
+        lines.append("    data: {kind: normal, mean: 0.0, std: 1.0}")
+    lines += ["outputs:", f"  - name: {output}", "dims:", f"  batch: {{min: {batch[0]}, opt: {batch[1]}, max: {batch[2]}}}",
+              f"export: {export}"]
+    return "\n".join(lines) + "\n" + rest
 
 
 def tiny_recipe(opset: int = 18, exporter: str = "torchscript", atol: str = "1.0e-4") -> str:
-    return TINY.format(opset=opset, exporter=exporter, atol=atol)
+    return recipe_yaml('{factory: "tm.tiny:tiny", kwargs: {features: 4}}', export=f"{{opset: {opset}, exporter: {exporter}}}",
+                       rest=f"tolerances:\n  fp32: {{atol: {atol}, rtol: 1.0e-3}}\n")
 
 
 def worker_pids(root: Path) -> list[int]:

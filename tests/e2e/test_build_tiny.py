@@ -205,6 +205,9 @@ def test_status_and_explain_say_what_is_stale_and_why(workspace):
     r = workspace.run("explain", "tiny")
     assert "tiny:export: would re-run because" in r.stdout
     assert "source tm/tiny.py changed" in r.stdout
+    workspace.write("recipes/tiny.yaml", tiny_recipe(opset=17))
+    r = workspace.run("explain", "tiny:export")
+    assert "  - export.opset: 18 → 17\n  - source tm/tiny.py changed\n" in r.stdout  # one line per reason
 
 
 def test_checkpoint_that_does_not_fit_is_named(workspace):

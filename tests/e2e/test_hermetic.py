@@ -8,25 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Workspace, new_workspace, worker_pids
+from tests.e2e.conftest import Workspace, new_workspace, recipe_yaml, worker_pids
 
 LEAKS = ("dtype", "stub", "seed", "backends", "environ", "patch")
 KINDS = ("plain", *LEAKS)
-RECIPE = """\
-version: 1
-model: {{factory: "tm.leaky:{factory}", kwargs: {{features: 4}}}}
-inputs:
-  - name: x
-    dtype: float32
-    shape: [batch, 4]
-    data: {{kind: normal, mean: 0.0, std: 1.0}}
-outputs:
-  - name: scores
-dims:
-  batch: {{min: 1, opt: 4, max: 8}}
-export: {{opset: 18, exporter: torchscript}}
-simplify: false
-"""
+
+
+def _recipe(factory: str) -> str:
+    return recipe_yaml(f'{{factory: "tm.leaky:{factory}", kwargs: {{features: 4}}}}', rest="simplify: false\n")
+
+
 # Byte for byte; ORT-format engines are compared by what they compute (their layout varies).
 COMPARED = ("model.onnx", "reference.npz")
 
@@ -34,7 +25,7 @@ COMPARED = ("model.onnx", "reference.npz")
 def _workspace(root: Path, names: dict[str, str]) -> Workspace:
     ws = new_workspace(root)
     for name, kind in names.items():
-        ws.write(f"recipes/{name}.yaml", RECIPE.format(factory=kind))
+        ws.write(f"recipes/{name}.yaml", _recipe(kind))
     return ws
 
 

@@ -14,8 +14,10 @@ def test_a_job_and_its_answer_survive_the_pipe():
     job = Job(id="r:export", kind_path="m:C", params={"opset": 17}, workspace="/w", scratch="/w/tmp/x",
               inputs={"model": "/w/out/r/model.onnx"},
               artifacts={"model": ("model.onnx", [["model.onnx", "a" * 64, 3]])},
-              files={}, outputs={"model": "model.onnx"}, log="/w/out/r/logs/export.log", device="gpu")
-    wire = pickle.loads(pickle.dumps({**job.to_wire(), "threads": 2, "lane": "torch"}))  # what a worker receives
+              files={}, outputs={"model": "model.onnx"}, log="/w/out/r/logs/export.log", device="gpu",
+              lane="torch", threads=2)
+    wire = pickle.loads(pickle.dumps(job.to_wire()))  # what a worker receives
+    assert wire["lane"] == "torch" and wire["threads"] == 2  # read by buildsys.worker and the step's context
     assert Job.from_wire(wire) == job
     answer = StepAnswer(ok=True, seconds=1.5, outputs={"model": [["model.onnx", "a" * 64, 3]]}, note="kept fp32")
     assert StepAnswer.from_wire(pickle.loads(pickle.dumps(answer.to_wire()))) == answer
