@@ -69,6 +69,7 @@ def compare(ref: np.ndarray, got: np.ndarray, tol: dict[str, Any]) -> dict[str, 
         m["rows"], m["decided"] = int(rows.shape[0]), int(decided.sum())
         agree = rows.argmax(axis=1) == g.reshape(rows.shape).argmax(axis=1)
         m["top1_decided"] = float(agree[decided].mean()) if decided.any() else None
+        m["agree_decided"] = int((agree & decided).sum())
         row_cos = np.array([cosine(a, b) for a, b in zip(rows, g.reshape(rows.shape))])
         m["row_cosine"] = {q: float(np.quantile(row_cos, x)) for q, x in
                            (("min", 0.0), ("p10", 0.1), ("median", 0.5), ("p90", 0.9), ("max", 1.0))}

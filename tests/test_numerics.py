@@ -115,6 +115,8 @@ def test_rows_are_paired_by_nearness_under_a_cosine_tolerance():
     got["boxes"] = got["boxes"] * 1.001
     m = compare_outputs(refs, got, {"min_cosine": 0.999}, DETECTIONS)
     assert m["boxes"]["passed"] and m["boxes"]["cosine"] > 0.9999
+
+
 def test_max_scaled_error_bounds_the_largest_error_against_the_output_s_largest_value():
     ref = np.array([[40.0, -2.0, 0.001], [3.0, 0.0, -1.0]])
     got = ref + np.array([[0.1, 0.03, 0.02], [0.0, 0.0, 0.0]])  # 0.1 on a scale of 40: 0.25%
@@ -135,3 +137,46 @@ def test_a_value_that_is_not_finite_fails_max_scaled_error():
     assert m["failures"][0] == "0 NaN and 1 Inf values"
     zero = compare(np.zeros(3), np.zeros(3), {"max_scaled_error": 0.0})
     assert zero["passed"] and zero["scaled_error"] == 0.0
+
+
+# -- parity's decided top-1 gate over every row ------------------------------------------------------
+
+
+class _Scores:
+    """A stand-in ONNX Runtime session that answers each input with the scores stored for it."""
+
+    def __init__(self, answers: dict):
+        self.answers = answers
+
+    def run(self, outputs, feeds):
+        return [self.answers[int(feeds["x"][0])]]
+
+
+def _judged(flip_at_min: bool, low: float):
+    from buildsys.steps.parity import judge
+
+    decided = np.array([[6.0, 0.0]], np.float32)  # softmax top-1 far ahead of the second
+    manifest, arrays, answers = [], {}, {}
+    for i in range(10):  # one single-row sample at the min point, nine at opt
+        point = "min" if i == 0 else "opt"
+        arrays[f"in{i}"], arrays[f"out{i}"] = np.array([i], np.float32), decided
+        manifest.append({"point": point, "sample": i, "inputs": {"x": f"in{i}"}, "outputs": {"s": f"out{i}"}})
+        answers[i] = decided[:, ::-1].copy() if (flip_at_min and i == 0) else decided
+    return judge(_Scores(answers), manifest, arrays, ["s"], {"min_top1_decided": low})
+
+
+def test_min_top1_decided_counts_every_decided_row_of_every_point_together():
+    results, failed = _judged(flip_at_min=True, low=0.9)  # 9 of 10: the lone min view is not 0 %
+    assert failed == []
+    assert results[0]["outputs"]["s"]["top1_decided"] == 0.0 and results[0]["outputs"]["s"]["passed"]
+    results, failed = _judged(flip_at_min=True, low=1.0)
+    assert failed == ["s: decided top-1 agreement 0.9000 < 1.0 (9 of 10 rows where the reference is decided, "
+                      "over every point and sample)"]
+    assert _judged(flip_at_min=False, low=1.0)[1] == []
+
+
+def test_the_reports_say_the_decided_gate_counts_every_row():
+    from buildsys.reports.collect import fmt_tolerance
+
+    assert fmt_tolerance({"min_cosine": 0.97, "min_top1_decided": 1.0}) == \
+        "cosine ≥ 0.97, decided top-1 ≥ 1 over all rows"

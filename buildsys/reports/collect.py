@@ -440,7 +440,7 @@ def fmt_tolerance(tol: dict[str, Any] | None) -> str:
     if tol.get("min_top1") is not None:
         parts.append(f"top-1 ≥ {tol['min_top1']:g}")
     if tol.get("min_top1_decided") is not None:
-        parts.append(f"decided top-1 ≥ {tol['min_top1_decided']:g}")
+        parts.append(f"decided top-1 ≥ {tol['min_top1_decided']:g} over all rows")
     return ", ".join(parts) or "no tolerance"
 
 

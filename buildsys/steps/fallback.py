@@ -45,7 +45,7 @@ _LATENCY_RUNS = 15
 class Int8Fallback(Step[FallbackParams]):
     KIND = "fallback"
     PARAMS = FallbackParams
-    VERSION = 1
+    VERSION = 2  # 2: min_top1_decided judges every row together (parity.judge)
     TOOLS = ("onnx", "onnxruntime", "numpy", "pillow")
     RESIDENT = True
 
@@ -159,7 +159,15 @@ class _Verdict:
         outs = [m for r in results for m in r["outputs"].values()]
         cos = [m["cosine"] for m in outs if m.get("cosine") is not None]
         top1 = [m["top1"] for m in outs if m.get("top1") is not None]
-        decided = [m["top1_decided"] for m in outs if m.get("top1_decided") is not None]
+        # Decided top-1 agreement over every row (the gate's measure, parity.judge), the lowest output's.
+        rows: dict[str, list[int]] = {}
+        for r in results:
+            for name, m in r["outputs"].items():
+                if m.get("decided"):
+                    c = rows.setdefault(name, [0, 0])
+                    c[0] += m["agree_decided"]
+                    c[1] += m["decided"]
+        decided = [agree / n for agree, n in rows.values()]
         self.figures = {"lowest_cosine": min(cos, default=None), "lowest_top1": min(top1, default=None),
                         "lowest_top1_decided": min(decided, default=None),
                         "max_abs": max((m.get("max_abs", 0.0) for m in outs), default=None)}
@@ -173,7 +181,7 @@ class _Verdict:
         if tol.get("atol") is not None or tol.get("rtol") is not None:
             parts.append(f"max abs {self.figures['max_abs']:.3g}")
         self.text = ", ".join(parts) + (" passes" if self.passed else " fails")
-        metrics = set()
+        metrics = {"top1_decided" for f in failures if "decided top-1 agreement" in f}
         for m in outs:
             for f in m.get("failures", []):
                 metrics.add("top1_decided" if f.startswith("decided") else "top1" if f.startswith("top-1")

@@ -298,6 +298,28 @@ def test_images_fill_the_opt_batch_and_are_not_flagged_as_random(fp32, tmp_path)
     assert -2.2 < doc["tensors"]["x"]["min"] < -1.5 and 1.8 < doc["tensors"]["x"]["max"] < 2.7
 
 
+def test_image_views_come_at_the_opt_min_and_max_sizes(fp32, tmp_path, monkeypatch):
+    """Views at every size the model runs at: ranges from one size do not bound another's activations."""
+    pytest.importorskip("PIL")
+    import buildsys.steps.calibrate as calibrate
+
+    seen = []
+    real = calibrate.collect_ranges
+
+    def spy(model, method, batches, threads, tmp):
+        seen.extend(list(b()["x"].shape) for b in batches)
+        return real(model, method, batches, threads, tmp)
+
+    monkeypatch.setattr(calibrate, "collect_ranges", spy)
+    _write_images(tmp_path / "photos", 2)
+    steps = steps_for(tmp_path, recipe(data="{kind: images, path: photos}", samples=5))
+    answer = run_on(steps, "calibrate", model_of(fp32))
+    assert answer["ok"], answer.get("error")
+    # one batch of centre crops (two images) at the opt size, then views at opt (16), min (8) and max (32) in turn
+    assert seen == [[2, 3, 16, 16], [2, 3, 16, 16], [2, 3, 8, 8], [2, 3, 32, 32], [2, 3, 16, 16]]
+    assert calib_of(steps)["data"]["view_sizes"] == [[16, 16], [8, 8], [32, 32]]
+
+
 def test_random_calibration_is_flagged_in_the_summary(fp32):
     answer = run_on(fp32, "calibrate", model_of(fp32))
     assert answer["ok"]
