@@ -244,7 +244,8 @@ def view_sizes(shape: list, dims: dict[str, dict[str, int]]) -> list[tuple[int, 
 
     sizes: list[tuple[int, int]] = []
     for point in ("opt", "min", "max"):
-        hw = tuple(concrete_shape(shape, dims, point)[2:4])
+        h, w = concrete_shape(shape, dims, point)[2:4]  # an image input is [batch, channels, height, width]
+        hw = (h, w)
         if hw not in sizes:
             sizes.append(hw)
     return sizes
