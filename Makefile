@@ -79,8 +79,14 @@ engines: $(STAMP)
 	@$(call SYSTEM_CHECK)
 	$(BIN)/buildsys build -j $(JOBS)
 
+# Lint (ruff) and types (mypy), configured in pyproject.toml, then the tests; any finding fails. With
+# SYSTEM=1 an interpreter without ruff or mypy skips them and says so: they judge the source, the same
+# on every machine, and CI runs them.
 test: $(STAMP)
 	@$(call SYSTEM_CHECK,test)
+	@if [ "$(SYSTEM)" = 1 ] && ! $(BIN)/python -c "import ruff, mypy" 2>/dev/null; then \
+		echo "note: ruff or mypy is not installed for $(PYTHON): lint and type check skipped" >&2; \
+	else set -x; $(BIN)/python -m ruff check buildsys tests benchmarks && $(BIN)/python -m mypy; fi
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

@@ -219,7 +219,8 @@ def held_out_views(paths: list[Path], per_image: int = 6, seed: int = 1234):
     import numpy as np
     from PIL import Image, ImageEnhance, ImageOps
 
-    from buildsys.inputs import IMAGENET_MEAN as _IMAGENET_MEAN, IMAGENET_STD as _IMAGENET_STD
+    from buildsys.inputs import IMAGENET_MEAN as _IMAGENET_MEAN
+    from buildsys.inputs import IMAGENET_STD as _IMAGENET_STD
 
     rng = np.random.default_rng(seed)
     views = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import pstats
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from benchmarks.harness import Harness
 from benchmarks.timing import fmt
@@ -86,7 +86,7 @@ def _short(filename: str) -> str:
 
 def _top(st: pstats.Stats, key: str, top: int, skip_imports: bool = False) -> str:
     rows = []
-    for (filename, line, func), (cc, nc, tt, ct, _) in st.stats.items():
+    for (filename, line, func), (_cc, nc, tt, ct, _) in st.stats.items():
         if skip_imports and ("<frozen importlib" in filename or func in ("<module>", "exec")):
             continue
         where = f"{_short(filename)}:{line}:{func}" if line else func

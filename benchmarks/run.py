@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from benchmarks.harness import Harness
 from benchmarks.timing import Cell, Proc, Sample, fmt

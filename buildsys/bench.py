@@ -21,9 +21,10 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 WARMUP = 5
 MIN_RUNS = 30
@@ -185,7 +186,7 @@ def bench_recipe(recipe, workspace: Path, out: Path, threads: int | None = None)
 
             def run_ts():
                 with torch.inference_mode():
-                    scripted(*tensors)
+                    scripted(*tensors)  # noqa: B023  (called at once, in this iteration)
 
             rows.append(BenchRow("torchscript", profile, shapes, *measure(run_ts, batch), baseline="pytorch-eager"))
             del scripted
@@ -209,7 +210,7 @@ def _bench_eager(e: Eager, model, tensors, profile: int, shapes, batch) -> Bench
     """PyTorch eager on the CPU, or on the GPU at one precision (a copy of the model there)."""
     import torch
 
-    labels = dict(device=e.device, precision=e.precision)
+    labels: dict[str, Any] = dict(device=e.device, precision=e.precision)
     if e.device == "cpu":
         def eager():
             with torch.inference_mode():
@@ -273,7 +274,7 @@ def _bench_ort_gpu(name: str, path: Path, provider: str, options: dict, precisio
     options = dict(options)
     cuda = options.pop("cuda", None) if provider == "tensorrt" else None  # the CUDA provider beneath TensorRT's
     tf32 = options.get("use_tf32") == "1"
-    labels = dict(device="cuda", precision=precision, baseline=baseline_for("cuda", precision, tf32))
+    labels: dict[str, Any] = dict(device="cuda", precision=precision, baseline=baseline_for("cuda", precision, tf32))
     why = gpu.absent_reason()
     if why is not None:
         return [_unavailable(name, profile, shapes, why, **labels)]
@@ -285,7 +286,7 @@ def _bench_ort_gpu(name: str, path: Path, provider: str, options: dict, precisio
             import tensorrt  # noqa: F401  (loads TensorRT's libraries for the provider)
         session = gpu_session(path, threads, [*providers, "CPUExecutionProvider"])
         refuse_fallback(session, provider)
-        host = BenchRow(name, profile, shapes, *measure(lambda: session.run(None, feeds), batch), io=HOST_COPIES,
+        host = BenchRow(name, profile, shapes, *measure(lambda: session.run(None, feeds), batch), io=HOST_COPIES,  # noqa: F821
                         note="numpy in and out", **labels)
         outputs = session.run(None, feeds)
         del session
@@ -319,7 +320,7 @@ def _ort_resident(name: str, path: Path, provider: str, providers: list, feeds, 
             binding.bind_ortvalue_output(meta.name, value)
         return binding, kept
 
-    attempts = []
+    attempts: list[tuple[list[Any], str]] = []
     if provider == "cuda":
         attempts.append(([(providers[0][0], cuda_graph_options(providers[0][1]))], "IOBinding, CUDA graph"))
     attempts.append(([*providers, "CPUExecutionProvider"], "IOBinding"))
@@ -330,7 +331,7 @@ def _ort_resident(name: str, path: Path, provider: str, providers: list, feeds, 
             binding, kept = bound(session)
 
             def run():
-                session.run_with_iobinding(binding)
+                session.run_with_iobinding(binding)  # noqa: B023, F821  (called at once, before `del session`)
 
             figures = measure(run, batch, sync=binding.synchronize_outputs)
         except Exception as exc:  # a graph the CUDA provider cannot capture: timed without it, and said so
@@ -345,11 +346,10 @@ def _bench_trt(plan: Path, feeds, profile: int, shapes, batch) -> list[BenchRow]
     """A TensorRT engine through Polygraphy's TrtRunner: inputs and outputs on the GPU, and with host copies."""
 
     from buildsys import gpu
-
     from buildsys.steps.engine_tensorrt import pin_cuda_runtime, tensorrt_missing
 
     precision = plan.stem.rsplit("-", 1)[-1]
-    labels = dict(device="cuda", precision=precision, baseline=baseline_for("cuda", precision))
+    labels: dict[str, Any] = dict(device="cuda", precision=precision, baseline=baseline_for("cuda", precision))
     why = gpu.absent_reason() or tensorrt_missing()
     if why is not None:
         return [_unavailable(plan.stem, profile, shapes, why, **labels)]
@@ -391,7 +391,7 @@ def _trt_resident(runner, cast, name: str, profile: int, shapes, batch, labels: 
 
 
 def _onnx_candidates(folder: Path) -> list[tuple[str, Path]]:
-    found = []
+    found: list[tuple[str, Path]] = []
     for label, rel in (("onnx fp32 (onnxruntime)", "model.sim.onnx"), ("onnx fp32 (onnxruntime)", "model.onnx")):
         if (folder / rel).exists() and not any(n == label for n, _ in found):
             found.append((label, folder / rel))
@@ -430,7 +430,7 @@ def _bench_ort(name: str, path: Path, feeds, threads: int, profile: int, shapes,
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
     session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    row = BenchRow(name, profile, shapes, *measure(lambda: session.run(None, feeds), batch), precision=precision,
+    row = BenchRow(name, profile, shapes, *measure(lambda: session.run(None, feeds), batch), precision=precision,  # noqa: F821
                    baseline=baseline_for("cpu", precision))
     del session
     return row

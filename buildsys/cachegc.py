@@ -32,7 +32,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from buildsys.state import State
@@ -242,7 +242,7 @@ def _when(info: dict[str, Any]) -> float | None:
             except ValueError:
                 continue
         if isinstance(value, datetime):
-            return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+            return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     return None
 
 
@@ -395,7 +395,7 @@ def _count(n: int, one: str, many: str | None = None) -> str:
 def when_text(t: float | None) -> str:
     if t is None:
         return "none recorded"
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def stats_json(inv: Inventory, digests: set[str] | None) -> dict[str, Any]:

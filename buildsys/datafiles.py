@@ -119,7 +119,8 @@ class _Walk:
 
     def _folders(self, folder: str) -> list[str]:
         """`folder` and every folder below it that is not hidden (a `**`); a link back to a folder above is not followed."""
-        out, stack = [], [(folder, frozenset())]
+        out: list[str] = []
+        stack: list[tuple[str, frozenset]] = [(folder, frozenset())]
         while stack:
             f, above = stack.pop()
             try:

@@ -277,7 +277,7 @@ def match_tensors(cand, ref) -> dict[str, str]:
             if twin is not None and twin.op_type == c.op_type and i < len(twin.input) and twin.input[i] in ref_tensors:
                 return twin.input[i]
         twin = ref_nodes.get(p.name) if p is not None and p.name else None
-        if twin is not None and twin.op_type == p.op_type and len(twin.output) == len(p.output):
+        if twin is not None and p is not None and twin.op_type == p.op_type and len(twin.output) == len(p.output):
             r = twin.output[list(p.output).index(t)]
             if r in ref_tensors:
                 return r

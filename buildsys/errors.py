@@ -96,7 +96,7 @@ class StorageError(BuildsysError):
     exit_code = EXIT_STEP
 
 
-_STORAGE_HINTS = {
+_STORAGE_HINTS: dict[int | None, str] = {
     errno.EROFS: "the file system is mounted read-only; remount it writable or build in a writable copy",
     errno.ENOSPC: "the disk is full; free some space (`buildsys clean --cache` empties this workspace's store) "
                   "and run the command again",

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -59,7 +60,7 @@ SAVED = "BUILDSYS_SAVED_"  # + the variable's name: its value in the build's env
 _UNSET = "-"  # what a SAVED variable holds when the build's environment did not set it
 
 
-def hidden(environ: dict[str, str]) -> dict[str, str]:
+def hidden(environ: Mapping[str, str]) -> dict[str, str]:
     """The variables that hide the GPU from a worker started from `environ`, and what they were."""
     env = dict(HIDDEN)
     env.update({SAVED + name: environ.get(name, _UNSET) for name in HIDDEN})
@@ -284,7 +285,7 @@ def failure(action: str, exc: BaseException, needed_cuda: int | None = None) -> 
     floor = MIN_DRIVER.get(needed_cuda or 0)
     messages = {
         "driver": (f"{action}: the NVIDIA driver is too old for this CUDA runtime ({driver})",
-                   f"update the NVIDIA driver" + (f" to {floor} or newer (CUDA {needed_cuda})" if floor else "")
+                   "update the NVIDIA driver" + (f" to {floor} or newer (CUDA {needed_cuda})" if floor else "")
                    + ", or install the TensorRT build for your driver's CUDA"),
         "device": (f"{action}: no CUDA device is visible to this process"
                    + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""),

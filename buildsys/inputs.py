@@ -31,7 +31,7 @@ def generate(spec: dict[str, Any], shape: tuple[int, ...], rng: np.random.Genera
     data = spec["data"]
     kind = data["kind"]
     if kind == "uniform":
-        arr = rng.uniform(data["low"], data["high"], size=shape)
+        arr: np.ndarray = rng.uniform(data["low"], data["high"], size=shape)
     elif kind == "normal":
         arr = rng.normal(data["mean"], data["std"], size=shape)
     elif kind == "randint":
@@ -125,7 +125,7 @@ def image_view(path: Path, h: int, w: int, rng: np.random.Generator, field: str 
     if rng.random() < 0.5:
         img = ImageOps.mirror(img)
     img = ImageEnhance.Brightness(img).enhance(float(rng.uniform(*VIEW_BRIGHTNESS)))
-    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr: np.ndarray = np.asarray(img, dtype=np.float32) / 255.0
     arr = (arr - np.asarray(IMAGENET_MEAN, dtype=np.float32)) / np.asarray(IMAGENET_STD, dtype=np.float32)
     return arr.transpose(2, 0, 1)
 

@@ -7,6 +7,7 @@ were made from plus the schema and buildsys version.
 """
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import buildsys
@@ -69,7 +70,7 @@ def load(root: Path, state: State | None, selectors: list[str], keep_going: bool
             for src in r.sources:
                 state.reads.file(root / src)
     if not stale:
-        if gone:
+        if gone and state is not None:  # (gone is empty without a state)
             state.cache_recipes([], drop=gone)
         return _select(list(found.values()), selectors, root), []
 
@@ -101,7 +102,7 @@ def load(root: Path, state: State | None, selectors: list[str], keep_going: bool
     return chosen, problems
 
 
-def _select(recipes: list[Recipe], selectors: list[str], root: Path, broken: set[str] = frozenset()
+def _select(recipes: list[Recipe], selectors: list[str], root: Path, broken: AbstractSet[str] = frozenset()
             ) -> list[Recipe]:
     if not selectors:
         return recipes

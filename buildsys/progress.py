@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from buildsys.engine.answer import Outcome
 from buildsys.resolve import StepSpec
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 _MARK = {"ran": "ran", "cached": "cached", "cutoff": "cutoff", "failed": "FAILED", "skipped": "skipped",
          "unavailable": "unavailable", "would-run": "would run"}
@@ -54,7 +57,7 @@ class LiveReporter(PlainReporter):
     def __init__(self, stream: TextIO = sys.stderr, verbose: bool = False):
         super().__init__(stream, verbose)
         self.running: dict[str, float] = {}
-        self.live = None
+        self.live: Live | None = None
 
     def _render(self):
         from rich.text import Text

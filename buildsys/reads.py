@@ -52,7 +52,7 @@ def glob_folders(root: str, pattern: str) -> list[str]:
     seen: set[tuple[int, int]] = set()  # folders by identity: a symlink loop is walked once
     level, reached = [base], 0
     while level:
-        below = []
+        below: list[str] = []
         for folder in level:
             found.append(folder)
             if depth is not None and reached >= depth:

@@ -99,7 +99,7 @@ def with_facts(step: StepSpec) -> StepSpec:
 
 
 def _asdict(obj: Any) -> Any:
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else obj
 
 
 def model_params(r: Recipe) -> dict[str, Any]:
@@ -447,7 +447,7 @@ def _target(t: TargetSpec) -> dict[str, Any]:
 def _engine(r: Recipe, t: TargetSpec, candidate: str, quantized: dict[str, str], parities: dict[str, StepSpec],
             reference: StepSpec, base: dict[str, Any]) -> StepSpec:
     n = r.name
-    common = dict(id=f"{n}:engine[{t.id}]", recipe=n, name=f"engine[{t.id}]")
+    common: dict[str, Any] = dict(id=f"{n}:engine[{t.id}]", recipe=n, name=f"engine[{t.id}]")
     gate = parities["int8" if t.precision == "int8" else "fp16" if _needs_fp16_onnx(t) else "fp32"].id
     profiles = [{k: {"name": d.name, **_dim(d)} for k, d in r.profile_dims(i).items()}
                 for i in range(1 + len(r.profiles))]
@@ -501,8 +501,10 @@ def model_files(r: Recipe, root: Path) -> dict[str, str]:
     if r.model.onnx:
         return {"model": r.model.onnx}
     tf = r.model.tensorflow
+    assert tf is not None  # a model with files is ONNX or TensorFlow
     if tf.keras:
         return {"model": tf.keras}
+    assert tf.saved_model is not None  # one of the two is set
     folder = root / tf.saved_model
     found = sorted(Path(d, f) for d, _, names in os.walk(folder) for f in names)
     return {f"model.{i:04d}": p.relative_to(root).as_posix() for i, p in enumerate(found)}

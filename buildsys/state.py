@@ -18,7 +18,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,8 +59,9 @@ class Trace:
 
     __slots__ = ("_deps", "_doc", "_outputs", "_verdict", "key", "seconds", "step")
 
-    def __init__(self, step: str, key: str, doc: dict, deps: dict, outputs: dict, verdict: dict | None,
-                 seconds: float):
+    # A dict, or the JSON text (_Encoded) it is decoded from when first read.
+    def __init__(self, step: str, key: str, doc: dict | str, deps: dict | str, outputs: dict | str,
+                 verdict: dict | str | None, seconds: float):
         self.step = step
         self.key = key
         self._doc = doc
@@ -203,7 +204,7 @@ class State:
         self.reads = Reads()  # every file digested or remembered: what a no-op answer is stamped by
 
     def _open(self) -> sqlite3.Connection:
-        db = None
+        db: sqlite3.Connection | None = None
         try:
             db = self._connect()
             db.execute("SELECT count(*) FROM traces").fetchone()
@@ -212,7 +213,8 @@ class State:
                 raise _SchemaMismatch(f"state schema {row and row[0]} is not {SCHEMA_VERSION}")
             return db
         except _SchemaMismatch:
-            db.close()  # a readable database of another version: its tables are (re)made below
+            # A readable database of another version (db is set: _connect() answered): its tables are (re)made below.
+            db.close()  # type: ignore[union-attr]
         except sqlite3.DatabaseError as exc:
             if db is not None:
                 db.close()
@@ -326,14 +328,16 @@ class State:
     def traces(self, steps: list[str] | None = None) -> Traces:
         """The last trace of every step (or of `steps`), decoded lazily, one step at a time."""
         query = "SELECT step, key, doc, deps, outputs, verdict, seconds FROM traces"
+        rows: Iterable[Any]
         if steps is None:
             rows = self.db.execute(query)
         else:
             wanted = list(dict.fromkeys(steps))
-            rows = []
+            fetched: list[Any] = []
             for i in range(0, len(wanted), 500):  # under SQLite's bound-parameter limit
                 chunk = wanted[i:i + 500]
-                rows += self.db.execute(f"{query} WHERE step IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+                fetched += self.db.execute(f"{query} WHERE step IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            rows = fetched
         return Traces({step: rest for step, *rest in rows})
 
     def record(self, trace: Trace, deps_id: str) -> None:
@@ -384,11 +388,11 @@ class State:
             )
 
     def failures(self) -> dict[str, tuple[str, str, str]]:
-        return {s: (k, m, l) for s, k, m, l in self.db.execute("SELECT step, key, message, log FROM failures")}
+        return {s: (k, m, lg) for s, k, m, lg in self.db.execute("SELECT step, key, message, log FROM failures")}
 
     # -- what the cache holds, for `cache stats` and `cache gc` -----------------
 
-    def inventory(self) -> "Inventory":
+    def inventory(self) -> Inventory:
         """Every recorded entry's outputs (JSON text) and when it was made or last used."""
         db = self.db
         return Inventory(actions=list(db.execute("SELECT key, outputs, created FROM actions")),
@@ -418,7 +422,7 @@ class State:
     def cache_recipe(self, path: str, stamp: Any, recipe_json: str) -> None:
         self.cache_recipes([(path, stamp, recipe_json)])
 
-    def cache_recipes(self, entries: list[tuple[str, Any, str]], drop: list[str] = ()) -> None:
+    def cache_recipes(self, entries: list[tuple[str, Any, str]], drop: Sequence[str] = ()) -> None:
         """Store resolved recipes (path, stamp, recipe JSON) and drop others, in one transaction."""
         if (not entries and not drop) or self.read_only:
             return
@@ -502,7 +506,7 @@ class WorkspaceLock:
         self.path = directory / "lock"
         self.fd: int | None = None
 
-    def __enter__(self) -> "WorkspaceLock":
+    def __enter__(self) -> WorkspaceLock:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

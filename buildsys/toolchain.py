@@ -60,7 +60,7 @@ def versions(names: tuple[str, ...]) -> dict[str, str]:
 
 
 def python_version() -> str:
-    return "%d.%d" % sys.version_info[:2]
+    return "{}.{}".format(*sys.version_info[:2])
 
 
 @lru_cache(maxsize=1)

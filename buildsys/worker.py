@@ -351,7 +351,8 @@ def _warm_torch() -> None:
             with torch.inference_mode():
                 copy.deepcopy(model)(*args)
             with torch.no_grad():
-                torch.onnx.export(model, args, io.BytesIO(), dynamo=False, opset_version=18,
+                # the TorchScript exporter writes to a file object too, which torch's stubs leave out
+                torch.onnx.export(model, args, io.BytesIO(), dynamo=False, opset_version=18,  # type: ignore[arg-type]
                                   input_names=["image", "tokens"],
                                   dynamic_axes={"image": {0: "batch"}, "tokens": {0: "batch"}})
     except Exception:  # noqa: BLE001 - a cold start for the children, nothing worse
@@ -425,6 +426,7 @@ class _Children:
 
         started = time.monotonic()
         self.prepare()
+        assert self.spare is not None  # prepare() forked one
         pid, job_w, ans_r = self.spare
         self.spare = None
         try:

@@ -96,13 +96,14 @@ class WorkerPool:
             return []
         now = time.monotonic()
         timeout = max(0.0, min(w.deadline for w in self.busy) - now)
-        handles = {}
+        handles: dict[Connection | int, Worker] = {}  # by pipe and by process id
         for w in self.busy:
             handles[w.conn] = w
             handles[w.proc.pid] = w
         ready = wait([w.conn for w in self.busy], timeout=timeout)
         done: list[Finished] = []
         for w in list(self.busy):
+            assert w.job is not None  # a busy worker holds its job
             if w.conn in ready:
                 try:
                     answer = StepAnswer.from_wire(w.conn.recv())
@@ -123,6 +124,7 @@ class WorkerPool:
         return done
 
     def _death(self, w: Worker) -> StepAnswer:
+        assert w.job is not None  # it died running its job
         return death_answer(w.proc.wait(timeout=10), w.job.log, w.started)
 
     def _discard(self, w: Worker) -> None:
@@ -156,6 +158,8 @@ def death_answer(code: int, log: str | None, started: float) -> StepAnswer:
 
 def _tail(log: str | None, lines: int = 5) -> str:
     """The last lines a step logged (to the file `log`), to show beside its crash."""
+    if log is None:
+        return ""
     try:
         with open(log, "rb") as f:
             f.seek(0, os.SEEK_END)

@@ -94,8 +94,8 @@ def main() -> int:
         if name == "onnxruntime-gpu":
             entry["links"] = old["wheels"].get(name, {}).get("links", {}) if args.no_links else links(str(pin))
         wheels[name] = entry
-    doc = {"about": f"What the pinned GPU wheels declare on PyPI (CPython 3.12, manylinux x86_64); written by "
-                    f"scripts/refresh_gpu_wheels.py, checked against pyproject.toml by tests/test_pins.py.",
+    doc = {"about": "What the pinned GPU wheels declare on PyPI (CPython 3.12, manylinux x86_64); written by "
+                    "scripts/refresh_gpu_wheels.py, checked against pyproject.toml by tests/test_pins.py.",
            "wheels": {canonical(n): wheels[n] for n in sorted(wheels)}}
     (ROOT / RECORD).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     print(f"wrote {RECORD}: " + ", ".join(f"{n}=={e['version']}" for n, e in sorted(doc["wheels"].items())))

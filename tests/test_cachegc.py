@@ -6,6 +6,7 @@ import hashlib
 import os
 import threading
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -352,7 +353,7 @@ def test_gc_beside_publishers_and_readers_never_serves_a_partial_entry(tmp_path)
         cache = open_cache(url, False)
         n = 0
         while not stop.is_set():
-            for key, outputs in list(published[-20:]):
+            for key, _outputs in list(published[-20:]):
                 store = Store(tmp_path / f"r{n}")
                 n += 1
                 entries = cache.actions(key)
@@ -462,9 +463,9 @@ def test_entries_without_times_go_first_for_size_but_never_for_age():
 
 
 def test_listed_times_are_read_from_whichever_field_a_filesystem_fills():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    t = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
     assert cachegc._when({"mtime": t.timestamp()}) == t.timestamp()  # local folders
     assert cachegc._when({"LastModified": t}) == t.timestamp()  # s3
     assert cachegc._when({"updated": "2026-11-01T12:00:00Z"}) == t.timestamp()  # gcs

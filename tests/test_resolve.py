@@ -6,12 +6,22 @@ from pathlib import Path
 
 import pytest
 
-from buildsys.errors import RecipeError
 from buildsys.build import Workspace
 from buildsys.engine.keys import diff_docs
 from buildsys.engine.rebuilder import Rebuilder
-from buildsys.recipe.model import (CalibrationSpec, DataSpec, Dim, ExportSpec, InputSpec, ModelSpec, OutputSpec,
-                                   Recipe, TargetSpec, Tolerance)
+from buildsys.errors import RecipeError
+from buildsys.recipe.model import (
+    CalibrationSpec,
+    DataSpec,
+    Dim,
+    ExportSpec,
+    InputSpec,
+    ModelSpec,
+    OutputSpec,
+    Recipe,
+    TargetSpec,
+    Tolerance,
+)
 from buildsys.resolve import resolve
 from buildsys.state import State
 from buildsys.store import Store

@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from buildsys.untrusted import (MAX_FILE_BYTES, MAX_NAME_CHARS, Rejected, check_deps, check_entry, check_outputs,
-                                declared_files)
+from buildsys.untrusted import (
+    MAX_FILE_BYTES,
+    MAX_NAME_CHARS,
+    Rejected,
+    check_deps,
+    check_entry,
+    check_outputs,
+    declared_files,
+)
 
 D = "0" * 64
 GOOD = {"out": [["a.txt", D, 1]]}

@@ -136,9 +136,9 @@ def _serve_one(steps, capfd, lane: str, name: str):
 
 
 def test_a_template_whose_warm_up_initialised_cuda_is_refused_with_its_lane(steps, monkeypatch, capfd):
-    import torch
-
     import shutil
+
+    import torch
 
     first = _serve_one(steps, capfd, "torch", "TorchSeen")
     assert first["ok"], first["error"]  # a template that left CUDA alone serves

@@ -38,7 +38,7 @@ class Job:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_wire(cls, wire: dict[str, Any]) -> "Job":
+    def from_wire(cls, wire: dict[str, Any]) -> Job:
         return cls(**{f.name: wire[f.name] for f in fields(cls) if f.name in wire})
 
 
@@ -61,7 +61,7 @@ class StepAnswer:
     log_text: str = ""  # a remote step's log
 
     @classmethod
-    def failed(cls, error: str, seconds: float = 0.0, hint: str | None = None, **more: Any) -> "StepAnswer":
+    def failed(cls, error: str, seconds: float = 0.0, hint: str | None = None, **more: Any) -> StepAnswer:
         return cls(ok=False, seconds=seconds, error=error, hint=hint, **more)
 
     def to_wire(self) -> dict[str, Any]:
@@ -69,7 +69,7 @@ class StepAnswer:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
     @classmethod
-    def from_wire(cls, wire: dict[str, Any]) -> "StepAnswer":
+    def from_wire(cls, wire: dict[str, Any]) -> StepAnswer:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in wire.items() if k in known and v is not None}
         return cls(**values)

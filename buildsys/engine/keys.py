@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+
 TYPE_CHECKING = False  # typing itself is an import the no-op answer does without
 if TYPE_CHECKING:
     from typing import Any

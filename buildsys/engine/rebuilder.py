@@ -27,9 +27,9 @@ from buildsys.build import Workspace
 from buildsys.canonical import canonical, digest_data
 from buildsys.engine.answer import Finished, Job, Outcome, Outputs, StepAnswer
 from buildsys.engine.keys import KeyMaker, Reasons, diff_docs, key_of
+from buildsys.kinds import step_class
 from buildsys.resolve import Graph, StepSpec
 from buildsys.state import State, Trace
-from buildsys.kinds import step_class
 from buildsys.store import Store
 from buildsys.untrusted import Rejected, check_entry, declared_files
 
@@ -99,10 +99,11 @@ class Rebuilder:
         why_not = step_class(step.kind_path).unavailable(step.params)
         if why_not:
             return Outcome(step.id, "unavailable", why_not)
-        upstream = {up: outcomes[up].outputs for up in step.upstream if outcomes[up].outputs}
+        upstream = {up: outputs for up in step.upstream if (outputs := outcomes[up].outputs)}
         decision = self.decide(step, upstream)
         cut = any(outcomes[u].state in ("ran", "cutoff") for u in step.data_upstream)
         if decision.action in ("cached", "restore"):
+            assert decision.outputs is not None  # a cached or stored step's outputs are known
             if self.dry_run:
                 return Outcome(step.id, "cutoff" if cut else "cached", decision.reason,
                                outputs=decision.outputs, verdict=decision.verdict)
@@ -130,7 +131,9 @@ class Rebuilder:
         for name, ref in step.inputs.items():
             sid, _, output = ref.partition("#")
             inputs[name] = str(ws.out / self.graph.steps[sid].outputs[output])
-            artifacts[name] = (Path(inputs[name]).name, outcomes[sid].outputs[output])
+            produced = outcomes[sid].outputs
+            assert produced is not None  # the step runs once every upstream step has its outputs
+            artifacts[name] = (Path(inputs[name]).name, produced[output])
         return Job(id=step.id, kind_path=step.kind_path, params=step.params, workspace=str(ws.root),
                    scratch=str(scratch), inputs=inputs, artifacts=artifacts,
                    files={k: str(ws.root / v) for k, v in step.files.items()},
@@ -194,7 +197,7 @@ class Rebuilder:
                 self.store.materialize(digest, target_dir / rel)
                 self.state.remember(target_dir / rel, digest)
 
-    def _changed_while_running(self, step: StepSpec, decision: "Decision", deps: dict) -> str | None:
+    def _changed_while_running(self, step: StepSpec, decision: Decision, deps: dict) -> str | None:
         for name, rel in step.files.items():
             if (self.state.digest(self.ws.root / rel) or "missing") != decision.doc["files"][name]:
                 return f"{rel} changed"
@@ -203,7 +206,7 @@ class Rebuilder:
                 return f"source {rel} changed"
         return None
 
-    def _failed(self, step: StepSpec, decision: "Decision", answer: StepAnswer) -> Outcome:
+    def _failed(self, step: StepSpec, decision: Decision, answer: StepAnswer) -> Outcome:
         message = self.graph.locate(step.recipe, answer.field) + answer.error
         if answer.hint:
             message += f"\n  hint: {answer.hint}"
@@ -372,7 +375,7 @@ def fetch_inputs(cache_url: str, artifacts: dict[str, tuple[str, list[list]]], s
     from buildsys.sharedcache import SharedCache
 
     cache = SharedCache(cache_url)
-    inputs = {}
+    inputs: dict[str, str] = {}
     for name, (primary, files) in artifacts.items():
         try:
             found, why = cache.fetch({name: files}, store), ""

@@ -62,9 +62,10 @@ class Scheduler:
                     else:
                         self._finish(sorter, outcome)
                 while to_run and self.runner.free > 0:
-                    sid = self._next(to_run, gpu_busy)
-                    if sid is None:
+                    picked = self._next(to_run, gpu_busy)
+                    if picked is None:
                         break  # only GPU steps wait, and the GPU is taken
+                    sid = picked
                     if self.stopped_by:
                         self._finish(sorter, Outcome(sid, "skipped", f"build stopped after {self.stopped_by} failed"))
                         continue

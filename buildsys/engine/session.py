@@ -14,9 +14,9 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from buildsys.build import Workspace, select
 from buildsys.engine.answer import Outcome
@@ -100,7 +100,7 @@ class Session:
     # -- opening ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def opened(self) -> Iterator["Session"]:
+    def opened(self) -> Iterator[Session]:
         """The workspace locked, with its state, store and runner, for one build; closed on any exit.
 
         On Ctrl-C or SIGTERM the running steps are killed and their scratch removed,
@@ -262,6 +262,7 @@ class Session:
 
     def build(self, graph: Graph, selected: set[str], reporter: Reporter) -> list[Outcome]:
         """Bring the `selected` steps up to date (inside `opened`); their outcomes in the graph's order."""
+        assert self.state is not None and self.store is not None and self.runner is not None  # `opened` set them
         rebuilder = Rebuilder(self.ws, graph, self.state, self.store, self.shared(), dry_run=self.options.dry_run,
                               threads=self.threads)
         scheduler = Scheduler(graph, rebuilder, self.runner, reporter, keep_going=self.options.keep_going,
@@ -276,6 +277,7 @@ class Session:
         """
         from buildsys.engine import noop
 
+        assert self.state is not None  # `opened` set it
         o = self.options
         noop.record_build(str(self.ws.meta), noop.signature(list(o.recipes), list(o.only), o.require_all),
                           self.state.reads, outcomes, code)
@@ -288,6 +290,7 @@ class Session:
         """
         from buildsys import cachegc
 
+        assert self.state is not None and self.store is not None  # `opened` set them
         current, note = self._current_steps(self.state)
         done = cachegc.collect_local(self.state, self.store, current, max_size, None)
         return note, cachegc.render_plan(done, str(self.ws.meta))

@@ -23,7 +23,6 @@ from buildsys.engine.answer import StepAnswer
 from buildsys.errors import StepError
 from buildsys.steps.base import StepContext, StepResult
 
-
 # Terminal control sequences: CSI (colours, `\x1b[0;93m`), OSC (titles, links) and the two-byte escapes.
 _ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
@@ -124,7 +123,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 return _memory_answer(cause, started)
             if isinstance(exc, OSError) and _storage_answer(exc, started):
                 # a library's write that failed without naming its file: the step wrote in its scratch
-                return _storage_answer(safepath.with_filename(exc, str(scratch)), started)
+                answer = _storage_answer(safepath.with_filename(exc, str(scratch)), started)
+                assert answer is not None  # the same error with a file name: still the disk's
+                return answer
             return StepAnswer.failed(f"{type(exc).__name__}: {exc}", time.perf_counter() - started,
                                      traceback=text).to_wire()
         seconds = time.perf_counter() - started
@@ -143,7 +144,7 @@ def _storage_answer(exc: OSError, started: float) -> dict[str, Any] | None:
     return StepAnswer.failed(failure.message, time.perf_counter() - started, hint=failure.hint).to_wire()
 
 
-def _memory_cause(exc: BaseException) -> BaseException | None:
+def _memory_cause(exc: BaseException | None) -> BaseException | None:
     """The allocation failure behind `exc` (itself, or what it was raised while handling), if any."""
     seen = 0
     while exc is not None and seen < 8:

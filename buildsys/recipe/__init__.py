@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from buildsys.errors import Problem, RecipeError, UsageError
 from buildsys.recipe.limits import MAX_EXTENDS, MAX_SIZE, SizeTooLarge, parse_size, unusable_path
@@ -21,7 +21,6 @@ from buildsys.recipe.model import (
     Dim,
     ExportSpec,
     InputSpec,
-    ModelSpec,
     OutputSpec,
     ParitySpec,
     QuantizationSpec,
@@ -169,8 +168,8 @@ def _read_document(path: Path, ws: Path, chain: tuple[Path, ...] = ()) -> tuple[
 
     rel = _rel(path, ws)
     yml = load_yaml(path, rel)
-    values = {p: (rel, *m) for p, m in yml.positions.items()}
-    keys = {p: (rel, *m) for p, m in yml.key_positions.items()}
+    values: dict[FieldPath, Pos] = {p: (rel, *m) for p, m in yml.positions.items()}
+    keys: dict[FieldPath, Pos] = {p: (rel, *m) for p, m in yml.key_positions.items()}
     doc = Document(rel, dict(yml.data), values, keys, dict(yml.bool_texts))
     if "extends" not in doc.data:
         return doc, [rel]
@@ -238,9 +237,12 @@ def _deep_merge(base: Any, over: Any) -> Any:
     return merged
 
 
-def _pick(merged: Any, over: dict[FieldPath, Pos], base: dict[FieldPath, Pos]) -> dict[FieldPath, Pos]:
+_V = TypeVar("_V")  # what is kept per field path: its position, or how a boolean was written
+
+
+def _pick(merged: Any, over: dict[FieldPath, _V], base: dict[FieldPath, _V]) -> dict[FieldPath, _V]:
     """The position of every merged value: from the file whose value survived the merge."""
-    out: dict[FieldPath, Pos] = {}
+    out: dict[FieldPath, _V] = {}
 
     def walk(node: Any, path: FieldPath) -> None:
         if path in over:
@@ -264,11 +266,13 @@ def _resolve(doc: Document, sources: tuple[str, ...], default_name: str) -> Reci
     if "profiles" in d:
         extra["profiles"] = tuple({n: {k: int(v) for k, v in o.items()} for n, o in p.items()} for p in d["profiles"])
     if "export" in d:
-        extra["export"] = ExportSpec(**{k: int(v) if k == "opset" else v for k, v in d["export"].items()})
+        export: dict[str, Any] = {k: int(v) if k == "opset" else v for k, v in d["export"].items()}
+        extra["export"] = ExportSpec(**export)
     if "simplify" in d:
         s = d["simplify"]
-        extra["simplify"] = SimplifySpec(enabled=s) if isinstance(s, bool) else SimplifySpec(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
+        simplify: dict[str, Any] = {} if isinstance(s, bool) else {
+            k: tuple(v) if isinstance(v, list) else v for k, v in s.items()}
+        extra["simplify"] = SimplifySpec(enabled=s) if isinstance(s, bool) else SimplifySpec(**simplify)
     if "calibration" in d:
         c = dict(d["calibration"])
         if "data" in c:
@@ -290,8 +294,9 @@ def _resolve(doc: Document, sources: tuple[str, ...], default_name: str) -> Reci
             p["max_regression"] = float(p["max_regression"])
         if "unordered" in p:
             p["unordered"] = tuple(p["unordered"])
-        extra["parity"] = ParitySpec(**{k: v if k in ("points", "max_regression", "unordered") else float(v) if k == "holdout"
-                                        else int(v) for k, v in p.items()})
+        parity: dict[str, Any] = {k: v if k in ("points", "max_regression", "unordered") else float(v) if k == "holdout"
+                                  else int(v) for k, v in p.items()}
+        extra["parity"] = ParitySpec(**parity)
     return Recipe(
         name=d.get("name", default_name),
         file=doc.file,
@@ -343,4 +348,4 @@ def _positions(doc: Document) -> dict[str, tuple[str, int, int]]:
 
     paths = set(doc.values) | set(doc.keys)
     located = {dotted(p): doc.at(p) for p in paths if p}
-    return {k: v for k, v in located.items() if v[1] is not None}
+    return {k: (f, line, col) for k, (f, line, col) in located.items() if line is not None and col is not None}

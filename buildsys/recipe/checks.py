@@ -103,7 +103,7 @@ def _check_dims(doc: Document) -> list[Problem]:
            for name, d in _dims(doc).items() if _ints(d, ("min", "opt", "max"))
            for message in _order_problems(d)]
     for name, d in _dims(doc).items():
-        step = _multiple(d)
+        step = _multiple(d) or 0
         for point in ("min", "opt", "max") if step else ():
             if _ints(d, (point,)) and d[point] % step:
                 out.append(doc.problem(("dims", name, point), *_not_a_multiple(d[point], step, f"dims.{name}")))
@@ -172,7 +172,8 @@ def _check_names(doc: Document) -> list[Problem]:
 
 def _check_targets(doc: Document) -> list[Problem]:
     targets = doc.data.get("targets")
-    out, ids = [], {}
+    out: list[Problem] = []
+    ids: dict[str, int] = {}
     for i, t in enumerate(targets if isinstance(targets, list) else []):
         if not isinstance(t, dict) or not isinstance(t.get("backend"), str):
             continue
@@ -206,10 +207,10 @@ def _check_profiles(doc: Document) -> list[Problem]:
                 continue
             merged = {**dims[name], **over} if isinstance(over, dict) and isinstance(dims[name], dict) else None
             valid_base = _ints(dims[name], ("min", "opt", "max")) and not _order_problems(dims[name])
-            if valid_base and _ints(merged, ("min", "opt", "max")):
+            if valid_base and merged is not None and _ints(merged, ("min", "opt", "max")):
                 out.extend(doc.problem(("profiles", k, name), f"{m} after applying this profile to dims.{name}",
                                        "sizes must satisfy min <= opt <= max") for m in _order_problems(merged))
-            step = _multiple(dims[name])
+            step = _multiple(dims[name]) or 0
             for point in ("min", "opt", "max") if step and isinstance(over, dict) else ():
                 if _ints(over, (point,)) and over[point] % step:
                     out.append(doc.problem(("profiles", k, name, point),
@@ -234,7 +235,8 @@ def _check_unordered(doc: Document) -> list[Problem]:
 
 def _data_specs(doc: Document) -> list[tuple[FieldPath, dict, str | None]]:
     """(path, data mapping, dtype of its input) for every data block written."""
-    found = [(("inputs", i, "data"), inp["data"], inp.get("dtype")) for i, inp in _inputs(doc)
+    found: list[tuple[FieldPath, dict, str | None]] = [
+        (("inputs", i, "data"), inp["data"], inp.get("dtype")) for i, inp in _inputs(doc)
              if isinstance(inp.get("data"), dict)]
     cal = doc.data.get("calibration")
     if isinstance(cal, dict) and isinstance(cal.get("data"), dict):

@@ -9,7 +9,8 @@ fields' descriptions.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from buildsys.recipe.validate import load_schema
 

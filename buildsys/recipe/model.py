@@ -215,7 +215,7 @@ class Recipe:
         base = {d.name: d for d in self.dims}
         if profile == 0:
             return base
-        over = self.profiles[profile - 1]
+        over: dict[str, dict[str, Any]] = self.profiles[profile - 1]
         return {n: dataclasses.replace(d, **over.get(n, {})) for n, d in base.items()}
 
     def where(self, field_path: str) -> str:
@@ -232,7 +232,7 @@ class Recipe:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "Recipe":
+    def from_json(cls, text: str) -> Recipe:
         return recipe_from_dict(json.loads(text))
 
 
@@ -244,6 +244,10 @@ def model_from_dict(d: dict) -> ModelSpec:
 
 def _data(d: dict) -> DataSpec:
     return DataSpec(**d)
+
+
+def _tupled(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
 
 
 def recipe_from_dict(d: dict) -> Recipe:
@@ -263,7 +267,7 @@ def recipe_from_dict(d: dict) -> Recipe:
         version=d.get("version", 1),
         profiles=tuple(d.get("profiles", ())),
         export=ExportSpec(**d["export"]),
-        simplify=SimplifySpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["simplify"].items()}),
+        simplify=SimplifySpec(**_tupled(d["simplify"])),
         calibration=None
         if cal is None
         else CalibrationSpec(

@@ -78,7 +78,7 @@ def gather_meta(timestamp: str | None = None) -> dict[str, Any]:
 
     tools = {k: v for k, v in toolchain.versions(("numpy", "onnx", "onnxruntime", "onnxsim", "torch",
                                                    "tensorrt", "polygraphy")).items() if v != "absent"}
-    stamp = timestamp or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    stamp = timestamp or datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return {"buildsys": __version__, "timestamp": stamp, "tools": {"python": toolchain.python_version(), **tools},
             "machine": {"host": platform.node(), "os": f"{platform.system()} {platform.release()}",
                         **{f"cpu_{k}": v for k, v in toolchain.cpu().items()}}}

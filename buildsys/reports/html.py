@@ -12,8 +12,19 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from buildsys.reports.collect import (cases, fmt, fmt_calibration, fmt_change, fmt_cosine, fmt_divergence,
-                                      fmt_export_warnings, fmt_int8, fmt_tolerance, fmt_unordered, fmt_worst)
+from buildsys.reports.collect import (
+    cases,
+    fmt,
+    fmt_calibration,
+    fmt_change,
+    fmt_cosine,
+    fmt_divergence,
+    fmt_export_warnings,
+    fmt_int8,
+    fmt_tolerance,
+    fmt_unordered,
+    fmt_worst,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 _RANK = {"error": 0, "failed": 0, "blocked": 1, "regressed": 2, "unavailable": 3, "passed": 4}

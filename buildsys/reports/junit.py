@@ -15,8 +15,17 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from buildsys.reports.collect import (Case, cases, fmt, fmt_calibration, fmt_cosine, fmt_divergence,
-                                      fmt_export_warnings, fmt_tolerance, fmt_worst)
+from buildsys.reports.collect import (
+    Case,
+    cases,
+    fmt,
+    fmt_calibration,
+    fmt_cosine,
+    fmt_divergence,
+    fmt_export_warnings,
+    fmt_tolerance,
+    fmt_worst,
+)
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 

@@ -8,8 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from buildsys.reports.collect import (Case, cases, fmt, fmt_calibration, fmt_change, fmt_cosine, fmt_divergence,
-                                      fmt_export_warnings, fmt_int8, fmt_tolerance, fmt_unordered, output_names)
+from buildsys.reports.collect import (
+    Case,
+    cases,
+    fmt,
+    fmt_calibration,
+    fmt_change,
+    fmt_cosine,
+    fmt_divergence,
+    fmt_export_warnings,
+    fmt_int8,
+    fmt_tolerance,
+    fmt_unordered,
+    output_names,
+)
 
 MAX_ROWS = 150  # GitHub cuts comments at 65,536 characters
 MAX_LISTED = 20

@@ -6,5 +6,7 @@ can read a step's VERSION and TOOLS cheaply; heavy libraries are imported inside
 """
 from __future__ import annotations
 
-from buildsys.kinds import KINDS  # noqa: F401  (the table lives below the resolver, which reads it)
-from buildsys.kinds import step_class  # noqa: F401  (the resolver reads each class's facts once)
+from buildsys.kinds import (
+    KINDS,  # noqa: F401  (the table lives below the resolver, which reads it)
+    step_class,  # noqa: F401  (the resolver reads each class's facts once)
+)

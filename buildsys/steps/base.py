@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from buildsys.steps.params import from_slice
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,11 @@ class StepResult:
     note: str = ""
 
 
-class Step:
+# The step's typed parameters (its PARAMS dataclass; the plain slice where it declares none).
+P = TypeVar("P")
+
+
+class Step(Generic[P]):
     KIND = ""
     VERSION = 1
     TOOLS: tuple[str, ...] = ()
@@ -48,13 +55,13 @@ class Step:
     # Runs no project code (never imports the recipe's model, no torch) and leaves the
     # interpreter as it found it: runs in the worker's resident process (buildsys.worker).
     RESIDENT = False
-    PARAMS: type | None = None  # its typed parameters (buildsys.steps.params); None: the slice as it came
+    PARAMS: type[DataclassInstance] | None = None  # its typed parameters (buildsys.steps.params); None: the slice as it came
 
     def __init__(self, params: dict[str, Any], ctx: StepContext):
         # The slice stays plain data up to here: it is what the key hashes and the workers receive;
         # `slice` keeps it for the helpers shared with tools outside the steps (bench), which take it so.
         self.slice = params
-        self.params = from_slice(self.PARAMS, params) if self.PARAMS is not None else params
+        self.params: P = cast(P, from_slice(self.PARAMS, params) if self.PARAMS is not None else params)
         self.ctx = ctx
 
     def run(self) -> StepResult:

@@ -38,9 +38,10 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
@@ -68,7 +69,7 @@ class _Source:
     label: str = ""  # what the batches are made of, for the summary: "uniform data", "3 images"
 
 
-class CalibrateRanges(Step):
+class CalibrateRanges(Step[CalibrateParams]):
     KIND = "calibrate"
     PARAMS = CalibrateParams
     VERSION = 3  # 2: images fill `samples` batches with seeded views; 3: views at the min, opt and max sizes
@@ -81,7 +82,7 @@ class CalibrateRanges(Step):
         out = self.ctx.output("ranges")
         qdq = count_qdq_nodes(model)
         if qdq:
-            doc = {"format": FORMAT, "qat": True, "qdq_nodes": qdq, "method": None, "random_data": False,
+            doc: dict[str, Any] = {"format": FORMAT, "qat": True, "qdq_nodes": qdq, "method": None, "random_data": False,
                    "tensors": {}}
             out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
             summary = (f"quantization-aware trained (Q/DQ from the model): its {qdq} QuantizeLinear/DequantizeLinear "
@@ -243,7 +244,8 @@ def view_sizes(shape: list, dims: dict[str, dict[str, int]]) -> list[tuple[int, 
 
     sizes: list[tuple[int, int]] = []
     for point in ("opt", "min", "max"):
-        hw = tuple(concrete_shape(shape, dims, point)[2:4])
+        h, w = concrete_shape(shape, dims, point)[2:4]  # an image input is [batch, channels, height, width]
+        hw = (h, w)
         if hw not in sizes:
             sizes.append(hw)
     return sizes
@@ -374,7 +376,8 @@ def _load_sample(path: Path, specs: list[dict], header_only: bool = False) -> di
 
 def _shape_problems(arrays: dict, specs: list[dict], dims: dict[str, dict[str, int]]) -> list[str]:
     """What does not fit: dtype, rank, a fixed size, a dim outside [min, max] or sized two ways."""
-    out, seen = [], {}
+    out: list[str] = []
+    seen: dict[str, int] = {}
     for spec in specs:
         arr = arrays[spec["name"]]
         expected = "[" + ", ".join(str(s) if isinstance(s, int) else f"{s} {dims[s]['min']}..{dims[s]['max']}"
@@ -503,7 +506,7 @@ def imagenet_image(path: Path, h: int, w: int, workspace: Path):
     img = img.resize(size, Image.Resampling.BILINEAR)
     left, top = (size[0] - w) // 2, (size[1] - h) // 2
     img = img.crop((left, top, left + w, top + h))
-    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr: np.ndarray = np.asarray(img, dtype=np.float32) / 255.0
     arr = (arr - np.asarray(IMAGENET_MEAN, dtype=np.float32)) / np.asarray(IMAGENET_STD, dtype=np.float32)
     return arr.transpose(2, 0, 1)
 

@@ -24,7 +24,7 @@ from buildsys.steps.onnxfile import check_model, external_tensors
 from buildsys.steps.params import ExportParams, ReferenceParams
 
 
-class CheckOnnx(Step):
+class CheckOnnx(Step[ExportParams]):
     KIND = "check"
     VERSION = 2
     TOOLS = ("onnx",)
@@ -96,7 +96,7 @@ def _resave(src: Path, out: Path) -> list[str]:
     return []
 
 
-class OnnxRuntimeReference(Step):
+class OnnxRuntimeReference(Step[ReferenceParams]):
     """reference for an ONNX model: ONNX Runtime's outputs on the checked model, at every shape point."""
 
     KIND = "reference-onnxruntime"
@@ -106,8 +106,8 @@ class OnnxRuntimeReference(Step):
     PARAMS = ReferenceParams
 
     def run(self) -> StepResult:
-        from buildsys.steps.sessions import cpu_session
         from buildsys.steps.reference import write_reference_outputs
+        from buildsys.steps.sessions import cpu_session
 
         p = self.params
         try:

@@ -8,6 +8,8 @@ float32 with casts around them. Its parity runs on the CPU as parity[fp16].
 """
 from __future__ import annotations
 
+from typing import Any
+
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.check_onnx import check_model
@@ -28,7 +30,7 @@ def convert(src, keep_io_types: bool = True):
     return model.model
 
 
-class ConvertFp16(Step):
+class ConvertFp16(Step[dict[str, Any]]):
     KIND = "convert-fp16"
     VERSION = 1
     TOOLS = ("onnx", "onnxruntime", "numpy")

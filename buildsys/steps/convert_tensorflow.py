@@ -30,6 +30,7 @@ def model_function(p: ExportParams | ReferenceParams, workspace: Path, threads: 
     tf = _quiet_tensorflow()
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     spec = p.model.tensorflow
+    assert spec is not None  # the steps of a TensorFlow model alone call this
     signature = [tf.TensorSpec([None if isinstance(s, str) else s for s in i.shape], tf.as_dtype(i.dtype),
                                name=i.name) for i in p.inputs]
     names = [i.name for i in p.inputs]
@@ -43,6 +44,7 @@ def model_function(p: ExportParams | ReferenceParams, workspace: Path, threads: 
         def call(*args):
             return model(list(args) if len(args) > 1 else args[0], training=False)
     else:
+        assert spec.saved_model is not None  # one of the two is set
         try:
             loaded = tf.saved_model.load(str(workspace / spec.saved_model))
         except Exception as exc:
@@ -70,7 +72,7 @@ def model_function(p: ExportParams | ReferenceParams, workspace: Path, threads: 
     return fn, signature
 
 
-class ConvertTensorFlow(Step):
+class ConvertTensorFlow(Step[ExportParams]):
     KIND = "convert"
     VERSION = 1
     TOOLS = ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "numpy")
@@ -80,8 +82,7 @@ class ConvertTensorFlow(Step):
         import onnx
         import tf2onnx
 
-        from buildsys.steps.check_onnx import verify_signature
-        from buildsys.steps.check_onnx import check_model
+        from buildsys.steps.check_onnx import check_model, verify_signature
 
         p = self.params
         fn, signature = model_function(p, self.ctx.workspace, self.ctx.threads)
@@ -121,7 +122,7 @@ def rename(proto, p: ExportParams) -> None:
                 d.dim_param = s
 
 
-class TensorFlowReference(Step):
+class TensorFlowReference(Step[ReferenceParams]):
     """reference for a TensorFlow model: TensorFlow's outputs on the seeded inputs, at every shape point."""
 
     KIND = "reference-tensorflow"

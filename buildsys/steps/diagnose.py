@@ -15,6 +15,7 @@ import sysconfig
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 # The boilerplate torch.onnx wraps around a failure: advice, not cause.
@@ -34,7 +35,7 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
-def chain(exc: BaseException) -> list[BaseException]:
+def chain(exc: BaseException | None) -> list[BaseException]:
     """`exc` and what caused it, outermost first."""
     found: list[BaseException] = []
     while exc is not None and exc not in found and len(found) < 16:
@@ -234,7 +235,7 @@ def sizes_in_words(holds: tuple[int, ...] | list[int], checked: int, lo: int, hi
     return f"only the sizes {shown}{', …' if len(sizes) > 6 else ''} ({len(sizes)} of the {checked} checked)"
 
 
-def claimed_narrowings(shape_env, claims: list[tuple[object, str | None]], symbols: dict[object, str],
+def claimed_narrowings(shape_env, claims: list[tuple[Any, str | None]], symbols: dict[object, str],
                        declared: dict[str, dict[str, int]], factors: dict[object, int] | None = None
                        ) -> dict[str, Narrowing]:
     """Per dim, the sizes of its declared range for which every claim (a sympy condition on the
@@ -255,7 +256,7 @@ def claimed_narrowings(shape_env, claims: list[tuple[object, str | None]], symbo
             continue
         # each claim once, the other dims put in first: what is left is a condition on this dim alone
         others = {k: v for k, v in traced.items() if k != sym}
-        mine: dict[object, str | None] = {}
+        mine: dict[Any, str | None] = {}  # sympy expressions (untyped)
         for expr, site in claims:
             if sym in expr.free_symbols and expr.free_symbols <= set(traced):
                 mine.setdefault(expr.xreplace(others), site)
@@ -267,7 +268,8 @@ def claimed_narrowings(shape_env, claims: list[tuple[object, str | None]], symbo
         holds, site = [], None
         for n in sizes:
             value = {sym: sympy.Integer(n // factor)}
-            broken = next((s for expr, s in mine.items() if not _holds(expr, value)), False)
+            broken: str | None | Literal[False] = next(
+                (s for expr, s in mine.items() if not _holds(expr, value)), False)
             if broken is False:
                 holds.append(n)
             elif site is None:

@@ -10,7 +10,7 @@ from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import OrtEngineParams, OrtGpuParams, as_dict
 
 
-class OrtFormatEngine(Step):
+class OrtFormatEngine(Step[OrtEngineParams]):
     KIND = "engine-onnxruntime"
     VERSION = 2
     TOOLS = ("onnxruntime",)
@@ -23,8 +23,8 @@ class OrtFormatEngine(Step):
 
         from buildsys.numerics import compare_outputs
         from buildsys.steps import simplify
-        from buildsys.steps.sessions import cpu_session, engine_options
         from buildsys.steps.reference import read_reference
+        from buildsys.steps.sessions import cpu_session, engine_options
 
         out = self.ctx.output("engine")
         so = engine_options(self.ctx.threads)
@@ -74,7 +74,7 @@ class OrtFormatEngine(Step):
                           summary=f"{kind}, {size:.1f} MiB, ran at {entry['point']} (max abs error {worst:.3g})")
 
 
-class _OrtGpuEngine(Step):
+class _OrtGpuEngine(Step[OrtGpuParams]):
     """ONNX Runtime on one GPU provider: the model as that provider runs it, against the reference.
 
     The artifact is the parity result: ONNX Runtime compiles for the GPU when a
@@ -107,9 +107,9 @@ class _OrtGpuEngine(Step):
     def run(self) -> StepResult:
         from buildsys import gpu
         from buildsys.numerics import compare_outputs
-        from buildsys.steps.sessions import gpu_session, node_placement, placement_record, refuse_fallback
         from buildsys.steps.engine_tensorrt import parity_document, target_tolerance
         from buildsys.steps.reference import read_reference
+        from buildsys.steps.sessions import gpu_session, node_placement, placement_record, refuse_fallback
 
         p = self.params
         model = self.ctx.inputs["model"]
@@ -167,10 +167,10 @@ class OrtCudaEngine(_OrtGpuEngine):
     TOOLS = ("onnxruntime", "onnxruntime-gpu", "numpy")
 
     def providers(self, model) -> list:
-        return [("CUDAExecutionProvider", dict(self.params.provider_options)), "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", dict(self.params.provider_options or {})), "CPUExecutionProvider"]
 
     def options_record(self) -> dict:
-        return dict(self.params.provider_options)
+        return dict(self.params.provider_options or {})
 
 
 class OrtTensorRTEngine(_OrtGpuEngine):
@@ -192,11 +192,11 @@ class OrtTensorRTEngine(_OrtGpuEngine):
         self._cache = self.cache_dir(model)
         self._cache.mkdir(parents=True, exist_ok=True)
         return [("TensorrtExecutionProvider", self.options(self._cache)),
-                ("CUDAExecutionProvider", dict(self.params.provider_options)), "CPUExecutionProvider"]
+                ("CUDAExecutionProvider", dict(self.params.provider_options or {})), "CPUExecutionProvider"]
 
     def options(self, cache: Path) -> dict[str, str]:
-        from buildsys.steps.sessions import tensorrt_options
         from buildsys.steps.engine_tensorrt import profile_shapes
+        from buildsys.steps.sessions import tensorrt_options
 
         p = self.params
         shapes = profile_shapes(p.inputs, p.profiles[0])
@@ -206,7 +206,7 @@ class OrtTensorRTEngine(_OrtGpuEngine):
         return ort_tensorrt_cache(self.ctx.workspace, model, self.slice)
 
     def options_record(self) -> dict:
-        return {**self.options(self._cache), "cuda": dict(self.params.provider_options)}
+        return {**self.options(self._cache), "cuda": dict(self.params.provider_options or {})}
 
 
 ORT_TENSORRT_DIR = ("out", ".buildsys", "onnxruntime-tensorrt")

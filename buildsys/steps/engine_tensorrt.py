@@ -63,9 +63,9 @@ def profile_shapes(inputs: tuple[InputSpec, ...],
     """Each input's (min, opt, max) shape: fixed sizes as written, dim names from the profile."""
     shapes = {}
     for spec in inputs:
-        shapes[spec.name] = tuple(
-            tuple(s if isinstance(s, int) else profile[s].at(point) for s in spec.shape)
-            for point in ("min", "opt", "max"))
+        low, opt, high = (tuple(s if isinstance(s, int) else profile[s].at(point) for s in spec.shape)
+                          for point in ("min", "opt", "max"))
+        shapes[spec.name] = (low, opt, high)
     return shapes
 
 
@@ -138,7 +138,7 @@ def tensorrt_missing() -> str | None:
         return ("TensorRT's Python bindings are installed but not its libraries (no tensorrt_libs package, no "
                 f"libnvinfer on the loader path): pip install --extra-index-url {NVIDIA_INDEX} "
                 f"'{libs_requirement(version)}'")
-    short = gpu.cuda_shortfall(needed_cuda(), f"TensorRT {installed_tensorrt()}") if needed_cuda() else None
+    short = gpu.cuda_shortfall(cuda, f"TensorRT {installed_tensorrt()}") if (cuda := needed_cuda()) else None
     return short
 
 
@@ -223,7 +223,7 @@ def qdq_nodes(model: Path) -> int:
     return sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
 
 
-class TensorRTEngine(Step):
+class TensorRTEngine(Step[TensorRTParams]):
     KIND = "engine-tensorrt"
     VERSION = 1
     TOOLS = (*TENSORRT_DISTS, "polygraphy", "onnx", "numpy")
@@ -252,7 +252,7 @@ class TensorRTEngine(Step):
                             hint="TensorRT >= 10 deprecated implicit calibration: build the int8 target from the "
                                  "quantize[tensorrt] step's model, or give the recipe a QAT model")
         version = import_tensorrt()
-        short = gpu.cuda_shortfall(needed_cuda(), f"TensorRT {version}") if needed_cuda() else None
+        short = gpu.cuda_shortfall(cuda, f"TensorRT {version}") if (cuda := needed_cuda()) else None
         if short:
             raise StepError(f"TensorRT cannot run here: {short}",
                             hint="update the NVIDIA driver, or install the TensorRT build for the driver's CUDA")

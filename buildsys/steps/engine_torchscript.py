@@ -37,7 +37,7 @@ _HINT = {"script": "torch.jit.script compiles a subset of Python; try target mod
          "trace": "the model's Python control flow depends on its input; use target mode: script"}
 
 
-class TorchScriptEngine(Step):
+class TorchScriptEngine(Step[TorchScriptParams]):
     KIND = "engine-torchscript"
     PARAMS = TorchScriptParams
     VERSION = 1

@@ -67,7 +67,9 @@ def _input_symbols(program, inputs) -> tuple[dict, dict, Any]:
 
     placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
     user = [placeholders[name] for name in program.graph_signature.user_inputs if name in placeholders]
-    symbols, factors, shape_env = {}, {}, None
+    symbols: dict[Any, str] = {}
+    factors: dict[Any, int] = {}
+    shape_env = None
     for spec, node in zip(inputs, user):
         val = node.meta.get("val")
         if not isinstance(val, torch.Tensor):
@@ -111,7 +113,7 @@ def _runtime_assertions(program) -> list[tuple[Any, str | None]]:
     return found
 
 
-class ExportOnnx(Step):
+class ExportOnnx(Step[ExportParams]):
     KIND = "export"
     PARAMS = ExportParams
     # 3: the tracer's warnings are recorded (verdict.tracer_warnings) for the reports
@@ -192,6 +194,7 @@ class ExportOnnx(Step):
                 if (refused := disk_refusal(exc)) is not None:  # the disk, not the exporter: a storage error
                     raise refused from None
                 raise _export_error(exc, "dynamo", self.ctx.workspace, program) from None
+        assert onnx_program is not None  # dynamo=True always returns the program
         onnx_program.save(str(out), external_data=external)
         strip_source_locations(out)
         if program is not None:

@@ -42,7 +42,7 @@ from buildsys.steps.params import FallbackParams, as_dict
 _LATENCY_RUNS = 15
 
 
-class Int8Fallback(Step):
+class Int8Fallback(Step[FallbackParams]):
     KIND = "fallback"
     PARAMS = FallbackParams
     VERSION = 2  # 2: min_top1_decided judges every row together (parity.judge)
@@ -81,6 +81,7 @@ class Int8Fallback(Step):
         print(f"int8 fails ({'; '.join(before.failures[:3])}): measuring each quantized node on "
               f"{len(batches)} calibration batches", flush=True)
         flavour = flavour_for("onnxruntime", q.cpu)
+        assert p.calibration is not None  # a model without calibration data is QAT: answered above
         per_channel = p.calibration.per_channel
         kept: list[str] = []
         result = before

@@ -10,6 +10,7 @@ import functools
 import importlib
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,7 @@ def discover(workspace: Path, model, imported: dict[str, str] | None = None) -> 
 
 
 @functools.cache
-def provided_by() -> dict[str, list[str]]:
+def provided_by() -> Mapping[str, list[str]]:
     """Top-level module -> the installed distributions that provide it (read once: ~100 ms).
 
     The worker's torch template reads it before forking, so steps find it read."""

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from buildsys.errors import StepError
 
-
 # External tensors up to this many bytes are read into the model before strict shape inference: the
 # constants that inference reads by value (a ReduceMean's axes, a Reshape's shape) are small, and the
 # weights keep only their shapes, so a model over 2 GiB is still inferred in one protobuf.

@@ -13,7 +13,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from buildsys.recipe.model import (
     CalibrationSpec,
@@ -27,7 +27,10 @@ from buildsys.recipe.model import (
     Tolerance,
 )
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def from_slice(cls: type[T], data: dict[str, Any]) -> T:
@@ -54,7 +57,7 @@ def typed_value(tp: Any, value: Any, key: str | None = None) -> Any:
             if dataclasses.is_dataclass(arg) and isinstance(value, dict):
                 return typed_value(arg, value, key)
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if key is not None and "name" in {f.name for f in dataclasses.fields(tp)} and "name" not in value:
             value = {"name": key, **value}  # a mapping keyed by name, as `dims` is
         return from_slice(tp, value)
@@ -193,4 +196,4 @@ class TensorRTParams(OrtGpuParams):
 
 def as_dict(value: Any) -> Any:
     """A typed value as the plain data it came from (what the numerics and the result files speak)."""
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value

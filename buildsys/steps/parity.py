@@ -19,17 +19,19 @@ and speed at once.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from buildsys.errors import StepError
 from buildsys.recipe.model import QuantizationSpec
 from buildsys.steps.base import Step, StepResult
+
 # At the top (standard library only there): the resident process loads it with this module,
 # so that timing int8 imports nothing new into it.
 from buildsys.steps.latency import int8_against_fp32
 from buildsys.steps.params import ParityParams, as_dict
 
 
-class ParityCheck(Step):
+class ParityCheck(Step[ParityParams]):
     KIND = "parity"
     PARAMS = ParityParams
     VERSION = 7  # 6: rows in any order, the fp16 emulation; 7: min_top1_decided judges every row together
@@ -44,8 +46,8 @@ class ParityCheck(Step):
         return "resident" if params.get("precision") == "fp16" else "resident-ort"
 
     def run(self) -> StepResult:
-        from buildsys.steps.sessions import cpu_session
         from buildsys.steps.reference import read_reference
+        from buildsys.steps.sessions import cpu_session
 
         p = self.params
         precision = p.precision
@@ -193,7 +195,7 @@ def _fp16_cause(model, manifest: list[dict], arrays, results: list[dict], thread
 
 def int8_figures(results: list[dict], int8: QuantizationSpec | None) -> dict:
     """Top-1 agreement over every row and where the reference is decided, over all points, per output."""
-    outputs = {}
+    outputs: dict[str, dict[str, Any]] = {}
     for r in results:
         for name, m in r["outputs"].items():
             if m.get("rows") is None:
@@ -210,7 +212,7 @@ def int8_figures(results: list[dict], int8: QuantizationSpec | None) -> dict:
                                      if r["outputs"].get(name, {}).get("row_cosine")}}
                for name, o in outputs.items()}
     cpu = int8.cpu if int8 else None
-    label = {"vnni": "int8 for VNNI CPUs", "avx2": "int8 for AVX2 CPUs"}.get(cpu, "int8")
+    label = {"vnni": "int8 for VNNI CPUs", "avx2": "int8 for AVX2 CPUs"}.get(cpu or "", "int8")
     return {"cpu": cpu, "label": label, "exclude": list(int8.exclude if int8 else ()), "outputs": figures}
 
 

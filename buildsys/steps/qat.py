@@ -57,18 +57,19 @@ def tensor_only_fake_quant(model, exporter: str = "torchscript") -> int:
         import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers quantized_decomposed ops)
     per_tensor, per_channel = (_qdq_per_tensor, _qdq_per_channel) if exporter == "dynamo" else (_per_tensor, _per_channel)
     count = 0
+    # The ignores below: torch's stubs declare neither FakeQuantize's buffers nor a forward patched in.
     for m in model.modules():
         if not isinstance(m, FakeQuantizeBase):
             continue
         count += 1
         if int(m.fake_quant_enabled[0]) != 1:
-            m.forward = types.MethodType(_identity, m)
+            m.forward = types.MethodType(_identity, m)  # type: ignore[method-assign]
         elif m.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine):
             m.zero_point = m.zero_point.to(torch.int32)
-            m.forward = types.MethodType(per_channel, m)
+            m.forward = types.MethodType(per_channel, m)  # type: ignore[method-assign]
         else:
-            m.frozen_qparams = (float(m.scale), int(m.zero_point))
-            m.forward = types.MethodType(per_tensor, m)
+            m.frozen_qparams = (float(m.scale), int(m.zero_point))  # type: ignore[assignment, arg-type]
+            m.forward = types.MethodType(per_tensor, m)  # type: ignore[method-assign]
     return count
 
 

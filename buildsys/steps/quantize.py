@@ -44,7 +44,7 @@ from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import QuantizeParams
 
 
-class QuantizeQdq(Step):
+class QuantizeQdq(Step[QuantizeParams]):
     KIND = "quantize"
     PARAMS = QuantizeParams
     VERSION = 2

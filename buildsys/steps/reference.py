@@ -11,6 +11,7 @@ import io
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import ReferenceParams
@@ -38,7 +39,7 @@ def read_reference(path: Path):
     return manifest, data
 
 
-class ReferenceOutputs(Step):
+class ReferenceOutputs(Step[ReferenceParams]):
     KIND = "reference"
     PARAMS = ReferenceParams
     VERSION = 3  # 3: images as parity data (seeded views)
@@ -52,8 +53,8 @@ class ReferenceOutputs(Step):
         import torch
 
         from buildsys.inputs import fit_notes, parity_inputs
-        from buildsys.steps.modelload import flatten_outputs, load_model
         from buildsys.steps.export import outputs_mismatch
+        from buildsys.steps.modelload import flatten_outputs, load_model
 
         torch.set_num_threads(self.ctx.threads)
         p = self.params
@@ -75,7 +76,7 @@ class ReferenceOutputs(Step):
                 outs = flatten_outputs(result)
                 if len(outs) != len(p.outputs):
                     raise outputs_mismatch(len(outs), len(p.outputs))
-                entry = {"point": point, "sample": sample, "inputs": {}, "outputs": {}}
+                entry: dict[str, Any] = {"point": point, "sample": sample, "inputs": {}, "outputs": {}}
                 for j, spec in enumerate(p.inputs):
                     key = f"{tag}.in{j}"
                     arrays[key] = inputs[spec.name]

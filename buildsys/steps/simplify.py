@@ -23,7 +23,6 @@ from buildsys.steps.base import Step, StepResult
 from buildsys.steps.export import EXTERNAL_DATA_BYTES
 from buildsys.steps.params import SimplifyParams
 
-
 TWO_GIB = 2**31
 HINT = ("set simplify: false in the recipe to build from the exported model, or "
         "simplify: {fallback: true} to fall back to it whenever onnxsim fails")
@@ -38,7 +37,7 @@ def symbolic_axes(model) -> dict[tuple[str, int], str]:
     return out
 
 
-class SimplifyOnnx(Step):
+class SimplifyOnnx(Step[SimplifyParams]):
     KIND = "simplify"
     PARAMS = SimplifyParams
     VERSION = 2

@@ -17,8 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_faults import (NOT_BYTE_STABLE, artifacts, bad_blobs, command, new_workspace, no_traceback,
-                                   recipe, recorded, scratch_left)
+from tests.e2e.test_faults import (
+    NOT_BYTE_STABLE,
+    artifacts,
+    bad_blobs,
+    command,
+    new_workspace,
+    no_traceback,
+    recipe,
+    recorded,
+    scratch_left,
+)
 
 # Loaded by `buildsys build` and `clean` (not their workers, not other commands) through PYTHONPATH.
 FAULTS = '''\

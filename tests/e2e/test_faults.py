@@ -37,7 +37,7 @@ NOT_BYTE_STABLE = ("engines/onnxruntime-fp32.ort",)
 def recipe(features: int = 4, factory: str = "tm.tiny:tiny", kwargs: str | None = None) -> str:
     text = tiny_recipe().replace("shape: [batch, 4]", f"shape: [batch, {features}]")
     return text.replace("factory: \"tm.tiny:tiny\", kwargs: {features: 4}",
-                        f"factory: \"{factory}\", kwargs: {kwargs or '{features: %d}' % features}")
+                        f"factory: \"{factory}\", kwargs: {kwargs or '{features: ' + str(features) + '}'}")
 
 
 def new_workspace(root: Path, recipes: dict[str, str]) -> Workspace:

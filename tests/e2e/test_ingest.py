@@ -133,7 +133,7 @@ def test_onnx_file_as_torch_onnx_export_writes_it_by_default(workspace):
     subprocess.run([sys.executable, "-c", TORCH_EXPORT], cwd=workspace.root, check=True, capture_output=True)
     data = workspace.root / "models/net.onnx.data"
     assert data.stat().st_size > 4096  # the exporter's own default: weights outside the graph
-    recipe = ONNX_RECIPE.format(path="models/net.onnx", opset=18)
+    recipe = onnx_recipe("models/net.onnx")
     workspace.write("recipes/net.yaml", recipe)
     # and built without onnxsim, so that quantize and the engines read the model with its data file
     workspace.write("recipes/raw.yaml", recipe + "simplify: false\n")
@@ -181,7 +181,7 @@ def test_onnx_file_whose_small_constants_lie_in_its_external_data(workspace):
     (workspace.root / "models").mkdir()
     onnx.save(model, str(workspace.root / "models/c.onnx"), save_as_external_data=True, location="c.bin",
               size_threshold=0)
-    workspace.write("recipes/c.yaml", ONNX_RECIPE.format(path="models/c.onnx", opset=18).replace(
+    workspace.write("recipes/c.yaml", onnx_recipe("models/c.onnx").replace(
         "  int8: {min_cosine: 0.9}", "  int8: {min_cosine: 0.5}"))
     r = workspace.build()
     assert r.code == 0, r.stdout + r.stderr

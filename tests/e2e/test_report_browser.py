@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from tests.e2e.conftest import tiny_recipe
-from tests.e2e.test_ingest import ONNX_RECIPE, write_onnx
+from tests.e2e.test_ingest import onnx_recipe, write_onnx
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
@@ -28,7 +28,7 @@ def report(workspace):
     """A report with a passing PyTorch recipe and an ONNX recipe whose int8 check fails."""
     workspace.write("recipes/tiny.yaml", tiny_recipe())
     write_onnx(workspace.root / "models/mlp.onnx")
-    workspace.write("recipes/mlp.yaml", ONNX_RECIPE.format(path="models/mlp.onnx", opset=18).replace(
+    workspace.write("recipes/mlp.yaml", onnx_recipe("models/mlp.onnx").replace(
         "min_cosine: 0.9", "min_cosine: 0.9999999"))
     r = workspace.run("check")
     assert r.code == 1, r.stderr

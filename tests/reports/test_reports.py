@@ -165,8 +165,8 @@ def test_not_run_checks_appear_with_their_reason(tmp_path):
     md = (out / "parity.md").read_text()
     assert "not run: calibrate failed" in md and "bad node" in md and "unavailable: no NVIDIA GPU" in md
     lines = md.splitlines()
-    assert max(i for i, l in enumerate(lines) if "❌" in l and l.startswith("|")) < \
-        min(i for i, l in enumerate(lines) if "✅" in l)
+    assert max(i for i, line in enumerate(lines) if "❌" in line and line.startswith("|")) < \
+        min(i for i, line in enumerate(lines) if "✅" in line)
     suites = {s.get("name"): s for s in ET.parse(out / "junit.xml").getroot()}
     failure = suites["blocked"].find("testcase/failure")
     assert failure.get("type") == "blocked" and "calibrate failed" in failure.get("message")

@@ -8,9 +8,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from buildsys.engine.stepjob import run_job
 from buildsys.recipe import load_recipe
 from buildsys.resolve import StepSpec, resolve_recipe
-from buildsys.engine.stepjob import run_job
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "models"
 

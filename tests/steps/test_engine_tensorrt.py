@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from buildsys import gpu
-from buildsys.errors import StepError
 from buildsys.engine.stepjob import run_job
-from buildsys.steps import engine_tensorrt as et
+from buildsys.errors import StepError
 from buildsys.recipe.model import Dim, InputSpec
+from buildsys.steps import engine_tensorrt as et
 from buildsys.steps.engine_tensorrt import TensorRTEngine, builder_settings, profile_shapes, timing_cache_path
 from buildsys.steps.params import TensorRTParams, from_slice
 from tests.e2e.conftest import Workspace

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from buildsys import gpu
-from buildsys.steps import sessions
 from buildsys.steps import engine_onnxruntime as eo
+from buildsys.steps import sessions
 from tests.steps import RecipeSteps
 
 ROWS = [{"index": "0", "uuid": "GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77", "name": "NVIDIA A100-SXM4-40GB",

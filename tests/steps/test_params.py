@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from buildsys.recipe import discover, load_recipes
 from buildsys.kinds import KINDS
+from buildsys.recipe import discover, load_recipes
 from buildsys.recipe.model import CalibrationSpec, ModelSpec, QuantizationSpec, TargetSpec, TensorFlowSpec
 from buildsys.resolve import resolve
 from buildsys.steps import step_class
