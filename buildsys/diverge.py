@@ -47,6 +47,7 @@ import numpy as np
 
 from buildsys.errors import BuildsysError
 from buildsys.numerics import compare
+from buildsys.steps.onnxfile import tensor_types
 
 # onnx.TensorProto element types compared: FLOAT, FLOAT16, DOUBLE, BFLOAT16.
 # Integer tensors (quantized values, shapes, indices) have no fp32 counterpart.
@@ -89,7 +90,7 @@ def first_divergence(reference_model: Path, candidate_model: Path, feeds: dict[s
     except (OSError, DecodeError) as exc:
         raise DivergenceError(f"cannot load the models to localise the divergence: {exc}") from None
     tol = {k: tolerance.get(k) for k in ("atol", "rtol", "min_cosine", "min_top1")}
-    ref_types, cand_types = _types(ref), _types(cand)
+    ref_types, cand_types = tensor_types(ref), tensor_types(cand)
     mapping = match_tensors(cand, ref)
     mapping = {c: r for c, r in mapping.items() if cand_types.get(c) in _FLOAT_TYPES}
     ref_consts = {t.name: t for t in ref.graph.initializer}
@@ -289,22 +290,6 @@ def match_tensors(cand, ref) -> dict[str, str]:
         if r is not None:
             found[t] = r
     return found
-
-
-def _types(model) -> dict[str, int]:
-    """Tensor name -> element type, from shape inference, graph inputs/outputs and initializers."""
-    import onnx
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except (onnx.shape_inference.InferenceError, ValueError):
-        inferred = model
-    g = inferred.graph
-    types = {t.name: t.data_type for t in g.initializer}
-    for vi in (*g.input, *g.output, *g.value_info):
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
-            types[vi.name] = vi.type.tensor_type.elem_type
-    return types
 
 
 def _run(model, types: dict[str, int], names: list[str], feeds: dict[str, np.ndarray], threads: int,

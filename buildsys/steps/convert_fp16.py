@@ -14,6 +14,7 @@ from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.check_onnx import check_model
 from buildsys.steps.export import EXTERNAL_DATA_BYTES
+from buildsys.steps.onnxfile import tensor_types
 
 
 def convert(src, keep_io_types: bool = True):
@@ -90,7 +91,7 @@ def storage_emulation(model):
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
-    types = _types(m)
+    types = tensor_types(m)
     for i, t in enumerate(g.initializer):
         if t.data_type == f16:
             g.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
@@ -115,22 +116,6 @@ def storage_emulation(model):
         if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type == f16:
             vi.type.tensor_type.elem_type = f32
     return m
-
-
-def _types(model) -> dict[str, int]:
-    """Tensor name -> element type, from shape inference, the graph's inputs and outputs and its initializers."""
-    import onnx
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except (onnx.shape_inference.InferenceError, ValueError):
-        inferred = model
-    g = inferred.graph
-    types = {t.name: t.data_type for t in g.initializer}
-    for vi in (*g.input, *g.output, *g.value_info):
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
-            types[vi.name] = vi.type.tensor_type.elem_type
-    return types
 
 
 def fp16_session(path, threads: int, scratch):
@@ -168,7 +153,7 @@ def overflow(path, feeds: dict, threads: int) -> str | None:
     from buildsys.steps.sessions import session_options
 
     model = onnx.load(str(path))
-    types = _types(model)
+    types = tensor_types(model)
     emulated = storage_emulation(model)
     order = list(model.graph.node)  # convert() sorted them topologically
     watched = [o for n in order for o in n.output if o and types.get(o) == onnx.TensorProto.FLOAT16]

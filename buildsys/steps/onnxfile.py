@@ -1,6 +1,8 @@
-"""An ONNX file on disk, checked: onnx.checker and strict shape inference, external data included.
+"""An ONNX file on disk, checked: onnx.checker and strict shape inference, external data included;
+and the element type of each of a model's tensors.
 
-Shared by the steps that write or take in an ONNX model (export, check, simplify, quantize).
+Shared by the steps that write or take in an ONNX model (export, check, simplify, quantize, the fp16
+conversion) and by the first-divergence search.
 """
 from __future__ import annotations
 
@@ -94,3 +96,19 @@ def external_tensors(graph) -> list:
             for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                 found.extend(external_tensors(g))
     return found
+
+
+def tensor_types(model) -> dict[str, int]:
+    """Tensor name -> element type, from shape inference, the graph's inputs and outputs and its initializers."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except (onnx.shape_inference.InferenceError, ValueError):
+        inferred = model
+    g = inferred.graph
+    types = {t.name: t.data_type for t in g.initializer}
+    for vi in (*g.input, *g.output, *g.value_info):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type.tensor_type.elem_type
+    return types
