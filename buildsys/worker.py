@@ -42,6 +42,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -198,10 +199,8 @@ def cuda_refusal(lane: str) -> str | None:
             "fork, so no step is run from it")
 
 
-def _refuse(conn: Connection, refusal: str) -> None:
-    """Answer every job with `refusal` until told to stop: the process is not fit to run steps."""
-    from buildsys.engine.answer import StepAnswer
-
+def _jobs(conn: Connection) -> Iterator[dict[str, Any]]:
+    """The jobs sent on `conn`, until it closes or sends None (stop)."""
     while True:
         try:
             job = conn.recv()
@@ -209,6 +208,14 @@ def _refuse(conn: Connection, refusal: str) -> None:
             return
         if job is None:
             return
+        yield job
+
+
+def _refuse(conn: Connection, refusal: str) -> None:
+    """Answer every job with `refusal` until told to stop: the process is not fit to run steps."""
+    from buildsys.engine.answer import StepAnswer
+
+    for _ in _jobs(conn):
         conn.send(StepAnswer.failed(refusal, hint="this is a bug in buildsys (no template may touch the GPU); "
                                                   "report it with the versions of torch and onnxruntime").to_wire())
 
@@ -229,13 +236,7 @@ def _reside(conn: Connection) -> None:
     # which give the root logger a stderr handler the first time: given here, before any
     # step, so that no step leaves it behind. stderr is the running step's log.
     logging.basicConfig()
-    while True:
-        try:
-            job = conn.recv()
-        except EOFError:
-            return
-        if job is None:
-            return
+    for job in _jobs(conn):
         started = time.monotonic()
         try:
             from buildsys.engine.stepjob import run_job
