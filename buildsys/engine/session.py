@@ -132,6 +132,7 @@ class Session:
             runner.shutdown()
             if self.state is not None:
                 self.state.close(flush=sys.exc_info()[0] is None)  # after a failure, report that one, not a second
+                self.state = None  # closed: a later `load` (bench's, after its build) reads the recipes afresh
 
     def shared(self):
         """The shared cache of `--cache`, opened once, or None."""
@@ -332,6 +333,7 @@ class Session:
             failures = self.state.failures()
         finally:
             self.state.close()
+            self.state = None
         rows = []
         for o in outcomes:
             failure = failures.get(o.step)
