@@ -154,20 +154,15 @@ def _yaml_str(name: str) -> str:
 
 class _Verdict:
     def __init__(self, results: list[dict], failures: list[str], tol: dict[str, Any]):
+        from buildsys.steps.parity import decided_counts
+
         self.failures = failures
         self.passed = not failures
         outs = [m for r in results for m in r["outputs"].values()]
         cos = [m["cosine"] for m in outs if m.get("cosine") is not None]
         top1 = [m["top1"] for m in outs if m.get("top1") is not None]
         # Decided top-1 agreement over every row (the gate's measure, parity.judge), the lowest output's.
-        rows: dict[str, list[int]] = {}
-        for r in results:
-            for name, m in r["outputs"].items():
-                if m.get("decided"):
-                    c = rows.setdefault(name, [0, 0])
-                    c[0] += m["agree_decided"]
-                    c[1] += m["decided"]
-        decided = [agree / n for agree, n in rows.values()]
+        decided = [agree / n for agree, n in decided_counts(results).values()]
         self.figures = {"lowest_cosine": min(cos, default=None), "lowest_top1": min(top1, default=None),
                         "lowest_top1_decided": min(decided, default=None),
                         "max_abs": max((m.get("max_abs", 0.0) for m in outs), default=None)}

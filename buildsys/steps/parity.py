@@ -151,11 +151,8 @@ def judge(session, manifest: list[dict], arrays, outputs: list[str], tol: dict,
 ALL_ROWS = "over every point and sample"
 
 
-def decided_failures(results: list[dict], low: float) -> list[str]:
-    """`logits: decided top-1 agreement 0.9239 < 1.0 (85 of 92 rows ...)` for each output below `low`.
-
-    The rows where the reference is decided are counted over every point and sample.
-    """
+def decided_counts(results: list[dict]) -> dict[str, list[int]]:
+    """Per output, [rows that agree, rows] where the reference is decided, over every point and sample."""
     counts: dict[str, list[int]] = {}
     for r in results:
         for name, m in r["outputs"].items():
@@ -163,6 +160,15 @@ def decided_failures(results: list[dict], low: float) -> list[str]:
                 c = counts.setdefault(name, [0, 0])
                 c[0] += m["agree_decided"]
                 c[1] += m["decided"]
+    return counts
+
+
+def decided_failures(results: list[dict], low: float) -> list[str]:
+    """`logits: decided top-1 agreement 0.9239 < 1.0 (85 of 92 rows ...)` for each output below `low`.
+
+    The rows where the reference is decided are counted over every point and sample.
+    """
+    counts = decided_counts(results)
     return [f"{name}: decided top-1 agreement {agree / decided:.4f} < {low} ({agree} of {decided} rows where "
             f"the reference is decided, {ALL_ROWS})"
             for name, (agree, decided) in counts.items() if agree / decided < low]
