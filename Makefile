@@ -33,7 +33,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))$(if $(filter 1,$(GPU))
 # One stamp per interpreter: naming another PYTHON makes the venv again, for that one.
 SYSTEM_STAMP := $(VENV)/.installed-system-$(subst /,_,$(subst .,_,$(PYTHON)))
 SYSTEM_GROUPS ?= dependencies samples$(if $(filter 1,$(GPU)), gpu onnxruntime-gpu)
-SYSTEM_CHECK = $(if $(filter 1,$(SYSTEM)),$(BIN)/python -m buildsys.pins installed $(SYSTEM_GROUPS) $(1);)
+SYSTEM_CHECK = $(if $(filter 1,$(SYSTEM)),$(BIN)/python -m buildsys.core.pins installed $(SYSTEM_GROUPS) $(1);)
 ifeq ($(SYSTEM),1)
 STAMP := $(SYSTEM_STAMP)
 endif

@@ -98,7 +98,7 @@ def _blob_bytes(digest: str) -> bytes:
 
 
 def _make_local(root: Path, entries) -> None:
-    from buildsys.state import State
+    from buildsys.storage.state import State
 
     meta = root / "out" / ".buildsys"
     state = State(meta)
@@ -192,8 +192,8 @@ def bench_gc(n: int, runs: int) -> list[str]:
 def _memory_gc(template: Path, half: str) -> tuple[float, dict]:
     import fsspec
 
-    from buildsys import cachegc
-    from buildsys.sharedcache import open_cache
+    from buildsys.storage import cachegc
+    from buildsys.storage.sharedcache import open_cache
 
     url = f"memory://bench-gc-{time.time_ns()}"
     fs, root = fsspec.core.url_to_fs(url)
@@ -263,7 +263,7 @@ def _settle(ws: Path, env: dict[str, str]) -> None:
         _run([sys.executable, "-m", "buildsys", "-C", str(ws), "build"], env)
         probe = subprocess.run([sys.executable, "-X", "importtime", "-m", "buildsys", "-C", str(ws), "build"],
                                env=env, cwd=WORK, capture_output=True, text=True)
-        if "buildsys.build" not in probe.stderr:
+        if "buildsys.engine.workspace" not in probe.stderr:
             return
         time.sleep(2.1)
     raise SystemExit(f"no-op builds in {ws} never took the stat manifest")

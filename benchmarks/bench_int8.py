@@ -123,7 +123,7 @@ def pytorch_outputs(ws: Path, recipe: str, x):
     import torch
 
     from buildsys.recipe import load_recipe
-    from buildsys.resolve import model_params
+    from buildsys.recipe.resolve import model_params
     from buildsys.steps.modelload import load_model
 
     torch.set_num_threads(THREADS)
@@ -219,8 +219,8 @@ def held_out_views(paths: list[Path], per_image: int = 6, seed: int = 1234):
     import numpy as np
     from PIL import Image, ImageEnhance, ImageOps
 
-    from buildsys.inputs import IMAGENET_MEAN as _IMAGENET_MEAN
-    from buildsys.inputs import IMAGENET_STD as _IMAGENET_STD
+    from buildsys.steps.inputs import IMAGENET_MEAN as _IMAGENET_MEAN
+    from buildsys.steps.inputs import IMAGENET_STD as _IMAGENET_STD
 
     rng = np.random.default_rng(seed)
     views = []

@@ -55,7 +55,7 @@ def main() -> None:
 
     from buildsys.engine.answer import Job
     from buildsys.engine.stepjob import run_job
-    from buildsys.workers import WorkerPool
+    from buildsys.runners.workers import WorkerPool
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from buildsys.numerics import compare_outputs
+from buildsys.core.numerics import compare_outputs
 
 
 def detections(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -27,7 +27,7 @@ machine distorts less than wall time) and the load average around each series.
 buildsys's no-op build and status are answered from the stat manifest, which a
 full no-op build records only once every file it stamps is 2 s old; the
 benchmark waits for that and checks, before each series, that the fast path is
-taken (no `buildsys.build` import) and, after it, that the manifest was not
+taken (no `buildsys.engine.workspace` import) and, after it, that the manifest was not
 rewritten.
 
 DVC is measured with --with-dvc. It is the `bench` extra of pyproject.toml,

@@ -49,8 +49,8 @@ simplify: false
 def child(root: Path, names: list[str], threads: int) -> None:
     """Run each named recipe's export step in this process; print the last one's answer as JSON."""
     import buildsys
-    from buildsys import loading
-    from buildsys.resolve import resolve
+    from buildsys.recipe import loading
+    from buildsys.recipe.resolve import resolve
 
     try:
         from buildsys.engine.stepjob import run_job

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tests", action="store_true", help="skip the gpu-marked tests")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from buildsys import gpu
+    from buildsys.core import gpu
 
     absent = gpu.absent_reason()
     if absent is not None:

@@ -51,7 +51,7 @@ class Harness:
 
     def warm_up(self) -> None:
         """Fill the bytecode cache for what the commands and the steps import, outside every timing."""
-        subprocess.run([self.buildsys_python, "-c", "import buildsys.cli, buildsys.build, buildsys.recipe.validate, "
+        subprocess.run([self.buildsys_python, "-c", "import buildsys.cli, buildsys.engine.workspace, buildsys.recipe.validate, "
                         "jsonschema, yaml, numpy, onnx, onnxruntime, onnxsim, torch"],
                        env=self.env, capture_output=True, cwd=WORK)
         subprocess.run([self.buildsys, "--help"], env=self.env, capture_output=True)

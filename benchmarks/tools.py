@@ -114,7 +114,7 @@ class Buildsys(Tool):
     def fast_path(self, *args: str) -> bool:
         """Whether `buildsys ARGS` is answered from the stat manifest (nothing resolved)."""
         _, p = self.h.must(self.cmd(*args), env={**self.h.env, "PYTHONPROFILEIMPORTTIME": "1"})
-        return "buildsys.build" not in p.stderr
+        return "buildsys.engine.workspace" not in p.stderr
 
     def settle(self) -> None:
         for _ in range(5):

@@ -1,8 +1,8 @@
-"""The `buildsys` command line: parse (buildsys.arguments), call the engine's session once, print, exit.
+"""The `buildsys` command line: parse (buildsys.console.arguments), call the engine's session once, print, exit.
 
 Commands that do no model work (--help, validate, status, explain, graph, a no-op build) import no
 torch, onnx, onnxruntime or onnxsim: only step code in worker processes does. A command is a `cmd_*`
-function here and an entry in COMMANDS; its arguments are in buildsys.arguments.
+function here and an entry in COMMANDS; its arguments are in buildsys.console.arguments.
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import json
 import sys
 from pathlib import Path
 
-from buildsys import show
-from buildsys.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from buildsys.console import show
+from buildsys.core.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 
 def main(argv: list[str] | None = None) -> int:
-    from buildsys import arguments
+    from buildsys.console import arguments
 
     argv = sys.argv[1:] if argv is None else argv
     plain = arguments.plain(argv)
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         answered = _replay(root, args)
         if answered is not None:
             return answered
-    from buildsys.errors import BuildsysError, storage_error
+    from buildsys.core.errors import BuildsysError, storage_error
 
     try:
         return COMMANDS[args.command](root, args)
@@ -74,16 +74,16 @@ def _replay(root: Path, args) -> int | None:
 
 def _session(root: Path, args=None, **options):
     """The session of one command; `args` of a building command give every option it shares."""
+    from buildsys import runners
+    from buildsys.console.arguments import executor_options
     from buildsys.engine.session import BuildOptions, Session
 
-    if args is not None:
-        options = dict(jobs=args.jobs, timeout=args.timeout, cache=args.cache, cache_read_only=args.cache_read_only,
-                       executor=args.executor, scheduler=args.scheduler, memory_limit=args.memory_limit, **options)
-    return Session(root, BuildOptions(**options))
+    options = {**executor_options(args), **options} if args is not None else options
+    return Session(root, chosen := BuildOptions(**options), runners.choose(chosen, root))
 
 
 def _build(session, as_json: bool = False, verbose: bool = False) -> int:
-    from buildsys.progress import reporter as make_reporter
+    from buildsys.console.progress import reporter as make_reporter
 
     reporter = make_reporter(sys.stderr, verbose, live=not as_json)
     try:
@@ -102,7 +102,7 @@ def cmd_build(root: Path, args) -> int:
 
 
 def cmd_check(root: Path, args) -> int:
-    from buildsys.progress import reporter as make_reporter
+    from buildsys.console.progress import reporter as make_reporter
 
     reporter = make_reporter(sys.stderr, args.verbose)
     try:
@@ -132,8 +132,8 @@ def cmd_graph(root: Path, args) -> int:
 
 def cmd_bench(root: Path, args) -> int:
     """Bring the recipe's artifacts up to date, then time each of them."""
-    from buildsys import bench
     from buildsys.engine.status import artifacts_built
+    from buildsys.tools import bench
 
     session = _session(root, recipes=(args.recipe,))
     if not args.no_build:
@@ -146,7 +146,7 @@ def cmd_bench(root: Path, args) -> int:
 
 def cmd_view(root: Path, args) -> int:
     """Serve one artifact in Netron until interrupted."""
-    from buildsys import view
+    from buildsys.tools import view
 
     loaded = _session(root, recipes=(args.target.partition(":")[0],)).load()
     view.show(loaded, root, args.target, args.port, not args.no_browser, args.node)
@@ -180,7 +180,7 @@ def cmd_cache(root: Path, args) -> int:
 
 
 def cmd_doctor(root: Path, args) -> int:
-    from buildsys.doctor import doctor
+    from buildsys.tools.doctor import doctor
     return doctor()
 
 

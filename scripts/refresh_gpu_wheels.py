@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from buildsys.pins import RECORD, canonical, gpu_pins, pins  # noqa: E402
+from buildsys.core.pins import RECORD, canonical, gpu_pins, pins  # noqa: E402
 
 WHEEL = ["--only-binary", ":all:", "--python-version", "3.12", *(f"--platform={p}" for p in (
     "manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"))]

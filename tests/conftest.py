@@ -11,7 +11,7 @@ def gpu_missing() -> str | None:
     could not install, TensorRT's bindings without its libraries, a driver too
     old for its CUDA.
     """
-    from buildsys import gpu
+    from buildsys.core import gpu
     from buildsys.steps.engine_tensorrt import tensorrt_missing
 
     return gpu.absent_reason() or tensorrt_missing()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from buildsys.errors import StepError
+from buildsys.core.errors import StepError
 from buildsys.steps.base import Step, StepResult
 
 
@@ -33,7 +33,7 @@ class Counting(Step):
             parts.append(self.ctx.inputs[name].read_text())
         deps = {}
         if self.params.get("source"):
-            from buildsys.canonical import digest_file
+            from buildsys.core.canonical import digest_file
 
             src = self.ctx.workspace / self.params["source"]
             parts.append(src.read_text())
@@ -76,13 +76,13 @@ def build_graph(root: Path, graph, *, runner=None, shared=None, keep_going: bool
 
     Returns each step's outcome by id and the counting steps that ran in this build.
     """
-    from buildsys.build import Workspace, select
     from buildsys.engine.rebuilder import Rebuilder
     from buildsys.engine.runner import Silent
     from buildsys.engine.scheduler import Scheduler
-    from buildsys.state import State
-    from buildsys.store import Store
-    from buildsys.workers import InlineRunner
+    from buildsys.engine.workspace import Workspace, select
+    from buildsys.runners.workers import InlineRunner
+    from buildsys.storage.state import State
+    from buildsys.storage.store import Store
 
     ws = Workspace(root)
     state = State(ws.meta)

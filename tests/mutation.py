@@ -4,11 +4,11 @@ mutmut (the `mutation` extra; configured under [tool.mutmut] in pyproject.toml)
 changes one thing at a time in these modules (a comparison, a constant, a removed
 call) and runs the fast unit tests that cover the changed function; a mutant that
 no test notices is a behaviour that can be deleted with every test green.
-engine_tensorrt.py and gpu.py are mutated only in their error mapping: the functions
+steps/engine_tensorrt.py and core/gpu.py are mutated only in their error mapping: the functions
 that turn CUDA and TensorRT failures into step errors.
 
     python tests/mutation.py                 every module, then the table
-    python tests/mutation.py safepath.py     some modules
+    python tests/mutation.py storage/safepath.py   some modules
     python tests/mutation.py --report        the table of what was last run, running nothing
     python tests/mutation.py --survivors     ... and each surviving mutant's diff
 
@@ -27,19 +27,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 _M = "ǁ"  # how mutmut names a method: module.xǁClassǁmethod__mutmut_N
 MODULES: dict[str, tuple[str, ...]] = {
-    "untrusted.py": ("buildsys.untrusted.*",),
-    "safepath.py": ("buildsys.safepath.*",),
-    "sharedcache.py": ("buildsys.sharedcache.*",),
-    "store.py": ("buildsys.store.*",),
-    "cachegc.py": ("buildsys.cachegc.*",),
+    "storage/untrusted.py": ("buildsys.storage.untrusted.*",),
+    "storage/safepath.py": ("buildsys.storage.safepath.*",),
+    "storage/sharedcache.py": ("buildsys.storage.sharedcache.*",),
+    "storage/store.py": ("buildsys.storage.store.*",),
+    "storage/cachegc.py": ("buildsys.storage.cachegc.*",),
     "engine/noop.py": ("buildsys.engine.noop.*",),
-    "diverge.py": ("buildsys.diverge.*",),
-    "numerics.py": ("buildsys.numerics.*",),
+    "steps/diverge.py": ("buildsys.steps.diverge.*",),
+    "core/numerics.py": ("buildsys.core.numerics.*",),
     "steps/engine_tensorrt.py": (f"buildsys.steps.engine_tensorrt.x{_M}TensorRTEngine{_M}run__mutmut_*",
                                  f"buildsys.steps.engine_tensorrt.x{_M}TensorRTEngine{_M}_build__mutmut_*",
                                  f"buildsys.steps.engine_tensorrt.x{_M}TensorRTEngine{_M}_parity__mutmut_*",
                                  "buildsys.steps.engine_tensorrt.x_import_tensorrt__mutmut_*"),
-    "gpu.py": ("buildsys.gpu.x_failure__mutmut_*", "buildsys.gpu.x_failure_cause__mutmut_*"),
+    "core/gpu.py": ("buildsys.core.gpu.x_failure__mutmut_*", "buildsys.core.gpu.x_failure_cause__mutmut_*"),
 }
 KILLED = {1, 3, 36, -24, 24, 152, 255, -11, -9}  # failed, pytest's internal error, timeouts, crashes
 GOAL = 0.90

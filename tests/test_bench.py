@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from buildsys import bench
-from buildsys.bench import BenchRow, Eager, baseline_for, eager_baselines, render
+from buildsys.tools import bench
+from buildsys.tools.bench import BenchRow, Eager, baseline_for, eager_baselines, render
 
 SHAPES = {"x": [32, 3, 224, 224]}
 
@@ -62,7 +62,7 @@ def test_a_gpu_row_whose_eager_baseline_could_not_run_has_no_ratio_rather_than_t
 
 def test_bench_on_a_machine_without_a_gpu_times_cpu_eager_alone(tmp_path, monkeypatch):
     """A recipe with GPU targets, benched where there is no GPU: one eager row, on the CPU."""
-    from buildsys import gpu
+    from buildsys.core import gpu
     from tests.steps.test_gpu_failures import recipe
 
     monkeypatch.setattr(gpu, "absent_reason", lambda: "no NVIDIA GPU on this machine (no /dev/nvidiactl)")

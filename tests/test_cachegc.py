@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from buildsys import cachegc
-from buildsys.build import Workspace
-from buildsys.canonical import digest_data
-from buildsys.resolve import with_facts
-from buildsys.sharedcache import SharedCache, open_cache
-from buildsys.state import State, WorkspaceLock
-from buildsys.store import Store
+from buildsys.core.canonical import digest_data
+from buildsys.engine.workspace import Workspace
+from buildsys.recipe.resolve import with_facts
+from buildsys.storage import cachegc
+from buildsys.storage.sharedcache import SharedCache, open_cache
+from buildsys.storage.state import State, WorkspaceLock
+from buildsys.storage.store import Store
 from tests.fakes import build_graph
 from tests.test_rebuilder import build, chain
 

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from buildsys.diverge import DivergenceError, first_divergence
+from buildsys.steps.diverge import DivergenceError, first_divergence
 
 CHANNELS = [(3, 8), (8, 8), (8, 8), (8, 8)]
 
@@ -295,7 +295,7 @@ def _samples(n: int) -> list[np.ndarray]:
     ([0.9, None, 0.5, 1.0], [0.1, 0.2, 0.1, 0.0], 1),    # no cosine (NaN in the output) is the worst
 ])
 def test_diagnose_localises_the_worst_failing_sample_on_its_own_inputs(models, tmp_path, cosines, max_abs, worst):
-    from buildsys.diverge import diagnose
+    from buildsys.steps.diverge import diagnose
 
     broken = edited(models["fp32"], tmp_path / "broken.onnx", "conv2.weight", lambda w: w * -3.0)
     feeds = _samples(len(cosines))
@@ -310,7 +310,7 @@ def test_diagnose_localises_the_worst_failing_sample_on_its_own_inputs(models, t
 
 
 def test_diagnose_says_why_it_cannot_localise(models, tmp_path):
-    from buildsys.diverge import diagnose
+    from buildsys.steps.diverge import diagnose
 
     result, reference = _parity_files(tmp_path, _samples(2), [1.0, 1.0], [0.0, 0.0])
     assert diagnose(models["fp32"], models["fp32"], result, reference)["error"].startswith(

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from buildsys import doctor, gpu
+from buildsys.core import gpu
+from buildsys.tools import doctor
 
 H100 = {"name": "NVIDIA H100 80GB HBM3", "compute_cap": "9.0", "driver": "575.57.08", "cuda": "12.9"}
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from buildsys.errors import StepError
-from buildsys.inputs import FIT_RULE, fit_to_shape, generate, parity_inputs
+from buildsys.core.errors import StepError
+from buildsys.steps.inputs import FIT_RULE, fit_to_shape, generate, parity_inputs
 
 
 @pytest.mark.parametrize("kind", ["objects-npz", "objects-npy", "not-numpy"])

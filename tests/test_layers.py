@@ -17,16 +17,18 @@ PACKAGE = Path(__file__).resolve().parents[1] / "buildsys"
 # Lowest first. A module may import from its own layer and the ones below, never above.
 # An entry names a module or, with a trailing ".", every module under a package.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("buildsys", "exitcodes", "errors", "canonical", "safepath", "toolchain", "gpu", "numerics", "datafiles",
-                    "kinds", "reads", "flavours", "pins")),
-    ("storage", ("store", "untrusted", "state", "sharedcache")),
+    ("core", ("buildsys", "core", "core.")),
+    ("storage", ("storage", "storage.")),
     ("recipe", ("recipe", "recipe.")),
-    ("resolve", ("resolve",)),
-    ("steps", ("inputs", "steps", "steps.")),
-    ("orchestration", ("engine", "engine.", "build", "workers", "worker", "cluster",
-                       "progress", "loading", "cachegc", "diverge", "bench", "view", "reports", "reports.", "doctor")),
-    ("cli", ("cli", "__main__", "arguments", "show")),
+    ("steps", ("steps", "steps.")),
+    ("reports", ("reports", "reports.")),
+    ("engine", ("engine", "engine.")),
+    ("runners", ("runners", "runners.")),
+    ("tools", ("tools", "tools.")),
+    ("cli", ("cli", "__main__", "console", "console.")),
 ]
+# The package's root holds only the entry points; every other module sits in its layer's folder.
+ROOT_MODULES = {"buildsys", "cli", "__main__"}
 
 
 def modules(package: Path = PACKAGE) -> dict[str, Path]:
@@ -140,22 +142,43 @@ def test_every_module_sits_in_a_layer_and_imports_only_downwards():
     assert problems(graph) == []
 
 
+def test_the_root_holds_only_the_entry_points_and_every_other_module_sits_in_its_layer_folder():
+    at_root = {m for m in modules() if "." not in m}
+    packages = {m for m in at_root if (PACKAGE / m).is_dir()}
+    assert at_root - packages == ROOT_MODULES
+    # a folder is a layer, or one of the packages a layer is made of
+    assert packages <= {name for _, members in LAYERS for name in members}
+
+
 def test_the_graph_sees_imports_inside_functions():
     graph = imports(modules())
     # resolve reads the machine's CPU class inside a function, and only from the foundation
-    assert "toolchain" in graph["resolve"]
+    assert "core.toolchain" in graph["recipe.resolve"]
     assert "recipe.checks" in graph["recipe"]  # imported lazily by load_recipe
 
 
 @pytest.mark.parametrize("source, expected", [
-    ({"resolve": "from buildsys.steps import KINDS\n"}, "resolve (resolve) imports steps (steps), a layer above it"),
+    ({"recipe.resolve": "from buildsys.steps import KINDS\n"},
+     "recipe.resolve (recipe) imports steps (steps), a layer above it"),
+    ({"storage.state": "def f():\n    from buildsys.recipe.loading import load\n"},
+     "storage.state (storage) imports recipe.loading (recipe), a layer above it"),
+    ({"engine.session": "def f():\n    from buildsys.runners.workers import WorkerPool\n"},
+     "engine.session (engine) imports runners.workers (runners), a layer above it"),
+    ({"engine.rebuilder": "from buildsys.tools import bench\n"},
+     "engine.rebuilder (engine) imports tools.bench (tools), a layer above it"),
+    ({"runners.cluster": "from buildsys.tools.doctor import doctor\n"},
+     "runners.cluster (runners) imports tools.doctor (tools), a layer above it"),
+    ({"reports.gate": "from buildsys.engine.status import DONE\n"},
+     "reports.gate (reports) imports engine.status (engine), a layer above it"),
+    ({"tools.bench": "from buildsys.console import show\n"},
+     "tools.bench (tools) imports console.show (cli), a layer above it"),
     ({"recipe.validate": "def f():\n    from buildsys.recipe.checks import semantic_problems\n"},
      "import cycle: "),
     ({"steps.parity": "from buildsys.steps.export import _FREEZING\n"},
      "steps.parity imports steps.export._FREEZING, a private name of another module"),
     ({"newthing": ""}, "newthing is in no layer"),
-    ({"steps._helper": "X = 1\n", "bench": "def f():\n    from buildsys.steps._helper import X\n"},
-     "bench imports steps._helper, a private module of steps"),
+    ({"steps._helper": "X = 1\n", "tools.bench": "def f():\n    from buildsys.steps._helper import X\n"},
+     "tools.bench imports steps._helper, a private module of steps"),
     ({"steps._helper": "X = 1\n", "steps.parity": "from buildsys.steps import _helper\n"},
      "steps.parity imports steps._helper, a private module of steps"),
 ])
@@ -167,6 +190,7 @@ def test_each_kind_of_break_is_reported(tmp_path, source, expected):
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     for mod, text in source.items():
         path = copy / (mod.replace(".", "/") + ".py")
+        assert path.exists() or mod.rpartition(".")[2].startswith("_") or mod == "newthing", mod  # a planted import
         path.write_text((path.read_text() if path.exists() else "") + "\n" + text)
     found = problems(imports(modules(copy)))
     assert any(expected in line for line in found), found

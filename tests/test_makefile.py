@@ -106,7 +106,7 @@ def test_gpu_1_by_hand_insists(machine):
 
 
 def test_the_note_is_the_reason_of_the_gpu_steps(tmp_path, monkeypatch):
-    from buildsys import gpu
+    from buildsys.core import gpu
 
     monkeypatch.setattr(gpu.sys, "prefix", str(tmp_path))
     assert gpu.packages_note() is None

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from buildsys import toolchain
+from buildsys.core import toolchain
+from buildsys.core.reads import Reads, glob_folders
 from buildsys.engine import noop
-from buildsys.reads import Reads, glob_folders
 
 SIGNATURE = json.dumps([[], [], False])  # a plain `buildsys build`
 ANSWER = {"steps": [{"id": "a:export", "state": "cached", "reason": "up to date", "seconds": 0.0}], "exit": 0}
@@ -205,13 +205,13 @@ def _record_build(root: Path) -> bool:
     The steps are not run (each is reported unavailable); the keys are made by the
     rebuilder itself, so every file a key digests is noted by the state.
     """
-    from buildsys import loading
-    from buildsys.build import Workspace
     from buildsys.engine.answer import Outcome
     from buildsys.engine.rebuilder import Rebuilder
-    from buildsys.resolve import resolve
-    from buildsys.state import State
-    from buildsys.store import Store
+    from buildsys.engine.workspace import Workspace
+    from buildsys.recipe import loading
+    from buildsys.recipe.resolve import resolve
+    from buildsys.storage.state import State
+    from buildsys.storage.store import Store
 
     meta = root / "out/.buildsys"
     state = State(meta)
@@ -318,7 +318,8 @@ def test_what_the_build_did_not_read_leaves_the_answer_standing(tmp_path: Path, 
 
 def _package(root: Path) -> Path:
     """A stand-in for the buildsys package: key sources and modules no key depends on."""
-    for rel in ("__init__.py", "cli.py", "build.py", "workers.py", "resolve.py", "engine/keys.py", "engine/rebuilder.py",
+    for rel in ("__init__.py", "cli.py", "engine/workspace.py", "runners/workers.py", "recipe/resolve.py", "engine/keys.py",
+                "engine/rebuilder.py",
                 "engine/scheduler.py", "steps/__init__.py", "steps/export.py", "recipe/__init__.py", "reports/html.py",
                 "engine/session.py"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -329,15 +330,15 @@ def _package(root: Path) -> Path:
 SOURCE_EDITS = {
     "a step's VERSION bumped": ("steps/export.py", True),
     "the package version": ("__init__.py", True),
-    "the resolver": ("resolve.py", True),
+    "the resolver": ("recipe/resolve.py", True),
     "the key document": ("engine/keys.py", True),
     "the rebuilder's commit": ("engine/rebuilder.py", False),
     "the recipe reader": ("recipe/__init__.py", True),
     "a step module added": ("steps/quantize.py", True),
     "the command line": ("cli.py", False),
     "the scheduler": ("engine/scheduler.py", False),
-    "the workspace": ("build.py", False),
-    "the workers": ("workers.py", False),
+    "the workspace": ("engine/workspace.py", False),
+    "the workers": ("runners/workers.py", False),
     "a report": ("reports/html.py", False),
     "the session": ("engine/session.py", False),
 }
@@ -360,10 +361,12 @@ def test_the_code_that_makes_keys_and_the_graph_is_among_the_key_sources():
     import inspect
 
     import buildsys
-    from buildsys import canonical, datafiles, gpu, loading, recipe, resolve
+    from buildsys import recipe
+    from buildsys.core import canonical, datafiles, gpu
     from buildsys.engine import keys
-    from buildsys.state import State
+    from buildsys.recipe import loading, resolve
     from buildsys.steps import KINDS, step_class
+    from buildsys.storage.state import State
 
     makers = [buildsys, keys.KeyMaker.doc, keys.key_document, keys.step_environment, keys.no_op_environment,
               keys.artifact_digest, resolve.resolve, loading.load, recipe.load_recipe,
@@ -373,8 +376,8 @@ def test_the_code_that_makes_keys_and_the_graph_is_among_the_key_sources():
     stamped = set(noop.key_sources())
     for maker in makers:
         assert os.path.abspath(inspect.getsourcefile(maker)) in stamped, maker
-    assert os.path.join(noop._PACKAGE, "kinds.py") in stamped  # the table of step classes
-    assert not {os.path.join(noop._PACKAGE, m) for m in ("cli.py", "build.py", "workers.py",
+    assert os.path.join(noop._PACKAGE, "core/kinds.py") in stamped  # the table of step classes
+    assert not {os.path.join(noop._PACKAGE, m) for m in ("cli.py", "engine/workspace.py", "runners/workers.py",
                                                          "engine/rebuilder.py")} & stamped
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from buildsys.numerics import compare, decided_rows
+from buildsys.core.numerics import compare, decided_rows
 
 
 def test_decided_rows_are_those_whose_softmax_top1_leads_by_a_tenth():
@@ -31,7 +31,7 @@ def test_min_top1_decided_judges_only_the_rows_the_reference_decides():
 
 # -- rows in any order (parity.unordered) ------------------------------------------------------------
 
-from buildsys.numerics import compare_outputs  # noqa: E402
+from buildsys.core.numerics import compare_outputs  # noqa: E402
 
 TOL = {"atol": 1e-4, "rtol": 1e-3}
 DETECTIONS = ["boxes", "scores", "labels"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from buildsys import pins
+from buildsys.core import pins
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from buildsys.resolve import Graph, StepSpec
+from buildsys.recipe.resolve import Graph, StepSpec
 from tests.fakes import build_graph
 
 COUNTING = "tests.fakes:Counting"
@@ -198,7 +198,7 @@ def test_unavailable_step_is_reported_with_its_reason(ws):
 
 
 def test_gpu_steps_run_one_at_a_time_and_cpu_steps_beside_them(ws):
-    from buildsys.workers import WorkerPool
+    from buildsys.runners.workers import WorkerPool
 
     steps = [StepSpec(f"{r}:engine", r, "engine", "tests.fakes:OnGpu", {"id": f"{r}:engine", "sleep": 1.0},
                       outputs={"out": f"{r}/engine.txt"}) for r in ("a", "b")]

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from buildsys.build import Workspace
+from buildsys.core.errors import RecipeError
 from buildsys.engine.keys import diff_docs
 from buildsys.engine.rebuilder import Rebuilder
-from buildsys.errors import RecipeError
+from buildsys.engine.workspace import Workspace
 from buildsys.recipe.model import (
     CalibrationSpec,
     DataSpec,
@@ -22,9 +22,9 @@ from buildsys.recipe.model import (
     TargetSpec,
     Tolerance,
 )
-from buildsys.resolve import resolve
-from buildsys.state import State
-from buildsys.store import Store
+from buildsys.recipe.resolve import resolve
+from buildsys.storage.state import State
+from buildsys.storage.store import Store
 
 
 def recipe(**changes) -> Recipe:
@@ -239,7 +239,7 @@ def test_unordered_and_multiple_of_reach_only_the_steps_that_read_them(tmp_path)
     d = keys(tmp_path, recipe())
     assert c["net:export"] != d["net:export"] and c["net:reference"] != d["net:reference"]
 def test_every_choice_of_the_int8_flavour_is_in_the_quantize_and_fallback_keys(tmp_path, monkeypatch):
-    from buildsys import flavours
+    from buildsys.core import flavours
     from buildsys.recipe.model import QuantizationSpec
 
     int8 = dict(targets=(TargetSpec("onnxruntime", "int8"), TargetSpec("tensorrt", "int8")),

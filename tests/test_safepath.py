@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from buildsys import safepath
+from buildsys.storage import safepath
 
 
 def test_temporary_names_are_hidden_beside_their_target_with_64_random_bits(tmp_path):

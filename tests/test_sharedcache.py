@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from buildsys import safepath
 from buildsys.engine.answer import Finished
-from buildsys.resolve import Graph, StepSpec
-from buildsys.sharedcache import SharedCache
-from buildsys.store import Store
-from buildsys.untrusted import Rejected, check_entry
-from buildsys.workers import InlineRunner
+from buildsys.recipe.resolve import Graph, StepSpec
+from buildsys.runners.workers import InlineRunner
+from buildsys.storage import safepath
+from buildsys.storage.sharedcache import SharedCache
+from buildsys.storage.store import Store
+from buildsys.storage.untrusted import Rejected, check_entry
 from tests.fakes import build_graph
 
 COUNTING = "tests.fakes:Counting"

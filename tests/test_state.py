@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from buildsys import loading
 from buildsys import recipe as recipe_api
-from buildsys.errors import RecipeError
-from buildsys.state import State, Trace
+from buildsys.core.errors import RecipeError
+from buildsys.recipe import loading
+from buildsys.storage.state import State, Trace
 from tests.recipe.test_validate import MINIMAL, make_workspace
 
 

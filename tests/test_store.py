@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from buildsys import safepath
-from buildsys.store import Store
+from buildsys.storage import safepath
+from buildsys.storage.store import Store
 
 DATA = b"model bytes"
 DIGEST = hashlib.sha256(DATA).hexdigest()

@@ -1,7 +1,7 @@
 """Tool versions as the step keys hold them."""
 from __future__ import annotations
 
-from buildsys import toolchain
+from buildsys.core import toolchain
 
 
 def test_onnxruntime_gpu_stands_for_onnxruntime_and_is_named(monkeypatch):

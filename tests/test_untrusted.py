@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from buildsys.untrusted import (
+from buildsys.storage.untrusted import (
     MAX_FILE_BYTES,
     MAX_NAME_CHARS,
     Rejected,

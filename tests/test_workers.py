@@ -67,7 +67,7 @@ GPU_STEPS = {"GpuSeen": "ort", "GpuOnnxSeen": "onnx"}
 def _job(tmp_path, name: str, device=False):
     """The job of the step class `name`, with the lane the resolver decides from its class."""
     from buildsys.engine.answer import Job
-    from buildsys.resolve import StepSpec, with_facts
+    from buildsys.recipe.resolve import StepSpec, with_facts
 
     lane = with_facts(StepSpec(f"r:{name}", "r", name, f"gsteps:{name}", {})).lane
     return Job.from_wire({"id": f"r:{name}", "kind_path": f"gsteps:{name}", "params": {}, "workspace": str(tmp_path),
@@ -77,7 +77,7 @@ def _job(tmp_path, name: str, device=False):
 
 
 def _run_all(tmp_path, names: dict[str, str], device) -> dict[str, dict]:
-    from buildsys.workers import WorkerPool
+    from buildsys.runners.workers import WorkerPool
 
     pool = WorkerPool(1, 1, str(tmp_path))
     seen = {}
@@ -122,7 +122,7 @@ def test_a_gpu_step_of_a_build_without_cuda_visible_devices_sees_it_unset(steps,
 
 def _serve_one(steps, capfd, lane: str, name: str):
     """Fork the template of `lane` from this process, as a worker does, and send it one job."""
-    from buildsys import worker
+    from buildsys.runners import worker
 
     with capfd.disabled():  # the child keeps stdout and stderr only: not pytest's capture files
         pid, conn = worker._start_lane(lane)
@@ -154,7 +154,7 @@ def test_a_template_whose_warm_up_initialised_cuda_is_refused_with_its_lane(step
 def test_the_worker_process_itself_is_checked_as_the_ort_lane(monkeypatch):
     import torch
 
-    from buildsys.worker import cuda_refusal
+    from buildsys.runners.worker import cuda_refusal
 
     assert cuda_refusal("ort") is None
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
@@ -189,7 +189,7 @@ class GpuCuda(Cuda):
 @pytest.mark.gpu
 def test_on_a_gpu_cpu_steps_see_none_and_every_gpu_step_initialises_cuda_in_its_own_child(tmp_path, monkeypatch):
     from buildsys.engine.answer import Job
-    from buildsys.workers import WorkerPool
+    from buildsys.runners.workers import WorkerPool
 
     (tmp_path / "csteps.py").write_text(CUDA_STEPS)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from buildsys.state import State, Trace
+from buildsys.storage.state import State, Trace
 
 with tempfile.TemporaryDirectory() as d:
     s = State(Path(d))

@@ -31,7 +31,7 @@ class Job:
     outputs: dict[str, str]  # output name -> file name to write in scratch
     log: str
     device: bool | str = False  # the step class's DEVICE
-    lane: str = "ort"  # the worker template it forks from (buildsys.worker.LANES)
+    lane: str = "ort"  # the worker template it forks from (buildsys.runners.worker.LANES)
     threads: int = 1  # the threads its runtime may use: the build's share of the cores per step
 
     def to_wire(self) -> dict[str, Any]:

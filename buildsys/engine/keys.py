@@ -58,20 +58,20 @@ class Reasons:
 
 def artifact_digest(files: list[list]) -> str:
     """One digest for an artifact made of one or more files (model + external data)."""
-    from buildsys.canonical import digest_data
+    from buildsys.core.canonical import digest_data
 
     return digest_data([[name, digest] for name, digest, _ in files])
 
 
 def step_environment(tools: tuple[str, ...], device: bool | str) -> dict[str, Any]:
     """The environment slice of a step's key: its tools' versions, the interpreter's when it has tools, the device."""
-    from buildsys import toolchain
+    from buildsys.core import toolchain
 
     env: dict[str, Any] = {"tools": toolchain.versions(tools)}
     if tools:
         env["python"] = toolchain.python_version()
     if device == "gpu":
-        from buildsys import gpu
+        from buildsys.core import gpu
 
         env["device"] = gpu.gpu()  # name, compute capability, driver and CUDA version
     elif device:
@@ -86,7 +86,7 @@ def no_op_environment() -> list:
     is the driver files behind `gpu.gpu()`'s answer, since running nvidia-smi (or
     even importing gpu.py) costs more than the no-op may take.
     """
-    from buildsys import toolchain
+    from buildsys.core import toolchain
 
     return [os.path.realpath(sys.executable), sys.prefix, sys.version, toolchain.installed(), toolchain.cpu(),
             toolchain.gpu_fingerprint()]
@@ -103,7 +103,7 @@ def key_document(kind: str, version: int, params: dict[str, Any], inputs: dict[s
 
 
 def key_of(doc: dict[str, Any]) -> str:
-    from buildsys.canonical import digest_data
+    from buildsys.core.canonical import digest_data
 
     return digest_data(doc)
 
@@ -189,7 +189,7 @@ _ABSENT = _Absent()
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    from buildsys.canonical import canonical
+    from buildsys.core.canonical import canonical
 
     text = repr(value) if isinstance(value, _Absent) else canonical(value) if not isinstance(value, str) else value
     return text if len(text) <= limit else text[: limit - 1] + "…"

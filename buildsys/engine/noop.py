@@ -8,7 +8,7 @@ if nothing moved, it prints the recorded answer without resolving a single recip
 the full path, which records again.
 
 There is one dependency model, the rebuilder's; this module only remembers what
-it read, through a `Reads` collector (buildsys/reads.py) the build fills as it goes:
+it read, through a `Reads` collector (buildsys/core/reads.py) the build fills as it goes:
 - `State.digest` and `State.remember` note every file whose content a key or a
   trace was compared with: the files steps name (checkpoints, data), the project
   sources the traces list, the artifacts under out/;
@@ -49,14 +49,14 @@ from __future__ import annotations
 import json
 import os
 
+from buildsys.core.reads import Reads
 from buildsys.engine.keys import no_op_environment
-from buildsys.reads import Reads
 
 MANIFEST = "noop.json"
 VERSION = 3
 # Paths relative to the buildsys package; a folder stands for its .py files.
-KEY_SOURCES = ("__init__.py", "canonical.py", "datafiles.py", "gpu.py", "kinds.py", "loading.py", "engine/keys.py",
-               "resolve.py", "state.py", "toolchain.py", "recipe", "steps")
+KEY_SOURCES = ("__init__.py", "core/canonical.py", "core/datafiles.py", "core/gpu.py", "core/kinds.py", "engine/keys.py",
+               "storage/state.py", "core/toolchain.py", "recipe", "steps")
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -158,8 +158,8 @@ def record(meta: str, sig: str, reads: Reads, answer: dict) -> bool:
     """Store `answer` for the command `sig`, stamped by `reads`; False when a path is too fresh to trust."""
     import time
 
-    from buildsys.safepath import write_atomic
-    from buildsys.state import settled
+    from buildsys.storage.safepath import write_atomic
+    from buildsys.storage.state import settled
 
     now = time.time_ns()
     store = os.path.join(meta, "store") + os.sep
@@ -210,7 +210,7 @@ def replay_status(meta: str, recipes) -> list[tuple[str, str, str]] | None:
 def worth_recording(dry_run: bool, problems: bool, code: int) -> bool:
     """Whether a finished build's answer is one a repeat would give: not a dry run, every recipe read,
     no step failed (a failure is tried again)."""
-    from buildsys.exitcodes import EXIT_STEP
+    from buildsys.core.exitcodes import EXIT_STEP
 
     return not dry_run and not problems and code != EXIT_STEP
 
@@ -240,7 +240,7 @@ def record_build(meta: str, sig: str, reads: Reads, outcomes, code: int) -> bool
     """Record a finished build's answer; False when it is not one a repeat would give, or too fresh."""
     from pathlib import Path
 
-    from buildsys.store import Store
+    from buildsys.storage.store import Store
 
     steps = answer(outcomes)
     if steps is None:

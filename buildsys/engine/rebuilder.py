@@ -8,9 +8,9 @@ costs a stat and nothing re-runs.
 
 This module is the only writer of traces, of the local store and of the shared
 cache, and the only reader of shared-cache entries, which it checks with
-buildsys.untrusted before any name or digest in them is used. A cluster
+buildsys.storage.untrusted before any name or digest in them is used. A cluster
 worker's side of the shared cache (fetching a step's inputs, publishing its
-blobs) is `fetch_inputs` and `publish_outputs` below.
+blobs) is in buildsys.runners.cluster.
 """
 from __future__ import annotations
 
@@ -22,16 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from buildsys import safepath, toolchain
-from buildsys.build import Workspace
-from buildsys.canonical import canonical, digest_data
+from buildsys.core import toolchain
+from buildsys.core.canonical import canonical, digest_data
+from buildsys.core.kinds import step_class
 from buildsys.engine.answer import Finished, Job, Outcome, Outputs, StepAnswer
 from buildsys.engine.keys import KeyMaker, Reasons, diff_docs, key_of
-from buildsys.kinds import step_class
-from buildsys.resolve import Graph, StepSpec
-from buildsys.state import State, Trace
-from buildsys.store import Store
-from buildsys.untrusted import Rejected, check_entry, declared_files
+from buildsys.engine.workspace import Workspace
+from buildsys.recipe.resolve import Graph, StepSpec
+from buildsys.storage import safepath
+from buildsys.storage.state import State, Trace
+from buildsys.storage.store import Store
+from buildsys.storage.untrusted import Rejected, check_entry, declared_files
 
 
 @dataclass(frozen=True)
@@ -366,45 +367,8 @@ def _rejected(step: StepSpec, answer: StepAnswer) -> str | None:
     return None
 
 
-# -- a cluster worker's side of the shared cache -----------------------------------
-
-
-def fetch_inputs(cache_url: str, artifacts: dict[str, tuple[str, list[list]]], store: Store,
-                 folder: Path) -> tuple[dict[str, str], str | None]:
-    """Place a step's input artifacts from the shared cache under `folder`: (input paths, why not or None)."""
-    from buildsys.sharedcache import SharedCache
-
-    cache = SharedCache(cache_url)
-    inputs: dict[str, str] = {}
-    for name, (primary, files) in artifacts.items():
-        try:
-            found, why = cache.fetch({name: files}, store), ""
-        except Rejected as exc:
-            found, why = False, f": {exc}"
-        if not found:
-            return inputs, f"input {name} is missing or damaged in the shared cache {cache_url}{why}"
-        for rel, digest, _ in files:
-            store.materialize(digest, folder / name / rel)
-        inputs[name] = str(folder / name / primary)
-    return inputs, None
-
-
-def publish_outputs(cache_url: str, outputs: Outputs, scratch: Path, store: Store) -> None:
-    """Put a step's outputs from `scratch` into `store`, then their blobs into the shared cache.
-
-    Only blobs: the action entry is written by the orchestrator's commit, once it has
-    checked the answer and fetched the blobs back.
-    """
-    from buildsys.sharedcache import SharedCache
-
-    for files in outputs.values():
-        for rel, digest, _ in files:
-            store.put(scratch / rel, digest)
-    SharedCache(cache_url).publish_blobs(outputs, store)
-
-
 def open_shared(url: str | None, read_only: bool):
     """The shared cache a build reads (and, unless read-only, writes), or None without one."""
-    from buildsys.sharedcache import open_cache
+    from buildsys.storage.sharedcache import open_cache
 
     return open_cache(url, read_only)

@@ -1,15 +1,17 @@
 """The protocols the engine drives: a runner that executes jobs, a reporter that shows progress.
 
-buildsys.workers (local worker processes, and inline for tests) and buildsys.cluster
-(a Dask cluster) implement `Runner`; buildsys.progress implements `Reporter`.
+buildsys.runners.workers (local worker processes, and inline for tests) and buildsys.runners.cluster
+(a Dask cluster) implement `Runner`; the command line chooses one (buildsys.runners.choose) and
+hands the session its `RunnerFactory`. buildsys.console.progress implements `Reporter`.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
+from buildsys.core.errors import Problem
 from buildsys.engine.answer import Finished, Job, Outcome
-from buildsys.errors import Problem
-from buildsys.resolve import StepSpec
+from buildsys.recipe.resolve import StepSpec
 
 
 class Runner(Protocol):
@@ -24,6 +26,29 @@ class Runner(Protocol):
     def submit(self, job: Job, timeout: float) -> None: ...
     def wait(self) -> list[Finished]: ...
     def shutdown(self) -> None: ...
+
+
+# Starts the chosen runner when a build opens: (threads per running step, the shared cache's URL or None).
+RunnerFactory = Callable[[int, "str | None"], Runner]
+
+
+class Idle:
+    """The runner of a dry run (`status`, `explain`): settling decides every step there, so it is never handed a job."""
+
+    gpu_slots = 1
+    free = 1
+
+    def prestart(self) -> None:
+        pass
+
+    def submit(self, job: Job, timeout: float) -> None:
+        raise AssertionError(f"a dry run was asked to run {job.id}")
+
+    def wait(self) -> list[Finished]:
+        return []
+
+    def shutdown(self) -> None:
+        pass
 
 
 class Reporter(Protocol):

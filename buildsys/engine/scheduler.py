@@ -14,10 +14,10 @@ from collections import deque
 from graphlib import TopologicalSorter
 from typing import Protocol
 
+from buildsys.core.errors import BuildsysError
 from buildsys.engine.answer import Finished, Job, Outcome
 from buildsys.engine.runner import Reporter, Runner
-from buildsys.errors import BuildsysError
-from buildsys.resolve import Graph, StepSpec
+from buildsys.recipe.resolve import Graph, StepSpec
 
 
 class Rebuilder(Protocol):

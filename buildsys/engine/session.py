@@ -18,17 +18,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildsys.build import Workspace, select
+from buildsys.core.errors import Problem, UsageError
 from buildsys.engine.answer import Outcome
 from buildsys.engine.rebuilder import Rebuilder, open_shared
-from buildsys.engine.runner import Reporter, Runner, Silent
+from buildsys.engine.runner import Idle, Reporter, Runner, RunnerFactory, Silent
 from buildsys.engine.scheduler import Scheduler
-from buildsys.engine.status import check_status, exit_status, status_word
-from buildsys.errors import Problem, UsageError
+from buildsys.engine.status import DONE, check_status, exit_status, status_word
+from buildsys.engine.workspace import Workspace, select
 from buildsys.recipe.model import Recipe
-from buildsys.resolve import Graph
-from buildsys.state import State, WorkspaceLock
-from buildsys.store import Store
+from buildsys.recipe.resolve import Graph
+from buildsys.storage.state import State, WorkspaceLock
+from buildsys.storage.store import Store
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,12 @@ class Plan:
 
 
 class Session:
-    def __init__(self, root: Path, options: BuildOptions = BuildOptions()):
+    def __init__(self, root: Path, options: BuildOptions = BuildOptions(), runner: RunnerFactory | None = None):
+        """`runner` starts the runner a build hands its jobs to (buildsys.runners.choose); a session
+        that only plans, validates, cleans or collects needs none."""
         self.ws = Workspace(root)
         self.options = options
+        self._make_runner = runner
         self.state: State | None = None
         self.store: Store | None = None
         self.runner: Runner | None = None
@@ -112,7 +115,10 @@ class Session:
 
         ws = self.ws
         ws.refuse_links()
-        runner = self.runner = self._make_runner()
+        if self._make_runner is None:
+            raise TypeError("a build needs a runner: Session(root, options, runners.choose(options, root))")
+        shared = self.shared()
+        runner = self.runner = self._make_runner(self.threads, shared.url if shared is not None else None)
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             with WorkspaceLock(ws.meta):
@@ -140,29 +146,6 @@ class Session:
             self._shared = open_shared(self.options.cache, self.options.cache_read_only)
             self._shared_open = True
         return self._shared
-
-    def _make_runner(self) -> Runner:
-        """Local persistent workers, or a Dask cluster meeting at the shared cache."""
-        o = self.options
-        threads = self.threads
-        if o.executor == "dask":
-            if not o.scheduler:
-                raise UsageError("--executor dask needs --scheduler tcp://HOST:PORT")
-            if not o.cache or o.cache_read_only:
-                raise UsageError("--executor dask needs a writable --cache DIR_OR_URL",
-                                 hint="the shared cache is where the cluster's workers and this machine exchange "
-                                      "artifacts")
-            try:
-                from buildsys.cluster import DaskRunner
-            except ImportError:
-                raise UsageError("--executor dask needs Dask", hint="pip install '.[cluster]'") from None
-            try:
-                return DaskRunner(o.scheduler, self.shared().url, threads)
-            except OSError as exc:
-                raise UsageError(f"cannot reach the Dask scheduler {o.scheduler}: {exc}") from None
-        from buildsys.workers import WorkerPool
-
-        return WorkerPool(o.jobs, threads, str(self.ws.root), memory_limit=o.memory_limit)
 
     # -- the commands -----------------------------------------------------------------
 
@@ -204,7 +187,7 @@ class Session:
             built = self.build(graph, graph.closure({s.id for s in checks}), reporter)
         outcomes = {o.step: o for o in built}
         out = self.ws.out
-        entries = [gate.report_entry(out, graph, step, outcomes[step.id].state,
+        entries = [gate.report_entry(out, graph, step, outcomes[step.id].state, outcomes[step.id].state in DONE,
                                      outcomes[step.id].message or outcomes[step.id].reason, outcomes[step.id].verdict)
                    for step in checks]
         entries = with_export_warnings(entries, outcomes)
@@ -227,9 +210,9 @@ class Session:
 
     def validate(self) -> list[Recipe]:
         """`validate`: the selected recipes, read and resolved against the workspace; RecipeError lists every problem."""
-        from buildsys import loading
-        from buildsys.errors import RecipeError
-        from buildsys.resolve import resolve_recipe
+        from buildsys.core.errors import RecipeError
+        from buildsys.recipe import loading
+        from buildsys.recipe.resolve import resolve_recipe
 
         recipes, problems = loading.load(self.ws.root, None, list(self.options.recipes), keep_going=True)
         for r in recipes:  # what only the workspace can tell: the files a data glob finds today
@@ -245,8 +228,8 @@ class Session:
 
     def load(self) -> Loaded:
         """The selected recipes and their graph; broken ones are problems with keep-going, else RecipeError."""
-        from buildsys import loading
-        from buildsys.resolve import resolve
+        from buildsys.recipe import loading
+        from buildsys.recipe.resolve import resolve
 
         recipes, problems = loading.load(self.ws.root, self.state, list(self.options.recipes),
                                          self.options.keep_going)
@@ -289,7 +272,7 @@ class Session:
         Every recipe's steps are current, not only the ones this build selected.
         Returns a note (or None) and the rendered plan.
         """
-        from buildsys import cachegc
+        from buildsys.storage import cachegc
 
         assert self.state is not None and self.store is not None  # `opened` set them
         current, note = self._current_steps(self.state)
@@ -299,9 +282,9 @@ class Session:
     def _current_steps(self, state: State) -> tuple[set[str] | None, str | None]:
         """The step ids of every recipe as they stand, for a collection, and the note to print when
         the recipes cannot all be read (then the last build of every step is kept), or None."""
-        from buildsys import loading
-        from buildsys.errors import BuildsysError
-        from buildsys.resolve import resolve
+        from buildsys.core.errors import BuildsysError
+        from buildsys.recipe import loading
+        from buildsys.recipe.resolve import resolve
 
         try:
             recipes, problems = loading.load(self.ws.root, state, [], keep_going=True)
@@ -320,13 +303,11 @@ class Session:
 
         The state is opened read-only and without the lock, and closed again.
         """
-        from buildsys.workers import InlineRunner
-
         self.ws.refuse_links()
         self.state = State(self.ws.meta, read_only=True)
         try:
             self.store = Store(self.ws.meta / "store")
-            self.runner = InlineRunner()
+            self.runner = Idle()
             graph = self.load().graph
             rebuilder = Rebuilder(self.ws, graph, self.state, self.store, dry_run=True)  # the shared cache unasked
             outcomes = Scheduler(graph, rebuilder, self.runner, Silent()).run(set(graph.steps))
@@ -346,8 +327,8 @@ class Session:
     def clean(self, cache: bool) -> str | None:
         """Remove the selected recipes' outputs (their artifacts stay in the store), or with `cache`
         and no selection everything under out/; what was removed, or None when out/ is not there."""
-        from buildsys import loading
-        from buildsys.safepath import remove
+        from buildsys.recipe import loading
+        from buildsys.storage.safepath import remove
 
         ws = self.ws
         if not ws.out.exists():
@@ -376,7 +357,7 @@ class Session:
 
     def cache_stats(self, url: str | None):
         """`cache stats` of the local store, or of the shared cache `url`: (figures, their rendering)."""
-        from buildsys import cachegc
+        from buildsys.storage import cachegc
 
         ws = self.ws
         built = (ws.meta / "state.sqlite").exists()
@@ -398,7 +379,7 @@ class Session:
 
     def collect(self, url: str | None, max_size: int | None, max_age: float | None, grace: float, dry_run: bool):
         """`cache gc` of the local store, or of the shared cache `url`: (a note or None, figures, their rendering)."""
-        from buildsys import cachegc
+        from buildsys.storage import cachegc
 
         if max_size is None and max_age is None:
             raise UsageError("cache gc needs --max-size SIZE or --max-age DAYS", hint="e.g. cache gc --max-size 10GiB")

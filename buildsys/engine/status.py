@@ -1,11 +1,11 @@
 """What a build's outcomes mean to the user: the command's exit status and each step's status word.
 
-It imports nothing but buildsys.exitcodes: the no-op answer maps the steps it remembers
+It imports nothing but buildsys.core.exitcodes: the no-op answer maps the steps it remembers
 with the same function as a full `status`, before anything else is loaded.
 """
 from __future__ import annotations
 
-from buildsys.exitcodes import EXIT_OK, EXIT_PARITY, EXIT_STEP, EXIT_USAGE
+from buildsys.core.exitcodes import EXIT_OK, EXIT_PARITY, EXIT_STEP, EXIT_USAGE
 
 DONE = ("ran", "cached", "cutoff")  # states that leave the step's outputs in place
 

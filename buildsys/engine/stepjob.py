@@ -17,11 +17,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from buildsys import safepath
-from buildsys.canonical import digest_file
+from buildsys.core.canonical import digest_file
+from buildsys.core.errors import StepError
 from buildsys.engine.answer import StepAnswer
-from buildsys.errors import StepError
 from buildsys.steps.base import StepContext, StepResult
+from buildsys.storage import safepath
 
 # Terminal control sequences: CSI (colours, `\x1b[0;93m`), OSC (titles, links) and the two-byte escapes.
 _ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
@@ -136,7 +136,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def _storage_answer(exc: OSError, started: float) -> dict[str, Any] | None:
     """A step's failure for a write the disk refused (read-only, full, not permitted); None for other errors."""
-    from buildsys.errors import storage_error
+    from buildsys.core.errors import storage_error
 
     failure = storage_error(exc)
     if failure is None:

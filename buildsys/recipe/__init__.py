@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from buildsys.errors import Problem, RecipeError, UsageError
+from buildsys.core.errors import Problem, RecipeError, UsageError
 from buildsys.recipe.limits import MAX_EXTENDS, MAX_SIZE, SizeTooLarge, parse_size, unusable_path
 from buildsys.recipe.model import (
     DEFAULT_TOLERANCES,

@@ -19,8 +19,8 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
 
-from buildsys.datafiles import MAX_WALKED, DataPathError, GlobTooWide, npy_files, pattern_problem
-from buildsys.errors import Problem
+from buildsys.core.datafiles import MAX_WALKED, DataPathError, GlobTooWide, npy_files, pattern_problem
+from buildsys.core.errors import Problem
 from buildsys.recipe.limits import parse_size, unusable_path
 from buildsys.recipe.validate import IDENT, NAME_PATTERN, Document, FieldPath, number_text, schema_problems, suggest
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from buildsys.errors import Problem
+from buildsys.core.errors import Problem
 
 MAX_FILE_BYTES = 256 * 1024  # a recipe file, base files included
 MAX_DEPTH = 64  # nested mappings and lists of one file

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from buildsys.errors import Problem, RecipeError
+from buildsys.core.errors import Problem, RecipeError
 from buildsys.recipe import limits
 
 Path_ = tuple[Any, ...]  # a field path: mapping keys (str) and list indices (int)

@@ -99,7 +99,7 @@ def write_reports(out_dir: Path, entries: list[ReportInput], meta: dict[str, Any
 
 def _write(path: Path, data: bytes) -> None:
     """Temp file + rename: a reader (or a crash) never sees half a report."""
-    from buildsys.safepath import write_atomic
+    from buildsys.storage.safepath import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(os.fspath(path), data)

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from buildsys.errors import UsageError
+from buildsys.core.errors import UsageError
 from buildsys.reports.collect import FORMAT, from_json
 
 MAX_REGRESSION = 2.0

@@ -61,7 +61,7 @@ def with_export_warnings(entries: list[ReportInput], outcomes: dict[str, Any]) -
 def recipe_digest(recipe: Any) -> str:
     """Content digest of a resolved recipe (buildsys.recipe.model.Recipe): what it asks for,
     not where it was written (file, sources and source positions are left out)."""
-    from buildsys.canonical import digest_data
+    from buildsys.core.canonical import digest_data
 
     data = dataclasses.asdict(recipe)
     for key in ("positions", "file", "sources"):
@@ -74,8 +74,8 @@ def gather_meta(timestamp: str | None = None) -> dict[str, Any]:
     import datetime
     import platform
 
-    from buildsys import __version__, toolchain
-
+    from buildsys import __version__
+    from buildsys.core import toolchain
     tools = {k: v for k, v in toolchain.versions(("numpy", "onnx", "onnxruntime", "onnxsim", "torch",
                                                    "tensorrt", "polygraphy")).items() if v != "absent"}
     stamp = timestamp or datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

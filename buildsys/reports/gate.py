@@ -1,6 +1,6 @@
 """The CI gate's side of a build: which steps it judges, and what the reports read of each.
 
-Every artifact path comes from the resolved graph (buildsys.resolve names the
+Every artifact path comes from the resolved graph (buildsys.recipe.resolve names the
 files); nothing here derives a file name of its own.
 """
 from __future__ import annotations
@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from buildsys.engine.status import DONE
+from buildsys.recipe.resolve import Graph, StepSpec
 from buildsys.reports.collect import ReportInput, recipe_digest
-from buildsys.resolve import Graph, StepSpec
 
 
 def checks(graph: Graph) -> list[StepSpec]:
@@ -18,12 +17,14 @@ def checks(graph: Graph) -> list[StepSpec]:
     return [s for s in graph.steps.values() if s.family == "parity" or "result" in s.outputs]
 
 
-def report_entry(out: Path, graph: Graph, step: StepSpec, state: str, reason: str,
+def report_entry(out: Path, graph: Graph, step: StepSpec, state: str, done: bool, reason: str,
                  verdict: dict | None) -> ReportInput:
-    """What the reports need of one judged step that ended in `state` with `verdict`."""
+    """What the reports need of one judged step that ended in `state` with `verdict`.
+
+    `done`: the state left the step's outputs in place (the engine's `DONE`).
+    """
     r = graph.recipes[step.recipe]
     check = step.name[step.name.index("[") + 1:-1] if "[" in step.name else step.name
-    done = state in DONE
     result = out / step.outputs["result"] if done else None
     calib = _calibration_record(out, graph, r.name) if check.endswith("int8") else {}
     divergence = None
@@ -54,7 +55,7 @@ def _calibration_record(out: Path, graph: Graph, recipe: str) -> dict:
 
 def _divergence(out: Path, graph: Graph, step: StepSpec) -> dict:
     """Where the quantized model strays from the fp32 model, on the sample that failed."""
-    from buildsys.diverge import diagnose
+    from buildsys.steps.diverge import diagnose
 
     fp32 = _artifact(out, graph, graph.steps[f"{step.recipe}:parity[fp32]"].inputs["model"])
     candidate = _artifact(out, graph, step.inputs["model"])  # the model the check judged (fallback's, if any)

@@ -1,4 +1,4 @@
-"""Step kinds: one module each; `KINDS` (buildsys.kinds) maps a kind to its class without importing it.
+"""Step kinds: one module each; `KINDS` (buildsys.core.kinds) maps a kind to its class without importing it.
 
 Step modules import only the standard library at their top, so the orchestrator
 can read a step's VERSION and TOOLS cheaply; heavy libraries are imported inside
@@ -6,7 +6,7 @@ can read a step's VERSION and TOOLS cheaply; heavy libraries are imported inside
 """
 from __future__ import annotations
 
-from buildsys.kinds import (
+from buildsys.core.kinds import (
     KINDS,  # noqa: F401  (the table lives below the resolver, which reads it)
     step_class,  # noqa: F401  (the resolver reads each class's facts once)
 )

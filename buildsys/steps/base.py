@@ -53,7 +53,7 @@ class Step(Generic[P]):
     DEVICE: bool | str = False  # True: bound to this processor; "gpu": to this GPU model
     DISCOVERS = False  # imports project code: its source files join the key
     # Runs no project code (never imports the recipe's model, no torch) and leaves the
-    # interpreter as it found it: runs in the worker's resident process (buildsys.worker).
+    # interpreter as it found it: runs in the worker's resident process (buildsys.runners.worker).
     RESIDENT = False
     PARAMS: type[DataclassInstance] | None = None  # its typed parameters (buildsys.steps.params); None: the slice as it came
 
@@ -69,7 +69,7 @@ class Step(Generic[P]):
 
     @classmethod
     def lane(cls, params: dict[str, Any]) -> str:
-        """The worker template this step forks from (buildsys.worker.LANES): the one that
+        """The worker template this step forks from (buildsys.runners.worker.LANES): the one that
         holds the libraries it uses, imported once per worker rather than once per step;
         `resident` (or `resident-ort`, for those that need ONNX Runtime alone) for the steps
         that need no fresh interpreter (RESIDENT)."""

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildsys.errors import StepError
+from buildsys.core.errors import StepError
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import CalibrateParams
 
@@ -240,7 +240,7 @@ def view_sizes(shape: list, dims: dict[str, dict[str, int]]) -> list[tuple[int, 
     view at the min point (160x160) to another class (top-1 agreement where fp32 is
     decided 92 %); views at 160, 224 and 256 in turn gave 100 %.
     """
-    from buildsys.inputs import concrete_shape
+    from buildsys.steps.inputs import concrete_shape
 
     sizes: list[tuple[int, int]] = []
     for point in ("opt", "min", "max"):
@@ -274,7 +274,7 @@ def _fed_by_calibration(kind: str, dtype: str) -> bool:
 
 
 def _random_source(params: dict[str, Any]) -> _Source:
-    from buildsys.inputs import concrete_shape
+    from buildsys.steps.inputs import concrete_shape
 
     cal, dims = params["calibration"], params["dims"]
     kind = cal["data"]["kind"]
@@ -299,7 +299,7 @@ def _random_feeds(params: dict[str, Any], sample: int, dims_at: dict, skip: tupl
     """Seeded random values for every input but `skip`, at the shapes `dims_at` gives ("opt")."""
     import numpy as np
 
-    from buildsys.inputs import concrete_shape, generate
+    from buildsys.steps.inputs import concrete_shape, generate
 
     kind = params["calibration"]["data"]["kind"]
     feeds = {}
@@ -398,7 +398,7 @@ def _shape_problems(arrays: dict, specs: list[dict], dims: dict[str, dict[str, i
 
 
 def _image_source(params: dict[str, Any], paths: list[Path], workspace: Path) -> _Source:
-    from buildsys.inputs import concrete_shape
+    from buildsys.steps.inputs import concrete_shape
 
     data, dims = params["calibration"]["data"], params["dims"]
     preset = data.get("preset") or "imagenet"
@@ -431,7 +431,7 @@ def _image_source(params: dict[str, Any], paths: list[Path], workspace: Path) ->
         def feeds() -> dict:
             import numpy as np
 
-            from buildsys.inputs import image_view
+            from buildsys.steps.inputs import image_view
 
             rng = np.random.default_rng([_STREAM, sample])
             rows = [image_view(p, *size, rng, "calibration") if view else imagenet_image(p, h, w, workspace)
@@ -490,7 +490,7 @@ def imagenet_image(path: Path, h: int, w: int, workspace: Path):
     import numpy as np
     from PIL import Image, ImageOps
 
-    from buildsys.inputs import IMAGENET_MEAN, IMAGENET_STD
+    from buildsys.steps.inputs import IMAGENET_MEAN, IMAGENET_STD
 
     try:
         with Image.open(path) as opened:

@@ -16,8 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
-from buildsys.canonical import digest_file
-from buildsys.errors import StepError
+from buildsys.core.canonical import digest_file
+from buildsys.core.errors import StepError
 from buildsys.recipe.model import InputSpec
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.onnxfile import check_model, external_tensors

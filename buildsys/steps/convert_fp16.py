@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from buildsys.errors import StepError
+from buildsys.core.errors import StepError
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.check_onnx import check_model
 from buildsys.steps.export import EXTERNAL_DATA_BYTES

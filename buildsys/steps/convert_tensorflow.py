@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from buildsys.errors import StepError
+from buildsys.core.errors import StepError
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import ExportParams, ReferenceParams
 

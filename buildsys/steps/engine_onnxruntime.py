@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from buildsys.errors import StepError
+from buildsys.core.errors import StepError
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import OrtEngineParams, OrtGpuParams, as_dict
 
@@ -21,7 +21,7 @@ class OrtFormatEngine(Step[OrtEngineParams]):
     def run(self) -> StepResult:
         import numpy as np
 
-        from buildsys.numerics import compare_outputs
+        from buildsys.core.numerics import compare_outputs
         from buildsys.steps import simplify
         from buildsys.steps.reference import read_reference
         from buildsys.steps.sessions import cpu_session, engine_options
@@ -89,9 +89,9 @@ class _OrtGpuEngine(Step[OrtGpuParams]):
 
     @classmethod
     def unavailable(cls, params):
-        from buildsys import gpu
+        from buildsys.core import gpu
+        from buildsys.core.toolchain import installed
         from buildsys.steps.sessions import GPU_WHEEL
-        from buildsys.toolchain import installed
 
         reason = gpu.absent_reason()
         if reason:
@@ -105,8 +105,8 @@ class _OrtGpuEngine(Step[OrtGpuParams]):
         raise NotImplementedError
 
     def run(self) -> StepResult:
-        from buildsys import gpu
-        from buildsys.numerics import compare_outputs
+        from buildsys.core import gpu
+        from buildsys.core.numerics import compare_outputs
         from buildsys.steps.engine_tensorrt import parity_document, target_tolerance
         from buildsys.steps.reference import read_reference
         from buildsys.steps.sessions import gpu_session, node_placement, placement_record, refuse_fallback
@@ -220,9 +220,9 @@ def ort_tensorrt_cache(workspace: Path, model: Path, params: dict) -> Path:
     weights and the TensorRT version, so two models or two TensorRT versions can
     collide in one folder; here each key has its own folder.
     """
-    from buildsys import gpu
-    from buildsys.canonical import digest_data, digest_file
-    from buildsys.toolchain import versions
+    from buildsys.core import gpu
+    from buildsys.core.canonical import digest_data, digest_file
+    from buildsys.core.toolchain import versions
 
     tools = versions(OrtTensorRTEngine.TOOLS)
     tag = digest_data({"model": digest_file(model), "tools": tools, "gpu": gpu.gpu(), "target": params["target"],

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from buildsys import gpu
-from buildsys.canonical import digest_data
-from buildsys.errors import StepError
+from buildsys.core import gpu
+from buildsys.core.canonical import digest_data
+from buildsys.core.errors import StepError
 from buildsys.recipe.model import Dim, InputSpec, Tolerance
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import OrtGpuParams, TensorRTParams, as_dict, from_slice
@@ -151,7 +151,7 @@ def _system_nvinfer() -> bool:
 
 def libs_requirement(version: str) -> str:
     """The libraries distribution that matches the installed TensorRT distribution."""
-    from buildsys.toolchain import installed
+    from buildsys.core.toolchain import installed
 
     dist = next((d for d in TENSORRT_DISTS if d in installed()), "tensorrt-cu12")
     base = "tensorrt-cu12" if dist == "tensorrt" else dist
@@ -160,7 +160,7 @@ def libs_requirement(version: str) -> str:
 
 def needed_cuda() -> int | None:
     """The CUDA major the installed TensorRT and CUDA runtime wheels are built for (cu12 → 12), if named."""
-    from buildsys.toolchain import installed
+    from buildsys.core.toolchain import installed
 
     for dist in installed():
         m = _CU_SUFFIX.search(dist)
@@ -209,7 +209,7 @@ def pin_cuda_runtime() -> Path | None:
 
 def installed_tensorrt() -> str | None:
     """TensorRT's version from its distribution metadata, without importing it."""
-    from buildsys.toolchain import installed
+    from buildsys.core.toolchain import installed
 
     have = installed()
     return next((have[d] for d in TENSORRT_DISTS if d in have), None)
@@ -293,7 +293,7 @@ class TensorRTEngine(Step[TensorRTParams]):
         from polygraphy.backend.trt import TrtRunner
         from polygraphy.datatype import DataType
 
-        from buildsys.numerics import compare_outputs
+        from buildsys.core.numerics import compare_outputs
         from buildsys.steps.reference import read_reference
 
         p = self.params

@@ -28,7 +28,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from buildsys.errors import StepError
+from buildsys.core.errors import StepError
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import TorchScriptParams, as_dict
 
@@ -91,7 +91,7 @@ class TorchScriptEngine(Step[TorchScriptParams]):
     def _parity(self, module) -> dict[str, Any]:
         import torch
 
-        from buildsys.numerics import compare_outputs
+        from buildsys.core.numerics import compare_outputs
         from buildsys.steps.modelload import flatten_outputs
         from buildsys.steps.reference import read_reference
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from buildsys.errors import StepError
+from buildsys.core.errors import StepError
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import ExportParams
 
@@ -499,7 +499,7 @@ def outputs_mismatch(returned: int, named: int, what: str = "the model returned"
 
 def disk_refusal(exc: BaseException | None) -> OSError | None:
     """The write the disk refused (full, read-only, not permitted) in `exc`'s chain, if any."""
-    from buildsys.errors import storage_error
+    from buildsys.core.errors import storage_error
 
     for _ in range(8):
         if exc is None:

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from buildsys.errors import StepError
+from buildsys.core.errors import StepError
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import FallbackParams, as_dict
 
@@ -253,7 +253,7 @@ def without_qdq(int8, fp32, name: str):
 def _error(session, batches, ref, outputs, metrics) -> float:
     import numpy as np
 
-    from buildsys.numerics import decided_rows
+    from buildsys.core.numerics import decided_rows
 
     total = 0.0
     for feeds, expected in zip(batches, ref):

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from buildsys.canonical import digest_file
-from buildsys.errors import StepError
+from buildsys.core.canonical import digest_file
+from buildsys.core.errors import StepError
 
 
 def _workspace_modules(workspace: Path) -> dict[str, Path]:
@@ -173,7 +173,7 @@ def example_inputs(params: dict[str, Any], workspace: Path, point: str = "opt"):
     """Seeded torch tensors at one shape point, in the recipe's input order."""
     import torch
 
-    from buildsys.inputs import parity_inputs
+    from buildsys.steps.inputs import parity_inputs
 
     arrays = parity_inputs({**params, "parity": {"seed": 0}}, workspace, point, 0)
     return tuple(torch.from_numpy(arrays[i["name"]]) for i in params["inputs"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from buildsys.errors import StepError
+from buildsys.core.errors import StepError
 
 # External tensors up to this many bytes are read into the model before strict shape inference: the
 # constants that inference reads by value (a ReduceMean's axes, a Reshape's shape) are small, and the

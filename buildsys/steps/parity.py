@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from buildsys.errors import StepError
+from buildsys.core.errors import StepError
 from buildsys.recipe.model import QuantizationSpec
 from buildsys.steps.base import Step, StepResult
 
@@ -122,7 +122,7 @@ def judge(session, manifest: list[dict], arrays, outputs: list[str], tol: dict,
     decided, at every point and sample together (`decided_failures`), not sample by
     sample: a sample at a batch-1 point is one row, where one flip would read as 0 %.
     """
-    from buildsys.numerics import compare_outputs
+    from buildsys.core.numerics import compare_outputs
 
     low = tol.get("min_top1_decided")
     per_sample = {**tol, "min_top1_decided": None} if low is not None else tol
@@ -227,7 +227,7 @@ def _latency(fp32, int8, manifest: list[dict], arrays, threads: int, scratch) ->
     import tempfile
     from pathlib import Path
 
-    from buildsys.toolchain import cpu
+    from buildsys.core.toolchain import cpu
 
     entry = next((e for e in manifest if e["point"] == "opt"), manifest[0])
     feeds = {name: arrays[key] for name, key in entry["inputs"].items()}

@@ -38,8 +38,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from buildsys.errors import StepError
-from buildsys.flavours import CPU_CLASSES, CPU_LABELS, FLAVOURS, Flavour, flavour_for  # noqa: F401 (the steps' names)
+from buildsys.core.errors import StepError
+from buildsys.core.flavours import CPU_CLASSES, CPU_LABELS, FLAVOURS, Flavour, flavour_for  # noqa: F401 (the steps' names)
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import QuantizeParams
 

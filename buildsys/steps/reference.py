@@ -52,8 +52,8 @@ class ReferenceOutputs(Step[ReferenceParams]):
         import numpy as np
         import torch
 
-        from buildsys.inputs import fit_notes, parity_inputs
         from buildsys.steps.export import outputs_mismatch
+        from buildsys.steps.inputs import fit_notes, parity_inputs
         from buildsys.steps.modelload import flatten_outputs, load_model
 
         torch.set_num_threads(self.ctx.threads)
@@ -99,7 +99,7 @@ class ReferenceOutputs(Step[ReferenceParams]):
 
 def model_failed(what: str, point: str, inputs: dict, dims: dict, drawn: dict[str, dict[str, int]], exc: Exception):
     """The reference model raised at a shape point; at a seeded random shape, how to keep it to the sizes it takes."""
-    from buildsys.errors import StepError
+    from buildsys.core.errors import StepError
 
     shapes = {k: list(v.shape) for k, v in inputs.items()}
     message = f"{what} failed at the {point} shape {shapes}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
@@ -128,9 +128,9 @@ def write_reference_outputs(p: dict, workspace: Path, out: Path, run) -> int:
     """
     import numpy as np
 
-    from buildsys.errors import StepError
-    from buildsys.inputs import parity_inputs
+    from buildsys.core.errors import StepError
     from buildsys.steps.export import outputs_mismatch
+    from buildsys.steps.inputs import parity_inputs
 
     arrays, manifest = {}, []
     for point in p["parity"]["points"]:

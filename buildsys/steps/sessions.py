@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from buildsys.gpu import cuda_options  # noqa: F401  (decided from the target alone: resolve puts them in the key)
+from buildsys.core.gpu import cuda_options  # noqa: F401  (decided from the target alone: resolve puts them in the key)
 
 
 def session_options(threads: int):
@@ -87,7 +87,7 @@ def refuse_fallback(session, provider: str, placement: dict | None = None, allow
     provider list shows the first; `placement` (node_placement, from a profiled
     run) shows the second.
     """
-    from buildsys.errors import StepError
+    from buildsys.core.errors import StepError
 
     name = PROVIDER_NAMES[provider]
     got = list(session.get_providers())

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from buildsys.errors import StepError
+from buildsys.core.errors import StepError
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.export import EXTERNAL_DATA_BYTES
 from buildsys.steps.params import SimplifyParams

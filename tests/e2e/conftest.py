@@ -46,7 +46,7 @@ def worker_pids(root: Path) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            if b"buildsys.worker" not in Path(f"/proc/{entry}/cmdline").read_bytes():
+            if b"buildsys.runners.worker" not in Path(f"/proc/{entry}/cmdline").read_bytes():
                 continue
             if os.readlink(f"/proc/{entry}/cwd") == str(root):
                 found.append(int(entry))

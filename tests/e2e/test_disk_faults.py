@@ -87,7 +87,7 @@ def _install(fault):
 
     setattr(os, call, refuse)
     if call == "link":  # the copy that replaces a refused link needs the same space
-        import buildsys.safepath as safepath
+        import buildsys.storage.safepath as safepath
         create = safepath.create_temp
 
         def no_space(folder, name, suffix, mode=0o600):

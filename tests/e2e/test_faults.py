@@ -693,16 +693,16 @@ def _install():
 
     setattr(holder, name, wrapper)
 
-# `python -m buildsys -C DIR build` (a worker, `python -m buildsys.worker`, has no arguments yet)
+# `python -m buildsys -C DIR build` (a worker, `python -m buildsys.runners.worker`, has no arguments yet)
 if "build" in sys.argv[1:]:
     _install()
 '''
 
 COMMIT_POINTS = [(m, o, n, when, nth)
-                 for m, o, n, nths in [("buildsys.store", "Store", "put", (1, 4)),
-                                       ("buildsys.store", "Store", "materialize", (1, 4)),
-                                       ("buildsys.state", "State", "record", (1, 5)),
-                                       ("buildsys.state", "State", "flush", (1,)),
+                 for m, o, n, nths in [("buildsys.storage.store", "Store", "put", (1, 4)),
+                                       ("buildsys.storage.store", "Store", "materialize", (1, 4)),
+                                       ("buildsys.storage.state", "State", "record", (1, 5)),
+                                       ("buildsys.storage.state", "State", "flush", (1,)),
                                        ("buildsys.engine.noop", "", "record", (1,))]
                  for nth in nths for when in ("before", "after")]
 

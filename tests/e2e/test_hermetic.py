@@ -96,7 +96,7 @@ from pathlib import Path
 import torch
 
 from buildsys.steps.modelload import load_model
-from buildsys.worker import fresh_generators
+from buildsys.runners.worker import fresh_generators
 
 ws, kinds = Path(sys.argv[1]), sys.argv[2:]
 x = torch.linspace(-2, 2, 24).reshape(6, 4)

@@ -48,7 +48,7 @@ DRIVER = '''
 import json, sys, uuid
 from pathlib import Path
 
-import buildsys.workers as workers
+import buildsys.runners.workers as workers
 from buildsys.engine.answer import Job
 
 ws = Path(sys.argv[1])
@@ -172,7 +172,7 @@ class Writes(Aborts):
 
 def test_a_step_that_kills_the_resident_process_fails_with_its_signal_and_the_next_gets_a_new_one(tmp_path, monkeypatch):
     from buildsys.engine.answer import Job
-    from buildsys.workers import WorkerPool
+    from buildsys.runners.workers import WorkerPool
 
     (tmp_path / "rsteps.py").write_text(STEPS)
     monkeypatch.syspath_prepend(str(tmp_path))

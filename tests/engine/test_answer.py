@@ -5,9 +5,9 @@ import pickle
 
 import pytest
 
+from buildsys.core.exitcodes import EXIT_OK, EXIT_PARITY, EXIT_STEP, EXIT_USAGE
 from buildsys.engine.answer import Job, Outcome, StepAnswer
 from buildsys.engine.status import exit_status, status_word
-from buildsys.exitcodes import EXIT_OK, EXIT_PARITY, EXIT_STEP, EXIT_USAGE
 
 
 def test_a_job_and_its_answer_survive_the_pipe():
@@ -17,7 +17,7 @@ def test_a_job_and_its_answer_survive_the_pipe():
               files={}, outputs={"model": "model.onnx"}, log="/w/out/r/logs/export.log", device="gpu",
               lane="torch", threads=2)
     wire = pickle.loads(pickle.dumps(job.to_wire()))  # what a worker receives
-    assert wire["lane"] == "torch" and wire["threads"] == 2  # read by buildsys.worker and the step's context
+    assert wire["lane"] == "torch" and wire["threads"] == 2  # read by buildsys.runners.worker and the step's context
     assert Job.from_wire(wire) == job
     answer = StepAnswer(ok=True, seconds=1.5, outputs={"model": [["model.onnx", "a" * 64, 3]]}, note="kept fp32")
     assert StepAnswer.from_wire(pickle.loads(pickle.dumps(answer.to_wire()))) == answer

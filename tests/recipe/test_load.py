@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from buildsys.errors import RecipeError, UsageError
+from buildsys.core.errors import RecipeError, UsageError
 from buildsys.recipe import discover, load_recipe, load_recipes, select
 from buildsys.recipe.model import (
     DEFAULT_TOLERANCES,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from buildsys.errors import RecipeError
+from buildsys.core.errors import RecipeError
 from buildsys.recipe import load_recipe
 from buildsys.recipe.docs import schema_table_markdown
 from buildsys.recipe.model import (
@@ -657,7 +657,7 @@ def test_a_glob_that_leaves_the_workspace_is_refused_from_its_text_before_any_wa
                                                                                     says):
     import glob as globbing
 
-    from buildsys import datafiles
+    from buildsys.core import datafiles
 
     def walked(*args, **kwargs):
         raise AssertionError("a folder was read")
@@ -680,7 +680,7 @@ def _tree(root: Path, names: list[str]) -> None:
 def test_a_glob_walk_never_enters_out_venv_or_git_and_is_bounded(tmp_path: Path, monkeypatch):
     import os
 
-    from buildsys import datafiles
+    from buildsys.core import datafiles
 
     _tree(tmp_path, ["out/r/a.npy", ".venv/lib/b.npy", ".git/c.npy", "data/d.npy", "data/out/e.npy", "f.npy",
                      "data/.hidden/g.npy"])
@@ -703,7 +703,7 @@ def test_a_glob_walk_never_enters_out_venv_or_git_and_is_bounded(tmp_path: Path,
 
 
 def test_a_glob_that_walks_too_far_is_a_located_error(ws: Path, monkeypatch):
-    from buildsys import datafiles
+    from buildsys.core import datafiles
 
     _tree(ws, [f"data/{i}/x.npy" for i in range(20)])
     monkeypatch.setattr(datafiles, "MAX_WALKED", 10)
@@ -713,7 +713,7 @@ def test_a_glob_that_walks_too_far_is_a_located_error(ws: Path, monkeypatch):
 
 
 def test_a_symbolic_link_loop_is_walked_once(tmp_path: Path):
-    from buildsys import datafiles
+    from buildsys.core import datafiles
 
     _tree(tmp_path, ["data/a/x.npy"])
     (tmp_path / "data/a/back").symlink_to(tmp_path / "data")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from buildsys.errors import RecipeError
+from buildsys.core.errors import RecipeError
 from buildsys.recipe import yamlload
 from buildsys.recipe.yamlload import load_yaml, parse_yaml
 

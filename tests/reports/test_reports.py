@@ -10,8 +10,8 @@ import jsonschema
 import numpy as np
 import pytest
 
-from buildsys.errors import UsageError
-from buildsys.numerics import compare
+from buildsys.core.errors import UsageError
+from buildsys.core.numerics import compare
 from buildsys.reports import ReportInput, write_reports
 from buildsys.reports.baseline import grew
 from buildsys.reports.collect import from_json, to_json

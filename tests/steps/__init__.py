@@ -10,7 +10,7 @@ from typing import Any
 
 from buildsys.engine.stepjob import run_job
 from buildsys.recipe import load_recipe
-from buildsys.resolve import StepSpec, resolve_recipe
+from buildsys.recipe.resolve import StepSpec, resolve_recipe
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "models"
 

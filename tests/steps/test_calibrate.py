@@ -371,7 +371,7 @@ def test_quantize_runs_no_model_and_says_what_it_made(fp32, monkeypatch):
     monkeypatch.setattr(ort, "InferenceSession", no_session)
     answer = fp32.run("quantize[onnxruntime]")
     assert answer["ok"], answer.get("error")
-    from buildsys.toolchain import cpu_class
+    from buildsys.core.toolchain import cpu_class
 
     # auto: the class of this machine's CPU, 8-bit weights with VNNI, 7-bit without
     if cpu_class() == "vnni":
@@ -409,8 +409,8 @@ def test_threads_setting_reaches_the_calibrator(fp32, monkeypatch):
 
 
 def test_the_cpu_class_follows_the_instruction_set():
+    from buildsys.core.toolchain import cpu_class
     from buildsys.steps.quantize import flavour_for
-    from buildsys.toolchain import cpu_class
 
     assert cpu_class("avx avx2 fma avx512f avx512_vnni") == "vnni"
     assert cpu_class("avx avx2 avx_vnni") == "vnni"

@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from buildsys.errors import StepError
+from buildsys.core.errors import StepError
 from buildsys.steps.check_onnx import check_model
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from buildsys import gpu
+from buildsys.core import gpu
+from buildsys.core.errors import StepError
 from buildsys.engine.stepjob import run_job
-from buildsys.errors import StepError
 from buildsys.recipe.model import Dim, InputSpec
 from buildsys.steps import engine_tensorrt as et
 from buildsys.steps.engine_tensorrt import TensorRTEngine, builder_settings, profile_shapes, timing_cache_path
@@ -254,7 +254,7 @@ def test_a_driver_older_than_the_pinned_cuda_is_unavailable_naming_the_driver_ne
 
 
 def test_the_cuda_major_comes_from_the_installed_wheels(monkeypatch):
-    from buildsys import toolchain
+    from buildsys.core import toolchain
 
     monkeypatch.setattr(toolchain, "installed", lambda: {"numpy": "2", "tensorrt-cu12-bindings": "10.16.1.11"})
     assert et.needed_cuda() == 12

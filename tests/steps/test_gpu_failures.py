@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 
-from buildsys import gpu
+from buildsys.core import gpu
 from buildsys.steps import engine_onnxruntime as eo
 from buildsys.steps import sessions
 from tests.steps import RecipeSteps
@@ -152,7 +152,7 @@ def test_the_cuda_provider_options_are_in_the_step_s_key_and_tf32_is_the_recipe_
     ("{backend: onnxruntime, provider: cuda, precision: fp32, cpu_nodes: Shape}", "cpu_nodes"),
 ])
 def test_tf32_and_cpu_nodes_belong_to_the_gpu_providers_only(tmp_path, target, found):
-    from buildsys.errors import RecipeError
+    from buildsys.core.errors import RecipeError
 
     with pytest.raises(RecipeError) as err:
         recipe(tmp_path, target)
@@ -176,7 +176,7 @@ PLACED = {"/conv/Conv": {"op": "Conv", "provider": "CUDAExecutionProvider", "flo
 
 
 def test_a_partial_cpu_fallback_fails_the_gpu_step_naming_the_nodes(tmp_path):
-    from buildsys.errors import StepError
+    from buildsys.core.errors import StepError
 
     session = _Session(["CUDAExecutionProvider", "CPUExecutionProvider"])
     sessions.refuse_fallback(session, "cuda")  # the provider list alone cannot see it
@@ -223,7 +223,7 @@ def test_node_placement_reads_onnx_runtime_s_own_profile(tmp_path):
     ("{backend: tensorrt, provider: cuda, precision: fp16}", "provider: not allowed for backend tensorrt"),
 ])
 def test_precisions_a_provider_cannot_run_are_recipe_errors(tmp_path, target, found):
-    from buildsys.errors import RecipeError
+    from buildsys.core.errors import RecipeError
 
     with pytest.raises(RecipeError) as err:
         recipe(tmp_path, target)
@@ -256,7 +256,7 @@ def test_the_tensorrt_provider_cache_is_keyed_by_model_tools_gpu_and_target(tmp_
     assert eo.ort_tensorrt_cache(tmp_path, a, params) == first
     assert eo.ort_tensorrt_cache(tmp_path, b, params) != first
     monkeypatch.setattr(eo.OrtTensorRTEngine, "TOOLS", ("tensorrt-cu12",))
-    from buildsys import toolchain
+    from buildsys.core import toolchain
 
     monkeypatch.setattr(toolchain, "installed", lambda: {"tensorrt-cu12": "10.15.1.29"})
     assert eo.ort_tensorrt_cache(tmp_path, a, params) != first
@@ -267,7 +267,7 @@ def test_the_tensorrt_provider_cache_is_keyed_by_model_tools_gpu_and_target(tmp_
 
 
 def test_without_onnxruntime_gpu_the_provider_steps_are_unavailable_saying_so(tmp_path, monkeypatch):
-    from buildsys import toolchain
+    from buildsys.core import toolchain
 
     monkeypatch.setattr(gpu, "absent_reason", lambda: None)
     monkeypatch.setattr(gpu, "packages_note", lambda: None)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from buildsys.kinds import KINDS
+from buildsys.core.kinds import KINDS
 from buildsys.recipe import discover, load_recipes
 from buildsys.recipe.model import CalibrationSpec, ModelSpec, QuantizationSpec, TargetSpec, TensorFlowSpec
-from buildsys.resolve import resolve
+from buildsys.recipe.resolve import resolve
 from buildsys.steps import step_class
 from buildsys.steps.params import ExportParams, from_slice
 from tests.test_resolve import recipe

@@ -6,7 +6,7 @@ Layout under the cache root:
     uses/<key>                  empty; its modification time is the key's last hit
 
 Everything read here is untrusted: whoever can write to the cache can write
-any entry. Entries are checked by buildsys.untrusted before their names and
+any entry. Entries are checked by buildsys.storage.untrusted before their names and
 digests are used; blobs are read no further than their recorded size and
 verified against their digest before they enter the local store, so a damaged
 or tampered entry is a rejected miss. A blob found damaged is replaced by the
@@ -24,9 +24,9 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from buildsys import safepath
-from buildsys.store import Store, is_digest
-from buildsys.untrusted import Rejected, check_outputs
+from buildsys.storage import safepath
+from buildsys.storage.store import Store, is_digest
+from buildsys.storage.untrusted import Rejected, check_outputs
 
 MAX_ACTION_BYTES = 4 << 20  # one key's entries (at most 16) are a few KiB
 
@@ -55,7 +55,7 @@ class SharedCache:
         return f"{self.root}/actions/{key}.json"
 
     def actions(self, key: str) -> list[Any]:
-        """The entries stored for `key`, unchecked (see buildsys.untrusted); [] when none can be read."""
+        """The entries stored for `key`, unchecked (see buildsys.storage.untrusted); [] when none can be read."""
         try:
             with self.fs.open(self._action(key), "rb") as f:
                 raw = f.read(MAX_ACTION_BYTES + 1)
@@ -185,7 +185,7 @@ class SharedCache:
             Path(part).unlink(missing_ok=True)
             raise safepath.with_filename(exc, target) from None
 
-    # -- last use and collection (buildsys.cachegc) -------------------------------
+    # -- last use and collection (buildsys.storage.cachegc) -------------------------------
 
     def record_use(self, key: str) -> None:
         """Stamp a hit on `key`: one empty write, whose time `cache gc` reads back from a listing."""

@@ -1,6 +1,6 @@
 """Worker processes that run steps, and the in-process runner for tests.
 
-A worker is a template process (see buildsys.worker): it imports torch and ONNX
+A worker is a template process (see buildsys.runners.worker): it imports torch and ONNX
 Runtime once and forks a fresh child for every step, so steps start warm (re-
 importing torch per step costs more than most steps take) and yet hermetic (no
 step sees what another one did to its interpreter). Each worker is its own
@@ -51,12 +51,12 @@ class WorkerPool:
     def _spawn(self) -> Worker:
         parent, child = socket.socketpair()
         lifeline, keep = os.pipe()
-        from buildsys import gpu
+        from buildsys.core import gpu
 
         env = dict(os.environ)
         env.update({
             # No template may see the GPU (a CUDA context does not survive fork) and no CPU step
-            # either (its key holds no GPU); a GPU step's child gives it back (buildsys.worker).
+            # either (its key holds no GPU); a GPU step's child gives it back (buildsys.runners.worker).
             **gpu.hidden(os.environ),
             "OMP_NUM_THREADS": str(self.threads),
             "MKL_NUM_THREADS": str(self.threads),
@@ -66,7 +66,7 @@ class WorkerPool:
             "PYTHONUNBUFFERED": "1",
         })
         proc = subprocess.Popen(
-            [sys.executable, "-m", "buildsys.worker"],
+            [sys.executable, "-m", "buildsys.runners.worker"],
             cwd=self.workspace, env=env, pass_fds=(child.fileno(), lifeline),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,

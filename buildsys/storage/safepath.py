@@ -12,7 +12,7 @@ import os
 import secrets
 import shutil
 
-from buildsys.errors import BuildsysError
+from buildsys.core.errors import BuildsysError
 
 # O_EXCL fails on any existing name, a dangling symlink included; O_NOFOLLOW says so explicitly.
 _EXCLUSIVE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
-from buildsys import toolchain
-from buildsys.errors import StepError
+from buildsys.core import toolchain
+from buildsys.core.errors import StepError
 
 NVIDIACTL = Path(toolchain.NVIDIACTL)
 SMI_TIMEOUT = 10.0  # seconds; a wedged driver must not hang every build

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from buildsys.exitcodes import EXIT_STEP, EXIT_USAGE
+from buildsys.core.exitcodes import EXIT_STEP, EXIT_USAGE
 
 
 class BuildsysError(Exception):

@@ -17,8 +17,8 @@ import shutil
 import stat
 from pathlib import Path
 
-from buildsys import safepath
-from buildsys.canonical import digest_file
+from buildsys.core.canonical import digest_file
+from buildsys.storage import safepath
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from buildsys import gpu
+from buildsys.core import gpu
 
 LIBRARIES = ("torch", "onnxruntime", "tensorrt")
 PROBE_TIMEOUT = 180.0  # seconds: a first CUDA start can compile kernels for a new GPU
@@ -114,7 +114,7 @@ _PROBES = {"torch": _torch, "onnxruntime": _onnxruntime, "tensorrt": _tensorrt}
 def run_probe(library: str) -> dict:
     """probe(library) in a child process."""
     try:
-        proc = subprocess.run([sys.executable, "-m", "buildsys.doctor", library], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "buildsys.tools.doctor", library], capture_output=True, text=True,
                               timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return {"version": "", "cuda": "", "works": False, "detail": f"no answer within {PROBE_TIMEOUT:g}s"}
@@ -149,7 +149,7 @@ def diagnose(library: str, found: dict, device: dict) -> Row:
                }.get(cause or "", "")
         if not fix and library == "onnxruntime" and "no CUDA provider" in detail:
             fix = INSTALL["onnxruntime"]
-        fix = fix or "see the detail; `python -m buildsys.doctor " + library + "` prints the probe's answer"
+        fix = fix or "see the detail; `python -m buildsys.tools.doctor " + library + "` prints the probe's answer"
     return Row(library, version, cuda, works, detail, fix)
 
 

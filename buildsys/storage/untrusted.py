@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from buildsys.store import is_digest
+from buildsys.storage.store import is_digest
 
 MAX_FILE_BYTES = 1 << 40  # 1 TiB: larger than any model file, small enough to be a real size
 MAX_NAME_CHARS = 255  # NAME_MAX of every common file system

@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from buildsys.errors import BuildsysError
-from buildsys.numerics import compare
+from buildsys.core.errors import BuildsysError
+from buildsys.core.numerics import compare
 from buildsys.steps.onnxfile import tensor_types
 
 # onnx.TensorProto element types compared: FLOAT, FLOAT16, DOUBLE, BFLOAT16.

@@ -152,9 +152,9 @@ def bench_recipe(recipe, workspace: Path, out: Path, threads: int | None = None)
     import numpy as np
     import torch
 
-    from buildsys import gpu
-    from buildsys.inputs import generate
-    from buildsys.resolve import model_params
+    from buildsys.core import gpu
+    from buildsys.recipe.resolve import model_params
+    from buildsys.steps.inputs import generate
     from buildsys.steps.modelload import load_model
 
     threads = threads or os.cpu_count() or 1
@@ -267,8 +267,8 @@ def _bench_ort_gpu(name: str, path: Path, provider: str, options: dict, precisio
                    profile: int, shapes, batch) -> list[BenchRow]:
     """ONNX Runtime on its CUDA or TensorRT provider with the options its step used, device-resident and with
     host copies; never a CPU run in disguise."""
-    from buildsys import gpu
-    from buildsys.errors import StepError
+    from buildsys.core import gpu
+    from buildsys.core.errors import StepError
     from buildsys.steps.sessions import PROVIDER_NAMES, gpu_session, refuse_fallback
 
     options = dict(options)
@@ -345,7 +345,7 @@ def _ort_resident(name: str, path: Path, provider: str, providers: list, feeds, 
 def _bench_trt(plan: Path, feeds, profile: int, shapes, batch) -> list[BenchRow]:
     """A TensorRT engine through Polygraphy's TrtRunner: inputs and outputs on the GPU, and with host copies."""
 
-    from buildsys import gpu
+    from buildsys.core import gpu
     from buildsys.steps.engine_tensorrt import pin_cuda_runtime, tensorrt_missing
 
     precision = plan.stem.rsplit("-", 1)[-1]
@@ -469,8 +469,8 @@ def run(recipe, root: Path, threads: int | None) -> Path:
     """`buildsys bench`: time every built artifact of `recipe`, print the table, write out/<recipe>/bench.json."""
     import sys
 
-    from buildsys import __version__, gpu, toolchain
-
+    from buildsys import __version__
+    from buildsys.core import gpu, toolchain
     rows = bench_recipe(recipe, root, root / "out", threads)
     print(render(recipe.name, rows))
     target = root / "out" / recipe.name / "bench.json"

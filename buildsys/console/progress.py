@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 from buildsys.engine.answer import Outcome
-from buildsys.resolve import StepSpec
+from buildsys.recipe.resolve import StepSpec
 
 if TYPE_CHECKING:
     from rich.live import Live

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from buildsys.exitcodes import EXIT_USAGE
+from buildsys.core.exitcodes import EXIT_USAGE
 
 
 def parser():
@@ -185,3 +185,9 @@ def plain(argv: list[str]) -> PlainArgs | None:
     if not argv or argv[0] not in ("build", "status") or argv[1:] not in ([], ["--json"]):
         return None
     return PlainArgs(directory, argv[0], len(argv) == 2)
+
+
+def executor_options(args) -> dict:
+    """The options every building command shares (jobs, timeout, shared cache, executor), as BuildOptions fields."""
+    return dict(jobs=args.jobs, timeout=args.timeout, cache=args.cache, cache_read_only=args.cache_read_only,
+                executor=args.executor, scheduler=args.scheduler, memory_limit=args.memory_limit)

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from buildsys.state import State
-from buildsys.store import Store
+from buildsys.storage.state import State
+from buildsys.storage.store import Store
 
 GRACE_MINUTES = 60.0  # a shared blob younger than this may belong to a publish in flight
 # An unfinished upload (a temporary name beside the blobs or entries) is removed only after a

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from buildsys.errors import StepError
+from buildsys.core.errors import StepError
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from buildsys.engine.answer import Finished, Job, StepAnswer
+from buildsys.engine.answer import Finished, Job, Outputs, StepAnswer
+from buildsys.storage.store import Store
+from buildsys.storage.untrusted import Rejected
 
 
 def run_remote(wire: dict[str, Any]) -> dict[str, Any]:
     """Runs on a Dask worker: inputs from the shared cache, outputs back to it (a wire job and answer)."""
-    from buildsys.engine.rebuilder import fetch_inputs, publish_outputs
-    from buildsys.store import Store
-    from buildsys.workers import run_isolated
+    from buildsys.runners.workers import run_isolated
 
     job = Job.from_wire(wire)
     with tempfile.TemporaryDirectory(prefix="buildsys-") as tmp:
@@ -47,6 +47,43 @@ def run_remote(wire: dict[str, Any]) -> dict[str, Any]:
         if answer.ok:
             publish_outputs(wire["cache"], answer.outputs, root / "out", store)
         return dataclasses.replace(answer, remote=True, log_text=log_text).to_wire()
+
+
+# -- a cluster worker's side of the shared cache -----------------------------------
+
+
+def fetch_inputs(cache_url: str, artifacts: dict[str, tuple[str, list[list]]], store: Store,
+                 folder: Path) -> tuple[dict[str, str], str | None]:
+    """Place a step's input artifacts from the shared cache under `folder`: (input paths, why not or None)."""
+    from buildsys.storage.sharedcache import SharedCache
+
+    cache = SharedCache(cache_url)
+    inputs: dict[str, str] = {}
+    for name, (primary, files) in artifacts.items():
+        try:
+            found, why = cache.fetch({name: files}, store), ""
+        except Rejected as exc:
+            found, why = False, f": {exc}"
+        if not found:
+            return inputs, f"input {name} is missing or damaged in the shared cache {cache_url}{why}"
+        for rel, digest, _ in files:
+            store.materialize(digest, folder / name / rel)
+        inputs[name] = str(folder / name / primary)
+    return inputs, None
+
+
+def publish_outputs(cache_url: str, outputs: Outputs, scratch: Path, store: Store) -> None:
+    """Put a step's outputs from `scratch` into `store`, then their blobs into the shared cache.
+
+    Only blobs: the action entry is written by the orchestrator's commit, once it has
+    checked the answer and fetched the blobs back.
+    """
+    from buildsys.storage.sharedcache import SharedCache
+
+    for files in outputs.values():
+        for rel, digest, _ in files:
+            store.put(scratch / rel, digest)
+    SharedCache(cache_url).publish_blobs(outputs, store)
 
 
 class DaskRunner:

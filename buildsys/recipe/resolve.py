@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildsys.datafiles import DataPathError, GlobTooWide, inside_workspace, npy_files
-from buildsys.kinds import KINDS, step_class
-from buildsys.reads import Reads
+from buildsys.core.datafiles import DataPathError, GlobTooWide, inside_workspace, npy_files
+from buildsys.core.kinds import KINDS, step_class
+from buildsys.core.reads import Reads
 from buildsys.recipe.model import Recipe, TargetSpec
 
 
@@ -35,7 +35,7 @@ class StepSpec:
     version: int = 0  # its VERSION
     tools: tuple[str, ...] = ()  # the distributions whose versions its key holds
     device: bool | str = False  # True: bound to this processor; "gpu": holds the GPU while it runs
-    lane: str = ""  # the worker template it forks from (buildsys.worker.LANES)
+    lane: str = ""  # the worker template it forks from (buildsys.runners.worker.LANES)
     resident: bool = False  # runs in a long-lived process of its worker
 
     @property
@@ -263,7 +263,7 @@ def _draw(rng, sizes: range) -> int:
 
 
 def _data_problem(r: Recipe, field_path: str, exc: DataPathError):
-    from buildsys.errors import Problem, RecipeError
+    from buildsys.core.errors import Problem, RecipeError
 
     at = field_path
     while at and at not in r.positions:
@@ -319,7 +319,7 @@ def parity_split(r: Recipe, root: Path, reads: Reads | None = None) -> tuple[dic
         if shared:
             k = max(1, round(r.parity.holdout * len(shared)))
             if len(calibrated - held) - k < 1:
-                from buildsys.errors import Problem, RecipeError
+                from buildsys.core.errors import Problem, RecipeError
 
                 f, line, col = r.positions.get("parity.holdout", r.positions.get(f"inputs.{n}.data.path",
                                                                                 (r.file, None, None)))
@@ -363,7 +363,7 @@ def calibration_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict
         return {}
     found = _data_files(r, root, data, "calibration.data.path", reads)
     if not found:
-        from buildsys.errors import Problem, RecipeError
+        from buildsys.core.errors import Problem, RecipeError
 
         f, line, col = r.positions.get("calibration.data.path", (r.file, None, None))
         what = "glob" if data.kind == "npy" else "folder"
@@ -376,14 +376,14 @@ def calibration_files(r: Recipe, root: Path, reads: Reads | None = None) -> dict
 
 def flavour_settings(flavour: str, cpu: str) -> dict[str, Any]:
     """Every choice of an int8 flavour, in the keys of the steps that quantize with it."""
-    from buildsys.flavours import flavour_for
+    from buildsys.core.flavours import flavour_for
 
     return dataclasses.asdict(flavour_for(flavour, cpu if flavour == "onnxruntime" else None))
 
 
 def _int8_cpu(r: Recipe) -> str:
     """The CPU class of ONNX Runtime's int8 flavour: the recipe's, or this machine's for `auto`."""
-    from buildsys.toolchain import cpu_class
+    from buildsys.core.toolchain import cpu_class
 
     return cpu_class() if r.quantization.cpu == "auto" else r.quantization.cpu
 
@@ -455,7 +455,7 @@ def _engine(r: Recipe, t: TargetSpec, candidate: str, quantized: dict[str, str],
         # On the GPU: the parity of the model as the provider runs it; the TensorRT provider's engines are cached.
         model = (quantized[t.provider] if t.precision == "int8" else quantized["fp16"] if _needs_fp16_onnx(t)
                  else candidate)
-        from buildsys.gpu import cuda_options
+        from buildsys.core.gpu import cuda_options
 
         return StepSpec(**common, kind_path=KINDS[f"engine-onnxruntime-{t.provider}"],
                         params={"target": _target(t), "inputs": base["inputs"], "outputs": base["outputs"],

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from buildsys import safepath
-from buildsys.resolve import Graph
+from buildsys.recipe.resolve import Graph
+from buildsys.storage import safepath
 
 
 @dataclass

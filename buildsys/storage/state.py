@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from buildsys.canonical import digest_file
-from buildsys.reads import Reads
+from buildsys.core.canonical import digest_file
+from buildsys.core.reads import Reads
 
 SCHEMA_VERSION = 1
 
@@ -473,7 +473,7 @@ class _Transaction:
 
 def write_failure(path: Path, exc: sqlite3.Error, doing: str = "write"):
     """The StorageError for a write SQLite could not make (read-only, full, I/O error, locked too long)."""
-    from buildsys.errors import StorageError
+    from buildsys.core.errors import StorageError
 
     name = getattr(exc, "sqlite_errorname", "") or ""
     hints = {"SQLITE_READONLY": "the folder or its file system is read-only; make it writable and run again",

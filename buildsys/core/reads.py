@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from buildsys.datafiles import PRUNED
+from buildsys.core.datafiles import PRUNED
 
 
 class Reads:
@@ -38,7 +38,7 @@ def glob_folders(root: str, pattern: str) -> list[str]:
     yet (data/b/ beside data/a/ for data/**/*.npy), which changes that folder's
     stamp and no other. Hidden folders are left out, as glob leaves them out,
     unless the pattern names some, and so are out/, .venv/ and .git/ at the root, which
-    the glob never enters (buildsys.datafiles). A pattern without wildcards is its own path.
+    the glob never enters (buildsys.core.datafiles). A pattern without wildcards is its own path.
     """
     parts = pattern.split("/")
     first = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)

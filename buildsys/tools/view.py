@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from buildsys.errors import UsageError
+from buildsys.core.errors import UsageError
 
 VIEWABLE = (".onnx", ".ort")
 

@@ -11,10 +11,10 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import buildsys
-from buildsys.errors import Problem, RecipeError
+from buildsys.core.errors import Problem, RecipeError
 from buildsys.recipe import READING_VERSION, unique_names
 from buildsys.recipe.model import Recipe
-from buildsys.state import State, file_stamp
+from buildsys.storage.state import State, file_stamp
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "recipe.schema.json"
 

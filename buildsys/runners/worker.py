@@ -25,7 +25,7 @@ write faults and the first-use set-up of onnxsim and ONNX Runtime a child pays.
 It is never forked, so it may start threads; if it dies, the step it ran is
 reported like a crashed child and the next such step starts a new one.
 
-The GPU: the worker starts with it hidden (buildsys.gpu.hidden), so no template
+The GPU: the worker starts with it hidden (buildsys.core.gpu.hidden), so no template
 and no CPU step can reach it, and a template that initialised CUDA all the same
 is refused after its warm-up (cuda_refusal). The child of a GPU step (DEVICE
 "gpu") gets the build's CUDA_VISIBLE_DEVICES back before the step runs and so
@@ -148,7 +148,7 @@ def _lane_below(lane: str, wanted: str) -> str:
 
 def _lane_death(wanted: str, below: str, code: int, job: dict[str, Any], started: float) -> dict[str, Any]:
     from buildsys.engine.answer import StepAnswer
-    from buildsys.workers import death_answer
+    from buildsys.runners.workers import death_answer
 
     if below == wanted and wanted in RESIDENT_LANES:  # the step itself ran there and took the process with it
         return death_answer(code, job.get("log"), started).to_wire()
@@ -229,7 +229,7 @@ def _reside(conn: Connection) -> None:
     """
     import logging
 
-    from buildsys import gpu
+    from buildsys.core import gpu
 
     gpu.reveal(False)  # no GPU step runs here
     # ONNX Runtime's quantization tools log through the root logger's module functions,
@@ -264,7 +264,7 @@ def _own_modules() -> list[str]:
     """buildsys's step modules and the helpers they import: standard library only at their top."""
     from buildsys.steps import KINDS
 
-    helpers = ["buildsys.canonical", "buildsys.errors", "buildsys.gpu", "buildsys.inputs", "buildsys.numerics", "buildsys.toolchain",
+    helpers = ["buildsys.core.canonical", "buildsys.core.errors", "buildsys.core.gpu", "buildsys.steps.inputs", "buildsys.core.numerics", "buildsys.core.toolchain",
                "buildsys.steps.diagnose", "buildsys.steps.modelload", "buildsys.steps.qat", "buildsys.steps.sessions"]
     return ["buildsys.steps.base", "buildsys.engine.answer", "buildsys.engine.stepjob", *helpers, *sorted({path.partition(":")[0] for path in KINDS.values()})]
 
@@ -423,7 +423,7 @@ class _Children:
         self.spare = pid, job_w, ans_r
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
-        from buildsys.workers import death_answer
+        from buildsys.runners.workers import death_answer
 
         started = time.monotonic()
         self.prepare()
@@ -486,7 +486,7 @@ def _child(job_r: int, ans_w: int) -> None:
         job = pickle.loads(data)
         fresh_generators()
         try:
-            from buildsys import gpu
+            from buildsys.core import gpu
             from buildsys.engine.stepjob import run_job
 
             gpu.reveal(job.get("device") == "gpu")  # before the step, and so before anything touches CUDA

@@ -8,7 +8,7 @@ recorded in `gpu-wheels.json` next to the pins (refreshed from PyPI by
 `scripts/refresh_gpu_wheels.py`), so the check needs no registry.
 
 `make … SYSTEM=1` uses an interpreter's own packages instead of installing the
-pins; `python -m buildsys.pins installed` says in one line what is missing and
+pins; `python -m buildsys.core.pins installed` says in one line what is missing and
 warns about each version that differs (the keys record the real versions anyway).
 Nothing here imports a heavy library: versions come from package metadata.
 """
@@ -176,7 +176,7 @@ def installed(pyproject: Path, groups: tuple[str, ...]) -> tuple[list[str], list
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m buildsys.pins installed [GROUP…]` | `python -m buildsys.pins check`, from the repository root."""
+    """`python -m buildsys.core.pins installed [GROUP…]` | `python -m buildsys.core.pins check`, from the repository root."""
     args = sys.argv[1:] if argv is None else argv
     root = Path.cwd()
     if args[:1] == ["check"]:
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in differ:
             print(line, file=sys.stderr)
         return 0
-    print("usage: python -m buildsys.pins check | installed [GROUP…]", file=sys.stderr)
+    print("usage: python -m buildsys.core.pins check | installed [GROUP…]", file=sys.stderr)
     return 2
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from buildsys.errors import StepError
+from buildsys.core.errors import StepError
 
 POINT_INDEX = {"min": 0, "opt": 1, "max": 2}
 
@@ -48,7 +48,7 @@ def generate(spec: dict[str, Any], shape: tuple[int, ...], rng: np.random.Genera
 
 def _from_files(spec: dict, pattern: str, shape: tuple[int, ...], workspace: Path, sample: int,
                 field: str, drawn: list[str] | None = None) -> np.ndarray:
-    from buildsys.datafiles import DataPathError, npy_files
+    from buildsys.core.datafiles import DataPathError, npy_files
 
     try:
         files = [str(workspace / f) for f in drawn] if drawn else npy_files(workspace, pattern)
@@ -170,7 +170,7 @@ def fitted(arr_shape: tuple[int, ...], declared: list, shape: tuple[int, ...]) -
 
 def fit_notes(params: dict[str, Any], workspace: Path, point: str, sample: int) -> list[str]:
     """For each npy input that FIT_RULE reshaped at this point: which file, from what, how."""
-    from buildsys.datafiles import npy_files
+    from buildsys.core.datafiles import npy_files
 
     notes = []
     drawn = params["parity"].get("files", {})

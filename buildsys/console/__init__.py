@@ -1,0 +1,1 @@
+"""The command line's parts: the parser (`arguments`), printing results (`show`), live progress."""
