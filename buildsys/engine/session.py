@@ -144,7 +144,6 @@ class Session:
     def _make_runner(self) -> Runner:
         """Local persistent workers, or a Dask cluster meeting at the shared cache."""
         o = self.options
-        threads = self.threads
         if o.executor == "dask":
             if not o.scheduler:
                 raise UsageError("--executor dask needs --scheduler tcp://HOST:PORT")
@@ -157,12 +156,12 @@ class Session:
             except ImportError:
                 raise UsageError("--executor dask needs Dask", hint="pip install '.[cluster]'") from None
             try:
-                return DaskRunner(o.scheduler, self.shared().url, threads)
+                return DaskRunner(o.scheduler, self.shared().url)
             except OSError as exc:
                 raise UsageError(f"cannot reach the Dask scheduler {o.scheduler}: {exc}") from None
         from buildsys.workers import WorkerPool
 
-        return WorkerPool(o.jobs, threads, str(self.ws.root), memory_limit=o.memory_limit)
+        return WorkerPool(o.jobs, self.threads, str(self.ws.root), memory_limit=o.memory_limit)
 
     # -- the commands -----------------------------------------------------------------
 
