@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from buildsys.resolve import Graph, StepSpec
+from buildsys.resolve import Graph, StepSpec, with_facts
 from tests.fakes import build_graph
 
 COUNTING = "tests.fakes:Counting"
@@ -191,7 +191,7 @@ def test_only_builds_the_named_step_and_what_it_needs(ws):
 def test_unavailable_step_is_reported_with_its_reason(ws):
     g = chain()
     d = g.steps["s:d"]
-    g.steps["s:d"] = StepSpec(d.id, d.recipe, d.name, "tests.fakes:Unavailable", d.params, outputs=d.outputs)
+    g.steps["s:d"] = with_facts(StepSpec(d.id, d.recipe, d.name, "tests.fakes:Unavailable", d.params, outputs=d.outputs))
     out, ran = build(ws, g)
     assert out["s:d"].state == "unavailable" and out["s:d"].reason == "no such device on this machine"
     assert "s:d" not in ran

@@ -27,7 +27,6 @@ from buildsys.build import Workspace
 from buildsys.canonical import canonical, digest_data
 from buildsys.engine.answer import Finished, Job, Outcome, Outputs, StepAnswer
 from buildsys.engine.keys import KeyMaker, Reasons, diff_docs, key_of
-from buildsys.kinds import step_class
 from buildsys.resolve import Graph, StepSpec
 from buildsys.state import State, Trace
 from buildsys.store import Store
@@ -96,9 +95,8 @@ class Rebuilder:
         if escape:
             return Outcome(step.id, "failed", "unsafe output path",
                            message=f"{escape}\n  hint: remove the link; out/ must hold real folders")
-        why_not = step_class(step.kind_path).unavailable(step.params)
-        if why_not:
-            return Outcome(step.id, "unavailable", why_not)
+        if step.unavailable:
+            return Outcome(step.id, "unavailable", step.unavailable)
         upstream = {up: outputs for up in step.upstream if (outputs := outcomes[up].outputs)}
         decision = self.decide(step, upstream)
         cut = any(outcomes[u].state in ("ran", "cutoff") for u in step.data_upstream)
