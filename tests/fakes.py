@@ -5,6 +5,7 @@ from pathlib import Path
 
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
+from buildsys.verdict import Verdict
 
 
 def runs(workspace: Path) -> list[str]:
@@ -42,7 +43,7 @@ class Counting(Step):
             self.ctx.output(name).write_text("|".join(parts))
         verdict = None
         if "passes" in self.params:
-            verdict = {"passed": self.params["passes"], "summary": "judged"}
+            verdict = Verdict(self.params["passes"], "judged")
         return StepResult(deps=deps, verdict=verdict, summary="counted")
 
 

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "buildsys"
 # An entry names a module or, with a trailing ".", every module under a package.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("buildsys", "exitcodes", "errors", "canonical", "safepath", "toolchain", "gpu", "numerics", "datafiles",
-                    "kinds", "reads", "flavours", "pins")),
+                    "kinds", "reads", "flavours", "pins", "verdict")),
     ("storage", ("store", "untrusted", "state", "sharedcache")),
     ("recipe", ("recipe", "recipe.")),
     ("resolve", ("resolve",)),

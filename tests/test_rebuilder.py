@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from buildsys.resolve import Graph, StepSpec, with_facts
+from buildsys.verdict import Verdict
 from tests.fakes import build_graph
 
 COUNTING = "tests.fakes:Counting"
@@ -121,10 +122,10 @@ def test_without_keep_going_the_build_stops_after_a_failure(ws):
 
 def test_a_failed_verdict_blocks_gated_steps_and_is_kept(ws):
     out, ran = build(ws, chain(passes=False), keep_going=True)
-    assert out["r:b"].verdict == {"passed": False, "summary": "judged"}
+    assert out["r:b"].verdict == Verdict(False, "judged")
     assert out["r:c"].state == "skipped" and "failed parity" in out["r:c"].reason
     out, ran = build(ws, chain(passes=False), keep_going=True)
-    assert "r:b" not in ran and out["r:b"].verdict["passed"] is False
+    assert "r:b" not in ran and out["r:b"].verdict == Verdict(False, "judged")  # as the trace kept it
 
 
 def test_deleted_output_is_restored_from_the_store_without_running(ws):

@@ -31,6 +31,7 @@ from buildsys.resolve import Graph, StepSpec
 from buildsys.state import State, Trace
 from buildsys.store import Store
 from buildsys.untrusted import Rejected, check_entry, declared_files
+from buildsys.verdict import Verdict, to_json
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Decision:
     why: Reasons
     outputs: Outputs | None = None  # for cached / restore
     deps: dict | None = None
-    verdict: dict | None = None
+    verdict: Verdict | None = None
 
     @property
     def reason(self) -> str:
@@ -108,7 +109,8 @@ class Rebuilder:
             if self.materialize(step, decision.outputs):
                 if decision.action == "restore":
                     self.state.record(Trace(step.id, decision.key, decision.doc, decision.deps or {},
-                                            decision.outputs, decision.verdict, 0.0), digest_data(decision.deps or {}))
+                                            decision.outputs, to_json(decision.verdict), 0.0),
+                                      digest_data(decision.deps or {}))
                 state = "cutoff" if cut and decision.action == "cached" else "cached"
                 reason = "inputs unchanged after upstream re-ran" if state == "cutoff" else decision.reason
                 return Outcome(step.id, state, reason, outputs=decision.outputs, verdict=decision.verdict)
@@ -164,10 +166,11 @@ class Rebuilder:
                 if fetched:
                     return self._failed(step, decision, StepAnswer.failed(fetched, answer.seconds))
             self._place(step, answer, Path(done.job.scratch))
+            verdict = to_json(answer.verdict)
             self.state.record(Trace(step.id, decision.key, decision.doc, answer.deps, answer.outputs,
-                                    answer.verdict, answer.seconds), digest_data(answer.deps))
+                                    verdict, answer.seconds), digest_data(answer.deps))
             if self.shared is not None:
-                self.shared.publish(decision.key, answer.deps, answer.outputs, answer.verdict, self.store)
+                self.shared.publish(decision.key, answer.deps, answer.outputs, verdict, self.store)
             return Outcome(step.id, "ran", decision.reason, answer.seconds, answer.outputs, answer.verdict,
                            log=step.log, note=answer.note)
         finally:
@@ -228,11 +231,12 @@ class Rebuilder:
         if trace is not None and trace.key == key:
             stale = self.changed_deps(trace.deps)
             if not stale and self._outputs_present(trace.outputs):
-                return Decision("cached", key, doc, Reasons(("up to date",)), trace.outputs, trace.deps, trace.verdict)
+                return Decision("cached", key, doc, Reasons(("up to date",)), trace.outputs, trace.deps,
+                                Verdict.from_json(trace.verdict))
         for deps, outputs, verdict in self.state.actions(key):
             if not self.changed_deps(deps) and self._blobs_present(outputs):
                 return Decision("restore", key, doc, Reasons(("restored from the cache: built before with these inputs",)),
-                                outputs, deps, verdict)
+                                outputs, deps, Verdict.from_json(verdict))
         rejected = None
         if self.shared is not None:
             for entry in self.shared.actions(key):
@@ -251,7 +255,7 @@ class Rebuilder:
                     if self.fetch:
                         self.shared.record_use(key)  # the shared cache's last use, for `cache gc`
                     return Decision("restore", key, doc, Reasons(("fetched from the shared cache",)), entry["outputs"],
-                                    entry.get("deps", {}), entry.get("verdict"))
+                                    entry.get("deps", {}), Verdict.from_json(entry.get("verdict")))
             self.shared.misses += 1
         return Decision("run", key, doc, Reasons((rejected,)) if rejected else self.why(step, doc, trace))
 
@@ -355,9 +359,10 @@ class Rebuilder:
 
 def _rejected(step: StepSpec, answer: StepAnswer) -> str | None:
     """Why a worker's answer cannot be committed (a cluster worker's is untrusted input), or None."""
+    # A verdict that is not an object stays as the worker sent it (StepAnswer.from_wire), for check_entry to refuse.
+    verdict = answer.verdict.to_json() if isinstance(answer.verdict, Verdict) else answer.verdict
     try:
-        check_entry(declared_files(step.outputs), {"outputs": answer.outputs, "deps": answer.deps,
-                                                   "verdict": answer.verdict})
+        check_entry(declared_files(step.outputs), {"outputs": answer.outputs, "deps": answer.deps, "verdict": verdict})
     except Rejected as exc:
         who = "the cluster worker's" if answer.remote else "the worker's"
         return f"{who} answer was rejected: {exc}"

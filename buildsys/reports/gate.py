@@ -11,6 +11,7 @@ from pathlib import Path
 from buildsys.engine.status import DONE
 from buildsys.reports.collect import ReportInput, recipe_digest
 from buildsys.resolve import Graph, StepSpec
+from buildsys.verdict import Verdict
 
 
 def checks(graph: Graph) -> list[StepSpec]:
@@ -19,7 +20,7 @@ def checks(graph: Graph) -> list[StepSpec]:
 
 
 def report_entry(out: Path, graph: Graph, step: StepSpec, state: str, reason: str,
-                 verdict: dict | None) -> ReportInput:
+                 verdict: Verdict | None) -> ReportInput:
     """What the reports need of one judged step that ended in `state` with `verdict`."""
     r = graph.recipes[step.recipe]
     check = step.name[step.name.index("[") + 1:-1] if "[" in step.name else step.name
@@ -27,7 +28,7 @@ def report_entry(out: Path, graph: Graph, step: StepSpec, state: str, reason: st
     result = out / step.outputs["result"] if done else None
     calib = _calibration_record(out, graph, r.name) if check.endswith("int8") else {}
     divergence = None
-    if done and check.endswith("int8") and verdict and not verdict.get("passed"):
+    if done and check.endswith("int8") and verdict is not None and not verdict:
         divergence = _divergence(out, graph, step)
     return ReportInput(recipe=r.name, recipe_file=r.file, recipe_digest=recipe_digest(r), check=check,
                        result=result, state=state, reason=reason,

@@ -25,6 +25,7 @@ from buildsys.reports.collect import (
     fmt_unordered,
     fmt_worst,
 )
+from buildsys.verdict import Verdict
 
 TEMPLATES = Path(__file__).parent / "templates"
 _RANK = {"error": 0, "failed": 0, "blocked": 1, "regressed": 2, "unavailable": 3, "passed": 4}
@@ -100,7 +101,7 @@ def _check(c: dict[str, Any], regressed: bool) -> dict[str, Any]:
 
 def _output_row(point: str, shapes: str, o: dict[str, Any], atol: float | None) -> dict[str, Any]:
     b = o.get("baseline") or {}
-    status = "failed" if not o["passed"] else ("regressed" if o["regressed"] else "passed")
+    status = "failed" if not Verdict.read(o) else ("regressed" if o["regressed"] else "passed")
     return {"point": point, "shapes": shapes, "error": "", "status": status, "name": o["name"],
             "max_abs": fmt_change(b.get("max_abs"), o.get("max_abs")) if b else fmt(o.get("max_abs")),
             "mean_abs": fmt(o.get("mean_abs")), "max_rel": fmt(o.get("max_rel")),

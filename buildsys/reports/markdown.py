@@ -22,6 +22,7 @@ from buildsys.reports.collect import (
     fmt_unordered,
     output_names,
 )
+from buildsys.verdict import Verdict
 
 MAX_ROWS = 150  # GitHub cuts comments at 65,536 characters
 MAX_LISTED = 20
@@ -111,7 +112,7 @@ def _failure_rows(k: Case, check: dict[str, Any], seen: set[tuple]) -> list[str]
                 seen.add((k.recipe, k.check, point))
                 out.append(_row("failed", k.recipe, k.check, point, "", "", "", "",
                                 f"ONNX Runtime failed: {row['error']}"))
-        elif o is not None and not o["passed"]:
+        elif o is not None and not Verdict.read(o):
             detail = "; ".join(o["failures"]) + f" (tolerance: {fmt_tolerance(check['tolerance'])})" + _calib(check)
             out.append(_row("failed", k.recipe, k.check, point, k.output, *_figures(o), detail))
     if (k.recipe, k.check, "divergence") not in seen and check.get("divergence"):

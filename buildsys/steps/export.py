@@ -16,6 +16,7 @@ from typing import Any
 from buildsys.errors import StepError
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import ExportParams
+from buildsys.verdict import Verdict
 
 # Beyond this many bytes of weights a single protobuf cannot hold the model.
 EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -165,7 +166,7 @@ class ExportOnnx(Step[ExportParams]):
             note = (f"{warned['count']} tracer warning{'s' if warned['count'] != 1 else ''} (parity judges the "
                     f"trace; first: {first['file']}:{first['line']}: {first['message'][:200]})")
             summary += ", " + note
-            verdict = {"passed": True, "summary": note, "tracer_warnings": warned}
+            verdict = Verdict(True, note, details={"tracer_warnings": warned})
         return StepResult(outputs={"model": files}, deps=deps, summary=summary, verdict=verdict)
 
     def _dynamo(self, model, args, out: Path, external: bool, traced: dict[str, dict[str, int]]) -> None:
