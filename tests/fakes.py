@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from buildsys.core.errors import StepError
+from buildsys.core.verdict import Verdict
 from buildsys.steps.base import Step, StepResult
 
 
@@ -42,7 +43,7 @@ class Counting(Step):
             self.ctx.output(name).write_text("|".join(parts))
         verdict = None
         if "passes" in self.params:
-            verdict = {"passed": self.params["passes"], "summary": "judged"}
+            verdict = Verdict(self.params["passes"], "judged")
         return StepResult(deps=deps, verdict=verdict, summary="counted")
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from buildsys.recipe.resolve import Graph, StepSpec
+from buildsys.core.verdict import Verdict
+from buildsys.recipe.resolve import Graph, StepSpec, with_facts
 from tests.fakes import build_graph
 
 COUNTING = "tests.fakes:Counting"
@@ -121,10 +122,10 @@ def test_without_keep_going_the_build_stops_after_a_failure(ws):
 
 def test_a_failed_verdict_blocks_gated_steps_and_is_kept(ws):
     out, ran = build(ws, chain(passes=False), keep_going=True)
-    assert out["r:b"].verdict == {"passed": False, "summary": "judged"}
+    assert out["r:b"].verdict == Verdict(False, "judged")
     assert out["r:c"].state == "skipped" and "failed parity" in out["r:c"].reason
     out, ran = build(ws, chain(passes=False), keep_going=True)
-    assert "r:b" not in ran and out["r:b"].verdict["passed"] is False
+    assert "r:b" not in ran and out["r:b"].verdict == Verdict(False, "judged")  # as the trace kept it
 
 
 def test_deleted_output_is_restored_from_the_store_without_running(ws):
@@ -191,7 +192,7 @@ def test_only_builds_the_named_step_and_what_it_needs(ws):
 def test_unavailable_step_is_reported_with_its_reason(ws):
     g = chain()
     d = g.steps["s:d"]
-    g.steps["s:d"] = StepSpec(d.id, d.recipe, d.name, "tests.fakes:Unavailable", d.params, outputs=d.outputs)
+    g.steps["s:d"] = with_facts(StepSpec(d.id, d.recipe, d.name, "tests.fakes:Unavailable", d.params, outputs=d.outputs))
     out, ran = build(ws, g)
     assert out["s:d"].state == "unavailable" and out["s:d"].reason == "no such device on this machine"
     assert "s:d" not in ran

@@ -21,7 +21,7 @@ def describe(o: Outcome) -> str:
         head += f"  {o.seconds:.1f}s"
     text = f"{head}  ({o.reason})" if o.reason else head
     if o.verdict is not None:
-        text += f"\n            {o.verdict.get('summary', '')}"
+        text += f"\n            {o.verdict.said}"
     if o.note:
         text += f"\n            note: {o.note}"
     if o.message:
@@ -44,7 +44,7 @@ class PlainReporter:
         print(f"{'start':<11} {step.id}", file=self.stream, flush=True)
 
     def finished(self, o: Outcome) -> None:
-        if self.verbose or o.state not in ("cached", "cutoff") or (o.verdict and not o.verdict.get("passed")):
+        if self.verbose or o.state not in ("cached", "cutoff") or (o.verdict is not None and not o.verdict):
             print(describe(o), file=self.stream, flush=True)
 
     def close(self) -> None:
@@ -79,7 +79,7 @@ class LiveReporter(PlainReporter):
     def finished(self, o: Outcome) -> None:
         self.running.pop(o.step, None)
         if self.live is not None:
-            if self.verbose or o.state not in ("cached", "cutoff") or (o.verdict and not o.verdict.get("passed")):
+            if self.verbose or o.state not in ("cached", "cutoff") or (o.verdict is not None and not o.verdict):
                 self.live.console.print(describe(o), highlight=False, markup=False)
         else:
             super().finished(o)

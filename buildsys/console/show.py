@@ -27,7 +27,9 @@ def build_result(steps: list[dict], code: int, problems: list[str], as_json: boo
         counts[s["state"]] = counts.get(s["state"], 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     print(f"{len(steps)} steps: {summary or 'nothing to do'}", file=sys.stderr)
-    parity_failed = [s["id"] for s in steps if s.get("passed") is False]
+    from buildsys.core.verdict import Verdict  # not at the top, which imports the standard library only
+
+    parity_failed = [s["id"] for s in steps if (verdict := Verdict.from_json(s)) is not None and not verdict]
     if parity_failed:
         print(f"parity failed: {', '.join(parity_failed)}", file=sys.stderr)
 
@@ -54,7 +56,7 @@ def explanation(rows) -> None:
         else:
             print(f"{sid}: {word}: {detail}")
         if o.verdict is not None:
-            print(f"  {o.verdict.get('summary', '')}")
+            print(f"  {o.verdict.said}")
 
 
 def graph(g, form: str) -> None:

@@ -5,6 +5,8 @@ from typing import Any
 
 import numpy as np
 
+from buildsys.core.verdict import Verdict
+
 
 def compare(ref: np.ndarray, got: np.ndarray, tol: dict[str, Any]) -> dict[str, Any]:
     """Error figures of `got` against `ref` and whether they meet `tol`.
@@ -19,7 +21,7 @@ def compare(ref: np.ndarray, got: np.ndarray, tol: dict[str, Any]) -> dict[str, 
     failures: list[str] = []
     m: dict[str, Any] = {"shape": list(got.shape), "reference_shape": list(ref.shape)}
     if got.shape != ref.shape:
-        m.update(passed=False, failures=[f"shape {list(got.shape)} != reference {list(ref.shape)}"])
+        m.update(Verdict(False, failures=(f"shape {list(got.shape)} != reference {list(ref.shape)}",)).to_json())
         return m
     r = ref.astype(np.float64, copy=False)
     g = got.astype(np.float64, copy=False)
@@ -77,8 +79,7 @@ def compare(ref: np.ndarray, got: np.ndarray, tol: dict[str, Any]) -> dict[str, 
         if low is not None and m["top1_decided"] is not None and m["top1_decided"] < low:
             failures.append(f"decided top-1 agreement {m['top1_decided']:.4f} < {low} "
                             f"({int((agree & decided).sum())} of {m['decided']} rows where the reference is decided)")
-    m["passed"] = not failures
-    m["failures"] = failures
+    m.update(Verdict(not failures, failures=tuple(failures)).to_json())
     return m
 
 
@@ -163,13 +164,13 @@ def compare_outputs(refs: dict[str, np.ndarray], gots: dict[str, np.ndarray], to
             out[name] = compare(refs[name], gots[name], tol)
     for name in refs:
         m = out[name]
-        if name not in group and not m["passed"] and _rows_permuted(refs[name], gots[name], tol):
+        if name not in group and not Verdict.read(m) and _rows_permuted(refs[name], gots[name], tol):
             rows = refs[name].shape[0]
             same = [n for n in refs if refs[n].ndim >= 1 and refs[n].shape[0] == rows] or [name]
             m["permuted"] = True
-            m["failures"].append(
-                f"its {rows} rows match the reference's in another order: if the order carries no meaning "
-                f"(detections), compare them as rows in any order with parity: {{unordered: [{', '.join(same)}]}}")
+            why = (f"its {rows} rows match the reference's in another order: if the order carries no meaning "
+                   f"(detections), compare them as rows in any order with parity: {{unordered: [{', '.join(same)}]}}")
+            m.update(Verdict(False, failures=(*(Verdict.read(m).failures or ()), why)).to_json())
     return {name: out[name] for name in refs}
 
 
@@ -190,8 +191,8 @@ def _compare_unordered(refs: dict[str, np.ndarray], gots: dict[str, np.ndarray],
                 problem = "rows of another shape: " + ", ".join(
                     f"{n} {list(gots[n].shape)} (reference {list(refs[n].shape)})" for n in mismatched)
     if problem is not None:
-        return {n: {"shape": list(gots[n].shape), "reference_shape": list(refs[n].shape), "passed": False,
-                    "failures": [problem], "unordered": {"outputs": names, "rows": None, "matched": None}}
+        return {n: {"shape": list(gots[n].shape), "reference_shape": list(refs[n].shape),
+                    **Verdict(False, failures=(problem,)).to_json(), "unordered": {"outputs": names, "rows": None, "matched": None}}
                 for n in names}
     cost, feasible = _pair_costs(refs, gots, tol)
     pairing, matched = match_rows(cost, feasible)
@@ -202,10 +203,11 @@ def _compare_unordered(refs: dict[str, np.ndarray], gots: dict[str, np.ndarray],
         m["unordered"] = {"outputs": names, "rows": rows, "matched": matched}
         out[n] = m
     if matched < rows:
-        out[names[0]]["passed"] = False
-        out[names[0]]["failures"].insert(0, (
+        first = out[names[0]]
+        first.update(Verdict(False, failures=(
             f"{rows - matched} of {rows} reference rows have no candidate row within atol {tol.get('atol') or 0:g} + "
-            f"rtol {tol.get('rtol') or 0:g}·|ref| across {', '.join(names)} (rows compared in any order)"))
+            f"rtol {tol.get('rtol') or 0:g}·|ref| across {', '.join(names)} (rows compared in any order)",
+            *(Verdict.read(first).failures or ()))).to_json())
     return out
 
 

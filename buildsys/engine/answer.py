@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from buildsys.core.verdict import Verdict
+
 STATES = ("ran", "cached", "cutoff", "failed", "skipped", "unavailable", "would-run")
 Outputs = dict[str, list[list]]  # output name -> [[file name, digest, size], ...]
 
@@ -50,7 +52,7 @@ class StepAnswer:
     seconds: float = 0.0
     outputs: Outputs = field(default_factory=dict)
     deps: dict[str, dict[str, str]] = field(default_factory=dict)  # discovered: {"files": ..., "dists": ...}
-    verdict: dict[str, Any] | None = None
+    verdict: Verdict | None = None
     summary: str = ""
     note: str = ""
     error: str = ""  # for a failure: what went wrong
@@ -66,12 +68,17 @@ class StepAnswer:
 
     def to_wire(self) -> dict[str, Any]:
         """A plain dict; a field that is None (no traceback, no hint) is left out, as from_wire reads it."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        wire = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        if self.verdict is not None:
+            wire["verdict"] = self.verdict.to_json()
+        return wire
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> StepAnswer:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in wire.items() if k in known and v is not None}
+        if isinstance(values.get("verdict"), dict):  # anything else is left for the commit's check to refuse
+            values["verdict"] = Verdict.from_json(values["verdict"])
         return cls(**values)
 
 
@@ -92,7 +99,7 @@ class Outcome:
     reason: str
     seconds: float = 0.0
     outputs: Outputs | None = None
-    verdict: dict | None = None
+    verdict: Verdict | None = None
     message: str | None = None  # failure message (with hint)
     log: str | None = None
     key: str | None = None  # the step's key, where it could be computed
@@ -104,14 +111,13 @@ class Outcome:
         """Whether steps that depend on this one cannot go ahead."""
         if self.state in ("failed", "skipped", "unavailable"):
             return True
-        return self.verdict is not None and not self.verdict.get("passed", True)
+        return self.verdict is not None and not self.verdict
 
     def as_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.step, "state": self.state, "reason": self.reason,
                              "seconds": round(self.seconds, 3)}
         if self.verdict is not None:
-            d["passed"] = bool(self.verdict.get("passed"))
-            d["summary"] = self.verdict.get("summary", "")
+            d.update(self.verdict.brief().to_json())
         if self.note:
             d["note"] = self.note
         if self.message:

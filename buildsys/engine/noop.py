@@ -202,9 +202,10 @@ def replay_status(meta: str, recipes) -> list[tuple[str, str, str]] | None:
     entry = check(meta, signature(recipes, None, False))
     if entry is None:
         return None
+    from buildsys.core.verdict import Verdict
     from buildsys.engine.status import status_word
 
-    return [(s["id"], *status_word(s["state"], s["reason"], s if "passed" in s else None)) for s in entry["steps"]]
+    return [(s["id"], *status_word(s["state"], s["reason"], Verdict.from_json(s))) for s in entry["steps"]]
 
 
 def worth_recording(dry_run: bool, problems: bool, code: int) -> bool:
@@ -226,8 +227,7 @@ def answer(outcomes) -> list[dict] | None:
         if o.state in ("ran", "cached", "cutoff"):
             step = {"id": o.step, "state": "cached", "reason": "up to date", "seconds": 0.0}
             if o.verdict is not None:
-                step["passed"] = bool(o.verdict.get("passed"))
-                step["summary"] = o.verdict.get("summary", "")
+                step.update(o.verdict.brief().to_json())
             steps.append(step)
         elif o.state in ("unavailable", "skipped"):
             steps.append(o.as_json())

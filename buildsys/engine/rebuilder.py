@@ -24,7 +24,7 @@ from typing import Any
 
 from buildsys.core import toolchain
 from buildsys.core.canonical import canonical, digest_data
-from buildsys.core.kinds import step_class
+from buildsys.core.verdict import Verdict, to_json
 from buildsys.engine.answer import Finished, Job, Outcome, Outputs, StepAnswer
 from buildsys.engine.keys import KeyMaker, Reasons, diff_docs, key_of
 from buildsys.engine.workspace import Workspace
@@ -43,7 +43,7 @@ class Decision:
     why: Reasons
     outputs: Outputs | None = None  # for cached / restore
     deps: dict | None = None
-    verdict: dict | None = None
+    verdict: Verdict | None = None
 
     @property
     def reason(self) -> str:
@@ -97,9 +97,8 @@ class Rebuilder:
         if escape:
             return Outcome(step.id, "failed", "unsafe output path",
                            message=f"{escape}\n  hint: remove the link; out/ must hold real folders")
-        why_not = step_class(step.kind_path).unavailable(step.params)
-        if why_not:
-            return Outcome(step.id, "unavailable", why_not)
+        if step.unavailable:
+            return Outcome(step.id, "unavailable", step.unavailable)
         upstream = {up: outputs for up in step.upstream if (outputs := outcomes[up].outputs)}
         decision = self.decide(step, upstream)
         cut = any(outcomes[u].state in ("ran", "cutoff") for u in step.data_upstream)
@@ -111,7 +110,8 @@ class Rebuilder:
             if self.materialize(step, decision.outputs):
                 if decision.action == "restore":
                     self.state.record(Trace(step.id, decision.key, decision.doc, decision.deps or {},
-                                            decision.outputs, decision.verdict, 0.0), digest_data(decision.deps or {}))
+                                            decision.outputs, to_json(decision.verdict), 0.0),
+                                      digest_data(decision.deps or {}))
                 state = "cutoff" if cut and decision.action == "cached" else "cached"
                 reason = "inputs unchanged after upstream re-ran" if state == "cutoff" else decision.reason
                 return Outcome(step.id, state, reason, outputs=decision.outputs, verdict=decision.verdict)
@@ -167,10 +167,11 @@ class Rebuilder:
                 if fetched:
                     return self._failed(step, decision, StepAnswer.failed(fetched, answer.seconds))
             self._place(step, answer, Path(done.job.scratch))
+            verdict = to_json(answer.verdict)
             self.state.record(Trace(step.id, decision.key, decision.doc, answer.deps, answer.outputs,
-                                    answer.verdict, answer.seconds), digest_data(answer.deps))
+                                    verdict, answer.seconds), digest_data(answer.deps))
             if self.shared is not None:
-                self.shared.publish(decision.key, answer.deps, answer.outputs, answer.verdict, self.store)
+                self.shared.publish(decision.key, answer.deps, answer.outputs, verdict, self.store)
             return Outcome(step.id, "ran", decision.reason, answer.seconds, answer.outputs, answer.verdict,
                            log=step.log, note=answer.note)
         finally:
@@ -231,11 +232,12 @@ class Rebuilder:
         if trace is not None and trace.key == key:
             stale = self.changed_deps(trace.deps)
             if not stale and self._outputs_present(trace.outputs):
-                return Decision("cached", key, doc, Reasons(("up to date",)), trace.outputs, trace.deps, trace.verdict)
+                return Decision("cached", key, doc, Reasons(("up to date",)), trace.outputs, trace.deps,
+                                Verdict.from_json(trace.verdict))
         for deps, outputs, verdict in self.state.actions(key):
             if not self.changed_deps(deps) and self._blobs_present(outputs):
                 return Decision("restore", key, doc, Reasons(("restored from the cache: built before with these inputs",)),
-                                outputs, deps, verdict)
+                                outputs, deps, Verdict.from_json(verdict))
         rejected = None
         if self.shared is not None:
             for entry in self.shared.actions(key):
@@ -254,7 +256,7 @@ class Rebuilder:
                     if self.fetch:
                         self.shared.record_use(key)  # the shared cache's last use, for `cache gc`
                     return Decision("restore", key, doc, Reasons(("fetched from the shared cache",)), entry["outputs"],
-                                    entry.get("deps", {}), entry.get("verdict"))
+                                    entry.get("deps", {}), Verdict.from_json(entry.get("verdict")))
             self.shared.misses += 1
         return Decision("run", key, doc, Reasons((rejected,)) if rejected else self.why(step, doc, trace))
 
@@ -358,9 +360,10 @@ class Rebuilder:
 
 def _rejected(step: StepSpec, answer: StepAnswer) -> str | None:
     """Why a worker's answer cannot be committed (a cluster worker's is untrusted input), or None."""
+    # A verdict that is not an object stays as the worker sent it (StepAnswer.from_wire), for check_entry to refuse.
+    verdict = answer.verdict.to_json() if isinstance(answer.verdict, Verdict) else answer.verdict
     try:
-        check_entry(declared_files(step.outputs), {"outputs": answer.outputs, "deps": answer.deps,
-                                                   "verdict": answer.verdict})
+        check_entry(declared_files(step.outputs), {"outputs": answer.outputs, "deps": answer.deps, "verdict": verdict})
     except Rejected as exc:
         who = "the cluster worker's" if answer.remote else "the worker's"
         return f"{who} answer was rejected: {exc}"

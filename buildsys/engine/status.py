@@ -1,11 +1,16 @@
 """What a build's outcomes mean to the user: the command's exit status and each step's status word.
 
-It imports nothing but buildsys.core.exitcodes: the no-op answer maps the steps it remembers
-with the same function as a full `status`, before anything else is loaded.
+It imports nothing but buildsys.core.exitcodes (and buildsys.core.verdict for its types): the no-op
+answer maps the steps it remembers with the same function as a full `status`, before
+anything else is loaded.
 """
 from __future__ import annotations
 
 from buildsys.core.exitcodes import EXIT_OK, EXIT_PARITY, EXIT_STEP, EXIT_USAGE
+
+TYPE_CHECKING = False  # typing itself is an import the no-op answer does without
+if TYPE_CHECKING:
+    from buildsys.core.verdict import Verdict
 
 DONE = ("ran", "cached", "cutoff")  # states that leave the step's outputs in place
 
@@ -18,7 +23,7 @@ def exit_status(states_and_verdicts, require_all: bool, problems: bool = False) 
     if require_all and any(state == "unavailable" for state, _ in pairs):
         return EXIT_STEP
     code = EXIT_OK
-    if any(verdict is not None and not verdict.get("passed") for _, verdict in pairs):
+    if any(verdict is not None and not verdict for _, verdict in pairs):
         code = EXIT_PARITY
     return max(code, EXIT_USAGE) if problems else code
 
@@ -35,14 +40,14 @@ def check_status(outcomes, problems: bool) -> int:
     return EXIT_USAGE if problems else EXIT_OK
 
 
-def status_word(state: str, reason: str, verdict: dict | None, failure: str | None = None) -> tuple[str, str]:
+def status_word(state: str, reason: str, verdict: Verdict | None, failure: str | None = None) -> tuple[str, str]:
     """(word, detail) for `status` and `explain`: up to date, stale, failed, unavailable or blocked.
 
     `failure` is the recorded failure of the step's current key, when there is one.
     """
     if state in ("cached", "cutoff"):
-        if verdict is not None and not verdict.get("passed"):
-            return "failed", verdict.get("summary", "parity failed")
+        if verdict is not None and not verdict:
+            return "failed", "parity failed" if verdict.summary is None else verdict.summary
         return "up to date", ""
     if state == "unavailable":
         return "unavailable", reason

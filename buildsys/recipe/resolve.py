@@ -37,6 +37,7 @@ class StepSpec:
     device: bool | str = False  # True: bound to this processor; "gpu": holds the GPU while it runs
     lane: str = ""  # the worker template it forks from (buildsys.runners.worker.LANES)
     resident: bool = False  # runs in a long-lived process of its worker
+    unavailable: str | None = None  # why this machine cannot run the step (its class's `unavailable`), or None
 
     @property
     def data_upstream(self) -> set[str]:
@@ -92,10 +93,15 @@ class Graph:
 
 
 def with_facts(step: StepSpec) -> StepSpec:
-    """`step` with what its class declares: kind, version, tools, device, lane, residency."""
+    """`step` with what its class declares: kind, version, tools, device, lane, residency, and whether it can run here.
+
+    `unavailable` asks the machine (a stat where there is no GPU, `nvidia-smi` once per process where there
+    is) and imports no library a step runs with.
+    """
     cls = step_class(step.kind_path)
     return dataclasses.replace(step, kind=cls.KIND, version=cls.VERSION, tools=tuple(cls.TOOLS), device=cls.DEVICE,
-                               lane=cls.lane(step.params), resident=bool(cls.RESIDENT))
+                               lane=cls.lane(step.params), resident=bool(cls.RESIDENT),
+                               unavailable=cls.unavailable(step.params))
 
 
 def _asdict(obj: Any) -> Any:

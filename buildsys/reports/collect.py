@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from buildsys.core.verdict import Verdict
+
 FORMAT = "buildsys-parity-report"
 FORMAT_VERSION = 1
 
@@ -52,8 +54,8 @@ def with_export_warnings(entries: list[ReportInput], outcomes: dict[str, Any]) -
     (`outcomes`: step id -> build.Outcome), whether the export ran or was restored from cache."""
     found = []
     for e in entries:
-        verdict = getattr(outcomes.get(f"{e.recipe}:export"), "verdict", None) or {}
-        warned = verdict.get("tracer_warnings")
+        verdict = getattr(outcomes.get(f"{e.recipe}:export"), "verdict", None)
+        warned = verdict.details.get("tracer_warnings") if verdict is not None else None
         found.append(dataclasses.replace(e, export_warnings=warned) if warned else e)
     return found
 
@@ -144,7 +146,7 @@ def _check(e: ReportInput) -> dict[str, Any]:
     if doc.get("provider"):  # ONNX Runtime on a GPU provider: what it was told, and where the nodes ran
         c["runtime"] = {"provider": str(doc["provider"]), "options": dict(doc.get("options") or {}),
                         "placement": doc.get("placement")}
-    passed = bool(doc.get("passed")) and all(o["passed"] for row in c["results"] for o in row["outputs"])
+    passed = bool(Verdict.read(doc)) and all(Verdict.read(o) for row in c["results"] for o in row["outputs"])
     c["status"] = "passed" if passed and not any(row["error"] for row in c["results"]) else "failed"
     return c
 
@@ -157,8 +159,9 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _output(name: str, m: dict[str, Any]) -> dict[str, Any]:
-    o: dict[str, Any] = {"name": str(name), "passed": bool(m.get("passed")),
-                         "failures": [str(f) for f in m.get("failures", [])],
+    judged = Verdict.read(m)
+    o: dict[str, Any] = {"name": str(name),
+                         **Verdict(judged.passed, failures=tuple(str(f) for f in judged.failures or ())).to_json(),
                          "shape": [int(d) for d in m.get("shape", [])],
                          "reference_shape": [int(d) for d in m.get("reference_shape", [])]}
     o.update({k: _num(m.get(k)) for k in _FIGURES})
@@ -314,12 +317,12 @@ def _check_cases(recipe: str, c: dict[str, Any]) -> list[Case]:
                 problems.append(f"{tag}: ONNX Runtime failed: {row['error']}")
             elif o is None:
                 problems.append(f"{tag}: no such output")
-            elif not o["passed"]:
-                problems.append(f"{tag}: " + "; ".join(o["failures"] or ["failed"]))
+            elif not (judged := Verdict.read(o)):
+                problems.append(f"{tag}: " + "; ".join(judged.failures or ["failed"]))
         regressed = [f"{row['point']}.{row['sample']}: {_grown(fig, o)}"
                      for row, o in rows if o is not None for fig in o["regressed"]]
         if problems:
-            kind = "tolerance" if any(o is not None and not o["passed"] for _, o in rows) else "error"
+            kind = "tolerance" if any(o is not None and not Verdict.read(o) for _, o in rows) else "error"
             found.append(Case(recipe, c["check"], name, "failed", kind, " | ".join(problems), rows))
         elif regressed:
             found.append(Case(recipe, c["check"], name, "failed", "regression", " | ".join(regressed), rows))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from buildsys.core.verdict import Verdict
 from buildsys.recipe.resolve import Graph, StepSpec
 from buildsys.reports.collect import ReportInput, recipe_digest
 
@@ -18,7 +19,7 @@ def checks(graph: Graph) -> list[StepSpec]:
 
 
 def report_entry(out: Path, graph: Graph, step: StepSpec, state: str, done: bool, reason: str,
-                 verdict: dict | None) -> ReportInput:
+                 verdict: Verdict | None) -> ReportInput:
     """What the reports need of one judged step that ended in `state` with `verdict`.
 
     `done`: the state left the step's outputs in place (the engine's `DONE`).
@@ -28,7 +29,7 @@ def report_entry(out: Path, graph: Graph, step: StepSpec, state: str, done: bool
     result = out / step.outputs["result"] if done else None
     calib = _calibration_record(out, graph, r.name) if check.endswith("int8") else {}
     divergence = None
-    if done and check.endswith("int8") and verdict and not verdict.get("passed"):
+    if done and check.endswith("int8") and verdict is not None and not verdict:
         divergence = _divergence(out, graph, step)
     return ReportInput(recipe=r.name, recipe_file=r.file, recipe_digest=recipe_digest(r), check=check,
                        result=result, state=state, reason=reason,

@@ -12,6 +12,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from buildsys.core.verdict import Verdict
 from buildsys.reports.collect import (
     cases,
     fmt,
@@ -100,7 +101,7 @@ def _check(c: dict[str, Any], regressed: bool) -> dict[str, Any]:
 
 def _output_row(point: str, shapes: str, o: dict[str, Any], atol: float | None) -> dict[str, Any]:
     b = o.get("baseline") or {}
-    status = "failed" if not o["passed"] else ("regressed" if o["regressed"] else "passed")
+    status = "failed" if not Verdict.read(o) else ("regressed" if o["regressed"] else "passed")
     return {"point": point, "shapes": shapes, "error": "", "status": status, "name": o["name"],
             "max_abs": fmt_change(b.get("max_abs"), o.get("max_abs")) if b else fmt(o.get("max_abs")),
             "mean_abs": fmt(o.get("mean_abs")), "max_rel": fmt(o.get("max_rel")),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from buildsys.core.verdict import Verdict
 from buildsys.reports.collect import (
     Case,
     cases,
@@ -111,7 +112,7 @@ def _failure_rows(k: Case, check: dict[str, Any], seen: set[tuple]) -> list[str]
                 seen.add((k.recipe, k.check, point))
                 out.append(_row("failed", k.recipe, k.check, point, "", "", "", "",
                                 f"ONNX Runtime failed: {row['error']}"))
-        elif o is not None and not o["passed"]:
+        elif o is not None and not Verdict.read(o):
             detail = "; ".join(o["failures"]) + f" (tolerance: {fmt_tolerance(check['tolerance'])})" + _calib(check)
             out.append(_row("failed", k.recipe, k.check, point, k.output, *_figures(o), detail))
     if (k.recipe, k.check, "divergence") not in seen and check.get("divergence"):

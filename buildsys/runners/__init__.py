@@ -42,7 +42,7 @@ def choose(options: BuildOptions, root: Path) -> RunnerFactory:
             raise UsageError("--executor dask needs Dask", hint="pip install '.[cluster]'") from None
         assert shared_url is not None  # a writable --cache was asked for above
         try:
-            return DaskRunner(scheduler, shared_url, threads)
+            return DaskRunner(scheduler, shared_url)
         except OSError as exc:
             raise UsageError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
     return dask

@@ -39,7 +39,7 @@ def run_remote(wire: dict[str, Any]) -> dict[str, Any]:
         if missing:
             return StepAnswer.failed(missing, remote=True).to_wire()
         local = dataclasses.replace(job, inputs=inputs, scratch=str(root / "out"), log=str(root / "step.log"))
-        answer = run_isolated(local, wire["threads"], wire["timeout"])
+        answer = run_isolated(local, job.threads, wire["timeout"])
         try:
             log_text = (root / "step.log").read_text(errors="replace")
         except OSError:
@@ -91,12 +91,11 @@ class DaskRunner:
 
     gpu_slots = 1 << 30  # GPU steps are held back by the workers' GPU resource, not here
 
-    def __init__(self, scheduler: str, cache_url: str, threads: int):
+    def __init__(self, scheduler: str, cache_url: str):
         from distributed import Client
 
         self.client = Client(scheduler, timeout="30s")
         self.cache_url = cache_url
-        self.threads = threads
         self.pending: dict[Any, tuple[Job, float, float]] = {}  # future -> (job, start, deadline)
         self.size = max(1, sum(self.client.nthreads().values()))
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from buildsys.core.verdict import Verdict
 from buildsys.steps.params import from_slice
 
 if TYPE_CHECKING:
@@ -35,8 +36,8 @@ class StepResult:
     outputs: dict[str, list[str]] = field(default_factory=dict)
     # what the step discovered it depends on: {"files": {path: digest}, "dists": {name: version}}
     deps: dict[str, dict[str, str]] = field(default_factory=dict)
-    # a judgement on the artifact (parity): {"passed": bool, "summary": str}
-    verdict: dict[str, Any] | None = None
+    # a judgement on the artifact (parity): whether it passed, in one line
+    verdict: Verdict | None = None
     summary: str = ""
     # what the user must know about how the output was made (a step passed over): console and --json
     note: str = ""

@@ -47,6 +47,7 @@ import numpy as np
 
 from buildsys.core.errors import BuildsysError
 from buildsys.core.numerics import compare
+from buildsys.core.verdict import Verdict
 from buildsys.steps.onnxfile import tensor_types
 
 # onnx.TensorProto element types compared: FLOAT, FLOAT16, DOUBLE, BFLOAT16.
@@ -127,7 +128,7 @@ def first_divergence(reference_model: Path, candidate_model: Path, feeds: dict[s
                             default=0.0)
             growth.append({**{k: fig[k] for k in ("node", "op_type", "output", "cosine")},
                            "growth": _deficit(fig) - inherited})
-            if found is None and not m["passed"]:
+            if found is None and not Verdict.read(m):
                 found = (node, fig, inherited)
     if not judged:
         raise DivergenceError("no tensor of the candidate could be matched with one of the reference "
@@ -154,7 +155,7 @@ def _input_figures(tensor: str, judged: dict[str, dict[str, Any]], graph_inputs:
                                                                     "max_abs", "passed")}}
     if tensor in graph_inputs:  # both models get the very same feed
         return {"tensor": tensor, "node": "(graph input)", "reference_output": tensor, "cosine": 1.0,
-                "max_abs": 0.0, "passed": True}
+                "max_abs": 0.0, **Verdict(True).to_json()}
     return None
 
 
@@ -203,7 +204,7 @@ def diagnose(reference_model: Path, candidate_model: Path, result: Path, referen
     except (OSError, ValueError, KeyError) as exc:
         return {"error": f"cannot read the parity result or the reference: {exc}"}
     failing = [(row, name, m) for row in doc.get("results", []) if not row.get("error")
-               for name, m in (row.get("outputs") or {}).items() if not m.get("passed")]
+               for name, m in (row.get("outputs") or {}).items() if not Verdict.read(m)]
     if not failing:
         return {"error": "no output failed its tolerance (the check failed to run at some point); "
                          "nothing to localise"}

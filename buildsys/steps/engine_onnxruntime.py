@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from buildsys.core.errors import StepError
+from buildsys.core.verdict import Verdict
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import OrtEngineParams, OrtGpuParams, as_dict
 
@@ -140,7 +141,7 @@ class _OrtGpuEngine(Step[OrtGpuParams]):
             refs = {name: arrays[entry["outputs"][name]] for name in p.outputs}
             row["outputs"] = compare_outputs(refs, dict(zip(p.outputs, got)), tol, p.parity.unordered)
             failed += [f"{entry['point']} {name}: {'; '.join(m['failures'])}"
-                       for name, m in row["outputs"].items() if not m["passed"]]
+                       for name, m in row["outputs"].items() if not Verdict.from_json(m)]
         profile = Path(session.end_profiling())
         placement = node_placement(profile)
         profile.unlink()
@@ -155,7 +156,7 @@ class _OrtGpuEngine(Step[OrtGpuParams]):
         on = ", ".join(f"{n} on {k.replace('ExecutionProvider', '')}" for k, n in sorted(record["nodes"].items()))
         summary = f"{p.target.precision} on {self.PROVIDER}: {doc['summary']} (nodes: {on or 'none profiled'})"
         print(summary)
-        return StepResult(verdict={"passed": doc["passed"], "summary": summary}, summary=summary)
+        return StepResult(verdict=Verdict(Verdict.read(doc).passed, summary), summary=summary)
 
     def options_record(self) -> dict:
         return {}

@@ -32,6 +32,7 @@ from typing import Any
 from buildsys.core import gpu
 from buildsys.core.canonical import digest_data
 from buildsys.core.errors import StepError
+from buildsys.core.verdict import Verdict
 from buildsys.recipe.model import Dim, InputSpec, Tolerance
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import OrtGpuParams, TensorRTParams, as_dict, from_slice
@@ -275,7 +276,7 @@ class TensorRTEngine(Step[TensorRTParams]):
         head = f"{precision} ({kernels}, {n} profile{'s' if n != 1 else ''}, {file_size(out)})"
         summary = f"{head}: {doc['summary']}"
         print(summary)
-        return StepResult(verdict={"passed": doc["passed"], "summary": summary}, summary=summary)
+        return StepResult(verdict=Verdict(Verdict.read(doc).passed, summary), summary=summary)
 
     def _build(self, settings: BuilderSettings, model: Path, out: Path):
         from polygraphy.backend.trt import SaveEngine
@@ -329,7 +330,7 @@ class TensorRTEngine(Step[TensorRTParams]):
                 gots = {name: got[name] for name in p.outputs}
                 row["outputs"] = compare_outputs(refs, gots, tol, p.parity.unordered)
                 failed += [f"{entry['point']} {name}: {'; '.join(m['failures'])}"
-                           for name, m in row["outputs"].items() if not m["passed"]]
+                           for name, m in row["outputs"].items() if not Verdict.from_json(m)]
         finally:
             runner.deactivate()
         return parity_document(p.target.precision, tol, results, failed)
@@ -342,8 +343,8 @@ def parity_document(precision: str, tol: dict[str, Any], results: list[dict], fa
     points = sorted({r["point"] for r in results}, key=lambda pt: {"min": 0, "opt": 1, "max": 2}.get(pt, 3))
     summary = (f"parity passed at {', '.join(points)} (max abs error {worst:.3g})" if passed
                else "parity FAILED: " + " | ".join(failed[:4]))
-    return {"precision": precision, "tolerance": tol, "passed": passed, "failures": failed,
-            "results": results, "summary": summary}
+    return {"precision": precision, "tolerance": tol, "results": results,
+            **Verdict(passed, summary, tuple(failed)).to_json()}
 
 
 def target_tolerance(params: OrtGpuParams) -> Tolerance:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from buildsys.core.errors import StepError
+from buildsys.core.verdict import Verdict
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import TorchScriptParams, as_dict
 
@@ -63,7 +64,7 @@ class TorchScriptEngine(Step[TorchScriptParams]):
         mode = self.params.target.mode
         summary = f"{mode}, {file_size(out)}: {doc['summary']}"
         print(summary)
-        return StepResult(deps=deps, verdict={"passed": doc["passed"], "summary": summary}, summary=summary)
+        return StepResult(deps=deps, verdict=Verdict(Verdict.read(doc).passed, summary), summary=summary)
 
     def _compile_in_child(self, out: Path) -> dict[str, dict[str, str]]:
         """Run `compile_model` in a fresh interpreter; its output goes to this step's log."""
@@ -120,14 +121,14 @@ class TorchScriptEngine(Step[TorchScriptParams]):
             gots = {name: value.detach().cpu().numpy() for name, value in zip(p.outputs, got)}
             row["outputs"] = compare_outputs(refs, gots, tol, p.parity.unordered)
             failed += [f"{entry['point']} {name}: {'; '.join(m['failures'])}"
-                       for name, m in row["outputs"].items() if not m["passed"]]
+                       for name, m in row["outputs"].items() if not Verdict.from_json(m)]
         passed = not failed
         worst = max((m.get("max_abs", 0.0) for r in results for m in r["outputs"].values()), default=0.0)
         points = sorted({r["point"] for r in results}, key=lambda pt: {"min": 0, "opt": 1, "max": 2}.get(pt, 3))
         summary = (f"matches eager at {', '.join(points)} (max abs error {worst:.3g})" if passed
                    else "parity FAILED: " + " | ".join(failed[:4]))
-        return {"precision": "fp32", "tolerance": tol, "passed": passed, "failures": failed,
-                "results": results, "summary": summary}
+        return {"precision": "fp32", "tolerance": tol, "results": results,
+                **Verdict(passed, summary, tuple(failed)).to_json()}
 
 
 # -- in the child interpreter -------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from buildsys.core.errors import StepError
+from buildsys.core.verdict import Verdict
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import ExportParams
 
@@ -165,7 +166,7 @@ class ExportOnnx(Step[ExportParams]):
             note = (f"{warned['count']} tracer warning{'s' if warned['count'] != 1 else ''} (parity judges the "
                     f"trace; first: {first['file']}:{first['line']}: {first['message'][:200]})")
             summary += ", " + note
-            verdict = {"passed": True, "summary": note, "tracer_warnings": warned}
+            verdict = Verdict(True, note, details={"tracer_warnings": warned})
         return StepResult(outputs={"model": files}, deps=deps, summary=summary, verdict=verdict)
 
     def _dynamo(self, model, args, out: Path, external: bool, traced: dict[str, dict[str, int]]) -> None:

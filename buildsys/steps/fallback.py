@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from buildsys.core.errors import StepError
+from buildsys.core.verdict import Verdict
 from buildsys.steps.base import Step, StepResult
 from buildsys.steps.params import FallbackParams, as_dict
 
@@ -70,7 +71,7 @@ class Int8Fallback(Step[FallbackParams]):
         before = gate(_session(int8_path, self.ctx.threads))
         doc: dict[str, Any] = {"cpu": q.cpu, "pinned": list(pinned), "before": before.figures, "searched": False,
                                "kept_fp32": [], "sensitivity": [], "after": before.figures,
-                               "passed": before.passed}
+                               **Verdict(before.passed).to_json()}
         if before.passed or calib.get("qat"):
             shutil.copyfile(int8_path, out)
             why = "QAT model: nothing to search" if calib.get("qat") else "int8 passes: no fp32 fallback needed"
@@ -114,7 +115,7 @@ class Int8Fallback(Step[FallbackParams]):
                 if verdict.passed:
                     kept, trial, result = fewer, candidate, verdict
             shutil.copyfile(trial, out)
-        doc.update(kept_fp32=kept, after=result.figures, passed=result.passed)
+        doc.update(kept_fp32=kept, after=result.figures, **Verdict(result.passed).to_json())
         doc["latency_ms"] = _latencies({"fp32": fp32_path, "int8_before": int8_path, "int8_after": out},
                                        gate.opt_feeds(), self.ctx.threads)
         doc["pin"] = pin_lines(pinned + tuple(kept))
@@ -133,9 +134,9 @@ class Int8Fallback(Step[FallbackParams]):
     def _finish(self, doc: dict[str, Any]) -> StepResult:
         self.ctx.output("report").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
         print(doc["summary"])
-        if doc.get("pin") and doc["passed"]:
+        if doc.get("pin") and Verdict.from_json(doc):
             print(f"the recipe line that pins this result (the next build searches nothing):\n{doc['pin']}")
-        return StepResult(verdict={"passed": True, "summary": doc["summary"]}, summary=doc["summary"])
+        return StepResult(verdict=Verdict(True, doc["summary"]), summary=doc["summary"])
 
 
 def pin_lines(exclude: tuple[str, ...]) -> str:

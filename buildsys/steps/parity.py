@@ -22,6 +22,7 @@ import json
 from typing import Any
 
 from buildsys.core.errors import StepError
+from buildsys.core.verdict import Verdict
 from buildsys.recipe.model import QuantizationSpec
 from buildsys.steps.base import Step, StepResult
 
@@ -84,7 +85,7 @@ class ParityCheck(Step[ParityParams]):
             summary = f"{precision} FAILED: " + " | ".join(failed[:4])
             if not any(f.endswith(ALL_ROWS + ")") for f in failed):  # a gate on every row holds at no point alone
                 summary += f" (passed at {_points(held)})" if held else " (passed at no shape point)"
-        doc = {"precision": precision, "tolerance": tol, "passed": passed, "failures": failed,
+        doc = {"precision": precision, "tolerance": tol, **Verdict(passed, failures=tuple(failed)).to_json(),
                "candidate": self.ctx.inputs["model"].name, "results": results}
         if not passed and precision == "fp16":
             doc["cause"] = _fp16_cause(self.ctx.inputs["model"], manifest, arrays, results, self.ctx.threads)
@@ -110,7 +111,7 @@ class ParityCheck(Step[ParityParams]):
                             f"median of {lat['runs']})")
         self.ctx.output("result").write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=True) + "\n")
         print(summary)
-        return StepResult(verdict={"passed": passed, "summary": summary}, summary=summary)
+        return StepResult(verdict=Verdict(passed, summary), summary=summary)
 
 
 def judge(session, manifest: list[dict], arrays, outputs: list[str], tol: dict,
@@ -141,7 +142,7 @@ def judge(session, manifest: list[dict], arrays, outputs: list[str], tol: dict,
         refs = {name: arrays[entry["outputs"][name]] for name in outputs}
         row["outputs"] = compare_outputs(refs, dict(zip(outputs, got)), per_sample, unordered)
         failed += [f"{entry['point']}{_shape_of(row)} {name}: {'; '.join(m['failures'])}"
-                   for name, m in row["outputs"].items() if not m["passed"]]
+                   for name, m in row["outputs"].items() if not Verdict.from_json(m)]
         results.append(row)
     if low is not None:
         failed += decided_failures(results, low)
@@ -187,7 +188,7 @@ def _fp16_cause(model, manifest: list[dict], arrays, results: list[dict], thread
     """Where the fp16 model overflows, on the failing sample with the most non-finite values (then the worst error)."""
     from buildsys.steps.convert_fp16 import overflow
 
-    failing = [r for r in results if r["error"] is None and not all(m["passed"] for m in r["outputs"].values())]
+    failing = [r for r in results if r["error"] is None and not all(Verdict.from_json(m) for m in r["outputs"].values())]
     if not failing:
         return None
     row = max(failing, key=lambda r: (sum(m.get("nan", 0) + m.get("inf", 0) for m in r["outputs"].values()),

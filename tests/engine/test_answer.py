@@ -6,6 +6,7 @@ import pickle
 import pytest
 
 from buildsys.core.exitcodes import EXIT_OK, EXIT_PARITY, EXIT_STEP, EXIT_USAGE
+from buildsys.core.verdict import Verdict
 from buildsys.engine.answer import Job, Outcome, StepAnswer
 from buildsys.engine.status import exit_status, status_word
 
@@ -32,9 +33,9 @@ def test_a_failure_answer_from_a_worker_keeps_its_hint_and_field():
 
 
 @pytest.mark.parametrize("outcome, word", [
-    (Outcome("r:parity[int8]", "cached", "up to date", verdict={"passed": False, "summary": "cosine 0.2"}),
+    (Outcome("r:parity[int8]", "cached", "up to date", verdict=Verdict(False, "cosine 0.2")),
      ("failed", "cosine 0.2")),
-    (Outcome("r:parity[fp32]", "cached", "up to date", verdict={"passed": True, "summary": "ok"}), ("up to date", "")),
+    (Outcome("r:parity[fp32]", "cached", "up to date", verdict=Verdict(True, "ok")), ("up to date", "")),
     (Outcome("r:engine[tensorrt-fp16]", "unavailable", "no GPU"), ("unavailable", "no GPU")),
     (Outcome("r:engine[onnxruntime-int8]", "skipped", "blocked: r:parity[int8] failed parity"),
      ("blocked", "blocked: r:parity[int8] failed parity")),
@@ -43,7 +44,7 @@ def test_status_reads_a_build_and_its_remembered_no_op_alike(outcome, word):
     remembered = outcome.as_json()  # what the no-op answer keeps of a step
     assert status_word(outcome.state, outcome.reason, outcome.verdict) == word
     assert status_word(remembered["state"], remembered["reason"],
-                       remembered if "passed" in remembered else None) == word
+                       Verdict.from_json(remembered)) == word
 
 
 def test_a_stale_step_is_failed_only_when_its_current_key_failed():
@@ -53,10 +54,10 @@ def test_a_stale_step_is_failed_only_when_its_current_key_failed():
 
 
 @pytest.mark.parametrize("pairs, require_all, problems, code", [
-    ([("ran", None), ("cached", {"passed": True})], False, False, EXIT_OK),
-    ([("cached", {"passed": False})], False, False, EXIT_PARITY),
-    ([("cached", {"passed": False})], False, True, EXIT_USAGE),
-    ([("failed", None), ("cached", {"passed": False})], False, True, EXIT_STEP),
+    ([("ran", None), ("cached", Verdict(True))], False, False, EXIT_OK),
+    ([("cached", Verdict(False))], False, False, EXIT_PARITY),
+    ([("cached", Verdict(False))], False, True, EXIT_USAGE),
+    ([("failed", None), ("cached", Verdict(False))], False, True, EXIT_STEP),
     ([("unavailable", None)], False, False, EXIT_OK),
     ([("unavailable", None)], True, False, EXIT_STEP),
 ])
