@@ -121,8 +121,7 @@ class Session:
         runner = self.runner = self._make_runner(self.threads, shared.url if shared is not None else None)
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            with WorkspaceLock(ws.meta):
-                self.state = State(ws.meta)
+            with WorkspaceLock(ws.meta), self._state() as self.state:  # flushed and closed under the lock
                 self.store = Store(ws.meta / "store")
                 if not self.options.dry_run:
                     noop.forget(str(ws.meta))
@@ -136,9 +135,19 @@ class Session:
         finally:
             signal.signal(signal.SIGTERM, previous)
             runner.shutdown()
-            if self.state is not None:
-                self.state.close(flush=sys.exc_info()[0] is None)  # after a failure, report that one, not a second
-                self.state = None  # closed: a later `load` (bench's, after its build) reads the recipes afresh
+            self.state = None  # closed: a later `load` (bench's, after its build) reads the recipes afresh
+
+    @contextlib.contextmanager
+    def _state(self, read_only: bool = False) -> Iterator[State]:
+        """The workspace's state database, closed on any exit: the one place a session opens it.
+
+        After a failure it is closed without a flush, which would only repeat the failure.
+        """
+        state = State(self.ws.meta, read_only=read_only)
+        try:
+            yield state
+        finally:
+            state.close(flush=sys.exc_info()[0] is None)
 
     def shared(self):
         """The shared cache of `--cache`, opened once, or None."""
@@ -304,16 +313,15 @@ class Session:
         The state is opened read-only and without the lock, and closed again.
         """
         self.ws.refuse_links()
-        self.state = State(self.ws.meta, read_only=True)
         try:
-            self.store = Store(self.ws.meta / "store")
-            self.runner = Idle()
-            graph = self.load().graph
-            rebuilder = Rebuilder(self.ws, graph, self.state, self.store, dry_run=True)  # the shared cache unasked
-            outcomes = Scheduler(graph, rebuilder, self.runner, Silent()).run(set(graph.steps))
-            failures = self.state.failures()
+            with self._state(read_only=True) as self.state:
+                self.store = Store(self.ws.meta / "store")
+                self.runner = Idle()
+                graph = self.load().graph
+                rebuilder = Rebuilder(self.ws, graph, self.state, self.store, dry_run=True)  # the shared cache unasked
+                outcomes = Scheduler(graph, rebuilder, self.runner, Silent()).run(set(graph.steps))
+                failures = self.state.failures()
         finally:
-            self.state.close()
             self.state = None
         rows = []
         for o in outcomes:
@@ -344,13 +352,12 @@ class Session:
                     if child.name != "lock":
                         remove(child)
                 return f"removed {ws.out} and the build cache"
-            state = State(ws.meta)
-            recipes, _ = loading.load(ws.root, state, list(self.options.recipes), keep_going=True)
-            names = [r.name for r in recipes]
-            for name in names:
-                remove(ws.out / name)
-            state.forget_recipes(names)
-            state.close()
+            with self._state() as state:
+                recipes, _ = loading.load(ws.root, state, list(self.options.recipes), keep_going=True)
+                names = [r.name for r in recipes]
+                for name in names:
+                    remove(ws.out / name)
+                state.forget_recipes(names)
             return f"removed outputs of {', '.join(names) or 'nothing'} (the cache keeps their artifacts)"
 
     # -- the cache commands ---------------------------------------------------------
@@ -364,17 +371,15 @@ class Session:
         if url:
             digests = None  # what this workspace's current recipes use, when it has built them
             if built:
-                state = State(ws.meta)
-                digests = cachegc.current_digests(state, self._current_steps(state)[0])
-                state.close()
+                with self._state() as state:
+                    digests = cachegc.current_digests(state, self._current_steps(state)[0])
             return cachegc.stats_json(cachegc.shared_inventory(_existing_shared(url)), digests), cachegc.render_stats
         if not built:  # nothing built here: nothing to create either
             return cachegc.stats_json(cachegc.Inventory(str(ws.meta), "local", {}, {}), set()), cachegc.render_stats
-        state = State(ws.meta)
-        current, _ = self._current_steps(state)
-        inv = cachegc.local_inventory(state, Store(ws.meta / "store"), current)
-        result = cachegc.stats_json(inv, cachegc.current_digests(state, current))
-        state.close()
+        with self._state() as state:
+            current, _ = self._current_steps(state)
+            inv = cachegc.local_inventory(state, Store(ws.meta / "store"), current)
+            result = cachegc.stats_json(inv, cachegc.current_digests(state, current))
         return result, cachegc.render_stats
 
     def collect(self, url: str | None, max_size: int | None, max_age: float | None, grace: float, dry_run: bool):
@@ -394,11 +399,10 @@ class Session:
         if not (ws.meta / "state.sqlite").exists():  # nothing built here: nothing to create either
             empty = cachegc.Inventory(str(ws.meta), "local", {}, {})
             return None, cachegc.plan_json(cachegc.plan(empty, max_size, max_age, 0.0), dry_run), render
-        with WorkspaceLock(ws.meta):  # a build holds it for its whole run: neither sees the other half done
-            state = State(ws.meta)
+        # a build holds the lock for its whole run: neither sees the other half done
+        with WorkspaceLock(ws.meta), self._state() as state:
             current, note = self._current_steps(state)
             result = cachegc.collect_local(state, Store(ws.meta / "store"), current, max_size, max_age, dry_run)
-            state.close()
         return note, result, render
 
 
