@@ -265,7 +265,7 @@ def plan(inv: Inventory, max_size: int | None, max_age_days: float | None, now: 
 
     def collectable(digest: str) -> bool:
         blob = inv.blobs.get(digest)
-        if blob is None or refs[digest] or digest in protected:
+        if blob is None or refs[digest]:  # a protected entry is never dropped: its blobs stay named
             return False
         return grace_s <= 0 or (blob.written is not None and blob.written <= now - grace_s)
 
@@ -299,7 +299,7 @@ def plan(inv: Inventory, max_size: int | None, max_age_days: float | None, now: 
             drop(e)
     debris = [n for n, b in inv.debris.items() if _old(b.written, now, max(grace_s, UPLOAD_MAX_S))]
     gone = {e.key for e in evict}
-    young = [d for d, b in inv.blobs.items() if d not in remove and not refs[d] and d not in protected]
+    young = [d for d, b in inv.blobs.items() if d not in remove and not refs[d]]
     return Plan(
         max_size=max_size, max_age_days=max_age_days, evict=evict, remove_blobs=sorted(remove),
         remove_debris=debris,
@@ -381,8 +381,8 @@ def current_digests(state: State, current: set[str] | None) -> set[str]:
 
 
 def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
