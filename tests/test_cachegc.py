@@ -514,11 +514,13 @@ class FakeCache:
     def __init__(self, files):
         self.files = dict(files)
         self.removed: list[list[str]] = []
+        self.read: list[list[str]] = []
 
     def listing(self, folder):
         return {n: info for n, (_, info) in self.files.items() if n.startswith(folder + "/")}
 
     def read_files(self, names):
+        self.read.append(list(names))
         return {n: self.files[n][0] for n in names if n in self.files and self.files[n][0] is not None}
 
     def remove_files(self, names):
@@ -646,14 +648,21 @@ def test_local_inventory_reads_rows_traces_stamps_and_the_store(tmp_path):
     (tmp_path / "elsewhere" / _d("d")).write_bytes(b"outside")
     (root / "dd").symlink_to(tmp_path / "elsewhere")
     (root / "ee").mkdir()
+    many = [f"{i:02x}" + "0" * 62 for i in range(16, 48)]  # whatever order the folder lists them in
+    for digest in many:
+        (root / digest[:2]).mkdir()
+        (root / digest[:2] / digest).write_bytes(b"y" * 9)
+        os.utime(root / digest[:2] / digest, (3000.0, 3000.0))
+        (root / digest[:2] / "x").write_bytes(b"not a blob")
+        (root / f"{digest[:2]}z").mkdir()
     (root / "ee" / _d("e")).symlink_to(tmp_path / "elsewhere" / _d("d"))
     out = lambda *ds: json.dumps(_outputs(*ds))  # noqa: E731
     state = FakeState(
         actions=[("k1", out(_d("a")), 100.0), ("k2", out(_d("b")), 200.0), ("k3", "", 50.0),
                  ("k5", "not json", 60.0)],
-        traces=[("r:a", "k1", out(_d("a")), 150.0), ("r:b", "k2", out(_d("b")), None),
-                ("gone:x", "k4", out(_d("c")), 120.0)],
-        uses=[("k1", 300.0), ("k2", 150.0), ("k9", 999.0)])
+        traces=[("r:a", "k1", out(_d("a")), 150.0), ("r:b", "k2", out(_d("b")), 180.0),
+                ("gone:x", "k4", out(_d("c")), 120.0), ("r:z", "k6", out(_d("e")), None)],
+        uses=[("k1", 300.0), ("k2", 150.0), ("k6", 400.0), ("k9", 999.0)])
     E, B = cachegc.Entry, cachegc.Blob
     inv = cachegc.local_inventory(state, Store(root), {"r:a", "r:c"})
     assert inv == cachegc.Inventory(str(tmp_path / "meta"), "local", {
@@ -662,12 +671,13 @@ def test_local_inventory_reads_rows_traces_stamps_and_the_store(tmp_path):
         "k3": E("k3", frozenset(), 50.0, 0, False),
         "k5": E("k5", frozenset(), 60.0, 0, False),
         "k4": E("k4", frozenset([_d("c")]), 120.0, 0, False),
-    }, {_d("a"): B(3, 1000.0), _d("b"): B(4, 2000.0)})
+        "k6": E("k6", frozenset([_d("e")]), 400.0, 0, False),
+    }, {**{d: B(9, 3000.0) for d in many}, _d("a"): B(3, 1000.0), _d("b"): B(4, 2000.0)})
     everything = cachegc.local_inventory(state, Store(root), None)  # current recipes unknown
-    assert {k for k, e in everything.entries.items() if e.protected} == {"k1", "k2", "k4"}
+    assert {k for k, e in everything.entries.items() if e.protected} == {"k1", "k2", "k4", "k6"}
     assert cachegc.local_inventory(FakeState(), Store(tmp_path / "none"), set()).blobs == {}
     assert cachegc.current_digests(state, {"r:b", "gone:x"}) == {_d("b"), _d("c")}
-    assert cachegc.current_digests(state, None) == {_d("a"), _d("b"), _d("c")}
+    assert cachegc.current_digests(state, None) == {_d("a"), _d("b"), _d("c"), _d("e")}
     assert cachegc.reachable(inv, {_d("a"), _d("b"), _d("c")}) == (2, 7)
 
 
@@ -733,6 +743,16 @@ def test_sizes_counts_and_times_as_a_user_reads_them():
     assert [cachegc._count(n, "blob") for n in (0, 1, 2)] == ["0 blobs", "1 blob", "2 blobs"]
     assert cachegc.when_text(None) == "none recorded"
     assert cachegc.when_text(NOW + 59) == "2027-01-15 08:00 UTC"
+
+
+def test_times_read_in_utc_whatever_the_local_zone(monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        assert cachegc.when_text(NOW) == "2027-01-15 08:00 UTC"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_stats_of_a_known_local_store_and_how_they_read():
@@ -860,17 +880,19 @@ def test_apply_shared_spares_blobs_named_by_entries_written_since_the_listing():
     p = cachegc.plan(inv, 0, None, NOW, 3600.0)
     assert [e.key for e in p.evict] == [_d("1"), _d("2"), _d("3")]
     assert p.remove_blobs == [_d("a"), _d("b"), _d("c"), _d("f")]
-    # meanwhile a build published k4, naming a
+    # meanwhile builds published k4, naming a, and k5, naming the orphan f
     cache.files[f"actions/{_d('4')}.json"] = (_action(_d("a")), {"size": 100, "mtime": NOW})
+    cache.files[f"actions/{_d('5')}.json"] = (_action(_d("f")), {"size": 100, "mtime": NOW})
     before = dict(cache.files)
     done = cachegc.apply_shared(p, inv, cache, NOW, 3600.0)
-    assert done.remove_blobs == [_d("b"), _d("c"), _d("f")]  # a is named again
-    assert (done.removed_bytes, done.kept_bytes, done.kept_blobs) == (331, 10, 1)
+    assert done.remove_blobs == [_d("b"), _d("c")]  # a and f are named again
+    assert (done.removed_bytes, done.kept_bytes, done.kept_blobs) == (321, 20, 2)
     assert cache.removed[0] == [f"actions/{_d(k)}.json" for k in "123"]
-    assert f"actions/{_d('4')}.json" in cache.files and f"blobs/aa/{_d('a')}" in cache.files
+    # only what was written since the listing is read
+    assert sorted(cache.read[-1]) == [f"actions/{_d('4')}.json", f"actions/{_d('5')}.json"]
     assert set(before) - set(cache.files) == {f"actions/{_d(k)}.json" for k in "123"} | {
         f"uses/{_d('1')}", f"uses/{_d('7')}", "blobs/ab/stale.part"} | {
-        f"blobs/{d[:2]}/{d}" for d in (_d("b"), _d("c"), _d("f"))}
+        f"blobs/{d[:2]}/{d}" for d in (_d("b"), _d("c"))}
 
 
 def test_apply_shared_keeps_what_an_entry_rewritten_meanwhile_names():
@@ -879,6 +901,7 @@ def test_apply_shared_keeps_what_an_entry_rewritten_meanwhile_names():
     p = cachegc.plan(inv, None, 7, NOW, 3600.0)  # k1 goes, a and the orphan f with it
     cache.files[f"actions/{_d('2')}.json"] = (_action(_d("b"), _d("f")), {"size": 100, "mtime": NOW})
     done = cachegc.apply_shared(p, inv, cache, NOW, 3600.0)
+    assert cache.read[-1] == [f"actions/{_d('2')}.json"]  # k3 is unchanged: what it names is known
     assert done.remove_blobs == [_d("a")] and done.kept_blobs == 3
     assert f"blobs/ff/{_d('f')}" in cache.files and f"blobs/aa/{_d('a')}" not in cache.files
 
@@ -906,3 +929,29 @@ def test_collect_local_dry_run_removes_nothing(tmp_path):
     assert state.evicted == [] and store.removed == []
     d = cachegc.collect_local(state, store, set(), 0, None)
     assert not d["dry_run"] and state.evicted == [{"k1"}] and store.removed == [_d("a")]
+
+
+def test_several_protected_entries_read_in_the_plural():
+    E, B = cachegc.Entry, cachegc.Blob
+    inv = cachegc.Inventory("x", "local", {
+        "c1": E("c1", frozenset([_d("a")]), NOW, 0, True), "c2": E("c2", frozenset([_d("b")]), NOW, 0, True)},
+        {_d("a"): B(1024, None), _d("b"): B(1024, None)})
+    d = cachegc.plan_json(cachegc.plan(inv, 4096, None, NOW), False)
+    assert cachegc.render_plan(d, "/w") == (
+        "/w: removed 0 entries and 0 blobs, 0 B\n"
+        "kept 2 entries and 2 blobs, 2.0 KiB (limit 4.0 KiB)\n"
+        "  of which 2 entries, 2.0 KiB: the current recipes' last build, never removed")
+
+
+def test_collect_shared_forgets_use_stamps_of_unknown_keys_older_than_the_grace_period():
+    t0 = time.time()
+    young, old, gone = _d("7"), _d("8"), _d("1")
+    cache = FakeCache({f"uses/{young}": (b"", {"size": 0, "mtime": t0 - 59.5 * 60}),
+                       f"uses/{old}": (b"", {"size": 0, "mtime": t0 - 60 * 60 - 5}),
+                       f"actions/{gone}.json": (_action(), {"size": 3, "mtime": t0 - 10}),
+                       f"uses/{gone}": (b"", {"size": 0, "mtime": t0 - 5})})
+    d = cachegc.collect_shared(cache, None, None)  # the entry is kept: its stamp too
+    assert d["removed"]["entries"] == 0 and set(cache.files) == {f"uses/{young}", f"actions/{gone}.json",
+                                                                 f"uses/{gone}"}
+    cachegc.collect_shared(cache, 0, None, grace_minutes=0.5)  # the entry goes, and every stamp with it
+    assert cache.files == {}
