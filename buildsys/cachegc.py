@@ -334,15 +334,15 @@ def apply_shared(plan_: Plan, inv: Inventory, cache, now: float, grace_s: float)
     uses = _uses(cache)
     stale_uses = [k for k in uses if k in gone or (k not in inv.entries and _old(uses[k], now, grace_s))]
     cache.remove_files([f"uses/{k}" for k in stale_uses])
-    named: set[str] = set()
+    # An entry unchanged since the first listing names no planned blob (the plan kept what it names);
+    # one written since may name any: those are read again.
     fresh = []
     for name, info in cache.listing("actions").items():
         key = name.rpartition("/")[2][:-5]
         before = inv.entries.get(key)
         if before is None or key in gone or _when(info) != before.written:
-            fresh.append(name)  # written since the first listing: what it names stays
-        else:
-            named |= before.blobs
+            fresh.append(name)
+    named: set[str] = set()
     for text in cache.read_files(fresh).values():
         named |= _entry_digests(text)
     blobs = [d for d in plan_.remove_blobs if d not in named]
