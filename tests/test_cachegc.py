@@ -614,6 +614,9 @@ def test_plan_age_and_grace_boundaries():
     # a grace period longer than a day holds debris too
     assert cachegc.plan(inv, None, None, NOW, cachegc.UPLOAD_MAX_S + 1).remove_debris == []
     assert cachegc.plan(inv, None, None, NOW, cachegc.UPLOAD_MAX_S - 1).remove_debris == ["blobs/x.part"]
+    just = cachegc.Inventory("x", "shared", {}, {_d("a"): B(10, NOW - 0.5)})  # written half a second ago
+    assert cachegc.plan(just, 0, None, NOW, 1.0).remove_blobs == []
+    assert cachegc.plan(just, 0, None, NOW, 0.25).remove_blobs == [_d("a")]
 
 
 def test_plan_never_removes_what_the_current_build_uses():
@@ -689,11 +692,12 @@ def test_shared_inventory_sorts_entries_blobs_and_debris():
         f"blobs/bb/{a}": (b"?", {"size": 1, "mtime": 30.0}),  # misfiled
         f"blobs/{a}": (b"?", {"size": 2, "mtime": 40.0}),  # no folder
         f"blobs/aa/{a}.tmp1": (b"?", {"size": None, "mtime": 50.0}),  # an upload in progress
+        f"actions/{k4}.json": (None, {"size": 400, "mtime": 4000.0}),  # removed before it is read
         f"actions/{k1}.json": (_action(a), {"size": 100, "mtime": 1000.0}),
         f"actions/{k2}.json": (_action(a, b), {"size": 200, "mtime": 2000.0}),
-        f"actions/{k3}.json": (b"\xff not text", {"size": 300, "mtime": 3000.0}),
-        f"actions/{k4}.json": (None, {"size": 400, "mtime": 4000.0}),  # removed before it is read
-        "actions/junk.txt": (b"?", {"size": 5}),
+        f"actions/{k3}.json": (b"\xff not text", {"size": None, "mtime": 3000.0}),
+        "actions/junk.txt": (b"?", {"size": None}),
+        f"actions/{_d('5')}.yaml": (b"?", {"size": 8, "mtime": 80.0}),
         f"actions/x/{k1}.json": (b"?", {"size": 6, "mtime": 60.0}),
         f"actions/{k1}": (b"?", {"size": 7, "mtime": 70.0}),
         f"uses/{k1}": (b"", {"size": 0, "mtime": 500.0}),  # older than its entry's write
@@ -704,16 +708,19 @@ def test_shared_inventory_sorts_entries_blobs_and_debris():
     assert cachegc.shared_inventory(cache) == cachegc.Inventory("memory://fake", "shared", {
         k1: E(k1, frozenset([a]), 1000.0, 100, written=1000.0),
         k2: E(k2, frozenset([a, b]), 2500.0, 200, written=2000.0),
-        k3: E(k3, frozenset(), 3000.0, 300, written=3000.0),
+        k3: E(k3, frozenset(), 3000.0, 0, written=3000.0),
     }, {a: B(3, 10.0), b: B(4, 20.0)}, {
         f"blobs/bb/{a}": B(1, 30.0), f"blobs/{a}": B(2, 40.0), f"blobs/aa/{a}.tmp1": B(0, 50.0),
-        "actions/junk.txt": B(5, None), f"actions/x/{k1}.json": B(6, 60.0), f"actions/{k1}": B(7, 70.0)})
+        "actions/junk.txt": B(0, None), f"actions/x/{k1}.json": B(6, 60.0), f"actions/{k1}": B(7, 70.0),
+        f"actions/{_d('5')}.yaml": B(8, 80.0)})
 
 
 def test_digests_of_malformed_entries_and_outputs():
     a = _d("a")
     assert cachegc._entry_digests(b"\xff") == set()
     assert cachegc._entry_digests(b"{not json") == set()
+    assert cachegc._entry_digests(b"3") == set() and cachegc._entry_digests(b"null") == set()
+    assert cachegc._entry_digests(_action(a)[:-1] + b", " + _action(_d("b"))[1:]) == {a, _d("b")}
     assert cachegc._entry_digests(b'{"outputs": {"o": [["f", "' + a.encode() + b'"]]}}') == set()  # not a list
     assert cachegc._entry_digests(b'[1, {"deps": {}}, {"outputs": {"o": [["f", "' + a.encode() + b'"]]}}]') == {a}
     assert cachegc._digests(None) == set() and cachegc._digests([["f", a]]) == set()
@@ -731,6 +738,7 @@ def test_listed_times_first_field_wins_and_unreadable_ones_are_skipped():
     assert cachegc._when({"updated": "2027-01-15T08:00:00", "created": 7.5}) == NOW  # naive: UTC
     assert cachegc._when({"modified": [1], "time": 3}) == 3.0  # not a time: the next field
     assert cachegc._when({}) is None
+    assert cachegc._when({"updated": "2027-01-15T10:00:00+02:00"}) == NOW  # a zone of its own
     assert cachegc._latest(None, None) is None and cachegc._latest(None, 2.0) == 2.0
     assert cachegc._latest(3.0, None, 1.0) == 3.0
 
@@ -750,6 +758,9 @@ def test_times_read_in_utc_whatever_the_local_zone(monkeypatch):
     time.tzset()
     try:
         assert cachegc.when_text(NOW) == "2027-01-15 08:00 UTC"
+        from datetime import datetime
+
+        assert cachegc._when({"created": datetime(2027, 1, 15, 8, 0)}) == NOW  # a naive listed time is UTC
     finally:
         monkeypatch.undo()
         time.tzset()
@@ -903,6 +914,7 @@ def test_apply_shared_keeps_what_an_entry_rewritten_meanwhile_names():
     done = cachegc.apply_shared(p, inv, cache, NOW, 3600.0)
     assert cache.read[-1] == [f"actions/{_d('2')}.json"]  # k3 is unchanged: what it names is known
     assert done.remove_blobs == [_d("a")] and done.kept_blobs == 3
+    assert (done.removed_bytes, done.kept_bytes) == (111, 230)
     assert f"blobs/ff/{_d('f')}" in cache.files and f"blobs/aa/{_d('a')}" not in cache.files
 
 
@@ -955,3 +967,13 @@ def test_collect_shared_forgets_use_stamps_of_unknown_keys_older_than_the_grace_
                                                                  f"uses/{gone}"}
     cachegc.collect_shared(cache, 0, None, grace_minutes=0.5)  # the entry goes, and every stamp with it
     assert cache.files == {}
+
+
+def test_a_use_stamp_is_known_by_its_last_name_whatever_path_the_listing_gives():
+    class Listed:
+        def listing(self, folder):
+            assert folder == "uses"
+            return {f"uses/{_d('1')}": {"mtime": 1.0}, f"bucket/cache/uses/{_d('2')}": {"mtime": 2.0},
+                    "uses/notes": {"mtime": 3.0}, f"uses/{_d('3')}": {}}
+
+    assert cachegc._uses(Listed()) == {_d("1"): 1.0, _d("2"): 2.0, _d("3"): None}
