@@ -238,7 +238,7 @@ def _when(info: dict[str, Any]) -> float | None:
             return float(value)
         if isinstance(value, str):
             try:
-                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                value = datetime.fromisoformat(value)  # Python 3.11 reads a trailing Z
             except ValueError:
                 continue
         if isinstance(value, datetime):
