@@ -611,6 +611,7 @@ def test_plan_age_and_grace_boundaries():
     assert p.remove_blobs == [_d("b"), _d("c")]  # written exactly one grace period ago: old enough
     assert (p.young_blobs, p.young_bytes) == (1, 80)
     assert p.remove_debris == ["blobs/x.part"]
+    assert [e.key for e in cachegc.plan(inv, 0, 7, NOW, 3600.0).evict] == ["past", "edge"]  # then by size
     # a grace period longer than a day holds debris too
     assert cachegc.plan(inv, None, None, NOW, cachegc.UPLOAD_MAX_S + 1).remove_debris == []
     assert cachegc.plan(inv, None, None, NOW, cachegc.UPLOAD_MAX_S - 1).remove_debris == ["blobs/x.part"]
