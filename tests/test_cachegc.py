@@ -725,7 +725,7 @@ def test_digests_of_malformed_entries_and_outputs():
     assert cachegc._entry_digests(b'{"outputs": {"o": [["f", "' + a.encode() + b'"]]}}') == set()  # not a list
     assert cachegc._entry_digests(b'[1, {"deps": {}}, {"outputs": {"o": [["f", "' + a.encode() + b'"]]}}]') == {a}
     assert cachegc._digests(None) == set() and cachegc._digests([["f", a]]) == set()
-    assert cachegc._digests({"o": "f", "p": [["f"], "x", ["f", 3], ["f", a.upper()], ["f", a[:-1]],
+    assert cachegc._digests({"o": "f", "n": 3, "p": [["f"], "x", ["f", 3], ["f", a.upper()], ["f", a[:-1]],
                                              ["f", a], ["g", _d("b"), 9, "more"]]}) == {a, _d("b")}
     assert cachegc._loads(None) is None and cachegc._loads("") is None and cachegc._loads("[1") is None
     assert cachegc._loads("[1]") == [1]
