@@ -238,7 +238,7 @@ def _when(info: dict[str, Any]) -> float | None:
             return float(value)
         if isinstance(value, str):
             try:
-                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                value = datetime.fromisoformat(value)  # Python 3.11 reads a trailing Z
             except ValueError:
                 continue
         if isinstance(value, datetime):
@@ -265,7 +265,7 @@ def plan(inv: Inventory, max_size: int | None, max_age_days: float | None, now: 
 
     def collectable(digest: str) -> bool:
         blob = inv.blobs.get(digest)
-        if blob is None or refs[digest] or digest in protected:
+        if blob is None or refs[digest]:  # a protected entry is never dropped: its blobs stay named
             return False
         return grace_s <= 0 or (blob.written is not None and blob.written <= now - grace_s)
 
@@ -299,7 +299,7 @@ def plan(inv: Inventory, max_size: int | None, max_age_days: float | None, now: 
             drop(e)
     debris = [n for n, b in inv.debris.items() if _old(b.written, now, max(grace_s, UPLOAD_MAX_S))]
     gone = {e.key for e in evict}
-    young = [d for d, b in inv.blobs.items() if d not in remove and not refs[d] and d not in protected]
+    young = [d for d, b in inv.blobs.items() if d not in remove and not refs[d]]
     return Plan(
         max_size=max_size, max_age_days=max_age_days, evict=evict, remove_blobs=sorted(remove),
         remove_debris=debris,
@@ -334,15 +334,15 @@ def apply_shared(plan_: Plan, inv: Inventory, cache, now: float, grace_s: float)
     uses = _uses(cache)
     stale_uses = [k for k in uses if k in gone or (k not in inv.entries and _old(uses[k], now, grace_s))]
     cache.remove_files([f"uses/{k}" for k in stale_uses])
-    named: set[str] = set()
+    # An entry unchanged since the first listing names no planned blob (the plan kept what it names);
+    # one written since may name any: those are read again.
     fresh = []
     for name, info in cache.listing("actions").items():
         key = name.rpartition("/")[2][:-5]
         before = inv.entries.get(key)
         if before is None or key in gone or _when(info) != before.written:
-            fresh.append(name)  # written since the first listing: what it names stays
-        else:
-            named |= before.blobs
+            fresh.append(name)
+    named: set[str] = set()
     for text in cache.read_files(fresh).values():
         named |= _entry_digests(text)
     blobs = [d for d in plan_.remove_blobs if d not in named]
@@ -381,8 +381,8 @@ def current_digests(state: State, current: set[str] | None) -> set[str]:
 
 
 def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
