@@ -485,7 +485,7 @@ def _d(c: str) -> str:
 
 class FakeState:
     def __init__(self, actions=(), traces=(), uses=()):
-        from buildsys.state import Inventory as Recorded
+        from buildsys.storage.state import Inventory as Recorded
 
         self.recorded = Recorded(list(actions), list(traces), list(uses))
         self.evicted: list[set[str]] = []
