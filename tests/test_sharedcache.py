@@ -321,3 +321,96 @@ def test_fetching_into_the_store_never_writes_through_a_link_planted_at_a_predic
     assert victim.read_text() == "keep"
     assert all(Store(store).verify(d) for d in digests)
     assert (tmp_path / "second/out/r/b.txt").read_text() == "b|a"
+
+
+# -- one cache, method by method ----------------------------------------------------------------------
+
+
+def _local(tmp_path: Path, data: bytes) -> tuple[Store, str]:
+    """A workspace store already holding `data`'s blob."""
+    store = Store(tmp_path / "store")
+    src = tmp_path / "scratch"
+    src.write_bytes(data)
+    digest = sha(data)
+    store.put(src, digest)
+    return store, digest
+
+
+def test_a_blob_the_local_store_holds_is_not_read_from_the_cache_unless_the_entry_lies_about_its_size(tmp_path):
+    shared = SharedCache(str(tmp_path / "cache"))
+    store, digest = _local(tmp_path, b"model")  # the cache holds only the external data's blob
+    data = plant_blob(tmp_path / "cache", b"weights")
+    assert shared.fetch({"out": [["m.onnx", digest, 5], ["m.onnx.data", data, 7]]}, store) is True
+    assert store.verify(data)
+    with pytest.raises(Rejected) as err:
+        shared.fetch({"out": [["m.onnx", digest, 6]]}, store)
+    assert str(err.value) == f"blob {digest} does not have its recorded size (6 bytes)"
+    assert store.verify(digest)
+
+
+def _sound(text: str) -> dict:
+    return {"deps": {"dists": {"pkg": text}}, "outputs": {"out": [["a.txt", sha(text.encode()), len(text)]]},
+            "verdict": None}
+
+
+def test_publishing_puts_the_new_entry_first_keeps_sound_ones_of_other_deps_and_drops_the_rest(tmp_path):
+    shared = SharedCache(str(tmp_path / "cache"))
+    store, _ = _local(tmp_path, b"new")
+    key = sha(b"step key")
+    older, other = _sound("older"), _sound("other")
+    (tmp_path / "cache" / "actions").mkdir(parents=True)
+    new = _sound("new")
+    replaced = {**_sound("replaced"), "deps": new["deps"]}  # an earlier result for the same deps
+    (tmp_path / "cache" / "actions" / f"{key}.json").write_text(json.dumps([older, "not an entry", replaced, other]))
+    shared.publish(key, new["deps"], new["outputs"], None, store)
+    assert shared.actions(key) == [new, older, other]
+
+
+def test_a_full_disk_while_fetching_names_the_store_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import errno
+
+    from buildsys import sharedcache
+
+    shared = SharedCache(str(tmp_path / "cache"))
+    digest = plant_blob(tmp_path / "cache", b"model")
+    store = Store(tmp_path / "store")
+
+    class Full:
+        def __init__(self, fd, mode):
+            os.close(fd)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sharedcache, "open", Full, raising=False)
+    with pytest.raises(OSError) as err:
+        shared.fetch({"out": [["m.onnx", digest, 5]]}, store)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(store.path(digest))
+    assert os.listdir(tmp_path / "store" / digest[:2]) == []
+
+
+def test_a_blob_gone_from_the_cache_is_a_plain_miss_that_leaves_no_temporary_in_the_store(tmp_path):
+    shared = SharedCache(str(tmp_path / "cache"))
+    store = Store(tmp_path / "store")
+    digest = sha(b"model")
+    assert shared.fetch({"out": [["m.onnx", digest, 5]]}, store) is False
+    assert not store.has(digest) and os.listdir(tmp_path / "store" / digest[:2]) == []
+
+
+def test_a_blob_fetched_from_the_cache_is_not_read_again_to_publish_it(tmp_path):
+    shared = SharedCache(str(tmp_path / "cache"))
+    digest = plant_blob(tmp_path / "cache", b"model")
+    store = Store(tmp_path / "store")
+    outputs = {"out": [["m.onnx", digest, 5]]}
+    assert shared.fetch(outputs, store)
+    opened = []
+    fs_open = shared.fs.open
+    shared.fs.open = lambda path, *a, **k: opened.append(path) or fs_open(path, *a, **k)
+    shared.publish(sha(b"another step with the same output"), {}, outputs, None, store)
+    assert not [p for p in opened if "/blobs/" in p] and shared.uploads == 0
