@@ -403,7 +403,7 @@ def test_a_blob_gone_from_the_cache_is_a_plain_miss_that_leaves_no_temporary_in_
     assert not store.has(digest) and os.listdir(tmp_path / "store" / digest[:2]) == []
 
 
-def test_a_blob_fetched_from_the_cache_is_not_read_again_to_publish_it(tmp_path):
+def test_a_blob_fetched_from_the_cache_is_not_read_again_to_publish_it(tmp_path, monkeypatch):
     shared = SharedCache(str(tmp_path / "cache"))
     digest = plant_blob(tmp_path / "cache", b"model")
     store = Store(tmp_path / "store")
@@ -411,6 +411,42 @@ def test_a_blob_fetched_from_the_cache_is_not_read_again_to_publish_it(tmp_path)
     assert shared.fetch(outputs, store)
     opened = []
     fs_open = shared.fs.open
-    shared.fs.open = lambda path, *a, **k: opened.append(path) or fs_open(path, *a, **k)
+    monkeypatch.setattr(shared.fs, "open", lambda path, *a, **k: opened.append(path) or fs_open(path, *a, **k))
     shared.publish(sha(b"another step with the same output"), {}, outputs, None, store)
     assert not [p for p in opened if "/blobs/" in p] and shared.uploads == 0
+
+
+class _Counted:
+    """A file of the cache whose reads are counted."""
+
+    def __init__(self, f, counts: list[int]):
+        self.f, self.counts = f, counts
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        self.counts.append(len(data))
+        return data
+
+
+def test_a_blob_that_starts_with_the_right_bytes_but_goes_on_is_rejected_one_byte_past_its_size(tmp_path, monkeypatch):
+    shared = SharedCache(str(tmp_path / "cache"))
+    counts: list[int] = []
+    fs_open = shared.fs.open
+    monkeypatch.setattr(shared.fs, "open", lambda path, *a, **k: _Counted(fs_open(path, *a, **k), counts))
+    model = b"m" * (1 << 20)  # a whole number of the chunks blobs are read in
+    digest = sha(model)
+    blob = tmp_path / "cache" / "blobs" / digest[:2] / digest
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(model + b"and a payload appended after it")
+    store = Store(tmp_path / "store")
+    with pytest.raises(Rejected) as err:
+        shared.fetch({"out": [["m.onnx", digest, len(model)]]}, store)
+    assert str(err.value) == f"blob {digest} does not have its recorded size ({len(model)} bytes)"
+    assert sum(counts) == len(model) + 1  # read no further than it takes to know
+    assert not store.has(digest) and os.listdir(tmp_path / "store" / digest[:2]) == []
