@@ -220,7 +220,7 @@ class SharedCache:
     def remove_files(self, names: list[str]) -> None:
         """Delete files named relative to the cache root; one already gone is not an error."""
         paths = [f"{self.root}/{n}" for n in names]
-        if not getattr(self.fs, "async_impl", False):
+        if not self.fs.async_impl:
             # A filesystem of local calls deletes file by file anyway (and memory://'s rm of a
             # list checks each path by scanning every file); object stores delete a list in bulk.
             paths, singles = [], paths
