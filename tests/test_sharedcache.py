@@ -450,3 +450,48 @@ def test_a_blob_that_starts_with_the_right_bytes_but_goes_on_is_rejected_one_byt
     assert str(err.value) == f"blob {digest} does not have its recorded size ({len(model)} bytes)"
     assert sum(counts) == len(model) + 1  # read no further than it takes to know
     assert not store.has(digest) and os.listdir(tmp_path / "store" / digest[:2]) == []
+
+
+def _files(cache: Path, count: int) -> list[str]:
+    (cache / "uses").mkdir(parents=True)
+    names = [f"uses/{sha(str(i).encode())}" for i in range(count)]
+    for name in names:
+        (cache / name).touch()
+    return names
+
+
+def test_removing_files_goes_on_past_one_removed_meanwhile(tmp_path):
+    shared = SharedCache(str(tmp_path / "cache"))
+    names = _files(tmp_path / "cache", 5)
+    os.unlink(tmp_path / "cache" / names[2])  # another `cache gc` was faster
+    shared.remove_files(names)
+    assert os.listdir(tmp_path / "cache" / "uses") == []
+
+
+def test_an_object_store_deletes_in_requests_of_at_most_1000_keys_each_key_asked_once(monkeypatch):
+    from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+
+    shared = SharedCache(f"memory://buildsys-{uuid.uuid4().hex}")
+    memory = shared.fs
+    names = [f"uses/{sha(str(i).encode())}" for i in range(1001)]
+    for name in names:
+        memory.pipe_file(f"{shared.root}/{name}", b"")
+    memory.rm_file(f"{shared.root}/{names[500]}")  # gone meanwhile: its request fails, its keys go one by one
+    requests = []
+
+    def delete_objects(paths, *args, **kwargs):  # a bulk delete: the keys there go, a missing one is reported
+        assert not {p for r in requests for p in r} & set(paths), "a key asked for twice"
+        requests.append(list(paths))
+        gone = [p for p in paths if not memory.exists(p)]
+        for p in paths:
+            if p not in gone:
+                memory.rm_file(p)
+        if gone:
+            raise FileNotFoundError(gone[0])
+
+    shared.fs = AsyncFileSystemWrapper(memory)  # an asynchronous filesystem, as s3:// or gs:// are
+    monkeypatch.setattr(shared.fs, "rm", delete_objects)
+    shared.remove_files(names)
+    assert memory.find(shared.root) == []
+    assert [len(r) for r in requests] == [1000, 1]
+    assert [p for r in requests for p in r] == [f"{shared.root}/{n}" for n in names]
