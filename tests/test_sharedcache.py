@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 import uuid
 from pathlib import Path
 
@@ -92,7 +93,8 @@ def test_a_file_name_climbing_out_of_out_is_rejected_and_nothing_is_written_ther
     assert out["r:a"].state == "ran"
     assert out["r:a"].reason.startswith("shared cache entry rejected: outputs.out.1: file name ")
     assert "is not a plain file name" in out["r:a"].reason
-    assert "warning: r:a: shared cache entry rejected" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "warning: r:a: shared cache entry rejected" in err and f"(in {cache})" in err
     assert out["r:b"].reason == "fetched from the shared cache"  # same bytes as the producer's: b's key holds
 
 
@@ -181,8 +183,9 @@ def test_a_shard_folder_linked_elsewhere_is_not_published_through(tmp_path):
     digest = sha(b"a")
     (cache / "blobs").mkdir(parents=True)
     (cache / "blobs" / digest[:2]).symlink_to(elsewhere)
-    with pytest.raises(safepath.UnsafePath, match="outside"):
+    with pytest.raises(safepath.UnsafePath, match="outside") as err:
         build(tmp_path / "first", cache)
+    assert f"buildsys writes and deletes only under the shared cache {cache}, never" in err.value.message
     assert list(elsewhere.iterdir()) == []
 
 
@@ -479,15 +482,14 @@ def test_an_object_store_deletes_in_requests_of_at_most_1000_keys_each_key_asked
     memory.rm_file(f"{shared.root}/{names[500]}")  # gone meanwhile: its request fails, its keys go one by one
     requests = []
 
-    def delete_objects(paths, *args, **kwargs):  # a bulk delete: the keys there go, a missing one is reported
+    def delete_objects(paths, *args, **kwargs):  # a bulk delete that refuses a list naming a missing key
         assert not {p for r in requests for p in r} & set(paths), "a key asked for twice"
         requests.append(list(paths))
         gone = [p for p in paths if not memory.exists(p)]
-        for p in paths:
-            if p not in gone:
-                memory.rm_file(p)
-        if gone:
+        if gone:  # the request fails as a whole
             raise FileNotFoundError(gone[0])
+        for p in paths:
+            memory.rm_file(p)
 
     shared.fs = AsyncFileSystemWrapper(memory)  # an asynchronous filesystem, as s3:// or gs:// are
     monkeypatch.setattr(shared.fs, "rm", delete_objects)
@@ -495,3 +497,114 @@ def test_an_object_store_deletes_in_requests_of_at_most_1000_keys_each_key_asked
     assert memory.find(shared.root) == []
     assert [len(r) for r in requests] == [1000, 1]
     assert [p for r in requests for p in r] == [f"{shared.root}/{n}" for n in names]
+
+
+def test_a_step_key_or_digest_that_is_not_one_is_refused_before_it_becomes_a_path(tmp_path):
+    shared = SharedCache(str(tmp_path / "cache"))
+    store, digest = _local(tmp_path, b"model")
+    with pytest.raises(ValueError, match=r"^not a step key: '\.\./k'$"):
+        shared.publish("../k", {}, {"out": [["m.onnx", digest, 5]]}, None, store)
+    with pytest.raises(ValueError, match=r"^not a sha256 digest: '\.\./d'$"):
+        shared.has_blobs({"out": [["m.onnx", "../d", 5]]})
+    assert shared.actions("../k") == []
+    assert not (tmp_path / "cache" / "actions").exists()
+
+
+def test_an_action_file_is_read_up_to_its_limit_and_one_byte_more(monkeypatch):
+    from buildsys.sharedcache import MAX_ACTION_BYTES
+
+    shared = SharedCache(f"memory://buildsys-{uuid.uuid4().hex}")
+    key = sha(b"key")
+    entry = [_sound("a")]
+    text = json.dumps(entry).encode()
+    shared.fs.pipe_file(f"{shared.root}/actions/{key}.json", text + b" " * (MAX_ACTION_BYTES - len(text)))
+    assert shared.actions(key) == entry  # exactly at the limit: read
+    shared.fs.pipe_file(f"{shared.root}/actions/{key}.json", text + b" " * (MAX_ACTION_BYTES + 1000 - len(text)))
+    counts: list[int] = []
+    fs_open = shared.fs.open
+    monkeypatch.setattr(shared.fs, "open", lambda path, *a, **k: _Counted(fs_open(path, *a, **k), counts))
+    assert shared.actions(key) == [] and sum(counts) == MAX_ACTION_BYTES + 1  # over it: a miss, read no further
+    shared.fs.pipe_file(f"{shared.root}/actions/{key}.json", json.dumps({"not": "a list"}).encode())
+    assert shared.actions(key) == []
+
+
+def test_publishing_keeps_at_most_16_entries_per_key_dropping_the_oldest(tmp_path):
+    shared = SharedCache(str(tmp_path / "cache"))
+    store, _ = _local(tmp_path, b"new")
+    key = sha(b"step key")
+    old = [_sound(f"old {i}") for i in range(16)]
+    (tmp_path / "cache" / "actions").mkdir(parents=True)
+    (tmp_path / "cache" / "actions" / f"{key}.json").write_text(json.dumps(old))
+    new = _sound("new")
+    shared.publish(key, new["deps"], new["outputs"], None, store)
+    assert shared.actions(key) == [new, *old[:15]]
+
+
+def test_publishing_uploads_only_the_blobs_the_cache_lacks_or_holds_damaged_readable_by_all(tmp_path, monkeypatch):
+    shared = SharedCache(str(tmp_path / "cache"))
+    store, intact = _local(tmp_path, b"intact")
+    _, missing = _local(tmp_path, b"missing")
+    _, short = _local(tmp_path, b"damaged to a shorter length")
+    _, same_size = _local(tmp_path, b"damaged at its size")
+    cache = tmp_path / "cache"
+    plant_blob(cache, b"intact")
+    inode = (cache / "blobs" / intact[:2] / intact).stat().st_ino
+    for digest, bad in ((short, b"short"), (same_size, b"damaged at its SIZE")):
+        (cache / "blobs" / digest[:2]).mkdir(parents=True, exist_ok=True)
+        (cache / "blobs" / digest[:2] / digest).write_bytes(bad)
+    outputs = {"out": [["m.onnx", intact, 6], ["m.onnx.data", missing, 7]],
+               "log": [["a.log", short, 27]], "table": [["t.csv", same_size, 19]]}
+    shared.publish_blobs(outputs, store)
+    assert (cache / "blobs" / intact[:2] / intact).stat().st_ino == inode  # intact: left as it was
+    for digest in (missing, short, same_size):
+        blob = cache / "blobs" / digest[:2] / digest
+        assert blob.read_bytes() == store.path(digest).read_bytes()
+        assert stat.S_IMODE(blob.stat().st_mode) == 0o644 & ~_umask()
+    assert shared.uploads == 3
+    opened = []
+    fs_open = shared.fs.open
+    monkeypatch.setattr(shared.fs, "open", lambda path, *a, **k: opened.append(path) or fs_open(path, *a, **k))
+    shared.publish_blobs(outputs, store)  # what this process wrote is not read back again
+    assert opened == [f"{shared.root}/blobs/{intact[:2]}/{intact}"] and shared.uploads == 3
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_an_upload_the_disk_refuses_names_the_blob_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    from buildsys import sharedcache
+
+    shared = SharedCache(str(tmp_path / "cache"))
+    store, digest = _local(tmp_path, b"model")
+
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        if mode == "wb":
+            os.close(file)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return builtins.open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(sharedcache, "open", full_disk_open, raising=False)
+    with pytest.raises(OSError) as err:
+        shared.publish_blobs({"out": [["m.onnx", digest, 5]]}, store)
+    blob = tmp_path / "cache" / "blobs" / digest[:2] / digest
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(blob)
+    assert os.listdir(blob.parent) == []
+
+
+def test_a_cache_folder_is_made_with_its_parents_and_named_absolute_and_a_url_is_left_to_fsspec(tmp_path, monkeypatch):
+    from buildsys.sharedcache import open_cache
+
+    monkeypatch.chdir(tmp_path)
+    shared = open_cache("team/caches/cache", read_only=True)
+    assert (tmp_path / "team/caches/cache").is_dir() and shared.url == str(tmp_path / "team/caches/cache")
+    assert shared.read_only and shared.local
+    url = f"memory://buildsys-{uuid.uuid4().hex}"
+    shared = open_cache(url, read_only=False)
+    assert shared.url == url and not shared.read_only and not shared.local and os.listdir(tmp_path) == ["team"]
+    assert open_cache("", read_only=False) is None and open_cache(None, read_only=False) is None
