@@ -181,3 +181,11 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_removing_a_blob_deletes_it_and_one_gone_already_is_no_error(tmp_path):
+    store = committed(tmp_path)
+    store.remove(DIGEST)
+    assert not store.has(DIGEST) and os.listdir(tmp_path / "store" / DIGEST[:2]) == []
+    store.remove(DIGEST)  # another `cache gc` removed it first
+    assert not store.has(DIGEST)
