@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 import uuid
 from pathlib import Path
 
@@ -92,7 +93,8 @@ def test_a_file_name_climbing_out_of_out_is_rejected_and_nothing_is_written_ther
     assert out["r:a"].state == "ran"
     assert out["r:a"].reason.startswith("shared cache entry rejected: outputs.out.1: file name ")
     assert "is not a plain file name" in out["r:a"].reason
-    assert "warning: r:a: shared cache entry rejected" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "warning: r:a: shared cache entry rejected" in err and f"(in {cache})" in err
     assert out["r:b"].reason == "fetched from the shared cache"  # same bytes as the producer's: b's key holds
 
 
@@ -181,8 +183,9 @@ def test_a_shard_folder_linked_elsewhere_is_not_published_through(tmp_path):
     digest = sha(b"a")
     (cache / "blobs").mkdir(parents=True)
     (cache / "blobs" / digest[:2]).symlink_to(elsewhere)
-    with pytest.raises(safepath.UnsafePath, match="outside"):
+    with pytest.raises(safepath.UnsafePath, match="outside") as err:
         build(tmp_path / "first", cache)
+    assert f"buildsys writes and deletes only under the shared cache {cache}, never" in err.value.message
     assert list(elsewhere.iterdir()) == []
 
 
@@ -321,3 +324,287 @@ def test_fetching_into_the_store_never_writes_through_a_link_planted_at_a_predic
     assert victim.read_text() == "keep"
     assert all(Store(store).verify(d) for d in digests)
     assert (tmp_path / "second/out/r/b.txt").read_text() == "b|a"
+
+
+# -- one cache, method by method ----------------------------------------------------------------------
+
+
+def _local(tmp_path: Path, data: bytes) -> tuple[Store, str]:
+    """A workspace store already holding `data`'s blob."""
+    store = Store(tmp_path / "store")
+    src = tmp_path / "scratch"
+    src.write_bytes(data)
+    digest = sha(data)
+    store.put(src, digest)
+    return store, digest
+
+
+def test_a_blob_the_local_store_holds_is_not_read_from_the_cache_unless_the_entry_lies_about_its_size(tmp_path):
+    shared = SharedCache(str(tmp_path / "cache"))
+    store, digest = _local(tmp_path, b"model")  # the cache holds only the external data's blob
+    data = plant_blob(tmp_path / "cache", b"weights")
+    assert shared.fetch({"out": [["m.onnx", digest, 5], ["m.onnx.data", data, 7]]}, store) is True
+    assert store.verify(data)
+    with pytest.raises(Rejected) as err:
+        shared.fetch({"out": [["m.onnx", digest, 6]]}, store)
+    assert str(err.value) == f"blob {digest} does not have its recorded size (6 bytes)"
+    assert store.verify(digest)
+
+
+def _sound(text: str) -> dict:
+    return {"deps": {"dists": {"pkg": text}}, "outputs": {"out": [["a.txt", sha(text.encode()), len(text)]]},
+            "verdict": None}
+
+
+def test_publishing_puts_the_new_entry_first_keeps_sound_ones_of_other_deps_and_drops_the_rest(tmp_path):
+    shared = SharedCache(str(tmp_path / "cache"))
+    store, _ = _local(tmp_path, b"new")
+    key = sha(b"step key")
+    older, other = _sound("older"), _sound("other")
+    (tmp_path / "cache" / "actions").mkdir(parents=True)
+    new = _sound("new")
+    replaced = {**_sound("replaced"), "deps": new["deps"]}  # an earlier result for the same deps
+    (tmp_path / "cache" / "actions" / f"{key}.json").write_text(json.dumps([older, "not an entry", replaced, other]))
+    shared.publish(key, new["deps"], new["outputs"], None, store)
+    assert shared.actions(key) == [new, older, other]
+
+
+def test_a_full_disk_while_fetching_names_the_store_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import errno
+
+    from buildsys import sharedcache
+
+    shared = SharedCache(str(tmp_path / "cache"))
+    digest = plant_blob(tmp_path / "cache", b"model")
+    store = Store(tmp_path / "store")
+
+    class Full:
+        def __init__(self, fd, mode):
+            os.close(fd)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sharedcache, "open", Full, raising=False)
+    with pytest.raises(OSError) as err:
+        shared.fetch({"out": [["m.onnx", digest, 5]]}, store)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(store.path(digest))
+    assert os.listdir(tmp_path / "store" / digest[:2]) == []
+
+
+def test_a_blob_gone_from_the_cache_is_a_plain_miss_that_leaves_no_temporary_in_the_store(tmp_path):
+    shared = SharedCache(str(tmp_path / "cache"))
+    store = Store(tmp_path / "store")
+    digest = sha(b"model")
+    assert shared.fetch({"out": [["m.onnx", digest, 5]]}, store) is False
+    assert not store.has(digest) and os.listdir(tmp_path / "store" / digest[:2]) == []
+
+
+def test_a_blob_fetched_from_the_cache_is_not_read_again_to_publish_it(tmp_path, monkeypatch):
+    shared = SharedCache(str(tmp_path / "cache"))
+    digest = plant_blob(tmp_path / "cache", b"model")
+    store = Store(tmp_path / "store")
+    outputs = {"out": [["m.onnx", digest, 5]]}
+    assert shared.fetch(outputs, store)
+    opened = []
+    fs_open = shared.fs.open
+    monkeypatch.setattr(shared.fs, "open", lambda path, *a, **k: opened.append(path) or fs_open(path, *a, **k))
+    shared.publish(sha(b"another step with the same output"), {}, outputs, None, store)
+    assert not [p for p in opened if "/blobs/" in p] and shared.uploads == 0
+
+
+class _Counted:
+    """A file of the cache whose reads are counted."""
+
+    def __init__(self, f, counts: list[int]):
+        self.f, self.counts = f, counts
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        self.counts.append(len(data))
+        return data
+
+
+def test_a_blob_that_starts_with_the_right_bytes_but_goes_on_is_rejected_one_byte_past_its_size(tmp_path, monkeypatch):
+    shared = SharedCache(str(tmp_path / "cache"))
+    counts: list[int] = []
+    fs_open = shared.fs.open
+    monkeypatch.setattr(shared.fs, "open", lambda path, *a, **k: _Counted(fs_open(path, *a, **k), counts))
+    model = b"m" * (1 << 20)  # a whole number of the chunks blobs are read in
+    digest = sha(model)
+    blob = tmp_path / "cache" / "blobs" / digest[:2] / digest
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(model + b"and a payload appended after it")
+    store = Store(tmp_path / "store")
+    with pytest.raises(Rejected) as err:
+        shared.fetch({"out": [["m.onnx", digest, len(model)]]}, store)
+    assert str(err.value) == f"blob {digest} does not have its recorded size ({len(model)} bytes)"
+    assert sum(counts) == len(model) + 1  # read no further than it takes to know
+    assert not store.has(digest) and os.listdir(tmp_path / "store" / digest[:2]) == []
+
+
+def _files(cache: Path, count: int) -> list[str]:
+    (cache / "uses").mkdir(parents=True)
+    names = [f"uses/{sha(str(i).encode())}" for i in range(count)]
+    for name in names:
+        (cache / name).touch()
+    return names
+
+
+def test_removing_files_goes_on_past_one_removed_meanwhile(tmp_path):
+    shared = SharedCache(str(tmp_path / "cache"))
+    names = _files(tmp_path / "cache", 5)
+    os.unlink(tmp_path / "cache" / names[2])  # another `cache gc` was faster
+    shared.remove_files(names)
+    assert os.listdir(tmp_path / "cache" / "uses") == []
+
+
+def test_an_object_store_deletes_in_requests_of_at_most_1000_keys_each_key_asked_once(monkeypatch):
+    from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+
+    shared = SharedCache(f"memory://buildsys-{uuid.uuid4().hex}")
+    memory = shared.fs
+    names = [f"uses/{sha(str(i).encode())}" for i in range(1001)]
+    for name in names:
+        memory.pipe_file(f"{shared.root}/{name}", b"")
+    memory.rm_file(f"{shared.root}/{names[500]}")  # gone meanwhile: its request fails, its keys go one by one
+    requests = []
+
+    def delete_objects(paths, *args, **kwargs):  # a bulk delete that refuses a list naming a missing key
+        assert not {p for r in requests for p in r} & set(paths), "a key asked for twice"
+        requests.append(list(paths))
+        gone = [p for p in paths if not memory.exists(p)]
+        if gone:  # the request fails as a whole
+            raise FileNotFoundError(gone[0])
+        for p in paths:
+            memory.rm_file(p)
+
+    shared.fs = AsyncFileSystemWrapper(memory)  # an asynchronous filesystem, as s3:// or gs:// are
+    monkeypatch.setattr(shared.fs, "rm", delete_objects)
+    shared.remove_files(names)
+    assert memory.find(shared.root) == []
+    assert [len(r) for r in requests] == [1000, 1]
+    assert [p for r in requests for p in r] == [f"{shared.root}/{n}" for n in names]
+
+
+def test_a_step_key_or_digest_that_is_not_one_is_refused_before_it_becomes_a_path(tmp_path):
+    shared = SharedCache(str(tmp_path / "cache"))
+    store, digest = _local(tmp_path, b"model")
+    with pytest.raises(ValueError, match=r"^not a step key: '\.\./k'$"):
+        shared.publish("../k", {}, {"out": [["m.onnx", digest, 5]]}, None, store)
+    with pytest.raises(ValueError, match=r"^not a sha256 digest: '\.\./d'$"):
+        shared.has_blobs({"out": [["m.onnx", "../d", 5]]})
+    assert shared.actions("../k") == []
+    assert not (tmp_path / "cache" / "actions").exists()
+
+
+def test_an_action_file_is_read_up_to_its_limit_and_one_byte_more(monkeypatch):
+    from buildsys.sharedcache import MAX_ACTION_BYTES
+
+    shared = SharedCache(f"memory://buildsys-{uuid.uuid4().hex}")
+    key = sha(b"key")
+    entry = [_sound("a")]
+    text = json.dumps(entry).encode()
+    shared.fs.pipe_file(f"{shared.root}/actions/{key}.json", text + b" " * (MAX_ACTION_BYTES - len(text)))
+    assert shared.actions(key) == entry  # exactly at the limit: read
+    shared.fs.pipe_file(f"{shared.root}/actions/{key}.json", text + b" " * (MAX_ACTION_BYTES + 1000 - len(text)))
+    counts: list[int] = []
+    fs_open = shared.fs.open
+    monkeypatch.setattr(shared.fs, "open", lambda path, *a, **k: _Counted(fs_open(path, *a, **k), counts))
+    assert shared.actions(key) == [] and sum(counts) == MAX_ACTION_BYTES + 1  # over it: a miss, read no further
+    shared.fs.pipe_file(f"{shared.root}/actions/{key}.json", json.dumps({"not": "a list"}).encode())
+    assert shared.actions(key) == []
+
+
+def test_publishing_keeps_at_most_16_entries_per_key_dropping_the_oldest(tmp_path):
+    shared = SharedCache(str(tmp_path / "cache"))
+    store, _ = _local(tmp_path, b"new")
+    key = sha(b"step key")
+    old = [_sound(f"old {i}") for i in range(16)]
+    (tmp_path / "cache" / "actions").mkdir(parents=True)
+    (tmp_path / "cache" / "actions" / f"{key}.json").write_text(json.dumps(old))
+    new = _sound("new")
+    shared.publish(key, new["deps"], new["outputs"], None, store)
+    assert shared.actions(key) == [new, *old[:15]]
+
+
+def test_publishing_uploads_only_the_blobs_the_cache_lacks_or_holds_damaged_readable_by_all(tmp_path, monkeypatch):
+    shared = SharedCache(str(tmp_path / "cache"))
+    store, intact = _local(tmp_path, b"intact")
+    _, missing = _local(tmp_path, b"missing")
+    _, short = _local(tmp_path, b"damaged to a shorter length")
+    _, same_size = _local(tmp_path, b"damaged at its size")
+    cache = tmp_path / "cache"
+    plant_blob(cache, b"intact")
+    inode = (cache / "blobs" / intact[:2] / intact).stat().st_ino
+    for digest, bad in ((short, b"short"), (same_size, b"damaged at its SIZE")):
+        (cache / "blobs" / digest[:2]).mkdir(parents=True, exist_ok=True)
+        (cache / "blobs" / digest[:2] / digest).write_bytes(bad)
+    outputs = {"out": [["m.onnx", intact, 6], ["m.onnx.data", missing, 7]],
+               "log": [["a.log", short, 27]], "table": [["t.csv", same_size, 19]]}
+    shared.publish_blobs(outputs, store)
+    assert (cache / "blobs" / intact[:2] / intact).stat().st_ino == inode  # intact: left as it was
+    for digest in (missing, short, same_size):
+        blob = cache / "blobs" / digest[:2] / digest
+        assert blob.read_bytes() == store.path(digest).read_bytes()
+        assert stat.S_IMODE(blob.stat().st_mode) == 0o644 & ~_umask()
+    assert shared.uploads == 3
+    opened = []
+    fs_open = shared.fs.open
+    monkeypatch.setattr(shared.fs, "open", lambda path, *a, **k: opened.append(path) or fs_open(path, *a, **k))
+    shared.publish_blobs(outputs, store)  # what this process wrote is not read back again
+    assert opened == [f"{shared.root}/blobs/{intact[:2]}/{intact}"] and shared.uploads == 3
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_an_upload_the_disk_refuses_names_the_blob_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    from buildsys import sharedcache
+
+    shared = SharedCache(str(tmp_path / "cache"))
+    store, digest = _local(tmp_path, b"model")
+
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        if mode == "wb":
+            os.close(file)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return builtins.open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(sharedcache, "open", full_disk_open, raising=False)
+    with pytest.raises(OSError) as err:
+        shared.publish_blobs({"out": [["m.onnx", digest, 5]]}, store)
+    blob = tmp_path / "cache" / "blobs" / digest[:2] / digest
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(blob)
+    assert os.listdir(blob.parent) == []
+
+
+def test_a_cache_folder_is_made_with_its_parents_and_named_absolute_and_a_url_is_left_to_fsspec(tmp_path, monkeypatch):
+    from buildsys.sharedcache import open_cache
+
+    monkeypatch.chdir(tmp_path)
+    shared = open_cache("team/caches/cache", read_only=True)
+    assert (tmp_path / "team/caches/cache").is_dir() and shared.url == str(tmp_path / "team/caches/cache")
+    assert shared.read_only and shared.local
+    url = f"memory://buildsys-{uuid.uuid4().hex}"
+    shared = open_cache(url, read_only=False)
+    assert shared.url == url and not shared.read_only and not shared.local and os.listdir(tmp_path) == ["team"]
+    assert open_cache("", read_only=False) is None and open_cache(None, read_only=False) is None

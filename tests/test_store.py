@@ -71,6 +71,22 @@ def test_verification_removes_a_damaged_blob_and_reports_a_missing_one(tmp_path)
     assert store.verify(DIGEST) is False
 
 
+def test_a_damaged_blob_another_build_removed_while_this_one_hashed_it_is_reported_missing(tmp_path, monkeypatch):
+    store = committed(tmp_path)
+    blob = tmp_path / "store" / DIGEST[:2] / DIGEST
+    os.chmod(blob, 0o644)
+    blob.write_bytes(b"damaged")
+    from buildsys import store as store_module
+
+    def hashed_then_removed_by_another_build(path):
+        found = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        os.unlink(path)
+        return found
+
+    monkeypatch.setattr(store_module, "digest_file", hashed_then_removed_by_another_build)
+    assert store.verify(DIGEST) is False and not blob.exists() and not store.has(DIGEST)
+
+
 def test_placing_a_blob_links_it_into_new_folders_and_clears_stale_temporaries(tmp_path, monkeypatch):
     store = committed(tmp_path)
     dst = tmp_path / "out" / "r" / "deep" / "model.onnx"
@@ -106,6 +122,44 @@ def test_where_links_are_refused_the_blob_is_copied_read_only(tmp_path, monkeypa
     assert os.listdir(dst.parent) == ["model.onnx"]
 
 
+def test_a_stale_temporary_another_process_cleared_meanwhile_is_no_error(tmp_path, monkeypatch):
+    store = committed(tmp_path)
+    dst = tmp_path / "out" / "model.onnx"
+    dst.parent.mkdir()
+    (dst.parent / ".model.onnx.0123456789abcdef.tmp").write_bytes(b"left by a killed build")
+    listed = Path.glob
+
+    def cleared_once_listed(self, pattern):
+        for found in list(listed(self, pattern)):
+            found.unlink()  # the other process is faster
+            yield found
+
+    monkeypatch.setattr(Path, "glob", cleared_once_listed)
+    store.materialize(DIGEST, dst)
+    assert os.listdir(dst.parent) == ["model.onnx"] and dst.read_bytes() == DATA
+
+
+def test_a_copy_killed_midway_leaves_a_hidden_temporary_the_next_placement_clears(tmp_path, monkeypatch):
+    store = committed(tmp_path)
+    link = os.link
+    monkeypatch.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EXDEV, "cross-device")))
+    import shutil
+
+    def killed(src, dst, length=0):
+        dst.write(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "copyfileobj", killed)
+    dst = tmp_path / "other-disk" / "model.onnx"
+    with pytest.raises(KeyboardInterrupt):
+        store.materialize(DIGEST, dst)
+    (left,) = os.listdir(dst.parent)
+    assert left.startswith(".model.onnx.") and left.endswith(".tmp") and len(left) == len(".model.onnx..tmp") + 16
+    monkeypatch.setattr(os, "link", link)
+    store.materialize(DIGEST, dst)
+    assert os.listdir(dst.parent) == ["model.onnx"] and dst.read_bytes() == DATA
+
+
 def test_a_copy_the_disk_refuses_names_the_artifact_and_leaves_no_temporary(tmp_path, monkeypatch):
     store = committed(tmp_path)
     monkeypatch.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EXDEV, "cross-device")))
@@ -127,3 +181,11 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_removing_a_blob_deletes_it_and_one_gone_already_is_no_error(tmp_path):
+    store = committed(tmp_path)
+    store.remove(DIGEST)
+    assert not store.has(DIGEST) and os.listdir(tmp_path / "store" / DIGEST[:2]) == []
+    store.remove(DIGEST)  # another `cache gc` removed it first
+    assert not store.has(DIGEST)

@@ -206,25 +206,21 @@ class SharedCache:
         except FileNotFoundError:
             return {}
         root = self.root.rstrip("/") + "/"
-        return {name[len(root):] if name.startswith(root) else name: info for name, info in found.items()
-                if info.get("type", "file") == "file"}
+        return {name[len(root):]: info for name, info in found.items()}  # find() lists files only, under base
 
     def read_files(self, names: list[str]) -> dict[str, bytes]:
         """The bytes of files named relative to the cache root; those that vanished meanwhile are left out."""
         if not names:
             return {}
-        paths = [f"{self.root}/{n}" for n in names]
-        got = self.fs.cat(paths, on_error="omit")
-        if not isinstance(got, dict):  # some filesystems answer one path with its bytes alone
-            got = {paths[0]: got}
-        back = {p: n for p, n in zip(paths, names)}
-        return {back.get(p, back.get("/" + p.lstrip("/"), p)): data for p, data in got.items()
-                if isinstance(data, bytes)}
+        paths = {f"{self.root}/{n}": n for n in names}
+        # A list in, {path: bytes} out, under the paths asked for (the root is in fsspec's form already)
+        got = self.fs.cat(list(paths), on_error="omit")
+        return {paths[p]: data for p, data in got.items()}
 
     def remove_files(self, names: list[str]) -> None:
         """Delete files named relative to the cache root; one already gone is not an error."""
         paths = [f"{self.root}/{n}" for n in names]
-        if not getattr(self.fs, "async_impl", False):
+        if not self.fs.async_impl:
             # A filesystem of local calls deletes file by file anyway (and memory://'s rm of a
             # list checks each path by scanning every file); object stores delete a list in bulk.
             paths, singles = [], paths
