@@ -372,7 +372,7 @@ def test_publishing_puts_the_new_entry_first_keeps_sound_ones_of_other_deps_and_
 def test_a_full_disk_while_fetching_names_the_store_file_and_leaves_no_temporary(tmp_path, monkeypatch):
     import errno
 
-    from buildsys import sharedcache
+    from buildsys.storage import sharedcache
 
     shared = SharedCache(str(tmp_path / "cache"))
     digest = plant_blob(tmp_path / "cache", b"model")
@@ -511,7 +511,7 @@ def test_a_step_key_or_digest_that_is_not_one_is_refused_before_it_becomes_a_pat
 
 
 def test_an_action_file_is_read_up_to_its_limit_and_one_byte_more(monkeypatch):
-    from buildsys.sharedcache import MAX_ACTION_BYTES
+    from buildsys.storage.sharedcache import MAX_ACTION_BYTES
 
     shared = SharedCache(f"memory://buildsys-{uuid.uuid4().hex}")
     key = sha(b"key")
@@ -578,7 +578,7 @@ def test_an_upload_the_disk_refuses_names_the_blob_and_leaves_no_temporary(tmp_p
     import builtins
     import errno
 
-    from buildsys import sharedcache
+    from buildsys.storage import sharedcache
 
     shared = SharedCache(str(tmp_path / "cache"))
     store, digest = _local(tmp_path, b"model")
@@ -598,7 +598,7 @@ def test_an_upload_the_disk_refuses_names_the_blob_and_leaves_no_temporary(tmp_p
 
 
 def test_a_cache_folder_is_made_with_its_parents_and_named_absolute_and_a_url_is_left_to_fsspec(tmp_path, monkeypatch):
-    from buildsys.sharedcache import open_cache
+    from buildsys.storage.sharedcache import open_cache
 
     monkeypatch.chdir(tmp_path)
     shared = open_cache("team/caches/cache", read_only=True)

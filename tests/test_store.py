@@ -76,7 +76,7 @@ def test_a_damaged_blob_another_build_removed_while_this_one_hashed_it_is_report
     blob = tmp_path / "store" / DIGEST[:2] / DIGEST
     os.chmod(blob, 0o644)
     blob.write_bytes(b"damaged")
-    from buildsys import store as store_module
+    from buildsys.storage import store as store_module
 
     def hashed_then_removed_by_another_build(path):
         found = hashlib.sha256(Path(path).read_bytes()).hexdigest()
