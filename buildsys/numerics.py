@@ -278,7 +278,7 @@ def match_rows(cost: np.ndarray, feasible: np.ndarray | None) -> tuple[np.ndarra
         for i in range(n):
             if pair[i] < 0 and choices[i].size:
                 _augment(i, choices, pair, owner)
-    matched = int((pair >= 0).sum()) if feasible is not None else n
+    matched = int((pair >= 0).sum())  # without `feasible` the greedy pass pairs every row
     free = iter(j for j in np.argsort(cost.min(axis=0), kind="stable") if owner[j] < 0)
     for i in range(n):
         if pair[i] < 0:
@@ -287,8 +287,8 @@ def match_rows(cost: np.ndarray, feasible: np.ndarray | None) -> tuple[np.ndarra
     return pair, matched
 
 
-def _augment(root: int, choices: list[np.ndarray], pair: np.ndarray, owner: np.ndarray) -> bool:
-    """One augmenting path from the unpaired reference row `root` (iterative depth-first search)."""
+def _augment(root: int, choices: list[np.ndarray], pair: np.ndarray, owner: np.ndarray) -> None:
+    """One augmenting path from the unpaired reference row `root`, if there is one (iterative depth-first search)."""
     seen = np.zeros(len(owner), dtype=bool)
     stack = [(root, iter(choices[root]))]
     path: list[tuple[int, int]] = []  # (reference row, candidate row) tried on the way down
@@ -301,7 +301,7 @@ def _augment(root: int, choices: list[np.ndarray], pair: np.ndarray, owner: np.n
             if owner[j] < 0:
                 for a, b in path + [(i, j)]:
                     pair[a], owner[b] = b, a
-                return True
+                return
             path.append((i, j))
             stack.append((int(owner[j]), iter(choices[int(owner[j])])))
             break
@@ -309,7 +309,6 @@ def _augment(root: int, choices: list[np.ndarray], pair: np.ndarray, owner: np.n
             stack.pop()
             if path:
                 path.pop()
-    return False
 
 
 def _rows_permuted(ref: np.ndarray, got: np.ndarray, tol: dict[str, Any]) -> bool:
