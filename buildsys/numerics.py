@@ -104,8 +104,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def top1_agreement(ref: np.ndarray, got: np.ndarray) -> float | None:
-    """Share of rows whose arg-max over the last axis agrees (class scores only)."""
-    if ref.ndim < 2 or ref.shape[-1] < 2 or not np.isfinite(got).all():
+    """Share of rows whose arg-max over the last axis agrees (class scores only; None without a row)."""
+    if ref.ndim < 2 or ref.shape[-1] < 2 or ref.size == 0 or not np.isfinite(got).all():
         return None
     a = ref.reshape(-1, ref.shape[-1]).argmax(axis=1)
     b = got.reshape(-1, got.shape[-1]).argmax(axis=1)
@@ -235,8 +235,9 @@ def _pair_costs(refs: dict[str, np.ndarray], gots: dict[str, np.ndarray],
     n = next(iter(refs.values())).shape[0]
     cost = np.zeros((n, n), dtype=np.float32)
     for name in refs:
-        r = refs[name].reshape(n, -1).astype(np.float64)
-        g = gots[name].reshape(n, -1).astype(np.float64)
+        width = int(np.prod(refs[name].shape[1:]))  # not -1: no rows (no detections) has no width to infer
+        r = refs[name].reshape(n, width).astype(np.float64)
+        g = gots[name].reshape(n, width).astype(np.float64)
         if elementwise:
             allowance = np.maximum((atol or 0.0) + (rtol or 0.0) * np.abs(r), 1e-300)
         else:
@@ -279,7 +280,7 @@ def match_rows(cost: np.ndarray, feasible: np.ndarray | None) -> tuple[np.ndarra
             if pair[i] < 0 and choices[i].size:
                 _augment(i, choices, pair, owner)
     matched = int((pair >= 0).sum())  # without `feasible` the greedy pass pairs every row
-    free = iter(j for j in np.argsort(cost.min(axis=0), kind="stable") if owner[j] < 0)
+    free = iter(j for j in np.argsort(cost.min(axis=0, initial=np.inf), kind="stable") if owner[j] < 0)
     for i in range(n):
         if pair[i] < 0:
             j = next(free)
