@@ -582,3 +582,13 @@ def test_the_hint_is_sought_only_up_to_the_bounds(monkeypatch):
     assert _hinted(compare_outputs({"x": ref}, {"x": got}, TOL)["x"])
     monkeypatch.setattr(numerics, "_PERMUTATION_CHECK_ELEMENTS", 31)
     assert not _hinted(compare_outputs({"x": ref}, {"x": got}, TOL)["x"])
+
+
+def test_decided_rows_per_row_over_the_last_axis_whatever_the_scores_magnitude():
+    # softmax (0.2, 0.1, ..., 0.1): the top-1 leads by exactly the margin, which decides
+    assert decided_rows(np.array([[np.log(2.0)] + [0.0] * 8])).tolist() == [True]
+    assert decided_rows(np.array([[1000.0, 0.0], [-1000.0, -1001.0], [0.0, -5.0]])).tolist() == [True, True, True]
+    # each row normalised by itself: (0.3, 0) leads by 0.149 however many rows there are
+    assert decided_rows(np.array([[0.3, 0.0], [0.3, 0.0], [0.0, 0.3]])).tolist() == [True, True, True]
+    scores = np.array([[[4.0, 0.0, 0.0], [1.0, 0.9, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 3.0]]], np.float32)
+    assert decided_rows(scores).tolist() == [True, False, False, True]
