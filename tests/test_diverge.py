@@ -257,7 +257,8 @@ def test_the_inputs_quantization_is_compared_and_named(models, feeds, tmp_path):
     assert found["verdict"] == "node" and found["node"] == "input_DequantizeLinear", found
     assert found["reference_output"] == "input" and found["cosine"] < 0.999999
     assert found["quantized_input"] == "input" and found["readers"] == ["conv0"]
-    assert "quantization: {exclude: [conv0]}" in found["remedy"]
+    assert found["remedy"] == ("keep input input in fp32 with quantization: {exclude: [conv0]}, or loosen the "
+                               f"tolerance to what quantizing it costs (cosine {found['cosine']:.7f})")
     assert found["inputs"] == [{"tensor": "input", "node": "(graph input)", "reference_output": "input",
                                 "cosine": 1.0, "max_abs": 0.0, "passed": True}]
     # within a tolerance the input's quantization keeps, nothing diverges
@@ -293,6 +294,7 @@ def _samples(n: int) -> list[np.ndarray]:
     ([0.99, 0.5, 0.9, 1.0], [0.1, 0.1, 0.1, 0.0], 1),    # the lowest cosine, neither first nor last failing
     ([0.9, 0.9, 0.95, 1.0], [0.1, 0.3, 0.2, 0.0], 1),    # equal cosines: the larger error
     ([0.9, None, 0.5, 1.0], [0.1, 0.2, 0.1, 0.0], 1),    # no cosine (NaN in the output) is the worst
+    ([0.9, 0.9, 1.0], [None, 0.3, 0.0], 1),              # equal cosines, no error figure: the one with an error
 ])
 def test_diagnose_localises_the_worst_failing_sample_on_its_own_inputs(models, tmp_path, cosines, max_abs, worst):
     from buildsys.diverge import diagnose
@@ -325,3 +327,28 @@ def test_diagnose_says_why_it_cannot_localise(models, tmp_path):
     result.write_text(json.dumps(doc))
     assert diagnose(models["fp32"], models["fp32"], result, reference) == {
         "error": "the reference holds no sample opt.7"}
+
+
+def test_diagnose_skips_rows_that_failed_to_run_and_says_when_nothing_is_left(models, tmp_path):
+    import json
+
+    from buildsys.diverge import diagnose
+
+    result, reference = _parity_files(tmp_path, _samples(2), [0.2, 1.0], [0.5, 0.0])
+    doc = json.loads(result.read_text())
+    doc["results"][0]["error"] = "the session could not run"
+    result.write_text(json.dumps(doc))
+    nothing = {"error": "no output failed its tolerance (the check failed to run at some point); nothing to localise"}
+    assert diagnose(models["fp32"], models["fp32"], result, reference) == nothing
+    result.write_text(json.dumps({"tolerance": {"min_cosine": 0.999}}))  # no results at all
+    assert diagnose(models["fp32"], models["fp32"], result, reference) == nothing
+
+
+def test_diagnose_reports_a_model_it_cannot_load(models, tmp_path):
+    from buildsys.diverge import diagnose
+
+    result, reference = _parity_files(tmp_path, _samples(2), [0.2, 1.0], [0.5, 0.0])
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    found = diagnose(models["fp32"], junk, result, reference)
+    assert list(found) == ["error"] and found["error"].startswith("cannot load the models to localise the divergence: ")
