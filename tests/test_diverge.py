@@ -352,3 +352,117 @@ def test_diagnose_reports_a_model_it_cannot_load(models, tmp_path):
     junk.write_bytes(b"not a model")
     found = diagnose(models["fp32"], junk, result, reference)
     assert list(found) == ["error"] and found["error"].startswith("cannot load the models to localise the divergence: ")
+
+
+# -- small hand-made graphs: what is compared, and how the answer is put together ----------------------
+
+
+def graph_model(path: Path, nodes, inits: dict[str, np.ndarray], inputs: dict[str, list], outputs: dict[str, list],
+                elem: dict[str, int] | None = None) -> Path:
+    elem = elem or {}
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, elem.get(n, TensorProto.FLOAT), s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info(n, elem.get(n, TensorProto.FLOAT), s) for n, s in outputs.items()],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def scored(path: Path, gain, weight) -> Path:
+    """x (2, 4) * gain -> h (2, 4) @ weight -> logits (2, 3): a feature tensor, then class scores."""
+    nodes = [helper.make_node("Mul", ["x", "gain"], ["h"], name="scale"),
+             helper.make_node("MatMul", ["h", "w"], ["logits"], name="fc")]
+    return graph_model(path, nodes, {"gain": gain, "w": weight}, {"x": [2, 4]}, {"logits": [2, 3]})
+
+
+W = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+X = {"x": np.array([[1.0, 1.001, 0.0, 0.0], [0.0, 0.0, 1.0, 0.5]], np.float32)}
+
+
+def test_top1_judges_only_tensors_shaped_like_an_output(tmp_path):
+    ref = scored(tmp_path / "ref.onnx", np.ones((1, 4)), W)
+    w = W.copy()
+    w[3, 2] = 3.0  # the second row's class flips
+    cand = scored(tmp_path / "cand.onnx", [[1.002, 1.0, 1.0, 1.0]], w)  # h's first row: another arg-max
+
+    found = first_divergence(ref, cand, X, {"min_top1": 1.0})
+
+    assert (found["verdict"], found["node"], found["op_type"], found["output"]) == ("node", "fc", "MatMul", "logits")
+    assert found["top1"] == 0.5 and found["failures"] == ["top-1 agreement 0.5000 < 1.0"]
+    assert found["compared"] == 2 and found["shape"] == [2, 3]
+    (h,) = found["inputs"]  # the weight is an initializer: nothing to compare it with
+    assert h == {"tensor": "h", "node": "scale", "reference_output": "h", "cosine": pytest.approx(1.0, abs=1e-6),
+                 "max_abs": pytest.approx(0.002, rel=1e-3), "passed": True}
+    # h breaks a cosine tight enough: it is named, and it has no top-1 figure (a feature map's arg-max means nothing)
+    found = first_divergence(ref, cand, X, {"min_top1": 1.0, "min_cosine": 1 - 1e-8})
+    assert (found["node"], found["output"], found["top1"]) == ("scale", "h", None)
+    assert found["inputs"] == [{"tensor": "x", "node": "(graph input)", "reference_output": "x", "cosine": 1.0,
+                                "max_abs": 0.0, "passed": True}]
+
+
+def test_integer_tensors_are_not_compared(tmp_path):
+    nodes = [helper.make_node("Mul", ["x", "gain"], ["m"], name="mul"),
+             helper.make_node("Cast", ["m"], ["c"], name="to_int", to=TensorProto.INT32),
+             helper.make_node("Cast", ["c"], ["y"], name="to_float", to=TensorProto.FLOAT)]
+    model = graph_model(tmp_path / "m.onnx", nodes, {"gain": [[2.0, 3.0]]}, {"x": [1, 2]}, {"y": [1, 2]})
+    found = first_divergence(model, model, {"x": np.array([[1.5, 2.5]], np.float32)}, {"atol": 0.0, "rtol": 0.0})
+    assert found == {"verdict": "none", "tolerance": {"atol": 0.0, "rtol": 0.0, "min_cosine": None, "min_top1": None},
+                     "compared": 2, "growth": []}
+
+
+def test_a_candidate_onnx_runtime_cannot_run_is_reported(tmp_path):
+    ref = graph_model(tmp_path / "ref.onnx", [helper.make_node("Mul", ["x", "gain"], ["y"], name="mul")],
+                      {"gain": [[2.0, 3.0]]}, {"x": [1, 2]}, {"y": [1, 2]})
+    nodes = [helper.make_node("Mul", ["x", "gain"], ["m"], name="mul"),
+             helper.make_node("Reshape", ["m", "shape"], ["y"], name="reshape")]
+    cand = graph_model(tmp_path / "cand.onnx", nodes, {"gain": [[2.0, 3.0]]}, {"x": [1, 2]}, {"y": [1, 2]})
+    model = onnx.load(cand)
+    model.graph.initializer.append(numpy_helper.from_array(np.array([3, 3], np.int64), "shape"))
+    onnx.save(model, cand)
+    with pytest.raises(DivergenceError) as err:
+        first_divergence(ref, cand, {"x": np.ones((1, 2), np.float32)}, {"atol": 0.0})
+    assert err.value.message.startswith("ONNX Runtime cannot run the candidate model with its intermediate tensors "
+                                        "exposed: ")
+
+
+def test_unnamed_nodes_out_of_file_order_are_walked_in_topological_order(tmp_path):
+    def muls(path, g1, named=True):
+        nodes = [helper.make_node("Mul", ["x", "g0"], ["a"], name="mul0" if named else ""),
+                 helper.make_node("Mul", ["a", "g1"], ["b"], name="mul1" if named else "")]
+        return graph_model(path, nodes[::-1] if not named else nodes, {"g0": [[2.0, 2.0]], "g1": g1},
+                           {"x": [1, 2]}, {"b": [1, 2]})
+
+    ref = muls(tmp_path / "ref.onnx", [[1.0, 1.0]])
+    cand = muls(tmp_path / "cand.onnx", [[1.0, 1.5]], named=False)
+    found = first_divergence(ref, cand, {"x": np.array([[1.0, 1.0]], np.float32)}, {"atol": 0.1})
+    assert (found["verdict"], found["node"], found["output"], found["compared"]) == ("node", "<unnamed Mul>", "b", 2)
+    assert found["max_abs"] == 1.0 and found["mismatched"] == 1
+    assert [i["node"] for i in found["inputs"]] == ["<unnamed Mul>"] and found["inputs"][0]["tensor"] == "a"
+
+
+def test_growth_lists_the_three_nodes_that_add_the_most_deficit(tmp_path):
+    from buildsys.numerics import cosine
+
+    rng = np.random.default_rng(7)
+    noise = [0.01, 0.05, 0.0, 0.02, 0.03]  # mul2 adds nothing
+    gains = [(1 + s * rng.standard_normal((1, 256))).astype(np.float32) for s in noise]
+    ref = chain(tmp_path / "ref.onnx", [np.ones((1, 256))] * len(noise))
+    cand = chain(tmp_path / "cand.onnx", gains)
+    x = rng.uniform(0.5, 1.5, (1, 256)).astype(np.float32)
+
+    found = first_divergence(ref, cand, {"x": x}, {"min_cosine": 0.0})
+
+    got, deficits = x, []
+    for g in gains:
+        got = got * g
+        deficits.append(1 - cosine(x.astype(np.float64), got.astype(np.float64)))
+    growth = {f"mul{i}": d - (deficits[i - 1] if i else 0.0) for i, d in enumerate(deficits)}
+    top = sorted(growth, key=lambda k: -growth[k])[:3]
+    assert found["verdict"] == "none" and found["compared"] == 5
+    assert [g["node"] for g in found["growth"]] == top == ["mul1", "mul4", "mul3"]
+    assert [g["growth"] for g in found["growth"]] == pytest.approx([growth[k] for k in top], rel=1e-6)
+    assert found["growth"][0] == {"node": "mul1", "op_type": "Mul", "output": "m1",
+                                  "cosine": pytest.approx(1 - deficits[1], abs=1e-12),
+                                  "growth": pytest.approx(growth["mul1"], rel=1e-6)}
