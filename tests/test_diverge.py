@@ -466,3 +466,58 @@ def test_growth_lists_the_three_nodes_that_add_the_most_deficit(tmp_path):
     assert found["growth"][0] == {"node": "mul1", "op_type": "Mul", "output": "m1",
                                   "cosine": pytest.approx(1 - deficits[1], abs=1e-12),
                                   "growth": pytest.approx(growth["mul1"], rel=1e-6)}
+
+
+def two_muls(path: Path, g0, g1, names=("mul0", "mul1"), ops=("Mul", "Mul"), a="a") -> Path:
+    nodes = [helper.make_node(ops[0], ["x", "g0"], [a], name=names[0]),
+             helper.make_node(ops[1], [a, "g1"], ["b"], name=names[1])]
+    return graph_model(path, nodes, {"g0": g0, "g1": g1}, {"x": [1, 2]}, {"b": [1, 2]})
+
+
+ONES = [[1.0, 1.0]]
+X2 = {"x": np.array([[2.0, 2.0]], np.float32)}
+
+
+def test_a_renamed_tensor_stands_for_its_node_s_output_in_the_reference(tmp_path):
+    ref = two_muls(tmp_path / "ref.onnx", ONES, ONES)
+    # the producer has a twin in the reference (same name and operator); the reader has none
+    cand = two_muls(tmp_path / "cand.onnx", [[1.0, 1.5]], ONES, names=("mul0", "other"), a="renamed")
+    found = first_divergence(ref, cand, X2, {"atol": 0.1})
+    assert (found["node"], found["output"], found["reference_output"]) == ("mul0", "renamed", "a")
+
+
+def test_a_tensor_of_the_same_name_from_another_operator_is_not_its_counterpart(tmp_path):
+    ref = two_muls(tmp_path / "ref.onnx", [[2.0, 2.0]], ONES)
+    cand = two_muls(tmp_path / "cand.onnx", [[2.0, 2.0]], ONES, names=("add0", "other"), ops=("Add", "Mul"))
+    found = first_divergence(ref, cand, X2, {"atol": 0.0})  # 2 + 2 == 2 * 2: they agree, but are not the same
+    assert found["verdict"] == "none" and found["compared"] == 1
+
+
+def test_tensors_of_another_shape_are_not_compared(tmp_path):
+    ref = two_muls(tmp_path / "ref.onnx", ONES, ONES)
+    cand = two_muls(tmp_path / "cand.onnx", [[1.0, 1.0], [1.0, 1.0]], ONES)  # broadcast to (2, 2)
+    with pytest.raises(DivergenceError) as err:
+        first_divergence(ref, cand, X2, {"atol": 0.1})
+    assert err.value.message == ("no tensor of the candidate could be matched with one of the reference "
+                                 "(by name, through its Q/DQ pair, or by node name and position)")
+
+
+def test_an_initializer_listed_among_the_graph_inputs_is_not_fed_nor_called_an_input(tmp_path):
+    ref = scored(tmp_path / "ref.onnx", np.ones((1, 4)), W)
+    w = W.copy()
+    w[3, 2] = 3.0
+    cand = scored(tmp_path / "cand.onnx", np.ones((1, 4)), w)
+    model = onnx.load(cand)
+    model.graph.input.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3]))  # as IR < 4 wrote it
+    onnx.save(model, cand)
+    found = first_divergence(ref, cand, X, {"min_top1": 1.0})
+    assert found["node"] == "fc" and [i["tensor"] for i in found["inputs"]] == ["h"]
+
+
+def test_a_nan_is_the_whole_deficit(tmp_path):
+    ref = two_muls(tmp_path / "ref.onnx", ONES, ONES)
+    cand = two_muls(tmp_path / "cand.onnx", ONES, [[1.0, np.nan]])
+    found = first_divergence(ref, cand, X2, {"min_cosine": 0.99})
+    assert (found["verdict"], found["node"], found["nan"], found["inf"]) == ("node", "mul1", 1, 0)
+    assert found["failures"][0] == "1 NaN and 0 Inf values"
+    assert [(g["node"], g["growth"]) for g in found["growth"]] == [("mul1", pytest.approx(1.0))]
