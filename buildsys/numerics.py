@@ -263,8 +263,8 @@ def match_rows(cost: np.ndarray, feasible: np.ndarray | None) -> tuple[np.ndarra
     order of cost, for the figures. Without `feasible` every pair counts.
     """
     n = cost.shape[0]
-    pair = np.full(n, -1, dtype=np.int64)   # reference row -> candidate row
-    owner = np.full(n, -1, dtype=np.int64)  # candidate row -> reference row
+    pair = np.full(n, -1)   # reference row -> candidate row
+    owner = np.full(n, -1)  # candidate row -> reference row
     candidates = np.flatnonzero(feasible) if feasible is not None else np.arange(n * n)
     paired = 0
     for flat in candidates[np.argsort(cost.ravel()[candidates], kind="stable")]:
@@ -290,26 +290,24 @@ def match_rows(cost: np.ndarray, feasible: np.ndarray | None) -> tuple[np.ndarra
 
 def _augment(root: int, choices: list[np.ndarray], pair: np.ndarray, owner: np.ndarray) -> None:
     """One augmenting path from the unpaired reference row `root`, if there is one (iterative depth-first search)."""
-    seen = np.zeros(len(owner), dtype=bool)
+    seen = [False] * len(owner)
     stack = [(root, iter(choices[root]))]
     path: list[tuple[int, int]] = []  # (reference row, candidate row) tried on the way down
     while stack:
         i, it = stack[-1]
-        for j in it:
-            if seen[j]:
-                continue
-            seen[j] = True
-            if owner[j] < 0:
-                for a, b in path + [(i, j)]:
-                    pair[a], owner[b] = b, a
-                return
-            path.append((i, j))
-            stack.append((int(owner[j]), iter(choices[int(owner[j])])))
-            break
-        else:
+        j = next((int(j) for j in it if not seen[j]), None)
+        if j is None:  # every candidate of row i tried: back up
             stack.pop()
             if path:
                 path.pop()
+        elif owner[j] < 0:  # a free candidate: each row on the path takes the next one's
+            for a, b in path + [(i, j)]:
+                pair[a], owner[b] = b, a
+            return
+        else:
+            seen[j] = True
+            path.append((i, j))
+            stack.append((int(owner[j]), iter(choices[int(owner[j])])))
 
 
 def _rows_permuted(ref: np.ndarray, got: np.ndarray, tol: dict[str, Any]) -> bool:
