@@ -592,3 +592,21 @@ def test_decided_rows_per_row_over_the_last_axis_whatever_the_scores_magnitude()
     assert decided_rows(np.array([[0.3, 0.0], [0.3, 0.0], [0.0, 0.3]])).tolist() == [True, True, True]
     scores = np.array([[[4.0, 0.0, 0.0], [1.0, 0.9, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 3.0]]], np.float32)
     assert decided_rows(scores).tolist() == [True, False, False, True]
+
+
+def test_an_augmenting_path_backs_up_from_a_dead_end_and_tries_the_next_candidate():
+    cost = np.array([[9, 0.2, 0.3], [9, 0.1, 9], [0.9, 9, 0.1]], np.float32)
+    # greedy: rows 1 and 2 take their own; row 0's nearest (1) leads nowhere, its next (2) frees candidate 0
+    pair, matched = match_rows(cost, cost <= 1.0)
+    assert pair.tolist() == [2, 1, 0] and matched == 3
+
+
+def test_an_augmenting_path_tries_the_nearest_candidate_first_ties_in_index_order():
+    n = 31
+    cost = np.full((n, n), 9.0, np.float32)
+    for i in range(1, n):
+        cost[i, i], cost[i, 0] = 0.1, 0.9
+    cost[0, 1:] = np.repeat(np.array([0.6, 0.2, 0.4], np.float32), 10)  # candidates 11..20 nearest, tied
+    pair, matched = match_rows(cost, cost <= 1.0)
+    assert matched == n and pair[0] == 11 and pair[11] == 0
+    assert pair[1:11].tolist() == list(range(1, 11)) and pair[12:].tolist() == list(range(12, n))
