@@ -136,8 +136,9 @@ def test_perturbed_fp32_conv_weight_is_named(models, feeds):
 
 
 def test_missing_feed_is_reported(models):
-    with pytest.raises(DivergenceError, match="needs inputs"):
+    with pytest.raises(DivergenceError) as err:
         first_divergence(models["fp32"], models["fp32"], {"other": np.zeros(1, np.float32)}, {"atol": 1e-4, "rtol": 1e-3})
+    assert err.value.message == "the reference model needs inputs ['input'], the feeds hold ['other']"
 
 
 def test_unrelated_models_are_reported_not_passed(models, feeds, tmp_path):
@@ -185,6 +186,7 @@ def test_a_layer_whose_outlier_weight_int8_clips_is_named(tmp_path, feeds):
     # a stricter tolerance finds the weight itself out of it first: same metric, other threshold
     strict = first_divergence(fp32, int8, feeds, {"min_cosine": 0.999})
     assert strict["node"] == "conv2.weight_DequantizeLinear" and strict["inputs"] == []
+    assert "quantized_input" not in strict and "quantized_input" not in found  # a weight's Q/DQ, a layer
 
     from buildsys.reports.collect import fmt_divergence
 
@@ -295,6 +297,7 @@ def _samples(n: int) -> list[np.ndarray]:
     ([0.9, 0.9, 0.95, 1.0], [0.1, 0.3, 0.2, 0.0], 1),    # equal cosines: the larger error
     ([0.9, None, 0.5, 1.0], [0.1, 0.2, 0.1, 0.0], 1),    # no cosine (NaN in the output) is the worst
     ([0.9, 0.9, 1.0], [None, 0.3, 0.0], 1),              # equal cosines, no error figure: the one with an error
+    ([0.9, float("nan"), 0.5], [0.1, 0.1, 0.1], 1),      # a NaN cosine is the worst
 ])
 def test_diagnose_localises_the_worst_failing_sample_on_its_own_inputs(models, tmp_path, cosines, max_abs, worst):
     from buildsys.diverge import diagnose
@@ -438,7 +441,7 @@ def test_unnamed_nodes_out_of_file_order_are_walked_in_topological_order(tmp_pat
     cand = muls(tmp_path / "cand.onnx", [[1.0, 1.5]], named=False)
     found = first_divergence(ref, cand, {"x": np.array([[1.0, 1.0]], np.float32)}, {"atol": 0.1})
     assert (found["verdict"], found["node"], found["output"], found["compared"]) == ("node", "<unnamed Mul>", "b", 2)
-    assert found["max_abs"] == 1.0 and found["mismatched"] == 1
+    assert found["max_abs"] == 1.0 and found["mismatched"] == 1 and found["max_rel"] == 0.5
     assert [i["node"] for i in found["inputs"]] == ["<unnamed Mul>"] and found["inputs"][0]["tensor"] == "a"
 
 
@@ -521,3 +524,15 @@ def test_a_nan_is_the_whole_deficit(tmp_path):
     assert (found["verdict"], found["node"], found["nan"], found["inf"]) == ("node", "mul1", 1, 0)
     assert found["failures"][0] == "1 NaN and 0 Inf values"
     assert [(g["node"], g["growth"]) for g in found["growth"]] == [("mul1", pytest.approx(1.0))]
+
+
+def test_a_graph_with_a_cycle_is_reported():
+    from buildsys.diverge import _topological
+
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "b"], ["a"], name="m0"),
+                               helper.make_node("Mul", ["a", "a"], ["b"], name="m1")], "loop",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])])
+    with pytest.raises(DivergenceError) as err:
+        _topological(graph)
+    assert err.value.message.startswith("the candidate graph has a cycle: [")
