@@ -536,3 +536,25 @@ def test_a_graph_with_a_cycle_is_reported():
     with pytest.raises(DivergenceError) as err:
         _topological(graph)
     assert err.value.message.startswith("the candidate graph has a cycle: [")
+
+
+def test_a_reference_tensor_shape_inference_leaves_untyped_is_still_read(tmp_path):
+    import math
+
+    # com.microsoft Gelu: ONNX Runtime runs it, ONNX shape inference does not know it and types nothing after it
+    ref = tmp_path / "ref.onnx"
+    nodes = [helper.make_node("Gelu", ["x"], ["a"], name="gelu", domain="com.microsoft"),
+             helper.make_node("Mul", ["a", "g"], ["b"], name="mul1")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 2])],
+                              [numpy_helper.from_array(np.ones((1, 2), np.float32), "g")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    onnx.save(model, ref)
+    cand = two_muls(tmp_path / "cand.onnx", ONES, ONES, names=("identity", "mul1"))  # a = x, not Gelu(x)
+    x = np.array([[1.0, -1.0]], np.float32)
+    found = first_divergence(ref, cand, {"x": x}, {"atol": 1e-3})
+    gelu = [0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x[0]]
+    assert (found["node"], found["output"], found["reference_output"]) == ("identity", "a", "a")
+    assert found["max_abs"] == pytest.approx(max(abs(v - g) for v, g in zip(x[0], gelu)), rel=1e-4)
