@@ -341,6 +341,8 @@ def test_cosine_of_flattened_tensors_and_of_zero_and_non_finite_ones():
     assert cosine(np.zeros(3), np.ones(3)) == 0.0 and cosine(np.ones(3), np.zeros(3)) == 0.0
     assert np.isnan(cosine(np.array([np.inf, 1.0]), np.ones(2)))
     assert np.isnan(cosine(np.ones(2), np.array([1.0, np.nan])))
+    assert np.isnan(cosine(np.zeros(2), np.array([np.nan, 0.0])))  # not 0: a zero vector against a NaN
+    assert np.isnan(cosine(np.array([np.inf, 0.0]), np.zeros(2)))
 
 
 def test_top1_agreement_only_for_class_scores():
