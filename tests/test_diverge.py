@@ -298,6 +298,7 @@ def _samples(n: int) -> list[np.ndarray]:
     ([0.9, None, 0.5, 1.0], [0.1, 0.2, 0.1, 0.0], 1),    # no cosine (NaN in the output) is the worst
     ([0.9, 0.9, 1.0], [None, 0.3, 0.0], 1),              # equal cosines, no error figure: the one with an error
     ([0.9, float("nan"), 0.5], [0.1, 0.1, 0.1], 1),      # a NaN cosine is the worst
+    ([-1.0, None, 1.0], [0.5, 0.1, 0.0], 0),             # an opposite output ranks with NaN: the larger error
 ])
 def test_diagnose_localises_the_worst_failing_sample_on_its_own_inputs(models, tmp_path, cosines, max_abs, worst):
     from buildsys.diverge import diagnose
@@ -536,6 +537,10 @@ def test_a_graph_with_a_cycle_is_reported():
     with pytest.raises(DivergenceError) as err:
         _topological(graph)
     assert err.value.message.startswith("the candidate graph has a cycle: [")
+    del graph.node[1]
+    graph.node[0].input[:] = ["x", "a"]  # a node that reads its own output
+    with pytest.raises(DivergenceError, match="the candidate graph has a cycle"):
+        _topological(graph)
 
 
 def test_a_reference_tensor_shape_inference_leaves_untyped_is_still_read(tmp_path):
@@ -558,3 +563,74 @@ def test_a_reference_tensor_shape_inference_leaves_untyped_is_still_read(tmp_pat
     gelu = [0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x[0]]
     assert (found["node"], found["output"], found["reference_output"]) == ("identity", "a", "a")
     assert found["max_abs"] == pytest.approx(max(abs(v - g) for v, g in zip(x[0], gelu)), rel=1e-4)
+
+
+def qdq_chain(path: Path, pairs: int, scale: float = 0.01, cast: bool = False) -> Path:
+    """x * g0 -> a -> `pairs` QuantizeLinear/DequantizeLinear pairs (renamed, unnamed twins) -> * g1 -> b."""
+    nodes = [helper.make_node("Mul", ["x", "g0"], ["a"], name="mul0")]
+    t = "a"
+    for k in range(pairs):
+        nodes += [helper.make_node("QuantizeLinear", [t, "s", "zp"], [f"q{k}"], name=f"quant{k}"),
+                  helper.make_node("DequantizeLinear", [f"q{k}", "s", "zp"], [f"dq{k}"], name=f"dequant{k}")]
+        t = f"dq{k}"
+    nodes.append(helper.make_node("Mul", [t, "g1"], ["b"], name="scale_out"))
+    model = onnx.load(graph_model(path, nodes, {"g0": ONES, "g1": ONES, "s": scale}, {"x": [1, 2]}, {"b": [1, 2]}))
+    model.graph.initializer.append(numpy_helper.from_array(np.array(0, np.int8), "zp"))
+    onnx.save(model, path)
+    return path
+
+
+def test_a_dequantized_tensor_stands_for_the_tensor_its_quantizer_took(tmp_path):
+    ref = two_muls(tmp_path / "ref.onnx", ONES, ONES)  # mul0 -> a, mul1 -> b
+    cand = qdq_chain(tmp_path / "cand.onnx", 1, scale=0.5)  # 2.2 quantized by halves: 2.0
+    found = first_divergence(ref, cand, {"x": np.array([[2.2, 1.0]], np.float32)}, {"atol": 0.1})
+    # its reader (scale_out) has no twin in the reference, nor has the DequantizeLinear: the pair says what it is
+    assert (found["node"], found["op_type"], found["output"], found["reference_output"]) == (
+        "dequant0", "DequantizeLinear", "dq0", "a")
+    assert found["compared"] == 2 and found["max_abs"] == pytest.approx(0.2, rel=1e-5)
+    assert [i["tensor"] for i in found["inputs"]] == ["a"]  # the float the quantizer took, not its int8 output
+    assert "quantized_input" not in found  # a layer's output, not a graph input
+
+
+@pytest.mark.parametrize(("pairs", "compared"), [(5, 7), (6, 7)])
+def test_up_to_five_quantizer_pairs_are_traced_back(tmp_path, pairs, compared):
+    ref = two_muls(tmp_path / "ref.onnx", ONES, ONES)
+    cand = qdq_chain(tmp_path / "cand.onnx", pairs)
+    found = first_divergence(ref, cand, {"x": np.array([[0.5, 1.0]], np.float32)}, {"atol": 0.1})
+    # a, the DequantizeLinear outputs within five pairs of a, and b: the sixth pair is not traced
+    assert found["verdict"] == "none" and found["compared"] == compared
+
+
+def test_a_node_reading_a_quantized_tensor_directly_is_judged_on_that_tensor(tmp_path):
+    def cast_model(path: Path, quantized: bool) -> Path:
+        nodes = ([helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"], name="quant")] if quantized else [])
+        nodes.append(helper.make_node("Cast", ["xq" if quantized else "x"], ["c"], name="cast", to=TensorProto.FLOAT))
+        model = onnx.load(graph_model(path, nodes, {"s": 0.5}, {"x": [1, 2]}, {"c": [1, 2]}))
+        model.graph.initializer.append(numpy_helper.from_array(np.array(0, np.int8), "zp"))
+        onnx.save(model, path)
+        return path
+
+    ref, cand = cast_model(tmp_path / "ref.onnx", False), cast_model(tmp_path / "cand.onnx", True)
+    found = first_divergence(ref, cand, {"x": np.array([[1.0, 2.0]], np.float32)}, {"atol": 0.1})
+    assert (found["node"], found["output"], found["max_abs"]) == ("cast", "c", 2.0)  # 2 and 4: the int8 steps
+    assert found["inputs"] == []  # its input is the int8 tensor, which has no fp32 counterpart
+
+
+def test_every_reader_of_every_quantized_copy_of_an_input_is_named(tmp_path):
+    ref = two_muls(tmp_path / "ref.onnx", ONES, ONES)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"], name="quant_x"),
+             helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xdq"], name="dequant_x"),
+             helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq2"], name="quant_x2"),
+             helper.make_node("DequantizeLinear", ["xq2", "s", "zp"], ["xdq2"], name="dequant_x2"),
+             helper.make_node("Mul", ["xdq", "g0"], ["a"], name="mul0"),
+             helper.make_node("Mul", ["a", "g1"], ["b"], name="mul1"),
+             helper.make_node("Relu", ["xdq2"], ["side"], name="side_relu"),
+             helper.make_node("QuantizeLinear", ["xdq", "s", "zp"], ["again"], name="requant")]
+    cand = graph_model(tmp_path / "cand.onnx", nodes, {"g0": ONES, "g1": ONES, "s": 0.5}, {"x": [1, 2]},
+                       {"b": [1, 2]})
+    model = onnx.load(cand)
+    model.graph.initializer.append(numpy_helper.from_array(np.array(0, np.int8), "zp"))
+    onnx.save(model, cand)
+    found = first_divergence(ref, cand, {"x": np.array([[2.2, 1.0]], np.float32)}, {"atol": 0.1})
+    assert (found["node"], found["quantized_input"], found["readers"]) == ("dequant_x", "x", ["mul0", "side_relu"])
+    assert found["remedy"].startswith("keep input x in fp32 with quantization: {exclude: [mul0, side_relu]}, ")
