@@ -634,3 +634,55 @@ def test_every_reader_of_every_quantized_copy_of_an_input_is_named(tmp_path):
     found = first_divergence(ref, cand, {"x": np.array([[2.2, 1.0]], np.float32)}, {"atol": 0.1})
     assert (found["node"], found["quantized_input"], found["readers"]) == ("dequant_x", "x", ["mul0", "side_relu"])
     assert found["remedy"].startswith("keep input x in fp32 with quantization: {exclude: [mul0, side_relu]}, ")
+
+
+def test_a_node_s_later_output_is_compared_when_its_first_has_no_counterpart(tmp_path):
+    def split(path: Path, first: str, name: str) -> Path:
+        nodes = [helper.make_node("Split", ["x"], [first, "s1"], name=name, axis=1)]
+        return graph_model(path, nodes, {}, {"x": [1, 4]}, {first: [1, 2], "s1": [1, 2]})
+
+    ref, cand = split(tmp_path / "ref.onnx", "s0", "split"), split(tmp_path / "cand.onnx", "other", "split_c")
+    found = first_divergence(ref, cand, {"x": np.arange(4, dtype=np.float32)[None]}, {"atol": 0.0})
+    assert found["verdict"] == "none" and found["compared"] == 1
+
+
+def test_a_dequantized_tensor_that_keeps_the_reference_s_name_is_its_counterpart(tmp_path):
+    ref = two_muls(tmp_path / "ref.onnx", ONES, ONES)
+    nodes = [helper.make_node("Mul", ["x", "g0"], ["pre"], name="pre_mul"),
+             helper.make_node("QuantizeLinear", ["pre", "s", "zp"], ["q"], name="quant"),
+             helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["a"], name="dequant"),
+             helper.make_node("Mul", ["a", "g1"], ["b"], name="scale_out")]
+    cand = graph_model(tmp_path / "cand.onnx", nodes, {"g0": ONES, "g1": ONES, "s": 0.5}, {"x": [1, 2]}, {"b": [1, 2]})
+    model = onnx.load(cand)
+    model.graph.initializer.append(numpy_helper.from_array(np.array(0, np.int8), "zp"))
+    onnx.save(model, cand)
+    found = first_divergence(ref, cand, {"x": np.array([[2.2, 1.0]], np.float32)}, {"atol": 0.1})
+    assert (found["node"], found["output"], found["reference_output"], found["compared"]) == ("dequant", "a", "a", 1)
+
+
+def test_an_input_the_reference_node_does_not_have_is_not_matched_through_it(tmp_path):
+    ref = graph_model(tmp_path / "ref.onnx", [helper.make_node("Clip", ["x"], ["y"], name="clip")], {},
+                      {"x": [1, 2]}, {"y": [1, 2]})
+    nodes = [helper.make_node("ReduceMin", ["x"], ["lo"], name="lowest", keepdims=0),
+             helper.make_node("Clip", ["x", "lo"], ["y"], name="clip")]
+    cand = graph_model(tmp_path / "cand.onnx", nodes, {}, {"x": [1, 2]}, {"y": [1, 2]})
+    found = first_divergence(ref, cand, {"x": np.array([[1.0, 2.0]], np.float32)}, {"atol": 0.0})
+    assert found["verdict"] == "none" and found["compared"] == 1  # y; lo has no counterpart
+
+
+def test_onnx_runtime_s_error_is_given_on_one_line_and_at_most_500_characters(tmp_path):
+    ref = graph_model(tmp_path / "ref.onnx", [helper.make_node("Mul", ["x", "gain"], ["y"], name="mul")],
+                      {"gain": [[2.0, 3.0]]}, {"x": [1, 2]}, {"y": [1, 2]})
+    long = "reshape_" + "x" * 600
+    nodes = [helper.make_node("Mul", ["x", "gain"], ["m"], name="mul"),
+             helper.make_node("Reshape", ["m", "shape"], ["y"], name=long)]
+    cand = graph_model(tmp_path / "cand.onnx", nodes, {"gain": [[2.0, 3.0]]}, {"x": [1, 2]}, {"y": [1, 2]})
+    model = onnx.load(cand)
+    model.graph.initializer.append(numpy_helper.from_array(np.array([3, 3], np.int64), "shape"))
+    onnx.save(model, cand)
+    with pytest.raises(DivergenceError) as err:
+        first_divergence(ref, cand, {"x": np.ones((1, 2), np.float32)}, {"atol": 0.0})
+    prefix = "ONNX Runtime cannot run the candidate model with its intermediate tensors exposed: "
+    detail = err.value.message[len(prefix):]
+    assert err.value.message.startswith(prefix) and len(detail) == 500
+    assert "reshape_xxx" in detail and "\n" not in detail and "  " not in detail and "XX" not in detail
