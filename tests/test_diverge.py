@@ -686,3 +686,33 @@ def test_onnx_runtime_s_error_is_given_on_one_line_and_at_most_500_characters(tm
     detail = err.value.message[len(prefix):]
     assert err.value.message.startswith(prefix) and len(detail) == 500
     assert "reshape_xxx" in detail and "\n" not in detail and "  " not in detail and "XX" not in detail
+
+
+def test_a_node_s_later_output_is_compared_when_an_earlier_one_has_another_shape(tmp_path):
+    def split(path: Path, sizes: list[int]) -> Path:
+        nodes = [helper.make_node("Split", ["x", "sizes"], ["s0", "s1", "s2"], name="split", axis=1)]
+        model = onnx.load(graph_model(path, nodes, {}, {"x": [1, 5]}, {f"s{i}": [1, n] for i, n in enumerate(sizes)}))
+        model.graph.initializer.append(numpy_helper.from_array(np.array(sizes, np.int64), "sizes"))
+        onnx.save(model, path)
+        return path
+
+    ref, cand = split(tmp_path / "ref.onnx", [2, 1, 2]), split(tmp_path / "cand.onnx", [1, 2, 2])
+    found = first_divergence(ref, cand, {"x": np.arange(5, dtype=np.float32)[None]}, {"atol": 0.0})
+    assert found["verdict"] == "none" and found["compared"] == 1  # s2, the last two values in both
+
+
+def test_a_single_value_out_of_tolerance_after_a_noisy_input_is_named_not_accumulated(tmp_path):
+    # one value has no direction: its cosine is 1 and its deficit 0, whatever its inputs carried
+    rng = np.random.default_rng(11)
+
+    def summed(path: Path, gain) -> Path:
+        nodes = [helper.make_node("Mul", ["x", "g"], ["a"], name="mul"),
+                 helper.make_node("ReduceSum", ["a"], ["s"], name="sum", keepdims=1)]
+        return graph_model(path, nodes, {"g": gain}, {"x": [1, 256]}, {"s": [1, 1]})
+
+    ref = summed(tmp_path / "ref.onnx", np.ones((1, 256)))
+    cand = summed(tmp_path / "cand.onnx", 1 + 0.004 * rng.standard_normal((1, 256)))
+    found = first_divergence(ref, cand, {"x": np.ones((1, 256), np.float32)}, {"atol": 0.02})
+    (a,) = found["inputs"]
+    assert a["passed"] and a["cosine"] < 1.0  # the input carried some deficit, within tolerance
+    assert (found["verdict"], found["node"]) == ("node", "sum") and found["cosine"] == pytest.approx(1.0)
