@@ -612,7 +612,7 @@ def test_a_node_reading_a_quantized_tensor_directly_is_judged_on_that_tensor(tmp
 
     ref, cand = cast_model(tmp_path / "ref.onnx", False), cast_model(tmp_path / "cand.onnx", True)
     found = first_divergence(ref, cand, {"x": np.array([[1.0, 2.0]], np.float32)}, {"atol": 0.1})
-    assert (found["node"], found["output"], found["max_abs"]) == ("cast", "c", 2.0)  # 2 and 4: the int8 steps
+    assert (found["node"], found["output"], found["reference_output"], found["max_abs"]) == ("cast", "c", "c", 2.0)
     assert found["inputs"] == []  # its input is the int8 tensor, which has no fp32 counterpart
 
 
@@ -716,3 +716,18 @@ def test_a_single_value_out_of_tolerance_after_a_noisy_input_is_named_not_accumu
     (a,) = found["inputs"]
     assert a["passed"] and a["cosine"] < 1.0  # the input carried some deficit, within tolerance
     assert (found["verdict"], found["node"]) == ("node", "sum") and found["cosine"] == pytest.approx(1.0)
+
+
+def test_a_weight_quantized_under_another_name_stands_for_the_weight_its_reader_takes(tmp_path):
+    ref = two_muls(tmp_path / "ref.onnx", ONES, ONES)
+    nodes = [helper.make_node("Mul", ["x", "g0"], ["a"], name="mul0"),
+             helper.make_node("QuantizeLinear", ["g1_renamed", "s", "zp"], ["g1_q"], name="g1_quant"),
+             helper.make_node("DequantizeLinear", ["g1_q", "s", "zp"], ["g1_dq"], name="g1_dequant"),
+             helper.make_node("Mul", ["a", "g1_dq"], ["b"], name="mul1")]
+    cand = graph_model(tmp_path / "cand.onnx", nodes, {"g0": ONES, "g1_renamed": ONES, "s": 0.5}, {"x": [1, 2]},
+                       {"b": [1, 2]})
+    model = onnx.load(cand)
+    model.graph.initializer.append(numpy_helper.from_array(np.array(0, np.int8), "zp"))
+    onnx.save(model, cand)
+    found = first_divergence(ref, cand, X2, {"atol": 0.0})
+    assert found["verdict"] == "none" and found["compared"] == 3  # a, g1_dq (as the reference's g1), b
