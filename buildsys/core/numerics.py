@@ -105,8 +105,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def top1_agreement(ref: np.ndarray, got: np.ndarray) -> float | None:
-    """Share of rows whose arg-max over the last axis agrees (class scores only)."""
-    if ref.ndim < 2 or ref.shape[-1] < 2 or not np.isfinite(got).all():
+    """Share of rows whose arg-max over the last axis agrees (class scores only; None without a row)."""
+    if ref.ndim < 2 or ref.shape[-1] < 2 or ref.size == 0 or not np.isfinite(got).all():
         return None
     a = ref.reshape(-1, ref.shape[-1]).argmax(axis=1)
     b = got.reshape(-1, got.shape[-1]).argmax(axis=1)
@@ -237,8 +237,9 @@ def _pair_costs(refs: dict[str, np.ndarray], gots: dict[str, np.ndarray],
     n = next(iter(refs.values())).shape[0]
     cost = np.zeros((n, n), dtype=np.float32)
     for name in refs:
-        r = refs[name].reshape(n, -1).astype(np.float64)
-        g = gots[name].reshape(n, -1).astype(np.float64)
+        width = int(np.prod(refs[name].shape[1:]))  # not -1: no rows (no detections) has no width to infer
+        r = refs[name].reshape(n, width).astype(np.float64)
+        g = gots[name].reshape(n, width).astype(np.float64)
         if elementwise:
             allowance = np.maximum((atol or 0.0) + (rtol or 0.0) * np.abs(r), 1e-300)
         else:
@@ -264,8 +265,8 @@ def match_rows(cost: np.ndarray, feasible: np.ndarray | None) -> tuple[np.ndarra
     order of cost, for the figures. Without `feasible` every pair counts.
     """
     n = cost.shape[0]
-    pair = np.full(n, -1, dtype=np.int64)   # reference row -> candidate row
-    owner = np.full(n, -1, dtype=np.int64)  # candidate row -> reference row
+    pair = np.full(n, -1)   # reference row -> candidate row
+    owner = np.full(n, -1)  # candidate row -> reference row
     candidates = np.flatnonzero(feasible) if feasible is not None else np.arange(n * n)
     paired = 0
     for flat in candidates[np.argsort(cost.ravel()[candidates], kind="stable")]:
@@ -280,8 +281,8 @@ def match_rows(cost: np.ndarray, feasible: np.ndarray | None) -> tuple[np.ndarra
         for i in range(n):
             if pair[i] < 0 and choices[i].size:
                 _augment(i, choices, pair, owner)
-    matched = int((pair >= 0).sum()) if feasible is not None else n
-    free = iter(j for j in np.argsort(cost.min(axis=0), kind="stable") if owner[j] < 0)
+    matched = int((pair >= 0).sum())  # without `feasible` the greedy pass pairs every row
+    free = iter(j for j in np.argsort(cost.min(axis=0, initial=np.inf), kind="stable") if owner[j] < 0)
     for i in range(n):
         if pair[i] < 0:
             j = next(free)
@@ -289,29 +290,26 @@ def match_rows(cost: np.ndarray, feasible: np.ndarray | None) -> tuple[np.ndarra
     return pair, matched
 
 
-def _augment(root: int, choices: list[np.ndarray], pair: np.ndarray, owner: np.ndarray) -> bool:
-    """One augmenting path from the unpaired reference row `root` (iterative depth-first search)."""
-    seen = np.zeros(len(owner), dtype=bool)
+def _augment(root: int, choices: list[np.ndarray], pair: np.ndarray, owner: np.ndarray) -> None:
+    """One augmenting path from the unpaired reference row `root`, if there is one (iterative depth-first search)."""
+    seen = [False] * len(owner)
     stack = [(root, iter(choices[root]))]
     path: list[tuple[int, int]] = []  # (reference row, candidate row) tried on the way down
     while stack:
         i, it = stack[-1]
-        for j in it:
-            if seen[j]:
-                continue
-            seen[j] = True
-            if owner[j] < 0:
-                for a, b in path + [(i, j)]:
-                    pair[a], owner[b] = b, a
-                return True
-            path.append((i, j))
-            stack.append((int(owner[j]), iter(choices[int(owner[j])])))
-            break
-        else:
+        j = next((int(j) for j in it if not seen[j]), None)
+        if j is None:  # every candidate of row i tried: back up
             stack.pop()
             if path:
                 path.pop()
-    return False
+        elif owner[j] < 0:  # a free candidate: each row on the path takes the next one's
+            for a, b in path + [(i, j)]:
+                pair[a], owner[b] = b, a
+            return
+        else:
+            seen[j] = True
+            path.append((i, j))
+            stack.append((int(owner[j]), iter(choices[int(owner[j])])))
 
 
 def _rows_permuted(ref: np.ndarray, got: np.ndarray, tol: dict[str, Any]) -> bool:

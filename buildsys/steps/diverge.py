@@ -177,12 +177,7 @@ def _quantized_input(node, producer: dict, graph_inputs: set[str], graph, fig: d
     readers = [_name(n) for n in graph.node if n.op_type != "QuantizeLinear" and copies & set(n.input)]
     return {"quantized_input": source, "readers": readers,
             "remedy": (f"keep input {source} in fp32 with quantization: {{exclude: [{', '.join(readers)}]}}, "
-                       f"or loosen the tolerance to what quantizing it costs (cosine {_cosine(fig)})")}
-
-
-def _cosine(fig: dict[str, Any]) -> str:
-    c = fig.get("cosine")
-    return "n/a" if c is None else f"{c:.7f}"
+                       f"or loosen the tolerance to what quantizing it costs (cosine {fig['cosine']:.7f})")}
 
 
 def diagnose(reference_model: Path, candidate_model: Path, result: Path, reference: Path,
