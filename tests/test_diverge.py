@@ -336,7 +336,7 @@ def test_diagnose_says_why_it_cannot_localise(models, tmp_path):
 def test_diagnose_skips_rows_that_failed_to_run_and_says_when_nothing_is_left(models, tmp_path):
     import json
 
-    from buildsys.diverge import diagnose
+    from buildsys.steps.diverge import diagnose
 
     result, reference = _parity_files(tmp_path, _samples(2), [0.2, 1.0], [0.5, 0.0])
     doc = json.loads(result.read_text())
@@ -349,7 +349,7 @@ def test_diagnose_skips_rows_that_failed_to_run_and_says_when_nothing_is_left(mo
 
 
 def test_diagnose_reports_a_model_it_cannot_load(models, tmp_path):
-    from buildsys.diverge import diagnose
+    from buildsys.steps.diverge import diagnose
 
     result, reference = _parity_files(tmp_path, _samples(2), [0.2, 1.0], [0.5, 0.0])
     junk = tmp_path / "junk.onnx"
@@ -447,7 +447,7 @@ def test_unnamed_nodes_out_of_file_order_are_walked_in_topological_order(tmp_pat
 
 
 def test_growth_lists_the_three_nodes_that_add_the_most_deficit(tmp_path):
-    from buildsys.numerics import cosine
+    from buildsys.core.numerics import cosine
 
     rng = np.random.default_rng(7)
     noise = [0.01, 0.05, 0.0, 0.02, 0.03]  # mul2 adds nothing
@@ -528,7 +528,7 @@ def test_a_nan_is_the_whole_deficit(tmp_path):
 
 
 def test_a_graph_with_a_cycle_is_reported():
-    from buildsys.diverge import _topological
+    from buildsys.steps.diverge import _topological
 
     graph = helper.make_graph([helper.make_node("Mul", ["x", "b"], ["a"], name="m0"),
                                helper.make_node("Mul", ["a", "a"], ["b"], name="m1")], "loop",

@@ -184,7 +184,7 @@ def test_the_reports_say_the_decided_gate_counts_every_row():
 
 # -- the figures, checked against numpy by hand --------------------------------------------------------
 
-from buildsys.numerics import cosine, histogram, scaled_error, top1_agreement  # noqa: E402
+from buildsys.core.numerics import cosine, histogram, scaled_error, top1_agreement  # noqa: E402
 
 
 def test_compare_reports_every_figure_as_numpy_computes_it():
@@ -383,8 +383,8 @@ def test_no_detections_on_either_side_pass_as_rows_and_element_wise():
 
 # -- rows in any order: the pairing, the problems, the element-wise hint ---------------------------
 
-from buildsys import numerics  # noqa: E402
-from buildsys.numerics import _pair_costs, match_rows  # noqa: E402
+from buildsys.core import numerics  # noqa: E402
+from buildsys.core.numerics import _pair_costs, match_rows  # noqa: E402
 
 
 def test_greedy_pairing_takes_the_nearest_pair_first_each_row_and_candidate_once():
