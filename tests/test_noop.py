@@ -405,3 +405,110 @@ def test_a_copied_workspace_is_not_answered_from_the_original(ws: Path, tmp_path
     _age(copy)
     assert check(copy) is None  # the manifest's stamps name the original's files
     assert check(ws) is not None
+
+
+# -- the answer a repeat prints, and which commands are answered from it --------------------------
+
+
+def _outcomes():
+    from buildsys.engine.answer import Outcome
+
+    return [Outcome("m:export", "ran", "key changed", seconds=3.25, verdict=None, note="dynamo"),
+            Outcome("m:parity", "cached", "up to date", seconds=0.5, verdict={"passed": 1, "summary": "max abs 1e-6"}),
+            Outcome("m:simplify", "cutoff", "output unchanged", seconds=1.5, verdict={"passed": 0}),
+            Outcome("m:engine", "unavailable", "no NVIDIA GPU", seconds=0.0004),
+            Outcome("m:bench", "skipped", "blocked by m:engine")]
+
+
+def test_a_repeat_reports_every_step_that_ran_or_was_restored_as_up_to_date_with_its_verdict():
+    """What `buildsys build` prints the second time: no seconds, no 'ran', the verdicts kept as they were."""
+    assert json.dumps(noop.answer(_outcomes())) == json.dumps([
+        {"id": "m:export", "state": "cached", "reason": "up to date", "seconds": 0.0},
+        {"id": "m:parity", "state": "cached", "reason": "up to date", "seconds": 0.0,
+         "passed": True, "summary": "max abs 1e-6"},
+        {"id": "m:simplify", "state": "cached", "reason": "up to date", "seconds": 0.0, "passed": False, "summary": ""},
+        {"id": "m:engine", "state": "unavailable", "reason": "no NVIDIA GPU", "seconds": 0.0},
+        {"id": "m:bench", "state": "skipped", "reason": "blocked by m:engine", "seconds": 0.0}])
+
+
+@pytest.mark.parametrize("state", ["failed", "would-run"])
+def test_a_build_with_a_step_that_failed_or_would_run_has_no_answer_to_repeat(state: str):
+    from buildsys.engine.answer import Outcome
+
+    for at in (0, 2, 5):  # first, among the others, last
+        outcomes = _outcomes()
+        outcomes.insert(at, Outcome("m:quantize", state, "key changed"))
+        assert noop.answer(outcomes) is None, at
+
+
+def test_a_failed_step_in_a_build_records_nothing_so_the_repeat_runs_it(ws: Path):
+    from buildsys.engine.answer import Outcome
+
+    meta = str(ws / "out/.buildsys")
+    assert not noop.record_build(meta, SIGNATURE, files(ws), [*_outcomes(), Outcome("m:q", "failed", "boom")], 3)
+    assert check(ws) is None and not (ws / "out/.buildsys/noop.json").exists()
+    assert noop.record_build(meta, SIGNATURE, files(ws), _outcomes(), 0)
+    assert check(ws)["steps"] == noop.answer(_outcomes()) and check(ws)["exit"] == 0
+
+
+def test_the_store_blob_of_each_output_of_a_step_that_ran_is_stamped(ws: Path):
+    """A blob deleted from the store while its artifact under out/ is a copy: the repeat must rebuild."""
+    from buildsys.engine.answer import Outcome
+
+    meta = ws / "out/.buildsys"
+    copied = meta / "store/cd" / ("cd" + "2" * 62)
+    reads = Reads({str(ws / "recipes/a.yaml")})  # out/a/copied.bin is not among the reads
+    for state in ("ran", "cached", "cutoff"):
+        outputs = {"model": [["copied.bin", "cd" + "2" * 62, 6]]}
+        assert noop.record_build(str(meta), SIGNATURE, reads, [Outcome("a:export", state, "", outputs=outputs)], 0)
+        assert check(ws) is not None
+        copied.rename(copied.with_name("gone"))
+        assert check(ws) is None, state
+        copied.with_name("gone").rename(copied)
+    outputs = {"model": [["copied.bin", "cd" + "2" * 62, 6]]}  # an unavailable step's outputs are not its own
+    assert noop.record_build(str(meta), SIGNATURE, reads, [Outcome("a:x", "unavailable", "", outputs=outputs)], 0)
+    copied.unlink()
+    assert check(ws) is not None
+
+
+def test_only_a_finished_build_without_problems_or_failed_steps_is_worth_recording():
+    from buildsys.exitcodes import EXIT_OK, EXIT_PARITY, EXIT_STEP
+
+    assert noop.worth_recording(dry_run=False, problems=False, code=EXIT_OK)
+    assert noop.worth_recording(dry_run=False, problems=False, code=EXIT_PARITY)  # a parity failure stays one
+    assert not noop.worth_recording(dry_run=True, problems=False, code=EXIT_OK)
+    assert not noop.worth_recording(dry_run=False, problems=True, code=EXIT_OK)
+    assert not noop.worth_recording(dry_run=False, problems=False, code=EXIT_STEP)
+
+
+def test_a_build_is_answered_from_the_record_of_the_same_selection_only(ws: Path):
+    meta = str(ws / "out/.buildsys")
+    sig = noop.signature(["b", "a"], ["parity", "export"], True)
+    assert noop.record(meta, sig, files(ws), ANSWER)
+    plain = dict(dry_run=False, verbose=False, trims=False)
+    assert noop.replay_build(meta, ["a", "b"], ["export", "parity"], True, **plain)["steps"] == ANSWER["steps"]
+    assert noop.replay_build(meta, ["a", "b"], ["export", "parity"], False, **plain) is None
+    assert noop.replay_build(meta, ["a"], ["export", "parity"], True, **plain) is None
+    assert noop.replay_build(meta, ["a", "b"], ["export"], True, **plain) is None
+    for flag in ("dry_run", "verbose", "trims"):  # these print or do more than the record holds
+        assert noop.replay_build(meta, ["a", "b"], ["export", "parity"], True, **{**plain, flag: True}) is None, flag
+    assert noop.record(meta, noop.signature([], None, False), files(ws), {**ANSWER, "exit": 1})
+    assert noop.replay_build(meta, [], None, False, **plain)["exit"] == 1
+    assert noop.replay_build(meta, [], [], False, **plain)["exit"] == 1  # no --only is an empty --only
+
+
+def test_status_of_an_up_to_date_selection_is_read_from_the_record_of_its_build(ws: Path):
+    meta = str(ws / "out/.buildsys")
+    assert noop.replay_status(meta, ["m"]) is None
+    assert noop.record(meta, noop.signature(["m"], None, False), files(ws),
+                       {"steps": noop.answer(_outcomes()), "exit": 1})
+    assert noop.replay_status(meta, ["m"]) == [
+        ("m:export", "up to date", ""), ("m:parity", "up to date", ""), ("m:simplify", "failed", ""),
+        ("m:engine", "unavailable", "no NVIDIA GPU"), ("m:bench", "blocked", "blocked by m:engine")]
+    assert noop.replay_status(meta, []) is None  # another selection's record
+
+
+def test_each_command_s_record_is_a_file_named_by_fnv1a_of_its_signature(tmp_path: Path):
+    assert noop._path("m", noop.signature([], None, False)) == os.path.join("m", "noop.json")
+    assert noop._path("m", "a") == os.path.join("m", "noop-af63dc4c8601ec8c.json")  # FNV-1a 64's test vector
+    assert noop._path("m", "foobar") == os.path.join("m", "noop-85944171f73967e8.json")
