@@ -307,7 +307,7 @@ class TensorRTEngine(Step[TensorRTParams]):
         try:
             meta = runner.get_input_metadata()
             for entry in manifest:
-                feeds = {name: arrays[key].astype(DataType.to_dtype(meta[name].dtype, "numpy"), copy=False)
+                feeds = {name: arrays[key].astype(DataType.to_dtype(meta[name].dtype, "numpy"))
                          for name, key in entry["inputs"].items() if name in meta}
                 row = {"point": entry["point"], "sample": entry["sample"],
                        "shapes": {k: list(v.shape) for k, v in feeds.items()}, "outputs": {}, "error": None}
