@@ -498,7 +498,7 @@ class FakeRunner:
     outputs = None  # feeds -> the engine's outputs; None: zeros
     made: list = []  # each runner's (engine, optimization profile), and whether it was deactivated
 
-    def __init__(self, engine, optimization_profile=0):
+    def __init__(self, engine, name=None, optimization_profile=None):  # Polygraphy's signature
         self.made.append({"engine": engine, "profile": optimization_profile, "deactivated": False})
 
     def activate(self):
@@ -829,12 +829,15 @@ def test_an_engine_without_an_output_the_recipe_names_fails_parity_at_every_poin
 
 
 def test_a_point_outside_the_tolerance_fails_parity_naming_the_point_and_the_output(upstream, fake_tensorrt):
-    _exact(upstream, fake_tensorrt, lambda scores: scores + 1.0 if scores.shape[0] == 8 else scores)
-    answer = _engine(upstream)
+    params = _params(upstream)
+    params["tolerances"]["fp32"]["min_cosine"] = 0.999
+    _exact(upstream, fake_tensorrt, lambda scores: -scores if scores.shape[0] == 8 else scores)
+    answer = _engine(upstream, params)
     result = _result(upstream)
     rows = {r["point"]: r for r in result["results"]}
     why = rows["max"]["outputs"]["scores"]["failures"]
-    assert why and [pt for pt in POINTS if not rows[pt]["outputs"]["scores"]["passed"]] == ["max"]
+    assert len(why) == 2 and why[1] == "cosine -1.000000 < 0.999"  # values off, and the cosine
+    assert [pt for pt in POINTS if not rows[pt]["outputs"]["scores"]["passed"]] == ["max"]
     assert result["failures"] == [f"max scores: {'; '.join(why)}"]
     assert answer["summary"] == f"fp32 (fp32, 1 profile, 0.0 KiB): parity FAILED: max scores: {'; '.join(why)}"
 
@@ -863,3 +866,13 @@ def test_tensorrt_whose_libraries_do_not_load_is_a_step_error_saying_how_to_rein
     answer = _engine(upstream)
     assert answer["error"] == "TensorRT cannot be imported: import of tensorrt halted; None in sys.modules"
     assert answer["hint"] == f"reinstall it: {INSTALL_HINT}" and "traceback" not in answer
+
+
+def test_rows_of_an_output_parity_unordered_names_may_come_in_any_order(upstream, fake_tensorrt):
+    """Detections: the engine may answer the same rows in another order than the reference."""
+    _exact(upstream, fake_tensorrt, lambda scores: scores[::-1])
+    params = _params(upstream)
+    assert not _engine(upstream, params)["verdict"]["passed"]  # rows compared in place
+    params["parity"] = {"unordered": ["scores"]}
+    answer = _engine(upstream, params)
+    assert answer["verdict"]["passed"], answer["summary"]
