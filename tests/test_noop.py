@@ -109,6 +109,7 @@ CHANGES = {
     "data file added beside": lambda r: (r / "data/calib/one/2.npy").write_text("2"),
     "data file added in a new sub-folder": lambda r: ((r / "data/calib/two").mkdir(),
                                                       (r / "data/calib/two/3.npy").write_text("3")),
+    "file added at the workspace root (beside w.pt)": lambda r: (r / "tiny.py").write_text(""),
     "output deleted": lambda r: (r / "out/a/model.onnx").unlink(),
     "output modified": lambda r: _edit(r / "out/a/model.onnx", "garbage"),
     "copied output modified": lambda r: _edit(r / "out/a/copied.bin", "garbage"),
@@ -512,3 +513,37 @@ def test_each_command_s_record_is_a_file_named_by_fnv1a_of_its_signature(tmp_pat
     assert noop._path("m", noop.signature([], None, False)) == os.path.join("m", "noop.json")
     assert noop._path("m", "a") == os.path.join("m", "noop-af63dc4c8601ec8c.json")  # FNV-1a 64's test vector
     assert noop._path("m", "foobar") == os.path.join("m", "noop-85944171f73967e8.json")
+
+
+def test_reading_out_itself_stamps_no_folder_above_it(ws: Path):
+    """out/ is the build's own: a note added beside it, which no recipe reads, leaves the answer standing."""
+    meta = str(ws / "out/.buildsys")
+    assert noop.record(meta, SIGNATURE, Reads({str(ws / "out"), str(ws / "out/a/model.onnx")}), ANSWER)
+    (ws / "notes.txt").write_text("not read")
+    assert check(ws) is not None
+    (ws / "out/a/model.onnx").unlink()
+    assert check(ws) is None
+
+
+def test_a_record_of_another_version_or_another_command_is_a_miss(ws: Path):
+    record(ws)
+    manifest = ws / "out/.buildsys/noop.json"
+    entry = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**entry, "version": noop.VERSION - 1}))
+    assert check(ws) is None
+    manifest.write_text(json.dumps({**entry, "signature": json.dumps([["a"], [], False])}))  # a file copied over
+    assert check(ws) is None
+    manifest.write_text(json.dumps(entry))
+    assert check(ws) is not None
+
+
+def test_forget_removes_the_records_and_nothing_else(ws: Path):
+    meta = ws / "out/.buildsys"
+    record(ws)
+    assert noop.record(str(meta), json.dumps([["a"], [], False]), files(ws), ANSWER)
+    for name in ("notes.json", "noop-notes.txt", "state.sqlite"):
+        (meta / name).write_text("kept")
+    noop.forget(str(meta))
+    assert sorted(n for n in os.listdir(meta) if (meta / n).is_file()) == ["noop-notes.txt", "notes.json",
+                                                                             "state.sqlite"]
+    noop.forget(str(ws / "missing"))  # no out/.buildsys yet: nothing to forget
