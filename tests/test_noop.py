@@ -547,3 +547,16 @@ def test_forget_removes_the_records_and_nothing_else(ws: Path):
     assert sorted(n for n in os.listdir(meta) if (meta / n).is_file()) == ["noop-notes.txt", "notes.json",
                                                                              "state.sqlite"]
     noop.forget(str(ws / "missing"))  # no out/.buildsys yet: nothing to forget
+
+
+def test_the_folders_of_a_workspace_file_read_after_the_outputs_are_stamped(ws: Path):
+    """tm/ sorts after out/: the artifacts skipped on the way must not end the walk over what was read."""
+    (ws / "tm/sub").mkdir(parents=True)
+    (ws / "tm/sub/m.py").write_text("x = 1\n")
+    _age(ws)
+    meta = str(ws / "out/.buildsys")
+    assert noop.record(meta, SIGNATURE, Reads({str(ws / "out/a/model.onnx"), str(ws / "out/a/copied.bin"),
+                                               str(ws / "tm/sub/m.py")}), ANSWER)
+    assert check(ws) is not None
+    (ws / "tm/sub/other.py").write_text("")  # a module beside the model's source
+    assert check(ws) is None

@@ -100,7 +100,7 @@ def _folders_above(meta: str, paths: set[str]) -> set[str]:
     out = os.path.dirname(os.path.abspath(meta))
     root = os.path.dirname(out)
     found: set[str] = set()
-    for path in paths:  # a path outside the root has no folder the loop below takes
+    for path in sorted(paths):  # in one order every run; a path outside the root has no folder the walk takes
         if path == out or path.startswith(out + os.sep):
             continue
         folder = os.path.dirname(path)
