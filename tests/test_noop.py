@@ -109,6 +109,7 @@ CHANGES = {
     "data file added beside": lambda r: (r / "data/calib/one/2.npy").write_text("2"),
     "data file added in a new sub-folder": lambda r: ((r / "data/calib/two").mkdir(),
                                                       (r / "data/calib/two/3.npy").write_text("3")),
+    "file added at the workspace root (beside w.pt)": lambda r: (r / "tiny.py").write_text(""),
     "output deleted": lambda r: (r / "out/a/model.onnx").unlink(),
     "output modified": lambda r: _edit(r / "out/a/model.onnx", "garbage"),
     "copied output modified": lambda r: _edit(r / "out/a/copied.bin", "garbage"),
@@ -408,3 +409,157 @@ def test_a_copied_workspace_is_not_answered_from_the_original(ws: Path, tmp_path
     _age(copy)
     assert check(copy) is None  # the manifest's stamps name the original's files
     assert check(ws) is not None
+
+
+# -- the answer a repeat prints, and which commands are answered from it --------------------------
+
+
+def _outcomes():
+    from buildsys.engine.answer import Outcome
+
+    return [Outcome("m:export", "ran", "key changed", seconds=3.25, verdict=None, note="dynamo"),
+            Outcome("m:parity", "cached", "up to date", seconds=0.5, verdict={"passed": 1, "summary": "max abs 1e-6"}),
+            Outcome("m:simplify", "cutoff", "output unchanged", seconds=1.5, verdict={"passed": 0}),
+            Outcome("m:engine", "unavailable", "no NVIDIA GPU", seconds=0.0004),
+            Outcome("m:bench", "skipped", "blocked by m:engine")]
+
+
+def test_a_repeat_reports_every_step_that_ran_or_was_restored_as_up_to_date_with_its_verdict():
+    """What `buildsys build` prints the second time: no seconds, no 'ran', the verdicts kept as they were."""
+    assert json.dumps(noop.answer(_outcomes())) == json.dumps([
+        {"id": "m:export", "state": "cached", "reason": "up to date", "seconds": 0.0},
+        {"id": "m:parity", "state": "cached", "reason": "up to date", "seconds": 0.0,
+         "passed": True, "summary": "max abs 1e-6"},
+        {"id": "m:simplify", "state": "cached", "reason": "up to date", "seconds": 0.0, "passed": False, "summary": ""},
+        {"id": "m:engine", "state": "unavailable", "reason": "no NVIDIA GPU", "seconds": 0.0},
+        {"id": "m:bench", "state": "skipped", "reason": "blocked by m:engine", "seconds": 0.0}])
+
+
+@pytest.mark.parametrize("state", ["failed", "would-run"])
+def test_a_build_with_a_step_that_failed_or_would_run_has_no_answer_to_repeat(state: str):
+    from buildsys.engine.answer import Outcome
+
+    for at in (0, 2, 5):  # first, among the others, last
+        outcomes = _outcomes()
+        outcomes.insert(at, Outcome("m:quantize", state, "key changed"))
+        assert noop.answer(outcomes) is None, at
+
+
+def test_a_failed_step_in_a_build_records_nothing_so_the_repeat_runs_it(ws: Path):
+    from buildsys.engine.answer import Outcome
+
+    meta = str(ws / "out/.buildsys")
+    assert not noop.record_build(meta, SIGNATURE, files(ws), [*_outcomes(), Outcome("m:q", "failed", "boom")], 3)
+    assert check(ws) is None and not (ws / "out/.buildsys/noop.json").exists()
+    assert noop.record_build(meta, SIGNATURE, files(ws), _outcomes(), 0)
+    assert check(ws)["steps"] == noop.answer(_outcomes()) and check(ws)["exit"] == 0
+
+
+def test_the_store_blob_of_each_output_of_a_step_that_ran_is_stamped(ws: Path):
+    """A blob deleted from the store while its artifact under out/ is a copy: the repeat must rebuild."""
+    from buildsys.engine.answer import Outcome
+
+    meta = ws / "out/.buildsys"
+    copied = meta / "store/cd" / ("cd" + "2" * 62)
+    reads = Reads({str(ws / "recipes/a.yaml")})  # out/a/copied.bin is not among the reads
+    for state in ("ran", "cached", "cutoff"):
+        outputs = {"model": [["copied.bin", "cd" + "2" * 62, 6]]}
+        assert noop.record_build(str(meta), SIGNATURE, reads, [Outcome("a:export", state, "", outputs=outputs)], 0)
+        assert check(ws) is not None
+        copied.rename(copied.with_name("gone"))
+        assert check(ws) is None, state
+        copied.with_name("gone").rename(copied)
+    outputs = {"model": [["copied.bin", "cd" + "2" * 62, 6]]}  # an unavailable step's outputs are not its own
+    assert noop.record_build(str(meta), SIGNATURE, reads, [Outcome("a:x", "unavailable", "", outputs=outputs)], 0)
+    copied.unlink()
+    assert check(ws) is not None
+
+
+def test_only_a_finished_build_without_problems_or_failed_steps_is_worth_recording():
+    from buildsys.exitcodes import EXIT_OK, EXIT_PARITY, EXIT_STEP
+
+    assert noop.worth_recording(dry_run=False, problems=False, code=EXIT_OK)
+    assert noop.worth_recording(dry_run=False, problems=False, code=EXIT_PARITY)  # a parity failure stays one
+    assert not noop.worth_recording(dry_run=True, problems=False, code=EXIT_OK)
+    assert not noop.worth_recording(dry_run=False, problems=True, code=EXIT_OK)
+    assert not noop.worth_recording(dry_run=False, problems=False, code=EXIT_STEP)
+
+
+def test_a_build_is_answered_from_the_record_of_the_same_selection_only(ws: Path):
+    meta = str(ws / "out/.buildsys")
+    sig = noop.signature(["b", "a"], ["parity", "export"], True)
+    assert noop.record(meta, sig, files(ws), ANSWER)
+    plain = dict(dry_run=False, verbose=False, trims=False)
+    assert noop.replay_build(meta, ["a", "b"], ["export", "parity"], True, **plain)["steps"] == ANSWER["steps"]
+    assert noop.replay_build(meta, ["a", "b"], ["export", "parity"], False, **plain) is None
+    assert noop.replay_build(meta, ["a"], ["export", "parity"], True, **plain) is None
+    assert noop.replay_build(meta, ["a", "b"], ["export"], True, **plain) is None
+    for flag in ("dry_run", "verbose", "trims"):  # these print or do more than the record holds
+        assert noop.replay_build(meta, ["a", "b"], ["export", "parity"], True, **{**plain, flag: True}) is None, flag
+    assert noop.record(meta, noop.signature([], None, False), files(ws), {**ANSWER, "exit": 1})
+    assert noop.replay_build(meta, [], None, False, **plain)["exit"] == 1
+    assert noop.replay_build(meta, [], [], False, **plain)["exit"] == 1  # no --only is an empty --only
+
+
+def test_status_of_an_up_to_date_selection_is_read_from_the_record_of_its_build(ws: Path):
+    meta = str(ws / "out/.buildsys")
+    assert noop.replay_status(meta, ["m"]) is None
+    assert noop.record(meta, noop.signature(["m"], None, False), files(ws),
+                       {"steps": noop.answer(_outcomes()), "exit": 1})
+    assert noop.replay_status(meta, ["m"]) == [
+        ("m:export", "up to date", ""), ("m:parity", "up to date", ""), ("m:simplify", "failed", ""),
+        ("m:engine", "unavailable", "no NVIDIA GPU"), ("m:bench", "blocked", "blocked by m:engine")]
+    assert noop.replay_status(meta, []) is None  # another selection's record
+
+
+def test_each_command_s_record_is_a_file_named_by_fnv1a_of_its_signature(tmp_path: Path):
+    assert noop._path("m", noop.signature([], None, False)) == os.path.join("m", "noop.json")
+    assert noop._path("m", "a") == os.path.join("m", "noop-af63dc4c8601ec8c.json")  # FNV-1a 64's test vector
+    assert noop._path("m", "foobar") == os.path.join("m", "noop-85944171f73967e8.json")
+
+
+def test_reading_out_itself_stamps_no_folder_above_it(ws: Path):
+    """out/ is the build's own: a note added beside it, which no recipe reads, leaves the answer standing."""
+    meta = str(ws / "out/.buildsys")
+    assert noop.record(meta, SIGNATURE, Reads({str(ws / "out"), str(ws / "out/a/model.onnx")}), ANSWER)
+    (ws / "notes.txt").write_text("not read")
+    assert check(ws) is not None
+    (ws / "out/a/model.onnx").unlink()
+    assert check(ws) is None
+
+
+def test_a_record_of_another_version_or_another_command_is_a_miss(ws: Path):
+    record(ws)
+    manifest = ws / "out/.buildsys/noop.json"
+    entry = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**entry, "version": noop.VERSION - 1}))
+    assert check(ws) is None
+    manifest.write_text(json.dumps({**entry, "signature": json.dumps([["a"], [], False])}))  # a file copied over
+    assert check(ws) is None
+    manifest.write_text(json.dumps(entry))
+    assert check(ws) is not None
+
+
+def test_forget_removes_the_records_and_nothing_else(ws: Path):
+    meta = ws / "out/.buildsys"
+    record(ws)
+    assert noop.record(str(meta), json.dumps([["a"], [], False]), files(ws), ANSWER)
+    for name in ("notes.json", "noop-notes.txt", "state.sqlite"):
+        (meta / name).write_text("kept")
+    noop.forget(str(meta))
+    assert sorted(n for n in os.listdir(meta) if (meta / n).is_file()) == ["noop-notes.txt", "notes.json",
+                                                                             "state.sqlite"]
+    noop.forget(str(ws / "missing"))  # no out/.buildsys yet: nothing to forget
+
+
+def test_the_folders_of_a_workspace_file_read_after_the_outputs_are_stamped(ws: Path):
+    """tm/ sorts after out/: the artifacts skipped on the way must not end the walk over what was read."""
+    (ws / "tm/sub").mkdir(parents=True)
+    (ws / "tm/sub/m.py").write_text("x = 1\n")
+    _age(ws)
+    meta = str(ws / "out/.buildsys")
+    assert noop.record(meta, SIGNATURE, Reads({str(ws / "out/a/model.onnx"), str(ws / "out/a/copied.bin"),
+                                               str(ws / "tm/sub/m.py")}), ANSWER)
+    assert check(ws) is not None
+    (ws / "tm/sub/other.py").write_text("")  # a module beside the model's source
+    assert check(ws) is None

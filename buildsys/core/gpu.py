@@ -113,13 +113,18 @@ def packages_note() -> str | None:
     return " ".join(text.split()) or None
 
 
+def driver_below(needed: int) -> bool:
+    """Whether the driver's CUDA is older than CUDA `needed`.x (False where nvidia-smi did not tell)."""
+    major = gpu().get("cuda", "unknown").split(".")[0]
+    return major.isdigit() and int(major) < needed
+
+
 def cuda_shortfall(needed: int, what: str) -> str | None:
     """Why the driver cannot run `what` (built for CUDA `needed`.x), or None when it can or cannot be told."""
+    if not driver_below(needed):
+        return None
     ident = gpu()
     have = ident.get("cuda", "unknown")
-    major = have.split(".")[0]
-    if not major.isdigit() or int(major) >= needed:
-        return None
     floor = MIN_DRIVER.get(needed)
     return (f"the NVIDIA driver {ident.get('driver', '?')} supports CUDA {have}, and {what} needs CUDA {needed}"
             + (f" (driver {floor} or newer)" if floor else ""))
@@ -279,9 +284,8 @@ def failure(action: str, exc: BaseException, needed_cuda: int | None = None) -> 
     cause = failure_cause(text)
     ident, visible = gpu(), os.environ.get("CUDA_VISIBLE_DEVICES")
     driver = f"driver {ident['driver']} (CUDA {ident.get('cuda', 'unknown')})" if ident else "the NVIDIA driver"
-    if cause == "start":  # the builder or runtime could not be created: say why if the driver shows it
-        short = cuda_shortfall(needed_cuda, "TensorRT") if needed_cuda else None
-        cause = "driver" if short else cause
+    if cause == "start" and needed_cuda and driver_below(needed_cuda):  # the builder or runtime could not be
+        cause = "driver"  # created, and the driver shows why
     floor = MIN_DRIVER.get(needed_cuda or 0)
     messages = {
         "driver": (f"{action}: the NVIDIA driver is too old for this CUDA runtime ({driver})",

@@ -100,8 +100,8 @@ def _folders_above(meta: str, paths: set[str]) -> set[str]:
     out = os.path.dirname(os.path.abspath(meta))
     root = os.path.dirname(out)
     found: set[str] = set()
-    for path in paths:
-        if not path.startswith(root + os.sep) or path == out or path.startswith(out + os.sep):
+    for path in sorted(paths):  # in one order every run; a path outside the root has no folder the walk takes
+        if path == out or path.startswith(out + os.sep):
             continue
         folder = os.path.dirname(path)
         while folder not in found and (folder == root or folder.startswith(root + os.sep)):
@@ -137,7 +137,7 @@ def check(meta: str, sig: str) -> dict | None:
     stat = os.stat
     try:
         for folder, rows in entry["stamps"].items():
-            prefix = folder + os.sep if folder else ""
+            prefix = folder + os.sep  # every stamped path is absolute (Reads and key_sources make them so)
             for name, *stamp in rows:
                 try:
                     st = stat(prefix + name)

@@ -308,7 +308,7 @@ class TensorRTEngine(Step[TensorRTParams]):
         try:
             meta = runner.get_input_metadata()
             for entry in manifest:
-                feeds = {name: arrays[key].astype(DataType.to_dtype(meta[name].dtype, "numpy"), copy=False)
+                feeds = {name: arrays[key].astype(DataType.to_dtype(meta[name].dtype, "numpy"))
                          for name, key in entry["inputs"].items() if name in meta}
                 row = {"point": entry["point"], "sample": entry["sample"],
                        "shapes": {k: list(v.shape) for k, v in feeds.items()}, "outputs": {}, "error": None}
@@ -340,7 +340,8 @@ def parity_document(precision: str, tol: dict[str, Any], results: list[dict], fa
     """The parity result, shaped like parity.py's, with a one-line summary."""
     passed = not failed
     worst = max((m.get("max_abs", 0.0) for r in results for m in r["outputs"].values()), default=0.0)
-    points = sorted({r["point"] for r in results}, key=lambda pt: {"min": 0, "opt": 1, "max": 2}.get(pt, 3))
+    # the drawn points (random1, random2, ...) after min, opt and max, in their order: the same summary every run
+    points = sorted({r["point"] for r in results}, key=lambda pt: ({"min": 0, "opt": 1, "max": 2}.get(pt, 3), pt))
     summary = (f"parity passed at {', '.join(points)} (max abs error {worst:.3g})" if passed
                else "parity FAILED: " + " | ".join(failed[:4]))
     return {"precision": precision, "tolerance": tol, "results": results,

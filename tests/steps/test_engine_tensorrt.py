@@ -495,9 +495,11 @@ class FakeRunner:
 
     activate_error: BaseException | None = None
     infer_error: BaseException | None = None
+    outputs = None  # feeds -> the engine's outputs; None: zeros
+    made: list = []  # each runner's (engine, optimization profile), and whether it was deactivated
 
-    def __init__(self, engine, optimization_profile=0):
-        pass
+    def __init__(self, engine, name=None, optimization_profile=None):  # Polygraphy's signature
+        self.made.append({"engine": engine, "profile": optimization_profile, "deactivated": False})
 
     def activate(self):
         if self.activate_error is not None:
@@ -511,10 +513,12 @@ class FakeRunner:
     def infer(self, feeds):
         if self.infer_error is not None:
             raise self.infer_error
+        if self.outputs is not None:
+            return self.outputs(feeds)
         return {"scores": np.zeros((feeds["x"].shape[0], 2), np.float32)}
 
     def deactivate(self):
-        pass
+        self.made[-1]["deactivated"] = True
 
 
 @pytest.fixture
@@ -526,9 +530,11 @@ def fake_tensorrt(monkeypatch):
     monkeypatch.setattr(gpu, "gpu", lambda: dict(T4))
     monkeypatch.setattr(et, "needed_cuda", lambda: 12)
     monkeypatch.setattr(et, "cuda_runtime_dir", lambda: None)
-    faults = types.SimpleNamespace(build=None)
+    faults = types.SimpleNamespace(build=None, loaded=[])
 
     def loader(settings, model):
+        faults.loaded.append((settings, model))
+
         def build():
             if faults.build is not None:
                 raise faults.build
@@ -536,33 +542,14 @@ def fake_tensorrt(monkeypatch):
         return build
 
     monkeypatch.setattr(et, "engine_loader", loader)
-    runner = type("Runner", (FakeRunner,), {})
+    runner = type("Runner", (FakeRunner,), {"made": []})
     monkeypatch.setattr(ptrt, "TrtRunner", runner)
     faults.runner = runner
     return faults
 
 
-def _engine(upstream: RecipeSteps) -> dict:
-    return upstream.run("engine[tensorrt-fp32]")
-
-
-@pytest.mark.parametrize(("error", "message", "hint"), [
-    (RuntimeError("[E] 2: [executionContext.cpp] Error Code 2: OutOfMemory (Requested size was 4294967296 bytes.)"),
-     "TensorRT could not build the engine: out of GPU memory: RuntimeError: [E] 2:", "lower the target's workspace"),
-    (TypeError("pybind11::init(): factory function returned nullptr"),
-     "TensorRT could not build the engine: CUDA could not start on Tesla T4: TypeError: pybind11", "unset LD_LIBRARY_PATH"),
-    ("polygraphy", "TensorRT could not build the engine: PolygraphyException: Invalid Engine. Please ensure",
-     "TensorRT's own messages are in the step's log"),
-])
-def test_a_failed_engine_build_is_a_step_error_with_its_cause_and_hint(upstream, fake_tensorrt, error, message, hint):
-    from polygraphy.exception import PolygraphyException
-
-    fake_tensorrt.build = PolygraphyException("Invalid Engine. Please ensure the engine was built correctly") \
-        if error == "polygraphy" else error
-    answer = _engine(upstream)
-    assert not answer["ok"] and "traceback" not in answer, answer
-    assert answer["error"].startswith(message), answer["error"]
-    assert hint in answer["hint"]
+def _engine(upstream: RecipeSteps, params: dict | None = None) -> dict:
+    return upstream.run("engine[tensorrt-fp32]", params)
 
 
 def test_a_bug_while_building_is_not_reworded_as_a_tensorrt_failure(upstream, fake_tensorrt):
@@ -575,16 +562,6 @@ def test_the_engine_builds_and_its_parity_runs_through_the_faked_runner(upstream
     answer = _engine(upstream)  # the fake engine answers zeros: the step runs, its parity fails
     assert answer["ok"], answer
     assert not answer["verdict"]["passed"] and answer["verdict"]["summary"].startswith("fp32 (fp32, 1 profile, ")
-
-
-def test_an_engine_the_gpu_cannot_load_is_a_step_error_naming_the_device(upstream, fake_tensorrt, monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
-    fake_tensorrt.runner.activate_error = RuntimeError("CUDA failure 100: no CUDA-capable device is detected ; GPU=1")
-    answer = _engine(upstream)
-    assert not answer["ok"] and "traceback" not in answer, answer
-    assert answer["error"].startswith("TensorRT could not load the engine to check it: no CUDA device is visible to "
-                                      "this process (CUDA_VISIBLE_DEVICES=1): RuntimeError: CUDA failure 100")
-    assert "docker run --gpus all" in answer["hint"]
 
 
 def test_running_out_of_gpu_memory_at_a_point_is_a_step_error_and_other_failures_fail_parity(upstream, fake_tensorrt):
@@ -611,15 +588,291 @@ def test_a_cuda_runtime_that_does_not_load_is_a_step_error_with_the_driver_neede
     monkeypatch.setattr(cuda, "wrapper", refuses)
     answer = _engine(upstream)
     assert not answer["ok"] and "traceback" not in answer, answer
-    assert answer["error"].startswith("the CUDA runtime could not be loaded: the NVIDIA driver is too old for this "
-                                      "CUDA runtime (driver 550.54.15 (CUDA 12.4)): RuntimeError: CUDA Error: 35.")
-    assert answer["hint"].startswith("update the NVIDIA driver to 525.60.13 or newer (CUDA 12)")
+    assert answer["error"] == ("the CUDA runtime could not be loaded: the NVIDIA driver is too old for this CUDA "
+                               "runtime (driver 550.54.15 (CUDA 12.4)): RuntimeError: CUDA Error: 35. To figure out what "
+                               "this means, refer to the CUDA documentation")
+    assert answer["hint"] == ("update the NVIDIA driver to 525.60.13 or newer (CUDA 12), or install the TensorRT "
+                              "build for your driver's CUDA")
 
 
-def test_tensorrt_that_cannot_be_imported_is_a_step_error_saying_how_to_reinstall(upstream, fake_tensorrt,
-                                                                                  monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import raises ImportError
+# -- what a user sees of a TensorRT step: its result file, its summary, every error in full (faked) ---
+
+INSTALL_HINT = ("its libraries come from NVIDIA's index, not PyPI: PIP_EXTRA_INDEX_URL=https://pypi.nvidia.com "
+                "make GPU=1 (or pip install --extra-index-url https://pypi.nvidia.com '.[gpu]')")
+
+
+def _params(upstream: RecipeSteps, precision: str = "fp32", profiles: int = 1) -> dict:
+    """The fp32 engine step's parameters with another target precision, or the batch profile given twice."""
+    params = json.loads(json.dumps(upstream.steps["engine[tensorrt-fp32]"].params))
+    params["target"]["precision"] = precision
+    params["profiles"] = params["profiles"] * profiles
+    return params
+
+
+def _reference(upstream: RecipeSteps) -> dict[bytes, np.ndarray]:
+    """The reference's outputs by the bytes of their input: a faked engine that answers them is exact."""
+    from buildsys.steps.reference import read_reference
+
+    manifest, arrays = read_reference(upstream.out("reference", "reference"))
+    return {arrays[e["inputs"]["x"]].astype(np.float32).tobytes(): np.array(arrays[e["outputs"]["scores"]])
+            for e in manifest}
+
+
+def _exact(upstream: RecipeSteps, fake_tensorrt, change=lambda scores: scores) -> None:
+    table = _reference(upstream)
+    fake_tensorrt.runner.outputs = staticmethod(lambda feeds: {"scores": change(table[feeds["x"].tobytes()])})
+
+
+def _result(upstream: RecipeSteps) -> dict:
+    return json.loads(upstream.out("engine[tensorrt-fp32]", "result").read_text())
+
+
+POINTS = ("min", "opt", "max", "random1", "random2")
+
+
+def test_an_engine_that_matches_the_reference_passes_and_its_result_says_how_it_was_built(upstream, fake_tensorrt,
+                                                                                          capsys):
+    _exact(upstream, fake_tensorrt)
     answer = _engine(upstream)
-    assert not answer["ok"] and "traceback" not in answer, answer
-    assert answer["error"].startswith("TensorRT cannot be imported: ")
-    assert "NVIDIA's index" in answer["hint"] and "PIP_EXTRA_INDEX_URL=https://pypi.nvidia.com make GPU=1" in answer["hint"]
+    summary = "fp32 (fp32, 1 profile, 0.0 KiB): parity passed at min, opt, max, random1, random2 (max abs error 0)"
+    assert answer["ok"] and answer["verdict"] == {"passed": True, "summary": summary} and answer["summary"] == summary
+    assert summary in capsys.readouterr().out.splitlines()  # what the step's log holds
+    assert upstream.out("engine[tensorrt-fp32]", "engine").read_bytes() == b"not a real plan"
+    text = upstream.out("engine[tensorrt-fp32]", "result").read_text()
+    doc = json.loads(text)
+    assert text == json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    assert {k: v for k, v in doc.items() if k != "results"} == {
+        "precision": "fp32", "passed": True, "failures": [], "candidate": "tensorrt-fp32.plan",
+        "model": "model.sim.onnx", "tensorrt": "10.16.1.11", "summary": summary.split(": ", 1)[1],
+        "tolerance": {"atol": 1e-4, "rtol": 1e-3, "min_cosine": None, "min_top1": None, "min_top1_decided": None,
+                      "max_scaled_error": None},
+        "builder": {"fp16": False, "int8": False, "tf32": False, "strongly_typed": True, "workspace": None,
+                    "profiles": 1, "qdq_nodes": 0}}
+    rows = doc["results"]
+    assert [(r["point"], r["sample"], r["error"]) for r in rows] == [(pt, 0, None) for pt in POINTS]
+    assert [r["shapes"]["x"] for r in rows[:3]] == [[1, 4], [4, 4], [8, 4]]
+    assert all(r["outputs"]["scores"]["passed"] and r["outputs"]["scores"]["max_abs"] == 0.0 for r in rows)
+    (settings, model), = fake_tensorrt.loaded
+    cache = timing_cache_path(upstream.ws, T4, "10.16.1.11")
+    assert settings == builder_settings(typed_from(upstream), cache, "10.16.1.11") and cache.parent.is_dir()
+    assert model == upstream.out("simplify", "model")
+    assert fake_tensorrt.runner.made == [{"engine": settings and fake_tensorrt.runner.made[0]["engine"],
+                                          "profile": 0, "deactivated": True}]
+    assert isinstance(fake_tensorrt.runner.made[0]["engine"], FakeEngine)
+
+
+def typed_from(upstream: RecipeSteps, params: dict | None = None) -> TensorRTParams:
+    return from_slice(TensorRTEngine.PARAMS, params or upstream.steps["engine[tensorrt-fp32]"].params)
+
+
+@pytest.mark.parametrize(("precision", "profiles", "head", "builder"), [
+    ("fp16", 1, "fp16 (tf32, 1 profile, 0.0 KiB)", {"fp16": False, "int8": False, "tf32": True,
+                                                    "strongly_typed": True}),
+    ("best", 2, "best (fp16+int8+tf32, 2 profiles, 0.0 KiB)", {"fp16": True, "int8": True, "tf32": True,
+                                                              "strongly_typed": False}),
+])
+def test_the_summary_names_the_precision_its_kernels_and_the_profiles(upstream, fake_tensorrt, precision, profiles,
+                                                                      head, builder):
+    _exact(upstream, fake_tensorrt)
+    answer = _engine(upstream, _params(upstream, precision, profiles))
+    assert answer["summary"] == f"{head}: parity passed at min, opt, max, random1, random2 (max abs error 0)"
+    assert _result(upstream)["builder"] == {**builder, "workspace": None, "profiles": profiles, "qdq_nodes": 0}
+    assert _result(upstream)["precision"] == precision
+
+
+def test_best_on_tensorrt_11_is_refused_by_the_step_too(upstream, fake_tensorrt, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="11.4.0.106"))
+    answer = _engine(upstream, _params(upstream, "best"))
+    assert (answer["ok"], answer["error"], answer["field"]) == (
+        False, "TensorRT 11 builds strongly typed networks only, and precision best asks for precision flags",
+        "targets")
+    assert answer["hint"] == f"use precision fp16 (built from an fp16 ONNX) or int8 (from the Q/DQ model), " \
+                             f"or install TensorRT 10 ({INSTALL_HINT})"
+    assert fake_tensorrt.loaded == []
+
+
+def _qdq_model(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    scale = helper.make_tensor("s", TensorProto.FLOAT, [], [0.1])
+    onnx.save(helper.make_model(helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s"], ["y"])],
+        "g", [x], [y], [scale])), path)
+    return path
+
+
+def test_int8_builds_from_a_qdq_model_and_refuses_a_plain_one_in_full(upstream, fake_tensorrt, tmp_path):
+    _exact(upstream, fake_tensorrt)
+    job = upstream.job("engine[tensorrt-fp32]", _params(upstream, "int8"))
+    job["inputs"]["model"] = str(_qdq_model(tmp_path / "qdq.onnx"))
+    answer = run_job(job)
+    assert answer["ok"] and answer["summary"].startswith("int8 (tf32, 1 profile, 0.0 KiB): parity passed"), answer
+    result = json.loads((Path(job["scratch"]) / "tensorrt-fp32.json").read_text())
+    assert result["model"] == "qdq.onnx" and result["builder"]["qdq_nodes"] == 2
+
+    answer = _engine(upstream, _params(upstream, "int8"))
+    assert (answer["ok"], answer["error"], answer["field"]) == (
+        False, "precision int8 needs an explicitly quantized (Q/DQ) model; model.sim.onnx has no "
+               "QuantizeLinear/DequantizeLinear node", "targets")
+    assert answer["hint"] == ("TensorRT >= 10 deprecated implicit calibration: build the int8 target from the "
+                              "quantize[tensorrt] step's model, or give the recipe a QAT model")
+    assert len(fake_tensorrt.loaded) == 1  # the plain model never reached TensorRT
+
+
+def test_a_driver_older_than_tensorrt_s_cuda_stops_the_step_before_it_builds(upstream, fake_tensorrt, monkeypatch):
+    monkeypatch.setattr(gpu, "gpu", lambda: {**T4, "driver": "470.82.01", "cuda": "11.4"})
+    answer = _engine(upstream)
+    assert (answer["ok"], answer["error"], answer["hint"]) == (
+        False, "TensorRT cannot run here: the NVIDIA driver 470.82.01 supports CUDA 11.4, and TensorRT 10.16.1.11 "
+               "needs CUDA 12 (driver 525.60.13 or newer)",
+        "update the NVIDIA driver, or install the TensorRT build for the driver's CUDA")
+    assert "traceback" not in answer and fake_tensorrt.loaded == []
+    monkeypatch.setattr(et, "needed_cuda", lambda: None)  # a TensorRT whose CUDA is not named: it is tried
+    _exact(upstream, fake_tensorrt)
+    assert _engine(upstream)["ok"] and len(fake_tensorrt.loaded) == 1
+
+
+BUILD_FAILURES = [
+    (RuntimeError("[E] 2: [executionContext.cpp] Error Code 2: OutOfMemory (Requested size was 4294967296 bytes.)"),
+     "TensorRT could not build the engine: out of GPU memory: RuntimeError: [E] 2: [executionContext.cpp] Error Code "
+     "2: OutOfMemory (Requested size was 4294967296 bytes.)",
+     "free the GPU (nvidia-smi lists what holds it), lower the target's workspace or the dims' max, or build on a GPU "
+     "with more memory"),
+    (TypeError("pybind11::init(): factory function returned nullptr"),
+     "TensorRT could not build the engine: CUDA could not start on Tesla T4: TypeError: pybind11::init(): factory "
+     "function returned nullptr",
+     "run nvidia-smi to check the driver answers; a CUDA runtime on LD_LIBRARY_PATH newer than the driver supports "
+     "also stops it (unset LD_LIBRARY_PATH to test)"),
+    (RuntimeError("CUDA Error: 35. To figure out what this means"),
+     "TensorRT could not build the engine: the NVIDIA driver is too old for this CUDA runtime (driver 550.54.15 "
+     "(CUDA 12.4)): RuntimeError: CUDA Error: 35. To figure out what this means",
+     "update the NVIDIA driver to 525.60.13 or newer (CUDA 12), or install the TensorRT build for your driver's CUDA"),
+    (ValueError("cudaErrorMemoryAllocation in the parser"),  # not TensorRT's kind of error, but CUDA's words
+     "TensorRT could not build the engine: out of GPU memory: ValueError: cudaErrorMemoryAllocation in the parser",
+     "free the GPU (nvidia-smi lists what holds it), lower the target's workspace or the dims' max, or build on a GPU "
+     "with more memory"),
+    (RuntimeError("Error Code 4: Internal Error (Network has dynamic inputs,   but no profile)"),
+     "TensorRT could not build the engine: RuntimeError: Error Code 4: Internal Error (Network has dynamic inputs, "
+     "but no profile)", "TensorRT's own messages are in the step's log"),
+    ("polygraphy", "TensorRT could not build the engine: PolygraphyException: Invalid Engine. Please ensure the "
+                   "engine was built correctly", "TensorRT's own messages are in the step's log"),
+]
+
+
+@pytest.mark.parametrize(("error", "message", "hint"), BUILD_FAILURES)
+def test_a_failed_engine_build_is_a_step_error_with_its_cause_and_hint_in_full(upstream, fake_tensorrt, error,
+                                                                                message, hint):
+    from polygraphy.exception import PolygraphyException
+
+    fake_tensorrt.build = PolygraphyException("Invalid Engine. Please ensure the engine was built correctly") \
+        if error == "polygraphy" else error
+    answer = _engine(upstream)
+    assert (answer["ok"], answer["error"], answer["hint"]) == (False, message, hint)
+    assert "traceback" not in answer and "field" not in answer
+    assert not upstream.out("engine[tensorrt-fp32]", "result").exists() or fake_tensorrt.runner.made == []
+
+
+def test_an_engine_the_gpu_cannot_load_is_a_step_error_in_full(upstream, fake_tensorrt, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    fake_tensorrt.runner.activate_error = RuntimeError("CUDA failure 100: no CUDA-capable device is detected ; GPU=1")
+    answer = _engine(upstream)
+    assert (answer["ok"], answer["error"], answer["hint"]) == (
+        False, "TensorRT could not load the engine to check it: no CUDA device is visible to this process "
+               "(CUDA_VISIBLE_DEVICES=1): RuntimeError: CUDA failure 100: no CUDA-capable device is detected ; GPU=1",
+        "check that nvidia-smi lists the GPU and that CUDA_VISIBLE_DEVICES names it; in a container, start it with "
+        "the GPU passed in (docker run --gpus all)")
+    monkeypatch.setattr(gpu, "gpu", lambda: {**T4, "cuda": "unknown"})
+    fake_tensorrt.runner.activate_error = RuntimeError("CUDA Error: 35.")
+    answer = _engine(upstream)  # the driver floor of the CUDA TensorRT needs
+    assert answer["error"] == ("TensorRT could not load the engine to check it: the NVIDIA driver is too old for this "
+                               "CUDA runtime (driver 550.54.15 (CUDA unknown)): RuntimeError: CUDA Error: 35.")
+    assert answer["hint"] == ("update the NVIDIA driver to 525.60.13 or newer (CUDA 12), or install the TensorRT "
+                              "build for your driver's CUDA")
+
+
+def test_a_gpu_failure_while_checking_is_a_step_error_naming_the_point(upstream, fake_tensorrt, monkeypatch):
+    fake_tensorrt.runner.infer_error = RuntimeError("CUDA Error: 35. To figure out what this means")
+    answer = _engine(upstream)
+    assert (answer["ok"], answer["error"], answer["hint"]) == (
+        False, "TensorRT failed at min: the NVIDIA driver is too old for this CUDA runtime (driver 550.54.15 "
+               "(CUDA 12.4)): RuntimeError: CUDA Error: 35. To figure out what this means",
+        "update the NVIDIA driver to 525.60.13 or newer (CUDA 12), or install the TensorRT build for your driver's CUDA")
+    assert fake_tensorrt.runner.made[-1]["deactivated"]  # the runner is let go on the way out
+
+
+def test_the_engine_s_own_failure_at_every_point_fails_parity_with_its_words(upstream, fake_tensorrt):
+    words = "Error Code 3: API Usage Error  (shape\n out of the profile) " + "x" * 900
+    fake_tensorrt.runner.infer_error = RuntimeError(words)
+    answer = _engine(upstream)
+    flat = " ".join(words.split())
+    assert answer["ok"] and not answer["verdict"]["passed"]
+    result = _result(upstream)
+    assert [(r["point"], r["error"], r["outputs"]) for r in result["results"]] == [(pt, flat[:800], {}) for pt in POINTS]
+    assert result["failures"] == [f"{pt}: TensorRT failed: {flat[:300]}" for pt in POINTS]
+    assert answer["summary"] == ("fp32 (fp32, 1 profile, 0.0 KiB): parity FAILED: "
+                                 + " | ".join(result["failures"][:4]))
+    assert fake_tensorrt.runner.made[-1]["deactivated"]
+
+
+def test_an_engine_without_an_output_the_recipe_names_fails_parity_at_every_point(upstream, fake_tensorrt):
+    table = _reference(upstream)
+    fake_tensorrt.runner.outputs = staticmethod(lambda feeds: {"logits": table[feeds["x"].tobytes()], "aux": 0})
+    answer = _engine(upstream)
+    assert answer["ok"] and not answer["verdict"]["passed"]
+    result = _result(upstream)
+    said = "the engine has no output 'scores' (it has ['aux', 'logits'])"
+    assert [(r["point"], r["error"], r["outputs"]) for r in result["results"]] == [(pt, said, {}) for pt in POINTS]
+    assert result["failures"] == [f"{pt}: {said}" for pt in POINTS]
+
+
+def test_a_point_outside_the_tolerance_fails_parity_naming_the_point_and_the_output(upstream, fake_tensorrt):
+    params = _params(upstream)
+    params["tolerances"]["fp32"]["min_cosine"] = 0.999
+    _exact(upstream, fake_tensorrt, lambda scores: -scores if scores.shape[0] == 8 else scores)
+    answer = _engine(upstream, params)
+    result = _result(upstream)
+    rows = {r["point"]: r for r in result["results"]}
+    why = rows["max"]["outputs"]["scores"]["failures"]
+    assert len(why) == 2 and why[1] == "cosine -1.000000 < 0.999"  # values off, and the cosine
+    assert [pt for pt in POINTS if not rows[pt]["outputs"]["scores"]["passed"]] == ["max"]
+    assert result["failures"] == [f"max scores: {'; '.join(why)}"]
+    assert answer["summary"] == f"fp32 (fp32, 1 profile, 0.0 KiB): parity FAILED: max scores: {'; '.join(why)}"
+
+
+def test_an_engine_that_answers_nan_fails_parity_and_its_result_is_still_written(upstream, fake_tensorrt):
+    _exact(upstream, fake_tensorrt, lambda scores: np.full_like(scores, np.nan))
+    answer = _engine(upstream)
+    assert answer["ok"] and not answer["verdict"]["passed"], answer
+    text = upstream.out("engine[tensorrt-fp32]", "result").read_text()
+    assert "NaN" in text and len(json.loads(text)["failures"]) == len(POINTS)
+
+
+def test_tensorrt_whose_libraries_do_not_load_is_a_step_error_saying_how_to_reinstall(upstream, fake_tensorrt,
+                                                                                     monkeypatch, tmp_path):
+    """`import tensorrt` raises OSError where libnvinfer is missing, ImportError where the bindings are."""
+    (tmp_path / "site" / "tensorrt").mkdir(parents=True)
+    (tmp_path / "site" / "tensorrt" / "__init__.py").write_text(
+        "raise OSError('libnvinfer.so.10: cannot open shared object file: No such file or directory')\n")
+    monkeypatch.delitem(sys.modules, "tensorrt")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    answer = _engine(upstream)
+    assert (answer["ok"], answer["error"], answer["hint"]) == (
+        False, "TensorRT cannot be imported: libnvinfer.so.10: cannot open shared object file: No such file or "
+               "directory", f"reinstall it: {INSTALL_HINT}")
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    answer = _engine(upstream)
+    assert answer["error"] == "TensorRT cannot be imported: import of tensorrt halted; None in sys.modules"
+    assert answer["hint"] == f"reinstall it: {INSTALL_HINT}" and "traceback" not in answer
+
+
+def test_rows_of_an_output_parity_unordered_names_may_come_in_any_order(upstream, fake_tensorrt):
+    """Detections: the engine may answer the same rows in another order than the reference."""
+    _exact(upstream, fake_tensorrt, lambda scores: scores[::-1])
+    params = _params(upstream)
+    assert not _engine(upstream, params)["verdict"]["passed"]  # rows compared in place
+    params["parity"] = {"unordered": ["scores"]}
+    answer = _engine(upstream, params)
+    assert answer["verdict"]["passed"], answer["summary"]

@@ -70,6 +70,28 @@ def test_a_cuda_start_failure_with_an_old_driver_says_which_driver_is_needed(mon
     assert "525.60.13 or newer (CUDA 12)" in err.hint
 
 
+def test_cuda_that_did_not_start_is_blamed_on_the_driver_only_when_it_is_older_than_the_cuda_needed(monkeypatch):
+    old = {"name": "Tesla T4", "compute_cap": "7.5", "driver": "470.82.01", "cuda": "11.4"}
+    monkeypatch.setattr(gpu, "gpu", lambda: old)
+    nullptr = TypeError("pybind11::init(): factory function returned nullptr")
+    start = ("x: CUDA could not start on Tesla T4: TypeError: pybind11::init(): factory function returned nullptr",
+             "run nvidia-smi to check the driver answers; a CUDA runtime on LD_LIBRARY_PATH newer than the driver "
+             "supports also stops it (unset LD_LIBRARY_PATH to test)")
+    err = gpu.failure("x", nullptr, needed_cuda=12)
+    assert (err.message, err.hint) == (
+        "x: the NVIDIA driver is too old for this CUDA runtime (driver 470.82.01 (CUDA 11.4)): TypeError: "
+        "pybind11::init(): factory function returned nullptr",
+        "update the NVIDIA driver to 525.60.13 or newer (CUDA 12), or install the TensorRT build for your driver's CUDA")
+    err = gpu.failure("x", nullptr, needed_cuda=11)  # the driver runs CUDA 11: something else stopped it
+    assert (err.message, err.hint) == start
+    err = gpu.failure("x", nullptr)  # the CUDA needed is not known
+    assert (err.message, err.hint) == start
+    err = gpu.failure("x", RuntimeError("CUDA Error: 2."), needed_cuda=12)  # a cause of its own stays
+    assert err.message == "x: out of GPU memory: RuntimeError: CUDA Error: 2."
+    monkeypatch.setattr(gpu, "gpu", lambda: {**old, "cuda": "unknown"})  # nvidia-smi did not tell
+    assert (gpu.failure("x", nullptr, needed_cuda=12).message, gpu.cuda_shortfall(12, "TensorRT")) == (start[0], None)
+
+
 def test_out_of_gpu_memory_and_no_device_get_their_hints(monkeypatch):
     monkeypatch.setattr(gpu, "gpu", lambda: {})
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
