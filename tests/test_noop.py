@@ -476,7 +476,7 @@ def test_the_store_blob_of_each_output_of_a_step_that_ran_is_stamped(ws: Path):
 
 
 def test_only_a_finished_build_without_problems_or_failed_steps_is_worth_recording():
-    from buildsys.exitcodes import EXIT_OK, EXIT_PARITY, EXIT_STEP
+    from buildsys.core.exitcodes import EXIT_OK, EXIT_PARITY, EXIT_STEP
 
     assert noop.worth_recording(dry_run=False, problems=False, code=EXIT_OK)
     assert noop.worth_recording(dry_run=False, problems=False, code=EXIT_PARITY)  # a parity failure stays one
