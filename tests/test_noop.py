@@ -17,6 +17,7 @@ import pytest
 
 from buildsys.core import toolchain
 from buildsys.core.reads import Reads, glob_folders
+from buildsys.core.verdict import Verdict
 from buildsys.engine import noop
 
 SIGNATURE = json.dumps([[], [], False])  # a plain `buildsys build`
@@ -418,8 +419,8 @@ def _outcomes():
     from buildsys.engine.answer import Outcome
 
     return [Outcome("m:export", "ran", "key changed", seconds=3.25, verdict=None, note="dynamo"),
-            Outcome("m:parity", "cached", "up to date", seconds=0.5, verdict={"passed": 1, "summary": "max abs 1e-6"}),
-            Outcome("m:simplify", "cutoff", "output unchanged", seconds=1.5, verdict={"passed": 0}),
+            Outcome("m:parity", "cached", "up to date", seconds=0.5, verdict=Verdict.from_json({"passed": 1, "summary": "max abs 1e-6"})),
+            Outcome("m:simplify", "cutoff", "output unchanged", seconds=1.5, verdict=Verdict.from_json({"passed": 0})),
             Outcome("m:engine", "unavailable", "no NVIDIA GPU", seconds=0.0004),
             Outcome("m:bench", "skipped", "blocked by m:engine")]
 
