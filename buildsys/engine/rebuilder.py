@@ -252,12 +252,10 @@ class Rebuilder:
                     print(f"warning: {step.id}: {rejected} (in {self.shared.url})", file=sys.stderr)
                     continue
                 if found:
-                    self.shared.hits += 1
                     if self.fetch:
                         self.shared.record_use(key)  # the shared cache's last use, for `cache gc`
                     return Decision("restore", key, doc, Reasons(("fetched from the shared cache",)), entry["outputs"],
                                     entry.get("deps", {}), Verdict.from_json(entry.get("verdict")))
-            self.shared.misses += 1
         return Decision("run", key, doc, Reasons((rejected,)) if rejected else self.why(step, doc, trace))
 
     def why(self, step: StepSpec, doc: dict[str, Any], trace: Trace | None) -> Reasons:

@@ -39,9 +39,7 @@ class SharedCache:
         self.read_only = read_only
         self.fs, self.root = fsspec.core.url_to_fs(url)
         self.local = bool(getattr(self.fs, "local_file", False))  # a folder: plain os calls, no links followed
-        self.hits = 0
-        self.misses = 0
-        self.uploads = 0
+        self.uploads = 0  # blobs this object wrote to the cache
         self._verified: set[str] = set()  # blobs this process read or wrote whole and found matching
 
     def _blob(self, digest: str) -> str:
