@@ -88,6 +88,16 @@ def test_a_store_blob_linked_from_out_is_stamped_through_its_link(ws: Path):
     assert "cd" + "2" * 62 in text  # a copy does not
 
 
+def test_a_file_read_as_absent_does_not_hide_the_files_stamped_after_it(ws: Path):
+    """A path the build found missing is stamped as absent; the files after it in its folder are still checked."""
+    reads = files(ws)
+    reads.file(str(ws / "bm/absent.py"))  # sorts before bm/tiny.py, in the same folder
+    assert noop.record(str(ws / "out/.buildsys"), SIGNATURE, reads, ANSWER)
+    assert check(ws) is not None
+    _edit(ws / "bm/tiny.py", "x = 2\n")
+    assert check(ws) is None
+
+
 def _edit(path: Path, text: str = "changed\n") -> None:
     path.chmod(0o644)
     path.write_text(text)
