@@ -305,13 +305,16 @@ def test_the_step_declares_its_tools_and_a_gpu_bound_result():
 
 # -- through the command line -----------------------------------------------------------
 
-BOTH = """\
+# The tiny model's recipe up to its targets; each recipe below adds what it is about.
+RECIPE_HEAD = """\
 version: 1
 model: {factory: "tm.tiny:tiny", kwargs: {features: 4}}
 inputs: [{name: x, dtype: float32, shape: [batch, 4], data: {kind: normal, mean: 0.0, std: 1.0}}]
 outputs: [{name: scores}]
 dims: {batch: {min: 1, opt: 4, max: 8}}
 export: {opset: 18, exporter: torchscript}
+"""
+BOTH = RECIPE_HEAD + """\
 targets:
   - {backend: tensorrt, precision: fp16}
   - {backend: torchscript, mode: trace}
@@ -462,13 +465,7 @@ def test_builds_a_real_engine_with_two_profiles_a_timing_cache_and_passing_parit
 
 # -- CUDA and TensorRT failures become step errors with their cause (Polygraphy and TensorRT faked) ---
 
-FP32 = """\
-version: 1
-model: {factory: "tm.tiny:tiny", kwargs: {features: 4}}
-inputs: [{name: x, dtype: float32, shape: [batch, 4], data: {kind: normal, mean: 0.0, std: 1.0}}]
-outputs: [{name: scores}]
-dims: {batch: {min: 1, opt: 4, max: 8}}
-export: {opset: 18, exporter: torchscript}
+FP32 = RECIPE_HEAD + """\
 parity: {samples: 1, seed: 0, points: [min, opt, max]}
 targets:
   - {backend: tensorrt, precision: fp32}
