@@ -47,9 +47,3 @@ def choose(options: BuildOptions, root: Path) -> RunnerFactory:
             raise UsageError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
     return dask
 
-
-def inline(threads: int = 1, shared_url: str | None = None) -> Runner:
-    """Steps run in this process, one at a time (tests, light steps): a `RunnerFactory` itself."""
-    from buildsys.runners.workers import InlineRunner
-
-    return InlineRunner()
