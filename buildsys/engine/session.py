@@ -203,7 +203,8 @@ class Session:
         factors = {r.name: r.parity.max_regression for r in loaded.recipes if r.parity.max_regression}
         return write_reports(out / "reports", entries, gather_meta(), baseline=baseline,
                              max_regression=max_regression, markdown_path=markdown, junit_path=junit,
-                             recipe_factors=factors, command_status=check_status(built, bool(loaded.problems)))
+                             recipe_factors=factors,
+                             exit_status=lambda failed: check_status(built, bool(loaded.problems), failed))
 
     def explain(self, target: str) -> list[tuple[str, str, str, Outcome]]:
         """`explain RECIPE[:STEP]`: (step id, status word, detail, outcome) of each step the target names."""

@@ -33,11 +33,17 @@ def artifacts_built(code: int) -> bool:
     return code in (EXIT_OK, EXIT_PARITY)
 
 
-def check_status(outcomes, problems: bool) -> int:
-    """What `check` exits with besides the parity gate: a step failed, or a recipe could not be read."""
+def check_status(outcomes, problems: bool, gate_failed: bool) -> int:
+    """What `check` exits with: a step failed, a recipe could not be read, the parity gate failed, or 0.
+
+    The gate fails on a figure out of tolerance, a regression, or a check that could not run;
+    the reports decide that, and write the status this returns.
+    """
     if any(o.state == "failed" for o in outcomes):
         return EXIT_STEP
-    return EXIT_USAGE if problems else EXIT_OK
+    if problems:
+        return EXIT_USAGE
+    return EXIT_PARITY if gate_failed else EXIT_OK
 
 
 def status_word(state: str, reason: str, verdict: Verdict | None, failure: str | None = None) -> tuple[str, str]:

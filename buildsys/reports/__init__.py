@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,7 @@ class ReportSummary:
     skipped: int  # the backend is unavailable on this machine
     regressions: tuple[dict[str, Any], ...]  # baseline.compare's entries
     improvements: tuple[dict[str, Any], ...]
-    exit_status: int  # 0 all pass; 1 any tolerance failure, check that could not run, or regression;
-    # 2 a recipe is wrong, 3 a step failed (the command's own status, passed in)
+    exit_status: int  # the command's, as write_reports' caller decided it from whether the gate failed
     files: dict[str, Path] = field(default_factory=dict)  # report kind -> path written
 
     def render(self) -> str:
@@ -49,16 +49,18 @@ class ReportSummary:
 def write_reports(out_dir: Path, entries: list[ReportInput], meta: dict[str, Any], baseline: Path | None = None,
                   max_regression: float = MAX_REGRESSION, markdown_path: Path | None = None,
                   junit_path: Path | None = None, regression_floor: float = FLOOR,
-                  recipe_factors: dict[str, float] | None = None, command_status: int = 0) -> ReportSummary:
+                  recipe_factors: dict[str, float] | None = None, *,
+                  exit_status: Callable[[bool], int]) -> ReportSummary:
     """Write parity.json, parity.md, parity.html and junit.xml under `out_dir` (out/reports/).
 
     `meta` carries {"buildsys", "timestamp", "tools": {name: version}, "machine": {key: value}}
     (collect.gather_meta() reads them from this machine). With `baseline` (main's
     parity.json), error figures that grew beyond `max_regression` fail the gate.
     `markdown_path` / `junit_path` are extra copies where CI wants them. When
-    $GITHUB_STEP_SUMMARY names a file, the markdown is appended to it. `command_status` is
-    the command's exit status besides parity (3 a step failed, 2 a recipe error): the
-    reports' exit status is never lower than it.
+    $GITHUB_STEP_SUMMARY names a file, the markdown is appended to it. `exit_status` is
+    given whether the gate failed and answers with the command's exit status, which the
+    reports write (engine.status.check_status decides it: a failed step or a recipe error
+    outranks parity).
     Raises UsageError when the baseline cannot be read.
     """
     from buildsys.reports import baseline as base_mod
@@ -68,7 +70,7 @@ def write_reports(out_dir: Path, entries: list[ReportInput], meta: dict[str, Any
     if baseline is not None:
         base_mod.compare(doc, base_mod.load(baseline), str(baseline), max_regression, regression_floor,
                          recipe_factors)
-    doc["summary"] = collect.summarize(doc, command_status)
+    doc["summary"] = collect.summarize(doc, exit_status)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = markdown.render(doc)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -342,9 +343,9 @@ def _grown(figure: str, o: dict[str, Any]) -> str:
     return f"max abs {fmt_change(before, o.get(figure))} beyond the allowed factor"
 
 
-def summarize(doc: dict[str, Any], command_status: int = 0) -> dict[str, Any]:
-    """Counts and the gate's exit status; `command_status` is what the command exits with besides
-    parity (3 a step failed, 2 a recipe is wrong), which the report must not contradict."""
+def summarize(doc: dict[str, Any], exit_status: Callable[[bool], int]) -> dict[str, Any]:
+    """Counts, and the command's exit status: `exit_status` is given whether the gate failed (a figure
+    out of tolerance, a regression, a check that could not run) and answers with the status."""
     all_cases = cases(doc)
     count = {s: sum(1 for k in all_cases if k.status == s) for s in ("passed", "failed", "skipped")}
     statuses = [c["status"] for r in doc["recipes"] for c in r["checks"]]
@@ -352,7 +353,7 @@ def summarize(doc: dict[str, Any], command_status: int = 0) -> dict[str, Any]:
     regressions = len((doc.get("baseline") or {}).get("regressions", []))
     failing = count["failed"] > 0 or regressions > 0 or any(s in FAILING for s in statuses)
     return {**count, "checks": checks, "regressions": regressions,
-            "exit_status": max(1 if failing else 0, command_status)}
+            "exit_status": exit_status(failing)}
 
 
 # ---- strict JSON ----

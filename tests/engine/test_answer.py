@@ -8,7 +8,7 @@ import pytest
 from buildsys.core.exitcodes import EXIT_OK, EXIT_PARITY, EXIT_STEP, EXIT_USAGE
 from buildsys.core.verdict import Verdict
 from buildsys.engine.answer import Job, Outcome, StepAnswer
-from buildsys.engine.status import exit_status, status_word
+from buildsys.engine.status import check_status, exit_status, status_word
 
 
 def test_a_job_and_its_answer_survive_the_pipe():
@@ -63,3 +63,15 @@ def test_a_stale_step_is_failed_only_when_its_current_key_failed():
 ])
 def test_exit_status(pairs, require_all, problems, code):
     assert exit_status(pairs, require_all, problems) == code
+
+
+@pytest.mark.parametrize("states, problems, gate_failed, code", [
+    (["ran", "cached"], False, False, EXIT_OK),
+    (["ran"], False, True, EXIT_PARITY),  # a figure out of tolerance, a regression, a check that could not run
+    (["ran"], True, True, EXIT_USAGE),  # a recipe that could not be read outranks the gate
+    (["failed", "ran"], True, True, EXIT_STEP),  # a failed step outranks both
+    (["unavailable"], False, False, EXIT_OK),  # check never requires every backend
+])
+def test_check_status(states, problems, gate_failed, code):
+    outcomes = [Outcome(f"r:s{i}", state, "") for i, state in enumerate(states)]
+    assert check_status(outcomes, problems, gate_failed) == code

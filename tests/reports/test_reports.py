@@ -12,6 +12,7 @@ import pytest
 
 from buildsys.core.errors import UsageError
 from buildsys.core.numerics import compare
+from buildsys.engine.status import check_status
 from buildsys.reports import ReportInput, write_reports
 from buildsys.reports.baseline import grew
 from buildsys.reports.collect import from_json, to_json
@@ -58,8 +59,14 @@ def entry(tmp: Path, recipe: str, check: str = "fp32", doc: dict | None = None, 
     return ReportInput(recipe=recipe, recipe_file=f"recipes/{recipe}.yaml", check=check, result=path, **kw)
 
 
+def gate(failed: bool) -> int:
+    """`check`'s exit status when no step failed and every recipe was read: the gate's alone."""
+    return check_status([], False, failed)
+
+
 def report(tmp: Path, entries: list[ReportInput], **kw):
     out = tmp / "out" / "reports"
+    kw.setdefault("exit_status", gate)
     return write_reports(out, entries, META, **kw), out
 
 
@@ -230,7 +237,7 @@ def test_junit_structure_counts_and_escaping(tmp_path):
 def _baseline(tmp: Path, outputs: dict[str, float], recipes=("m",), check_doc=None) -> Path:
     base_dir = tmp / "main"
     entries = [entry(base_dir, r, doc=check_doc or parity_doc("fp32", FP32, outputs)) for r in recipes]
-    write_reports(base_dir / "reports", entries, META)
+    write_reports(base_dir / "reports", entries, META, exit_status=gate)
     return base_dir / "reports" / "parity.json"
 
 
